@@ -1,0 +1,5 @@
+import sys
+
+from cvlib.cli import main
+
+sys.exit(main())

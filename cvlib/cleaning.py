@@ -1,0 +1,554 @@
+"""Cleaning rules for client transactions, with an audit and a reconciliation.
+
+Every input row ends in exactly one place: kept, quarantined (with a reason),
+removed as an exact duplicate, or netted into its purchase (a return). Amounts
+reconcile to the cent: see `reconciliation`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cvlib import io
+from cvlib.errors import InputDataError
+from cvlib.io import ROW
+from cvlib.params import Cleaning, Study
+
+KEPT, QUARANTINED, DUPLICATE, NETTED = 0, 1, 2, 3
+
+DATE_CANDIDATES = [
+    "%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y",
+    "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%d %b %Y", "%b %d, %Y", "%d-%b-%Y", "%Y年%m月%d日",
+]
+AMBIGUOUS = {"%d/%m/%Y": "%m/%d/%Y", "%m/%d/%Y": "%d/%m/%Y", "%d-%m-%Y": "%m-%d-%Y", "%m-%d-%Y": "%d-%m-%Y"}
+
+RULES = {
+    "malformed_line": "line with the wrong number of fields",
+    "unparseable_date": "date cannot be read",
+    "unparseable_amount": "amount cannot be read",
+    "missing_customer_id": "customer id is empty",
+    "duplicates": "exact duplicate of an earlier row",
+    "test_ids": "test or internal customer id",
+    "returns": "return or cancellation",
+    "non_positive": "zero or negative amount after netting",
+    "window": "date outside the analysis window",
+    "outliers": "outlying transaction amount",
+}
+
+
+@dataclass
+class CleaningResult:
+    """Clean transactions, quarantined rows and the bookkeeping that explains them."""
+
+    clean: pd.DataFrame
+    quarantine: pd.DataFrame
+    audit: pd.DataFrame
+    reconciliation: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    outlier_bounds: tuple[float, float] | None = None
+
+    @property
+    def balanced(self) -> bool:
+        """True when rows and amounts reconcile (amounts to the cent)."""
+        r = self.reconciliation.set_index("term")
+        return bool(r.loc["difference", "rows"] == 0 and abs(r.loc["difference", "amount"]) < 0.005)
+
+    def summary(self) -> dict:
+        r = self.reconciliation.set_index("term")
+        return {
+            "rows_in": int(r.loc["input", "rows"]),
+            "rows_kept": int(r.loc["kept", "rows"]),
+            "rows_quarantined": int(r.loc["quarantined", "rows"]),
+            "rows_duplicates": int(r.loc["duplicates removed", "rows"]),
+            "rows_netted": int(r.loc["returns netted into purchases", "rows"]),
+            "amount_in": float(r.loc["input", "amount"]),
+            "amount_kept": float(r.loc["kept", "amount"]),
+            "customers": int(self.clean["customer_id"].nunique()),
+            "first_date": str(self.clean["date"].min().date()) if len(self.clean) else None,
+            "last_date": str(self.clean["date"].max().date()) if len(self.clean) else None,
+            "balanced": self.balanced,
+            "notes": self.notes,
+        }
+
+
+# --------------------------------------------------------------------------- parsing
+def _factorized(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return codes, pd.Index(uniques)
+
+
+def _take(values: np.ndarray, codes: np.ndarray, fill: object) -> np.ndarray:
+    out = values[np.where(codes < 0, 0, codes)] if len(values) else np.full(len(codes), fill)
+    if len(values):
+        out = out.copy()
+        out[codes < 0] = fill
+    return out
+
+
+def parse_dates(s: pd.Series, formats: str | list[str] | None = None) -> tuple[pd.Series, list[str]]:
+    """Text to datetime (NaT where unreadable). Given formats are tried in order;
+    None: formats are inferred (greedily, so mixed formats work) and reported in the notes."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        out = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
+        return out.astype("datetime64[ns]"), []
+    codes, uniques = _factorized(s.astype("string").str.strip())
+    texts = pd.Series(uniques.astype(object), dtype=object)
+    parsed = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[ns]")
+    which = np.full(len(texts), -1)
+    given = [formats] if isinstance(formats, str) else list(formats or [])
+    if given:
+        order = given
+    else:  # choose formats on a sample of distinct values, most successful first
+        sample = texts[texts != ""].sample(min(20_000, len(texts)), random_state=0) if len(texts) else texts
+        order = []
+        while len(sample):
+            hits = {f: pd.to_datetime(sample, format=f, errors="coerce").notna() for f in DATE_CANDIDATES if f not in order}
+            best = max(hits, key=lambda f: int(hits[f].sum()), default=None)
+            if best is None or not hits[best].any():
+                break
+            order.append(best)
+            sample = sample[~hits[best]]
+        order += [f for f in DATE_CANDIDATES if f not in order]
+    for i, fmt in enumerate(order):
+        rem = parsed.isna() & (texts != "")
+        if not rem.any():
+            break
+        hit = pd.to_datetime(texts[rem], format=fmt, errors="coerce").dropna()
+        parsed.loc[hit.index] = hit
+        which[hit.index.to_numpy()] = i
+    rows = np.bincount(which[codes[codes >= 0]] + 1, minlength=len(order) + 1)[1:] if len(codes) else []
+    notes: list[str] = []
+    for i, n_rows in enumerate(rows):
+        if n_rows:
+            fmt = order[i]
+            note = f"date format {fmt} ({'given' if given else 'inferred'}) read {n_rows:,} rows"
+            alt = AMBIGUOUS.get(fmt)
+            vals = texts[which == i]
+            if not given and alt and pd.to_datetime(vals, format=alt, errors="coerce").notna().all():
+                note += f"; every one also fits {alt}: set date_format in the params if that is meant"
+            notes.append(note)
+    out = _take(parsed.to_numpy(dtype="datetime64[ns]"), codes, np.datetime64("NaT"))
+    return pd.Series(out, index=s.index, dtype="datetime64[ns]"), notes
+
+
+_GROUPED = {".": re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$"), ",": re.compile(r"^[+-]?\d{1,3}(\.\d{3})+(,\d+)?$")}
+
+
+def parse_amounts(s: pd.Series, decimal: str = ".", thousands: str | None = None) -> pd.Series:
+    """Text to float (NaN where unreadable): currency symbols and spaces dropped,
+    '(12.50)' and '12.50-' read as negative, separators as given (thousands
+    grouping like 1,234.50 recognised when no thousands separator is set)."""
+    if pd.api.types.is_numeric_dtype(s):
+        return pd.to_numeric(s, errors="coerce").astype("float64")
+    codes, uniques = _factorized(s.astype("string"))
+    t = pd.Series(uniques.astype(object), dtype="string")
+    t = t.str.replace(r"[\s\u00a0\u2009\u202f]", "", regex=True)
+    neg = t.str.match(r"^\(.*\)$") | t.str.endswith("-")
+    t = t.str.replace(r"[()]", "", regex=True).str.replace(r"-$", "", regex=True)
+    t = t.str.replace(r"[^0-9,.+\-]", "", regex=True)
+    if thousands:
+        t = t.str.replace(thousands, "", regex=False)
+    else:
+        grouped = t.str.match(_GROUPED[decimal].pattern)
+        other = "," if decimal == "." else "."
+        t = t.where(~grouped, t.str.replace(other, "", regex=False))
+    if decimal != ".":
+        t = t.str.replace(decimal, ".", regex=False)
+    t = t.where(t.str.len() > 0)
+    num = pd.to_numeric(t, errors="coerce").astype("float64").to_numpy()
+    num = np.where(neg.fillna(False).to_numpy(dtype=bool), -np.abs(num), num)
+    return pd.Series(_take(num, codes, np.nan), index=s.index, dtype="float64")
+
+
+def _blank(s: pd.Series) -> np.ndarray:
+    t = s.astype("string").str.strip()
+    return (t.isna() | (t == "")).to_numpy(dtype=bool)
+
+
+# --------------------------------------------------------------------------- bookkeeping
+class _Book:
+    """Outcome, amounts and adjustments of every input row."""
+
+    def __init__(self, n: int) -> None:
+        self.outcome = np.zeros(n, dtype=np.int8)
+        self.parts: list[pd.DataFrame] = []
+        self.audit: list[dict] = []
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.outcome == KEPT
+
+    def send(self, mask: np.ndarray, rule: str, reason: str | np.ndarray | Callable[[np.ndarray], object],
+             outcome: int = QUARANTINED) -> int:
+        """Move the live rows in mask to an outcome; reasons may be a function of the row positions."""
+        idx = np.flatnonzero(mask & self.alive)
+        if len(idx):
+            self.outcome[idx] = outcome
+            if outcome == QUARANTINED:
+                if callable(reason):
+                    reasons = reason(idx)
+                else:
+                    reasons = reason if isinstance(reason, str) else np.asarray(reason)[idx]
+                self.parts.append(pd.DataFrame({"_pos": idx, "rule": rule, "reason": reasons}))
+        return len(idx)
+
+    def log(self, rule: str, enabled: bool, action: str, rows: int, amount: float, detail: str = "") -> None:
+        self.audit.append({"rule": rule, "description": RULES[rule], "enabled": enabled, "action": action,
+                           "rows_affected": int(rows), "amount_affected": round(float(amount), 2), "detail": detail})
+
+
+def _sum(a: np.ndarray) -> float:
+    return float(np.nansum(a)) if len(a) else 0.0
+
+
+def clean_transactions(
+    raw: pd.DataFrame,
+    rules: Cleaning,
+    malformed: pd.DataFrame | None = None,
+    date_format: str | list[str] | None = None,
+    decimal: str = ".",
+    thousands: str | None = None,
+) -> CleaningResult:
+    """Apply the cleaning rules to raw (text) transactions in cvlib's column names."""
+    n = len(raw)
+    malformed = malformed if malformed is not None else pd.DataFrame(columns=["line", "text", "expected", "got"])
+    book = _Book(n)
+    notes: list[str] = []
+    has = set(raw.columns)
+
+    # 1. exact duplicates (on the file's content, before any parsing)
+    content = [c for c in raw.columns if c != ROW]
+    amount_raw = parse_amounts(raw["amount"], decimal, thousands).to_numpy()
+    if rules.duplicates.enabled:
+        dup = raw.duplicated(subset=content, keep="first").to_numpy()
+        book.send(dup, "duplicates", "", outcome=DUPLICATE)
+        book.log("duplicates", True, "removed", dup.sum(), _sum(amount_raw[dup]))
+    else:
+        book.log("duplicates", False, "off", 0, 0)
+
+    # 2. coercion with per-row capture
+    dates, date_notes = parse_dates(raw["date"], date_format)
+    notes += date_notes
+    bad_date = dates.isna().to_numpy() & book.alive
+    k = book.send(bad_date, "unparseable_date", lambda i: "date cannot be read: " + raw["date"].iloc[i].astype(str).fillna(""))
+    book.log("unparseable_date", True, "quarantined", k, _sum(amount_raw[bad_date]))
+    bad_amount = np.isnan(amount_raw)
+    k = book.send(bad_amount, "unparseable_amount",
+                  lambda i: "amount cannot be read: " + raw["amount"].iloc[i].astype(str).fillna(""))
+    book.log("unparseable_amount", True, "quarantined", k, 0.0)
+    blank_id = _blank(raw["customer_id"]) & book.alive
+    k = book.send(blank_id, "missing_customer_id", "customer id is empty")
+    book.log("missing_customer_id", True, "quarantined", k, _sum(amount_raw[blank_id]))
+
+    cust = raw["customer_id"].astype("string").str.strip()
+    amount = np.where(np.isnan(amount_raw), 0.0, amount_raw).astype("float64")
+    adj_net = np.zeros(n)
+    adj_cap = np.zeros(n)
+
+    # 3. test / internal ids
+    if rules.test_ids.enabled and rules.test_ids.ids:
+        test = cust.isin([str(i).strip() for i in rules.test_ids.ids]).fillna(False).to_numpy(dtype=bool)
+        before = book.alive.copy()
+        k = book.send(test, "test_ids", "test or internal customer id")
+        book.log("test_ids", True, "quarantined", k, _sum(amount_raw[test & before]))
+    else:
+        book.log("test_ids", rules.test_ids.enabled, "off" if not rules.test_ids.enabled else "none listed", 0, 0)
+
+    # 4. returns and cancellations
+    order = raw["order_id"].astype("string").str.strip() if "order_id" in has else None
+    if rules.returns.enabled:
+        is_ret = amount < 0
+        if rules.returns.flag_values and "return_flag" in has:
+            flagged = raw["return_flag"].astype("string").str.strip().isin(rules.returns.flag_values).fillna(False)
+            is_ret |= flagged.to_numpy(dtype=bool)
+        if rules.returns.invoice_prefix and order is not None:
+            is_ret |= order.str.startswith(rules.returns.invoice_prefix).fillna(False).to_numpy(dtype=bool)
+        is_ret &= book.alive
+        flip = is_ret & (amount > 0)
+        amount[flip] = -amount[flip]
+        if rules.returns.action == "drop":
+            before = book.alive.copy()
+            k = book.send(is_ret, "returns", "return or cancellation dropped (cleaning.returns.action = drop)")
+            book.log("returns", True, "quarantined", k, _sum(amount_raw[is_ret & before]))
+        else:
+            k_net, k_unmatched, changed = _net_returns(book, is_ret, cust, order, dates, amount, adj_net, raw, rules)
+            book.log("returns", True, "netted", k_net, _sum(amount_raw[book.outcome == NETTED]),
+                     f"{changed:,} purchases reduced; {k_unmatched:,} returns without a matching purchase quarantined")
+    else:
+        book.log("returns", False, "off", 0, 0)
+
+    # 5. zero or negative amounts left
+    if rules.non_positive.enabled:
+        nonpos = book.alive & (amount <= 0)
+        k = book.send(nonpos, "non_positive", lambda i: np.where(
+            adj_net[i] < 0, "amount is zero or negative after netting returns",
+            np.where(amount[i] < 0, "negative amount", "zero amount")))
+        book.log("non_positive", True, "quarantined", k, _sum(amount_raw[nonpos]))
+    else:
+        book.log("non_positive", False, "off", 0, 0)
+
+    # 6. analysis window
+    w = rules.window
+    if w.enabled and (w.start or w.end):
+        d = dates.to_numpy()
+        out = np.zeros(n, dtype=bool)
+        if w.start:
+            out |= d < np.datetime64(w.start)
+        if w.end:
+            out |= d >= np.datetime64(w.end) + np.timedelta64(1, "D")
+        out &= ~np.isnat(d)
+        before = book.alive.copy()
+        k = book.send(out, "window", f"date outside the analysis window {w.start or '...'} to {w.end or '...'}")
+        book.log("window", True, "quarantined", k, _sum(amount_raw[out & before]))
+    else:
+        book.log("window", w.enabled, "off" if not w.enabled else "no window set", 0, 0)
+
+    # 7. outliers
+    is_outlier = np.zeros(n, dtype=bool)
+    bounds = None
+    o = rules.outliers
+    if o.enabled and book.alive.sum() >= 4:
+        lo, hi = bounds = outlier_bounds(amount[book.alive], o.method, o.threshold, o.log_scale)
+        is_outlier = book.alive & ((amount < lo) | (amount > hi))
+        detail = f"{o.method}, threshold {o.threshold:g}{' on log amounts' if o.log_scale else ''}: kept range {lo:,.2f} to {hi:,.2f}"
+        if o.action == "drop":
+            k = book.send(is_outlier, "outliers", f"amount outside {lo:,.2f} to {hi:,.2f} ({o.method})")
+            book.log("outliers", True, "quarantined", k, _sum(amount_raw[is_outlier]), detail)
+            is_outlier[:] = False
+        elif o.action == "cap":
+            capped = np.clip(amount, lo, hi)
+            adj_cap[is_outlier] = capped[is_outlier] - amount[is_outlier]
+            amount[is_outlier] = capped[is_outlier]
+            book.log("outliers", True, "capped", is_outlier.sum(), _sum(adj_cap), detail)
+        else:
+            book.log("outliers", True, "flagged", is_outlier.sum(), _sum(amount[is_outlier]), detail)
+    else:
+        book.log("outliers", o.enabled, "off" if not o.enabled else "too few rows", 0, 0)
+
+    # outputs
+    keep = book.alive
+    clean = pd.DataFrame({ROW: raw[ROW].to_numpy()[keep], "customer_id": cust.to_numpy()[keep],
+                          "date": dates.to_numpy()[keep], "amount": amount[keep]})
+    clean["customer_id"] = clean["customer_id"].astype(io.STRING)
+    for col in ("quantity", "cost", "margin"):
+        if col in has:
+            clean[col] = parse_amounts(raw[col], decimal, thousands).to_numpy()[keep]
+    for col in ("order_id", "product", "channel"):
+        if col in has:
+            clean[col] = raw[col].astype("string").str.strip().to_numpy()[keep]
+            clean[col] = clean[col].astype(io.STRING)
+    if (adj_net[keep] != 0).any() or (adj_cap[keep] != 0).any():
+        clean["amount_original"] = amount_raw[keep]
+    if o.enabled and o.action == "flag":
+        clean["is_outlier"] = is_outlier[keep]
+
+    quarantine = _quarantine_frame(raw, book, amount_raw, amount, malformed)
+    audit = pd.DataFrame(book.audit)
+    if len(malformed):
+        audit = pd.concat([pd.DataFrame([{"rule": "malformed_line", "description": RULES["malformed_line"],
+                                          "enabled": True, "action": "quarantined", "rows_affected": len(malformed),
+                                          "amount_affected": 0.0, "detail": ""}]), audit], ignore_index=True)
+    recon = reconciliation(raw_rows=n + len(malformed), amount_in=_sum(amount_raw), clean=clean, quarantine=quarantine,
+                           duplicates=(int((book.outcome == DUPLICATE).sum()), _sum(amount_raw[book.outcome == DUPLICATE])),
+                           netted=(int((book.outcome == NETTED).sum()),
+                                   _sum(amount_raw[book.outcome == NETTED]) - _sum(adj_net[book.alive])),
+                           capped=-_sum(adj_cap[book.alive]))
+    return CleaningResult(clean=clean, quarantine=quarantine, audit=audit, reconciliation=recon, notes=notes,
+                          outlier_bounds=bounds)
+
+
+def _net_returns(book: _Book, is_ret: np.ndarray, cust: pd.Series, order: pd.Series | None, dates: pd.Series,
+                 amount: np.ndarray, adj_net: np.ndarray, raw: pd.DataFrame, rules: Cleaning) -> tuple[int, int, int]:
+    """Net each return against its purchases (same customer and order, else product, else customer).
+
+    Returns reduce the latest purchases first; a return with no purchase of that key on or
+    before its date is quarantined. Amounts are changed in place.
+    """
+    pur = book.alive & ~is_ret & (amount > 0)
+    sel = np.flatnonzero(is_ret | pur)
+    if not is_ret.any():
+        return 0, 0, 0
+    keys = {"cust": cust.to_numpy()[sel]}
+    if order is not None:
+        o = order.to_numpy()[sel].astype(object)
+        if rules.returns.invoice_prefix:
+            p = rules.returns.invoice_prefix
+            o = np.array([x[len(p):] if isinstance(x, str) and x.startswith(p) else x for x in o], dtype=object)
+        keys["k2"] = o
+    elif "product" in raw.columns:
+        keys["k2"] = raw["product"].astype("string").str.strip().to_numpy()[sel]
+    d = pd.DataFrame(keys)
+    d["key"] = d.groupby(list(keys), dropna=False, sort=False).ngroup().to_numpy()
+    d["pos"] = sel
+    d["date"] = dates.to_numpy()[sel]
+    d["amount"] = amount[sel]
+    d["ret"] = is_ret[sel]
+    p = d[~d["ret"]]
+    r = d[d["ret"]]
+    first_purchase = p.groupby("key")["date"].min()
+    matched = r["date"].to_numpy() >= r["key"].map(first_purchase).to_numpy()
+    unmatched_pos = r["pos"].to_numpy()[~matched]
+    mask = np.zeros(len(amount), dtype=bool)
+    mask[unmatched_pos] = True
+    k_unmatched = book.send(mask, "returns", "return with no matching purchase on or before its date")
+    r = r[matched]
+    owed = (-r.groupby("key")["amount"].sum()).rename("owed")
+    p = p[p["key"].isin(owed.index)].sort_values(["key", "date", "pos"], ascending=[True, False, False])
+    if len(p):
+        cum = p.groupby("key")["amount"].cumsum().to_numpy()
+        amt = p["amount"].to_numpy()
+        o = p["key"].map(owed).to_numpy()
+        red = np.clip(o - (cum - amt), 0, amt)
+        last = ~p["key"].duplicated(keep="last").to_numpy()  # earliest purchase of each key takes any excess
+        total = p.assign(_t=amt).groupby("key")["_t"].transform("sum").to_numpy()
+        red = red + np.where(last, np.maximum(o - total, 0), 0)
+        pos = p["pos"].to_numpy()
+        adj_net[pos] = -red
+        amount[pos] -= red
+        changed = int((red > 0).sum())
+    else:
+        changed = 0
+    net_mask = np.zeros(len(amount), dtype=bool)
+    net_mask[r["pos"].to_numpy()] = True
+    k_net = book.send(net_mask, "returns", "", outcome=NETTED)
+    return k_net, k_unmatched, changed
+
+
+def outlier_bounds(x: np.ndarray, method: str, threshold: float, log_scale: bool = True) -> tuple[float, float]:
+    """Lower and upper bounds of ordinary amounts (quantile: upper only)."""
+    x = np.asarray(x, dtype=float)
+    v = np.log(x[x > 0]) if log_scale else x
+    if len(v) == 0:
+        return -np.inf, np.inf
+    if method == "iqr":
+        q1, q3 = np.quantile(v, [0.25, 0.75])
+        lo, hi = q1 - threshold * (q3 - q1), q3 + threshold * (q3 - q1)
+    elif method == "zscore":
+        mu, sd = float(np.mean(v)), float(np.std(v))
+        lo, hi = mu - threshold * sd, mu + threshold * sd
+    else:
+        lo, hi = -np.inf, float(np.quantile(v, threshold))
+    if log_scale:
+        lo, hi = (np.exp(lo) if np.isfinite(lo) else -np.inf), float(np.exp(hi))
+    return float(lo), float(hi)
+
+
+def _quarantine_frame(raw: pd.DataFrame, book: _Book, amount_raw: np.ndarray, amount: np.ndarray,
+                      malformed: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in raw.columns]
+    if book.parts:
+        parts = pd.concat(book.parts, ignore_index=True).sort_values("_pos")
+        pos = parts["_pos"].to_numpy()
+        q = raw.iloc[pos][cols].reset_index(drop=True).astype({c: "string" for c in cols if c != ROW})
+        q.insert(1, "rule", parts["rule"].to_numpy())
+        q.insert(2, "reason", parts["reason"].to_numpy())
+        q["amount_value"] = amount_raw[pos]
+        q["amount_after_netting"] = amount[pos]
+    else:
+        q = pd.DataFrame(columns=[ROW, "rule", "reason", *[c for c in cols if c != ROW], "amount_value",
+                                  "amount_after_netting"])
+    if len(malformed):
+        m = pd.DataFrame({ROW: pd.NA, "rule": "malformed_line",
+                          "reason": [f"line {ln}: expected {e} fields, found {g}" for ln, e, g in
+                                     zip(malformed["line"], malformed["expected"], malformed["got"])],
+                          "raw_line": malformed["text"].astype(str).to_numpy()})
+        q = pd.concat([m, q], ignore_index=True)
+    return q
+
+
+def reconciliation(raw_rows: int, amount_in: float, clean: pd.DataFrame, quarantine: pd.DataFrame,
+                   duplicates: tuple[int, float], netted: tuple[int, float], capped: float) -> pd.DataFrame:
+    """Rows and amounts of the input against the outputs.
+
+    rows in = kept + quarantined + duplicates removed + returns netted;
+    amount in = kept + quarantined + duplicates + netting effect + capping (to the cent).
+    """
+    rows = [
+        ("input", raw_rows, amount_in, "rows read (malformed lines included); amounts as written in the file"),
+        ("kept", len(clean), float(clean["amount"].sum()), "clean rows; amounts after netting and capping"),
+        ("quarantined", len(quarantine), float(pd.to_numeric(quarantine["amount_value"], errors="coerce").sum()),
+         "amounts as written in the file"),
+        ("duplicates removed", duplicates[0], duplicates[1], "exact repeats of an earlier row"),
+        ("returns netted into purchases", netted[0], netted[1],
+         "return rows absorbed, less the reductions they made to kept purchases"),
+        ("capping", 0, capped, "amount removed by capping outliers"),
+    ]
+    df = pd.DataFrame(rows, columns=["term", "rows", "amount", "note"])
+    parts = df.iloc[1:]
+    df.loc[len(df)] = ["difference", raw_rows - int(parts["rows"].sum()),
+                       round(amount_in - float(parts["amount"].sum()), 6), "input minus the terms above: must be 0"]
+    df["amount"] = df["amount"].round(2)
+    return df
+
+
+# --------------------------------------------------------------------------- the stage
+def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
+    """Read the study's transactions, clean them, write the stage outputs into run_dir."""
+    raw, malformed = io.read_transactions(study)
+    if len(raw) == 0:
+        raise InputDataError(f"{study.resolve(study.inputs.transactions.path)} has no data rows.")
+    spec = study.inputs.transactions
+    result = clean_transactions(raw, study.cleaning, malformed, spec.date_format, spec.decimal, spec.thousands)
+    check_reconciliation(result)
+    if len(result.clean) == 0:
+        sample = result.quarantine.head(5).to_string()
+        raise InputDataError(
+            f"No rows survived cleaning of {study.resolve(spec.path)}. First quarantined rows:\n{sample}\n"
+            "Check the column mapping, date_format, decimal/thousands and the analysis window in the params file."
+        )
+    run_dir = Path(run_dir)
+    io.write_parquet(result.clean, run_dir / "transactions_clean.parquet")
+    io.write_csv(result.quarantine, run_dir / "quarantine.csv")
+    io.write_json({"summary": result.summary(), "audit": result.audit.to_dict("records"),
+                   "reconciliation": result.reconciliation.to_dict("records")}, run_dir / "cleaning.json")
+    return result
+
+
+# --------------------------------------------------------------------------- profile of the clean data
+def monthly_activity(clean: pd.DataFrame) -> pd.DataFrame:
+    """Revenue, transactions and active customers per calendar month."""
+    m = clean.assign(month=clean["date"].dt.to_period("M"))
+    out = m.groupby("month").agg(revenue=("amount", "sum"), transactions=("amount", "size"),
+                                 active_customers=("customer_id", "nunique")).reset_index()
+    out["month"] = out["month"].dt.to_timestamp()
+    return out
+
+
+def coverage(clean: pd.DataFrame) -> pd.DataFrame:
+    """One-row overview: dates covered, customers, transactions, revenue."""
+    return pd.DataFrame([{
+        "first date": clean["date"].min().date(), "last date": clean["date"].max().date(),
+        "days covered": int((clean["date"].max() - clean["date"].min()).days) + 1,
+        "customers": clean["customer_id"].nunique(), "transactions": len(clean),
+        "revenue": clean["amount"].sum(), "mean transaction": clean["amount"].mean(),
+    }])
+
+
+def top_customers(clean: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The n customers with the highest revenue, with their share of the total."""
+    g = clean.groupby("customer_id", observed=True).agg(revenue=("amount", "sum"), transactions=("amount", "size"),
+                                                        first=("date", "min"), last=("date", "max"))
+    g["share_of_revenue"] = g["revenue"] / clean["amount"].sum()
+    return g.sort_values("revenue", ascending=False).head(n).reset_index()
+
+
+def check_reconciliation(result: CleaningResult) -> None:
+    """Raise if rows or amounts do not reconcile (the report must not go out then)."""
+    if not result.balanced:
+        raise AssertionError("Cleaning does not reconcile; do not use this run:\n" + result.reconciliation.to_string())
+
+
+def quarantine_by_reason(quarantine: pd.DataFrame) -> pd.DataFrame:
+    """Quarantined rows and their amount (as written in the file) per rule."""
+    if quarantine.empty:
+        return pd.DataFrame({"rule": ["(none)"], "rows": [0], "amount": [0.0]})
+    q = quarantine.assign(amount=pd.to_numeric(quarantine["amount_value"], errors="coerce"))
+    return q.groupby("rule").agg(rows=("rule", "size"), amount=("amount", "sum")).reset_index().sort_values(
+        "rows", ascending=False)
+

@@ -1,0 +1,256 @@
+"""Reading client files and writing stage outputs.
+
+Client files are read with every column as text, so nothing is coerced before
+the cleaning stage can record it. Stage outputs are written atomically.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cvlib.errors import InputDataError
+from cvlib.params import AttributeInput, Study, TableInput, TransactionsInput
+
+STRING = pd.StringDtype("pyarrow")
+ROW = "source_row"  # 1-based data row number in the client's file (header excluded)
+
+
+# --------------------------------------------------------------------------- reading
+def detect_format(path: Path, table: TableInput) -> str:
+    """The file's format: from params, else from the extension, else sniffed."""
+    if table.format != "auto":
+        return table.format
+    ext = path.suffix.lower()
+    if ext in {".xlsx", ".xlsm", ".xls"}:
+        return "excel"
+    if ext in {".parquet", ".pq"}:
+        return "parquet"
+    if ext in {".tsv", ".tab"}:
+        return "tsv"
+    if ext == ".csv":
+        return "csv"
+    with open(path, "rb") as fh:
+        head = fh.read(4096).decode(table.encoding, errors="replace").splitlines()[:1]
+    first = head[0] if head else ""
+    if "\t" in first:
+        return "tsv"
+    if "," in first or ";" in first:
+        return "csv"
+    return "whitespace"
+
+
+def _read_delimited(path: Path, table: TableInput, fmt: str, nrows: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CSV/TSV through pyarrow (fast), capturing malformed lines instead of failing."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    delimiter = table.delimiter or ("\t" if fmt == "tsv" else ",")
+    if fmt == "csv" and table.delimiter is None:
+        with open(path, "rb") as fh:
+            first = fh.read(4096).decode(table.encoding, errors="replace").split("\n", 1)[0]
+        if first.count(";") > first.count(","):
+            delimiter = ";"
+    bad: list[dict[str, Any]] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append({"line": row.number, "text": row.text, "expected": row.expected_columns, "got": row.actual_columns})
+        return "skip"
+
+    encoding = table.encoding.lower().replace("_", "-")
+    read_opts = pacsv.ReadOptions(encoding="utf8" if encoding in {"utf-8", "utf8", "utf-8-sig"} else table.encoding,
+                                  block_size=1 << 24)
+    parse_opts = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False)
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline()
+        header_text = header.decode(table.encoding, errors="replace").lstrip("\ufeff").rstrip("\r\n")
+        names = [h.strip().strip('"') for h in header_text.split(delimiter)]
+        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False,
+                                       quoted_strings_can_be_null=False, null_values=[])
+        tbl = pacsv.read_csv(path, read_options=read_opts, parse_options=parse_opts, convert_options=convert)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise InputDataError(
+            f"Cannot read {path} as {fmt.upper()} (encoding {table.encoding!r}, delimiter {delimiter!r}): {exc}. "
+            "Check the encoding (utf-8, utf-8-sig, gbk, gb18030, latin-1) and the delimiter in the params file."
+        ) from None
+    tbl = tbl.rename_columns([c.strip().lstrip("\ufeff") for c in tbl.column_names])
+    df = tbl.to_pandas(types_mapper=lambda t: STRING if t == pa.string() else None)
+    if nrows is not None:
+        df = df.head(nrows)
+    malformed = pd.DataFrame(bad, columns=["line", "text", "expected", "got"])
+    return df, malformed
+
+
+def read_raw(study: Study, table: TableInput, name: str, nrows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a client file with every column as text. Returns (rows, malformed lines)."""
+    path = study.resolve(table.path)
+    fmt = detect_format(path, table)
+    empty_bad = pd.DataFrame(columns=["line", "text", "expected", "got"])
+    try:
+        if fmt in {"csv", "tsv"}:
+            df, bad = _read_delimited(path, table, fmt, nrows)
+        elif fmt == "whitespace":
+            df = pd.read_csv(path, sep=r"\s+", dtype=str, encoding=table.encoding, nrows=nrows,
+                             keep_default_na=False, na_values=[])
+            df = df.astype(STRING)
+            bad = empty_bad
+        elif fmt == "excel":
+            df = pd.read_excel(path, sheet_name=table.sheet or 0, dtype=str, nrows=nrows, keep_default_na=False)
+            df = df.astype(STRING)
+            bad = empty_bad
+        else:
+            df = pd.read_parquet(path)
+            if nrows is not None:
+                df = df.head(nrows)
+            bad = empty_bad
+    except InputDataError:
+        raise
+    except (UnicodeDecodeError, ValueError, OSError) as exc:
+        raise InputDataError(
+            f"Cannot read inputs.{name} file {path} as {fmt}: {exc}. "
+            "Check inputs.{name}.format and .encoding in the params file."
+        ) from None
+    df.columns = [str(c).strip() for c in df.columns]
+    df.insert(0, ROW, np.arange(1, len(df) + 1, dtype="int64"))
+    return df, bad
+
+
+def check_columns(df: pd.DataFrame, wanted: dict[str, str], path: Path, key: str) -> None:
+    """Raise InputDataError naming each mapped column missing from the file."""
+    missing = {field: col for field, col in wanted.items() if col not in df.columns}
+    if not missing:
+        return
+    available = [c for c in df.columns if c != ROW]
+    lines = [f"Column mapping does not match the file {path}:"]
+    for field, col in missing.items():
+        close = difflib.get_close_matches(col, available, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        lines.append(f"  - {key}.columns.{field}: column {col!r} is not in the file.{hint}")
+    lines.append(f"  Columns in the file: {', '.join(map(repr, available))}.")
+    lines.append("  Fix the mapping in the params file (names are case- and space-sensitive).")
+    raise InputDataError("\n".join(lines))
+
+
+def read_transactions(study: Study, nrows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Client transactions with columns renamed to cvlib's names (all text). Returns (rows, malformed)."""
+    spec: TransactionsInput = study.inputs.transactions
+    df, bad = read_raw(study, spec, "transactions", nrows)
+    mapping = {k: v for k, v in spec.columns.model_dump().items() if v}
+    check_columns(df, mapping, study.resolve(spec.path), "inputs.transactions")
+    out = df[[ROW, *mapping.values()]].copy()
+    out.columns = [ROW, *mapping.keys()]
+    return out, bad
+
+
+def read_attributes(study: Study, name: str) -> pd.DataFrame | None:
+    """Customer attribute or feedback table keyed by text customer_id; numeric columns typed."""
+    spec: AttributeInput | None = getattr(study.inputs, name)
+    if spec is None:
+        return None
+    df, _ = read_raw(study, spec, name)
+    wanted = {"customer_id": spec.customer_id, **(spec.columns or {})}
+    if spec.date:
+        wanted["date"] = spec.date
+    check_columns(df, wanted, study.resolve(spec.path), f"inputs.{name}")
+    if spec.columns is None:
+        keep = {c: c for c in df.columns if c not in {ROW, spec.customer_id, spec.date}}
+        wanted = {"customer_id": spec.customer_id, **keep, **({"date": spec.date} if spec.date else {})}
+    out = pd.DataFrame({new: df[old] for new, old in wanted.items()})
+    out["customer_id"] = out["customer_id"].astype(str).str.strip()
+    for col in out.columns:
+        if col in {"customer_id"}:
+            continue
+        if col == "date":
+            out[col] = pd.to_datetime(out[col], errors="coerce", format="mixed")
+            continue
+        text = out[col].astype("string").str.strip().replace("", pd.NA)
+        num = pd.to_numeric(text, errors="coerce")
+        out[col] = num if num.notna().sum() == text.notna().sum() else text.astype(object).where(text.notna(), None)
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a DataFrame to parquet atomically (temp file, then rename)."""
+    return _atomic(Path(path), lambda p: df.to_parquet(p, index=False))
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a DataFrame to UTF-8 CSV (with BOM, so Excel opens non-ASCII text) atomically."""
+    return _atomic(Path(path), lambda p: df.to_csv(p, index=False, encoding="utf-8-sig"))
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write JSON atomically; numpy and pandas scalars are converted."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, (np.integer,)):
+            return int(o)
+        if isinstance(o, (np.floating,)):
+            return None if np.isnan(o) else float(o)
+        if isinstance(o, (pd.Timestamp, np.datetime64)):
+            return str(o)
+        if hasattr(o, "isoformat"):
+            return o.isoformat()
+        if isinstance(o, Path):
+            return str(o)
+        return str(o)
+
+    text = json.dumps(obj, indent=2, default=default, ensure_ascii=False)
+    return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write a text file atomically."""
+    return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def stage_file(run_dir: str | Path, name: str) -> Path:
+    """Path of a stage output in the run folder; a clear error when an earlier stage has not written it."""
+    path = Path(run_dir) / name
+    if not path.exists():
+        raise InputDataError(
+            f"{path} does not exist: the stage that writes {name} has not run in this run folder. "
+            "Run the earlier stages first (cvlib run PARAMS), or open this notebook with build_missing=True."
+        )
+    return path
+
+
+def fingerprint(path: str | Path) -> dict[str, Any]:
+    """sha256 and size of a file, for the run's index page."""
+    h = hashlib.sha256()
+    p = Path(path)
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return {"path": str(p), "sha256": h.hexdigest(), "bytes": p.stat().st_size}

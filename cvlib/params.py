@@ -1,0 +1,300 @@
+"""Study parameters: one YAML file per study, validated before anything runs.
+
+`load_study(path, overrides)` returns a `Study`; any problem raises `ParamError`
+whose message names the key, the file and what is allowed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cvlib.errors import ParamError
+
+EXAMPLE_PREFIX = "example://"
+DATA_DIR = Path(__file__).parent / "data"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- inputs
+class TransactionColumns(_Model):
+    """Which column of the client's file holds each field (None: not in the file)."""
+
+    customer_id: str
+    date: str
+    amount: str
+    order_id: str | None = None
+    quantity: str | None = None
+    product: str | None = None
+    channel: str | None = None
+    cost: str | None = None
+    margin: str | None = None
+    return_flag: str | None = None
+
+
+class TableInput(_Model):
+    """How to read one client file."""
+
+    path: str
+    format: Literal["auto", "csv", "tsv", "whitespace", "excel", "parquet"] = "auto"
+    encoding: str = "utf-8"
+    delimiter: str | None = Field(None, description="None: ',' for csv, tab for tsv")
+    decimal: str = "."
+    thousands: str | None = None
+    sheet: str | int | None = None
+    date_format: str | list[str] | None = Field(
+        None, description="strftime format(s) tried in order; None: inferred and reported"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r}; use e.g. utf-8, utf-8-sig, gbk, gb18030, latin-1") from None
+        return v
+
+    @field_validator("decimal")
+    @classmethod
+    def _one_char(cls, v: str) -> str:
+        if len(v) != 1:
+            raise ValueError("decimal separator must be one character, e.g. '.' or ','")
+        return v
+
+
+class TransactionsInput(TableInput):
+    columns: TransactionColumns
+
+
+class AttributeInput(TableInput):
+    """A customer attribute or feedback table, joined on customer id."""
+
+    customer_id: str = Field(description="column holding the customer id")
+    columns: dict[str, str] | None = Field(
+        None, description="name in the study -> column in the file; None: all columns"
+    )
+    date: str | None = Field(None, description="survey date column (feedback tables)")
+
+
+class Inputs(_Model):
+    transactions: TransactionsInput
+    customers: AttributeInput | None = None
+    feedback: AttributeInput | None = None
+
+
+# --------------------------------------------------------------------------- privacy
+class Privacy(_Model):
+    pseudonymize_ids: bool = False
+    salt: str = Field("cvlib", description="salt for the id hashes shown in reports")
+
+
+# --------------------------------------------------------------------------- cleaning
+class Toggle(_Model):
+    enabled: bool = True
+
+
+class ReturnsRule(_Model):
+    enabled: bool = True
+    action: Literal["net", "drop"] = "net"
+    flag_values: list[str] = Field(default_factory=list, description="values of columns.return_flag that mark a return")
+    invoice_prefix: str | None = Field(None, description="order ids starting with this mark a return, e.g. 'C'")
+
+
+class WindowRule(_Model):
+    enabled: bool = True
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "WindowRule":
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"window start {self.start} is after end {self.end}")
+        return self
+
+
+class TestIdsRule(_Model):
+    enabled: bool = True
+    ids: list[str] = Field(default_factory=list)
+
+
+class OutlierRule(_Model):
+    enabled: bool = True
+    method: Literal["iqr", "zscore", "quantile"] = "iqr"
+    threshold: float = Field(3.0, gt=0, description="iqr: k x IQR; zscore: |z|; quantile: upper quantile in (0.5, 1)")
+    action: Literal["flag", "cap", "drop"] = "flag"
+    log_scale: bool = Field(True, description="judge amounts on the log scale (amounts are right-skewed)")
+
+    @model_validator(mode="after")
+    def _quantile_range(self) -> "OutlierRule":
+        if self.method == "quantile" and not 0.5 < self.threshold < 1:
+            raise ValueError("with method 'quantile' the threshold is an upper quantile between 0.5 and 1, e.g. 0.995")
+        return self
+
+
+class Cleaning(_Model):
+    duplicates: Toggle = Field(default_factory=Toggle)
+    returns: ReturnsRule = Field(default_factory=ReturnsRule)
+    non_positive: Toggle = Field(default_factory=Toggle)
+    window: WindowRule = Field(default_factory=WindowRule)
+    test_ids: TestIdsRule = Field(default_factory=TestIdsRule)
+    outliers: OutlierRule = Field(default_factory=OutlierRule)
+
+
+# --------------------------------------------------------------------------- study
+class Report(_Model):
+    top_n: int = Field(10, ge=1, le=100, description="rows shown in 'top' tables")
+
+
+class Study(_Model):
+    study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="short name, used for the report folder")
+    client: str
+    currency: str = "USD"
+    inputs: Inputs
+    privacy: Privacy = Field(default_factory=Privacy)
+    report: Report = Field(default_factory=Report)
+    cleaning: Cleaning = Field(default_factory=Cleaning)
+
+    # where the YAML file was; input paths are relative to it
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, path: str) -> Path:
+        """Absolute path of an input file (relative paths are relative to the params file)."""
+        if path.startswith(EXAMPLE_PREFIX):
+            return DATA_DIR / path[len(EXAMPLE_PREFIX):]
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def input_tables(self) -> dict[str, TableInput]:
+        tables = {"transactions": self.inputs.transactions}
+        for name in ("customers", "feedback"):
+            t = getattr(self.inputs, name)
+            if t is not None:
+                tables[name] = t
+        return tables
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------- loading
+def parse_override(text: str) -> tuple[str, Any]:
+    """'cleaning.outliers.method=iqr' -> ('cleaning.outliers.method', 'iqr'), value typed by YAML."""
+    if "=" not in text:
+        raise ParamError(f"--set {text!r}: expected KEY=VALUE, e.g. --set cleaning.outliers.method=iqr")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ParamError(f"--set {text!r}: the key is empty")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None) -> dict:
+    """Set dotted keys in a nested dict (a copy); lists of 'k=v' strings are parsed first."""
+    if not overrides:
+        return data
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    import copy
+
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = {}
+                node[part] = nxt
+            if not isinstance(nxt, dict):
+                raise ParamError(f"--set {key}: {part!r} is a value, not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names of the model found by walking `loc` (for 'did you mean')."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return list(current.model_fields)
+        ann = field.annotation
+        candidates = [ann, *typing.get_args(ann)]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [n for n, f in current.model_fields.items() if not f.exclude]
+    return None
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """One readable line per problem: key, what is wrong, what is allowed."""
+    lines = [f"Invalid study parameters in {source}:"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        # pydantic adds the union member's class name to loc; drop those
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(model, loc[:-1]) or []
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            lines.append(f"  - {key}: unknown key.{hint} Allowed here: {', '.join(valid)}.")
+        elif e["type"] == "missing":
+            lines.append(f"  - {key}: required but missing.")
+        else:
+            allowed = ""
+            ctx = e.get("ctx") or {}
+            if "expected" in ctx:
+                allowed = f" Allowed: {ctx['expected']}."
+            lines.append(f"  - {key}: {e['msg']} (got {e.get('input')!r}).{allowed}")
+    return "\n".join(lines)
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = None, check_files: bool = True) -> Study:
+    """Read, override and validate a study YAML file; check that the input files exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"Study parameters file not found: {path}. Copy params/cdnow.yaml to start a new study.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: expected a mapping of keys (study, client, inputs, ...) at the top level")
+    data = apply_overrides(data, overrides)
+    data.pop("base_dir", None)
+    try:
+        study = Study.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as err:
+        src = f"{path}" + (" (with --set overrides)" if overrides else "")
+        raise ParamError(format_validation_error(err, src, Study)) from None
+    if check_files:
+        for name, table in study.input_tables().items():
+            resolved = study.resolve(table.path)
+            if not resolved.is_file():
+                raise ParamError(
+                    f"Invalid study parameters in {path}:\n  - inputs.{name}.path: file not found: {resolved}. "
+                    "Paths are relative to the params file; example data is 'example://CDNOW_master.txt'."
+                )
+    return study

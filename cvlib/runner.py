@@ -1,0 +1,288 @@
+"""Run a study: stage notebooks through papermill into a run folder, rendered to HTML.
+
+A run folder ``reports/<study>/<run-id>/`` holds the stage outputs (exchanged
+only through files there), each executed notebook, its HTML, ``params.yaml``
+(what was used), ``run.json`` and ``index.html``. ``reports/<study>/latest``
+points to the newest run.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import importlib.metadata
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvlib import io
+from cvlib.errors import ParamError, StageError
+from cvlib.params import Study, load_study, parse_override
+
+log = logging.getLogger("cvlib")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    notebook: str
+    title: str
+    needs: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("cleaning", "01_cleaning.ipynb", "Data cleaning", (),
+          ("transactions_clean.parquet", "quarantine.csv", "cleaning.json")),
+    Stage("rfm", "02_rfm.ipynb", "RFM and segmentation", ("transactions_clean.parquet",), ("rfm.parquet",)),
+    Stage("clv", "03_clv.ipynb", "Customer lifetime value", ("transactions_clean.parquet", "rfm.parquet"),
+          ("clv.parquet", "clv_model.json")),
+    Stage("drivers", "04_loyalty_drivers.ipynb", "Loyalty and retention drivers",
+          ("transactions_clean.parquet", "rfm.parquet"), ("drivers.parquet", "churn_risk.parquet")),
+    Stage("strategy", "05_strategy.ipynb", "Strategy recommendations",
+          ("transactions_clean.parquet", "rfm.parquet", "clv.parquet"), ()),
+)
+
+PACKAGES = ("cvlib", "pandas", "numpy", "scipy", "pyarrow", "scikit-learn", "seaborn", "matplotlib", "lifelines",
+            "pydantic", "papermill", "nbconvert", "ipykernel")
+
+
+@dataclass
+class StageRun:
+    stage: Stage
+    status: str = "pending"  # pending | ok | failed | skipped
+    seconds: float = 0.0
+    error: str = ""
+    html: str = ""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stages: list[StageRun] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status in {"ok", "skipped"} for s in self.stages)
+
+
+def project_root(params_file: Path) -> Path:
+    """The folder holding notebooks/: the params file's grandparent, else the working folder."""
+    cand = params_file.resolve().parent.parent
+    return cand if (cand / "notebooks").is_dir() else Path.cwd()
+
+
+def available_stages(notebooks_dir: Path) -> list[Stage]:
+    return [s for s in STAGES if (notebooks_dir / s.notebook).is_file()]
+
+
+def select_stages(names: list[str] | None, notebooks_dir: Path) -> list[Stage]:
+    avail = available_stages(notebooks_dir)
+    if not names:
+        return avail
+    known = {s.name: s for s in STAGES}
+    for n in names:
+        if n not in known:
+            raise ParamError(f"--stages: unknown stage {n!r}. Stages: {', '.join(known)}.")
+        if known[n] not in avail:
+            raise ParamError(f"--stages: stage {n!r} has no notebook {notebooks_dir / known[n].notebook}.")
+    return [s for s in avail if s.name in names]
+
+
+def new_run_dir(reports_dir: Path, study: str) -> Path:
+    base = reports_dir / study
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = base / stamp
+    i = 1
+    while run_dir.exists():
+        i += 1
+        run_dir = base / f"{stamp}-{i}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make <study>/latest a symlink to run_dir (replaced atomically)."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:  # file systems without symlinks: a text file naming the run
+        tmp.unlink(missing_ok=True)
+        io.write_text(run_dir.name + "\n", run_dir.parent / "LATEST")
+
+
+def bring_upstream(stages: list[Stage], run_dir: Path) -> list[str]:
+    """Copy files the selected stages need but will not write from the study's latest run."""
+    will_write = {f for s in stages for f in s.writes}
+    needed = {f for s in stages for f in s.needs} - will_write
+    copied = []
+    latest = run_dir.parent / "latest"
+    for f in sorted(needed):
+        src = latest / f
+        if not src.exists():
+            raise ParamError(
+                f"Stage(s) {', '.join(s.name for s in stages)} need {f}, which no earlier run of this study has. "
+                "Run the earlier stages too (leave out --stages)."
+            )
+        shutil.copy2(src, run_dir / f)
+        copied.append(f)
+    return copied
+
+
+def render_html(ipynb: Path, out: Path, title: str, with_code: bool = False) -> Path:
+    """Render an executed notebook to one self-contained HTML file (figures embedded)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(ipynb, as_version=4)
+    exporter = HTMLExporter(template_name="cvlib", extra_template_basedirs=[str(Path(__file__).parent / "templates")])
+    exporter.exclude_input = not with_code
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    exporter.embed_images = True
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    return io.write_text(body, out)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def _progress(msg: str) -> None:
+    print(f"cvlib: {msg}", file=sys.stderr, flush=True)
+
+
+def run_study(
+    params_file: str | Path,
+    stages: list[str] | None = None,
+    overrides: list[str] | None = None,
+    with_code: bool = False,
+    reports_dir: str | Path | None = None,
+    notebooks_dir: str | Path | None = None,
+) -> RunResult:
+    """Validate the study, run the selected stages in order, render them and write the index."""
+    import papermill as pm
+
+    params_file = Path(params_file).resolve()
+    study = load_study(params_file, overrides)
+    root = project_root(params_file)
+    nb_dir = Path(notebooks_dir) if notebooks_dir else root / "notebooks"
+    selected = select_stages(stages, nb_dir)
+    if not selected:
+        raise ParamError(f"No stage notebooks found in {nb_dir}.")
+    reports = Path(reports_dir) if reports_dir else root / "reports"
+    run_dir = new_run_dir(reports, study.study)
+    copied = bring_upstream(selected, run_dir) if stages else []
+    io.write_text(study.to_yaml(), run_dir / "params.yaml")
+    result = RunResult(run_dir=run_dir, stages=[StageRun(s) for s in selected])
+    started = dt.datetime.now()
+    tty = sys.stderr.isatty()
+    override_dict = dict(parse_override(o) for o in overrides or [])
+    _progress(f"study {study.study!r}: {len(selected)} stage(s) into {run_dir}")
+    if copied:
+        _progress(f"using {', '.join(copied)} from the latest run")
+    for i, sr in enumerate(result.stages, 1):
+        s = sr.stage
+        out_nb = run_dir / s.notebook
+        out_html = run_dir / s.notebook.replace(".ipynb", ".html")
+        _progress(f"[{i}/{len(selected)}] {s.name}: running {s.notebook}")
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(nb_dir / s.notebook), str(out_nb),
+                parameters={"params_file": str(params_file), "overrides": override_dict, "run_dir": str(run_dir),
+                            "build_missing": False},
+                cwd=str(nb_dir), kernel_name="python3", progress_bar=tty, log_output=False,
+            )
+            sr.status = "ok"
+        except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
+            sr.status = "failed"
+            sr.error = f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
+        sr.seconds = time.perf_counter() - t0
+        if out_nb.exists():
+            render_html(out_nb, out_html, f"{s.title} - {study.study}", with_code)
+            sr.html = out_html.name
+        if sr.status == "failed":
+            for rest in result.stages[i:]:
+                rest.status = "skipped"
+            write_index(study, result, started, overrides or [], copied)
+            point_latest(run_dir)
+            where = out_html if out_html.exists() else out_nb
+            raise StageError(f"Stage '{s.name}' failed: {sr.error}\nThe rendered notebook shows the error: {where}\n"
+                             f"Outputs of the earlier stages are kept in {run_dir}.")
+        _progress(f"[{i}/{len(selected)}] {s.name}: done in {sr.seconds:.1f} s -> {out_html.name}")
+    write_index(study, result, started, overrides or [], copied)
+    point_latest(run_dir)
+    _progress(f"done: {run_dir / 'index.html'}")
+    return result
+
+
+def _fingerprints(study: Study) -> list[dict[str, Any]]:
+    out = []
+    for name, t in study.input_tables().items():
+        fp = io.fingerprint(study.resolve(t.path))
+        fp["table"] = name
+        out.append(fp)
+    return out
+
+
+def write_index(study: Study, result: RunResult, started: dt.datetime, overrides: list[str], copied: list[str]) -> Path:
+    """The run's index.html (and run.json): study, when, parameters, data fingerprint, versions, stage links."""
+    run_dir = result.run_dir
+    e = html.escape
+    fps = _fingerprints(study)
+    cleaning = run_dir / "cleaning.json"
+    counts = io.read_json(cleaning)["summary"] if cleaning.exists() else {}
+    versions = package_versions()
+    manifest = {
+        "study": study.study, "client": study.client, "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now().isoformat(timespec="seconds"), "overrides": overrides,
+        "inputs": fps, "row_counts": counts, "versions": versions, "copied_from_latest": copied,
+        "stages": [{"name": s.stage.name, "status": s.status, "seconds": round(s.seconds, 1), "html": s.html,
+                    "error": s.error} for s in result.stages],
+    }
+    io.write_json(manifest, run_dir / "run.json")
+    status_colour = {"ok": "#1e8449", "failed": "#c0392b", "skipped": "#7f8c8d", "pending": "#7f8c8d"}
+    def links(s: StageRun) -> str:
+        if not s.html:
+            return ""
+        return f"<a href='{e(s.html)}'>report</a> · <a href='{e(s.stage.notebook)}'>notebook</a>"
+
+    stage_rows = "".join(
+        f"<tr><td>{e(s.stage.title)}</td><td style='color:{status_colour[s.status]}'><b>{e(s.status)}</b></td>"
+        f"<td>{s.seconds:.1f} s</td><td>{links(s)}</td><td>{e(s.error)}</td></tr>" for s in result.stages)
+    fp_rows = "".join(f"<tr><td>{e(f['table'])}</td><td>{e(f['path'])}</td><td>{f['bytes']:,}</td>"
+                      f"<td><code>{e(f['sha256'][:16])}…</code></td></tr>" for f in fps)
+    count_rows = "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{e(f'{v:,}' if isinstance(v, int) else str(v))}</td></tr>"
+                         for k, v in counts.items() if k != "notes")
+    ver_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in versions.items())
+    over = "".join(f"<li><code>{e(o)}</code></li>" for o in overrides) or "<li>none</li>"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(study.study)} - customer value study</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}
+pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
+<h1>Customer value study: {e(study.client)}</h1>
+<p>Study <b>{e(study.study)}</b> · run {e(run_dir.name)} · started {e(manifest['started'])} · finished {e(manifest['finished'])}</p>
+<h2>Stage reports</h2><table><tr><th>stage</th><th>status</th><th>time</th><th>links</th><th>error</th></tr>{stage_rows}</table>
+<h2>Data fingerprint</h2><table><tr><th>table</th><th>file</th><th>bytes</th><th>sha256</th></tr>{fp_rows}</table>
+{f'<table><tr><th>count</th><th>value</th></tr>{count_rows}</table>' if count_rows else ''}
+<h2>Parameters used</h2><p>Overrides from the command line:</p><ul>{over}</ul>
+<pre>{e(study.to_yaml())}</pre>
+<h2>Package versions</h2><table>{ver_rows}</table>
+</body></html>"""
+    return io.write_text(page, run_dir / "index.html")
