@@ -52,6 +52,7 @@ class CleaningResult:
     reconciliation: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     outlier_bounds: tuple[float, float] | None = None
+    removed: pd.DataFrame | None = None  # duplicates and netted return rows: source_row, outcome, amount_value
 
     @property
     def balanced(self) -> bool:
@@ -359,8 +360,12 @@ def clean_transactions(
                            netted=(int((book.outcome == NETTED).sum()),
                                    _sum(amount_raw[book.outcome == NETTED]) - _sum(adj_net[book.alive])),
                            capped=-_sum(adj_cap[book.alive]))
+    gone = np.flatnonzero((book.outcome == DUPLICATE) | (book.outcome == NETTED))
+    removed = pd.DataFrame({ROW: raw[ROW].to_numpy()[gone],
+                            "outcome": np.where(book.outcome[gone] == DUPLICATE, "duplicate", "netted"),
+                            "amount_value": amount_raw[gone]})
     return CleaningResult(clean=clean, quarantine=quarantine, audit=audit, reconciliation=recon, notes=notes,
-                          outlier_bounds=bounds)
+                          outlier_bounds=bounds, removed=removed)
 
 
 def _net_returns(book: _Book, is_ret: np.ndarray, cust: pd.Series, order: pd.Series | None, dates: pd.Series,
@@ -483,7 +488,7 @@ def reconciliation(raw_rows: int, amount_in: float, clean: pd.DataFrame, quarant
     parts = df.iloc[1:]
     df.loc[len(df)] = ["difference", raw_rows - int(parts["rows"].sum()),
                        round(amount_in - float(parts["amount"].sum()), 6), "input minus the terms above: must be 0"]
-    df["amount"] = df["amount"].round(2)
+    df["amount"] = df["amount"].round(2) + 0.0  # no "-0.00"
     return df
 
 

@@ -1,6 +1,7 @@
 """Figures for the reports, all in one seaborn theme. Each returns a matplotlib Figure."""
 from __future__ import annotations
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np
@@ -36,6 +37,7 @@ def monthly_activity(monthly: pd.DataFrame, currency: str) -> plt.Figure:
     ax2.plot(monthly["month"], monthly["active_customers"], color=sns.color_palette()[3], marker="o", label="active customers")
     ax2.set_ylabel("active customers (count)")
     ax2.grid(False)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%b\n%Y"))
     ax.set_title("Monthly revenue and active customers")
     fig.legend(loc="upper right", bbox_to_anchor=(0.9, 0.88))
     return fig
@@ -48,6 +50,7 @@ def amount_distribution(amounts: pd.Series, currency: str, bounds: tuple[float, 
     bins = np.logspace(np.log10(a.min()), np.log10(a.max()), 50) if len(a) and a.min() < a.max() else 20
     ax.hist(a, bins=bins, color=sns.color_palette()[0])
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
     ax.set_xlabel(f"transaction amount ({currency}, log scale)")
     ax.set_ylabel("transactions (count)")
     if bounds:

@@ -1,0 +1,64 @@
+"""Helpers for the hand-run benchmarks: synthetic client files, timing and peak memory of a child process."""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+DATA = Path(__file__).parent / "_data"
+
+
+def messy_transactions(n_rows: int, n_customers: int, path: Path, seed: int = 0) -> Path:
+    """A client-style CSV: text ids, ISO dates, amounts with 2 decimals, order ids, ~1% mess
+    (unreadable dates and amounts, missing ids, exact duplicates, returns)."""
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    cust = rng.integers(0, n_customers, n_rows)
+    days = rng.integers(0, 3 * 365, n_rows)
+    dates = (np.datetime64("2021-01-01") + days.astype("timedelta64[D]")).astype(str).astype(object)
+    amount = np.round(rng.lognormal(3.5, 1.0, n_rows), 2)
+    order = np.arange(n_rows)
+    ret = rng.random(n_rows) < 0.01  # returns: a second row of the same order, negative
+    ids = np.char.zfill(cust.astype(str), 7).astype(object)
+    amt_text = amount.astype(str).astype(object)
+    bad = rng.random(n_rows)
+    ids[bad < 0.002] = ""
+    dates[(bad >= 0.002) & (bad < 0.004)] = "31/02/2022"
+    amt_text[(bad >= 0.004) & (bad < 0.006)] = "n/a"
+    r_idx = np.flatnonzero(ret)
+    dup_idx = rng.choice(n_rows, n_rows // 200, replace=False)
+    all_ids = np.concatenate([ids, ids[r_idx], ids[dup_idx]])
+    all_dates = np.concatenate([dates, dates[r_idx], dates[dup_idx]])
+    all_amt = np.concatenate([amt_text, ("-" + (amount[r_idx] / 2).round(2).astype(str)).astype(object), amt_text[dup_idx]])
+    all_order = np.concatenate([order, order[r_idx], order[dup_idx]]).astype(str)
+    table = pa.table({"Customer ID": all_ids.astype(str), "Order Date": all_dates.astype(str),
+                      "Order ID": all_order, "Amount": all_amt.astype(str)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(table, path)
+    return path
+
+
+def measure(cmd: list[str]) -> dict:
+    """Wall time and peak RSS (GB) of a child process (ru_maxrss of the largest descendant)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd} failed:\n{proc.stderr[-3000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"seconds": round(wall, 2), "peak_gb": round(peak_kb / 1e6, 2), "stdout": proc.stdout.strip()}
+
+
+def report(name: str, rows: list[dict]) -> None:
+    print(f"\n== {name}")
+    for r in rows:
+        print(json.dumps(r))
+    sys.stdout.flush()

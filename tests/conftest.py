@@ -1,0 +1,43 @@
+"""Shared helpers: write a small client file and a study YAML around it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_study(tmp: Path, rows: list[dict] | pd.DataFrame, *, name: str = "t", encoding: str = "utf-8",
+                sep: str = ",", columns: dict | None = None, extra: dict | None = None,
+                file_name: str = "tx.csv", tx: dict | None = None) -> Path:
+    """A CSV of `rows` and params/<name>.yaml mapping it; returns the params path."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    data_path = tmp / file_name
+    if file_name.endswith(".xlsx"):
+        df.to_excel(data_path, index=False)
+    elif file_name.endswith(".parquet"):
+        df.to_parquet(data_path, index=False)
+    else:
+        df.to_csv(data_path, index=False, sep=sep, encoding=encoding)
+    params: dict[str, Any] = {
+        "study": name, "client": "Test client", "currency": "EUR",
+        "inputs": {"transactions": {"path": f"../{file_name}", "encoding": encoding,
+                                    "columns": columns or {"customer_id": "customer", "date": "date", "amount": "amount"},
+                                    **(tx or {})}},
+    }
+    for k, v in (extra or {}).items():
+        params[k] = v
+    pdir = tmp / "params"
+    pdir.mkdir(exist_ok=True)
+    path = pdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    return tmp_path

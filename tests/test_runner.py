@@ -1,0 +1,108 @@
+"""The runner end to end through papermill and nbconvert (each run starts a kernel: a few seconds)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from cvlib.cli import main
+from cvlib.runner import run_study
+from tests.conftest import ROOT, write_study
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def errors_in(ipynb: Path) -> list[str]:
+    nb = nbformat.read(ipynb, as_version=4)
+    return [o.get("ename", "") + ": " + o.get("evalue", "") for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def test_example_study_end_to_end(tmp_path):
+    res = run_study(ROOT / "params" / "cdnow.yaml", reports_dir=tmp_path)
+    assert res.ok
+    run = res.run_dir
+    assert (run.parent / "latest").resolve() == run.resolve()
+    for sr in res.stages:
+        nb = run / sr.stage.notebook
+        assert errors_in(nb) == [], sr.stage.name
+        page = (run / sr.html).read_text(encoding="utf-8")
+        assert "data:image/png;base64," in page
+        assert "cdnjs" not in page and "<script src=" not in page  # self-contained, no CDN
+    cleaning = (run / "01_cleaning.html").read_text(encoding="utf-8")
+    for section in ("Cleaning audit", "Reconciliation", "Quarantined rows", "Profile of the clean data"):
+        assert section in cleaning
+    assert "def " not in cleaning  # code hidden by default
+    index = (run / "index.html").read_text(encoding="utf-8")
+    assert "01_cleaning.html" in index and "sha256" in index and "pandas" in index
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["row_counts"]["rows_in"] == 69659
+    clean = pd.read_parquet(run / "transactions_clean.parquet")
+    assert clean["customer_id"].iloc[0] == "00001"
+
+
+def hostile_study(tmp_path: Path, pseudonymize: bool) -> Path:
+    rows = [{"customer": HOSTILE, "date": "2024-01-0%d" % (i % 9 + 1), "amount": str(10 + i),
+             "product": "<img src=x onerror=alert(2)>"} for i in range(30)]
+    rows += [{"customer": f"00{i}", "date": "2024-02-01", "amount": "5", "product": "ok"} for i in range(5)]
+    rows.append({"customer": "zz", "date": "<b>bad</b>", "amount": "1", "product": "p"})
+    return write_study(tmp_path, rows, name="hostile",
+                       columns={"customer_id": "customer", "date": "date", "amount": "amount", "product": "product"},
+                       extra={"privacy": {"pseudonymize_ids": pseudonymize, "salt": "s1"}})
+
+
+def test_hostile_client_text_is_escaped(tmp_path):
+    res = run_study(hostile_study(tmp_path, False), reports_dir=tmp_path / "reports",
+                    notebooks_dir=ROOT / "notebooks", stages=["cleaning"])
+    page = (res.run_dir / "01_cleaning.html").read_text(encoding="utf-8")
+    assert HOSTILE not in page and "<b>bad</b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown as text
+    assert "&lt;b&gt;bad&lt;/b&gt;" in page
+
+
+def test_pseudonymized_ids_in_html_real_ids_in_exports(tmp_path):
+    res = run_study(hostile_study(tmp_path, True), reports_dir=tmp_path / "reports",
+                    notebooks_dir=ROOT / "notebooks", stages=["cleaning"])
+    page = (res.run_dir / "01_cleaning.html").read_text(encoding="utf-8")
+    assert "alert(1)" not in page and "c_" in page
+    assert HOSTILE in set(pd.read_parquet(res.run_dir / "transactions_clean.parquet")["customer_id"])
+
+
+def test_failing_stage_exit_code_message_and_earlier_outputs_kept(tmp_path, capsys):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    shutil.copy(ROOT / "notebooks" / "01_cleaning.ipynb", nb_dir)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("params_file = ''\nrun_dir = ''", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("raise ValueError('segment grid is empty')"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nb_dir / "02_rfm.ipynb")
+    params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "5"}] * 3, name="fails")
+    code = main(["run", str(params), "--reports-dir", str(tmp_path / "reports"), "--notebooks-dir", str(nb_dir)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Stage 'rfm' failed: ValueError: segment grid is empty" in err
+    html = Path(err.split("shows the error: ")[1].split("\n")[0])
+    assert html.name == "02_rfm.html" and "segment grid is empty" in html.read_text(encoding="utf-8")
+    run = html.parent
+    assert (run / "transactions_clean.parquet").exists() and (run / "01_cleaning.html").exists()
+    manifest = json.loads((run / "run.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["ok", "failed"]
+
+
+def test_no_rows_left_fails_the_cleaning_stage_clearly(tmp_path, capsys):
+    params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "5"}], name="empty",
+                         extra={"cleaning": {"window": {"start": "2025-01-01"}}})
+    code = main(["run", str(params), "--reports-dir", str(tmp_path / "r"), "--notebooks-dir", str(ROOT / "notebooks")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Stage 'cleaning' failed" in err and "No rows survived cleaning" in err
+
+
+def test_unknown_stage_is_a_parameter_error(tmp_path, capsys):
+    assert main(["run", str(ROOT / "params" / "cdnow.yaml"), "--stages", "rfn", "--reports-dir", str(tmp_path)]) == 2
+    assert "unknown stage 'rfn'" in capsys.readouterr().err
