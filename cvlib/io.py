@@ -197,7 +197,10 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a DataFrame to parquet atomically (temp file, then rename)."""
+    """Write a DataFrame to parquet atomically (temp file, then rename); in-memory attrs are not stored."""
+    if df.attrs:
+        df = df.copy(deep=False)
+        df.attrs = {}
     return _atomic(Path(path), lambda p: df.to_parquet(p, index=False))
 
 

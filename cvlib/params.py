@@ -150,6 +150,93 @@ class Cleaning(_Model):
     outliers: OutlierRule = Field(default_factory=OutlierRule)
 
 
+# --------------------------------------------------------------------------- rfm
+class SegmentRule(_Model):
+    """A cell range of the R x F (or R x FM) grid on a 1-5 scale: the first rule that matches wins."""
+
+    name: str
+    r: tuple[int, int]
+    f: tuple[int, int]
+
+    @field_validator("r", "f")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 9:
+            raise ValueError(f"score range {list(v)} must be [low, high] with 1 <= low <= high")
+        return v
+
+
+DEFAULT_SEGMENTS = [
+    {"name": "Champions", "r": [5, 5], "f": [4, 5]},
+    {"name": "Loyal", "r": [3, 4], "f": [4, 5]},
+    {"name": "Potential Loyalist", "r": [4, 5], "f": [2, 3]},
+    {"name": "New", "r": [5, 5], "f": [1, 1]},
+    {"name": "Promising", "r": [4, 4], "f": [1, 1]},
+    {"name": "Need Attention", "r": [3, 3], "f": [3, 3]},
+    {"name": "About to Sleep", "r": [3, 3], "f": [1, 2]},
+    {"name": "Can't Lose Them", "r": [1, 2], "f": [5, 5]},
+    {"name": "At Risk", "r": [1, 2], "f": [3, 4]},
+    {"name": "Lost", "r": [1, 1], "f": [1, 1]},
+    {"name": "Hibernating", "r": [1, 2], "f": [1, 2]},
+]
+
+
+class BinEdges(_Model):
+    """Fixed score bin edges (ascending values; scores 1..len+1); recency is reversed."""
+
+    recency: list[float] | None = None
+    frequency: list[float] | None = None
+    monetary: list[float] | None = None
+
+
+class Pyramid(_Model):
+    cuts: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.20], description="cumulative customer shares")
+    names: list[str] = Field(default_factory=lambda: ["Top 1%", "Next 4%", "Next 15%", "Other 80%"])
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "Pyramid":
+        if len(self.names) != len(self.cuts) + 1:
+            raise ValueError(f"pyramid needs {len(self.cuts) + 1} names for {len(self.cuts)} cuts")
+        if sorted(self.cuts) != self.cuts or not all(0 < c < 1 for c in self.cuts):
+            raise ValueError("pyramid cuts must be increasing shares between 0 and 1")
+        return self
+
+
+class Clusters(_Model):
+    enabled: bool = True
+    k: int | None = Field(None, ge=2, le=20, description="fixed k; None: chosen by silhouette over k_range")
+    k_range: tuple[int, int] = (2, 8)
+    seed: int = 0
+    sample: int = Field(5_000, ge=500, description="customers sampled for silhouette scores")
+    tree_depth: int = Field(3, ge=1, le=6)
+
+
+class Rfm(_Model):
+    end_date: dt.date | None = Field(None, description="observation end; None: the last transaction date")
+    frequency: Literal["auto", "orders", "days"] = "auto"
+    time_unit: Literal["days", "weeks"] = "weeks"
+    calibration_end: dt.date | None = None
+    holdout_end: dt.date | None = None
+    n_bins: int = Field(5, ge=2, le=9)
+    ties: Literal["shared", "first"] = Field("shared", description="shared: equal values share a score; first: ties broken in data order")
+    bin_edges: BinEdges = Field(default_factory=BinEdges)
+    segment_on: Literal["rf", "rfm"] = "rf"
+    segments: list[SegmentRule] = Field(default_factory=lambda: [SegmentRule(**s) for s in DEFAULT_SEGMENTS])
+    abc: tuple[float, float] = Field((0.80, 0.95), description="cumulative revenue shares ending classes A and B")
+    pyramid: Pyramid = Field(default_factory=Pyramid)
+    clusters: Clusters = Field(default_factory=Clusters)
+
+    @model_validator(mode="after")
+    def _dates(self) -> "Rfm":
+        if self.holdout_end and not self.calibration_end:
+            raise ValueError("holdout_end needs calibration_end")
+        if self.calibration_end and self.holdout_end and self.holdout_end <= self.calibration_end:
+            raise ValueError("holdout_end must be after calibration_end")
+        if not 0 < self.abc[0] < self.abc[1] < 1:
+            raise ValueError("abc must be two increasing shares between 0 and 1, e.g. [0.8, 0.95]")
+        return self
+
+
 # --------------------------------------------------------------------------- study
 class Report(_Model):
     top_n: int = Field(10, ge=1, le=100, description="rows shown in 'top' tables")
@@ -163,6 +250,7 @@ class Study(_Model):
     privacy: Privacy = Field(default_factory=Privacy)
     report: Report = Field(default_factory=Report)
     cleaning: Cleaning = Field(default_factory=Cleaning)
+    rfm: Rfm = Field(default_factory=Rfm)
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -59,3 +59,74 @@ def amount_distribution(amounts: pd.Series, currency: str, bounds: tuple[float, 
                 ax.axvline(b, color=sns.color_palette()[3], ls="--")
     ax.set_title("Transaction amounts")
     return fig
+
+
+def segment_bars(table: pd.DataFrame) -> plt.Figure:
+    """Share of customers against share of revenue per segment."""
+    t = table.melt(id_vars="segment", value_vars=["share_of_customers", "share_of_revenue"], var_name="share",
+                   value_name="value")
+    t["segment"] = t["segment"].astype(str)
+    t["share"] = t["share"].map({"share_of_customers": "customers", "share_of_revenue": "revenue"})
+    t["value"] *= 100
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(table), 4) + 1))
+    sns.barplot(data=t, y="segment", x="value", hue="share", ax=ax, orient="h")
+    ax.set_xlabel("share (%)")
+    ax.set_ylabel("")
+    ax.set_title("Segments: share of customers and of revenue")
+    return fig
+
+
+def heatmap(table: pd.DataFrame, title: str, fmt: str = ",.0f", cbar_label: str = "") -> plt.Figure:
+    """A labelled heatmap of a small grid (e.g. R x F)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    sns.heatmap(table.astype(float), annot=True, fmt=fmt, cmap="Blues", ax=ax, cbar_kws={"label": cbar_label})
+    ax.set_title(title)
+    return fig
+
+
+def pareto(curve: pd.DataFrame, top20: float) -> plt.Figure:
+    """Cumulative revenue share against customer share, with the 20% line and equality diagonal."""
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    ax.plot(curve["customer_share"] * 100, curve["revenue_share"] * 100, label="customers ranked by revenue")
+    ax.plot([0, 100], [0, 100], ls=":", color="grey", label="equal spend")
+    ax.axvline(20, ls="--", color=sns.color_palette()[3])
+    ax.annotate(f"top 20% make {top20:.0%}", (20, top20 * 100), xytext=(30, top20 * 100 - 15),
+                arrowprops={"arrowstyle": "->"})
+    ax.set_xlabel("customers (cumulative %, highest revenue first)")
+    ax.set_ylabel("revenue (cumulative %)")
+    ax.set_title("Value concentration (Pareto curve)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def elbow_silhouette(scores: pd.DataFrame, chosen: int) -> plt.Figure:
+    """Inertia (elbow) and mean silhouette against k, the chosen k marked."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.plot(scores["k"], scores["inertia"], marker="o")
+    a1.set_xlabel("k (clusters)")
+    a1.set_ylabel("inertia (within-cluster sum of squares)")
+    a1.set_title("Elbow")
+    a2.plot(scores["k"], scores["silhouette"], marker="o", color=sns.color_palette()[1])
+    a2.set_xlabel("k (clusters)")
+    a2.set_ylabel("mean silhouette (-1 to 1)")
+    a2.set_title("Silhouette")
+    for a in (a1, a2):
+        a.axvline(chosen, ls="--", color="grey")
+    return fig
+
+
+def silhouette(samples: pd.DataFrame) -> plt.Figure:
+    """Silhouette values of the sampled customers, grouped by cluster."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    y = 0
+    for c, g in samples.groupby("cluster"):
+        v = np.sort(g["silhouette"].to_numpy())
+        ax.fill_betweenx(np.arange(y, y + len(v)), 0, v, alpha=0.8, label=f"cluster {c}")
+        y += len(v) + 20
+    ax.axvline(samples["silhouette"].mean(), ls="--", color="grey")
+    ax.set_xlabel("silhouette value (-1 to 1)")
+    ax.set_ylabel("sampled customers")
+    ax.set_yticks([])
+    ax.set_title("Silhouette by cluster")
+    ax.legend(loc="lower right")
+    return fig

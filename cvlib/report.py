@@ -132,3 +132,14 @@ def warn(text: str) -> HTML:
 def money(v: float, study: Study) -> str:
     """'12,345.67 USD'."""
     return f"{v:,.2f} {study.currency}"
+
+
+def pre(text: str) -> HTML:
+    """Preformatted text (e.g. decision-tree rules), escaped."""
+    return HTML(f"<pre>{html.escape(text)}</pre>")
+
+
+def notes(items: Iterable[str]) -> HTML:
+    """Each note highlighted (what could not be computed and why); nothing when there are none."""
+    items = list(items)
+    return HTML("".join(warn(i).data for i in items)) if items else HTML("")

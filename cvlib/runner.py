@@ -39,8 +39,10 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("cleaning", "01_cleaning.ipynb", "Data cleaning", (),
           ("transactions_clean.parquet", "quarantine.csv", "cleaning.json")),
-    Stage("rfm", "02_rfm.ipynb", "RFM and segmentation", ("transactions_clean.parquet",), ("rfm.parquet",)),
-    Stage("clv", "03_clv.ipynb", "Customer lifetime value", ("transactions_clean.parquet", "rfm.parquet"),
+    Stage("rfm", "02_rfm.ipynb", "RFM and segmentation", ("transactions_clean.parquet",),
+          ("rfm.parquet", "clv_summary.parquet", "rfm.json")),
+    Stage("clv", "03_clv.ipynb", "Customer lifetime value",
+          ("transactions_clean.parquet", "rfm.parquet", "clv_summary.parquet"),
           ("clv.parquet", "clv_model.json")),
     Stage("drivers", "04_loyalty_drivers.ipynb", "Loyalty and retention drivers",
           ("transactions_clean.parquet", "rfm.parquet"), ("drivers.parquet", "churn_risk.parquet")),
@@ -135,6 +137,30 @@ def bring_upstream(stages: list[Stage], run_dir: Path) -> list[str]:
         shutil.copy2(src, run_dir / f)
         copied.append(f)
     return copied
+
+
+STAGE_FUNCTIONS = {  # stage -> the cvlib function that computes and writes its outputs
+    "cleaning": ("cvlib.cleaning", "run_cleaning"),
+    "rfm": ("cvlib.rfm", "run_rfm"),
+    "clv": ("cvlib.clv", "run_clv"),
+}
+
+
+def require(study: Study, run_dir: str | Path, *names: str, build_missing: bool = False) -> None:
+    """Make sure stage outputs exist in run_dir. With build_missing (a notebook opened by hand),
+    missing ones are built by the earlier stages' functions; otherwise a clear error."""
+    import importlib
+
+    for name in names:
+        if (Path(run_dir) / name).exists():
+            continue
+        stage = next((s for s in STAGES if name in s.writes), None)
+        if not build_missing or stage is None or stage.name not in STAGE_FUNCTIONS:
+            io.stage_file(run_dir, name)  # raises with a clear message
+        require(study, run_dir, *stage.needs, build_missing=True)
+        module, func = STAGE_FUNCTIONS[stage.name]
+        _progress(f"building missing {name} with {module}.{func}")
+        getattr(importlib.import_module(module), func)(study, run_dir)
 
 
 def render_html(ipynb: Path, out: Path, title: str, with_code: bool = False) -> Path:

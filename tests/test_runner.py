@@ -43,6 +43,16 @@ def test_example_study_end_to_end(tmp_path):
     assert manifest["row_counts"]["rows_in"] == 69659
     clean = pd.read_parquet(run / "transactions_clean.parquet")
     assert clean["customer_id"].iloc[0] == "00001"
+    # RFM stage
+    rfm_page = (run / "02_rfm.html").read_text(encoding="utf-8")
+    for section in ("Scores and named segments", "Value concentration", "Clusters", "Inputs of the lifetime value"):
+        assert section in rfm_page
+    rfm = pd.read_parquet(run / "rfm.parquet")
+    assert len(rfm) == clean["customer_id"].nunique()
+    assert {"customer_id", "recency", "frequency", "monetary", "tenure", "r_score", "f_score", "m_score", "segment",
+            "cluster", "abc_class", "value_tier"} <= set(rfm.columns)
+    cal = pd.read_parquet(run / "clv_calibration.parquet")
+    assert {"x", "t_x", "T", "x_holdout", "spend_holdout"} <= set(cal.columns)
 
 
 def hostile_study(tmp_path: Path, pseudonymize: bool) -> Path:
@@ -101,6 +111,16 @@ def test_no_rows_left_fails_the_cleaning_stage_clearly(tmp_path, capsys):
     code = main(["run", str(params), "--reports-dir", str(tmp_path / "r"), "--notebooks-dir", str(ROOT / "notebooks")])
     err = capsys.readouterr().err
     assert code == 1 and "Stage 'cleaning' failed" in err and "No rows survived cleaning" in err
+
+
+def test_later_stage_alone_takes_inputs_from_latest_run(tmp_path):
+    params = write_study(tmp_path, [{"customer": f"c{i % 7}", "date": f"2024-01-{i % 28 + 1:02d}", "amount": str(5 + i)}
+                                    for i in range(60)], name="partial")
+    first = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=ROOT / "notebooks", stages=["cleaning"])
+    second = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=ROOT / "notebooks", stages=["rfm"])
+    assert second.ok and second.run_dir != first.run_dir
+    assert (second.run_dir / "transactions_clean.parquet").exists() and (second.run_dir / "rfm.parquet").exists()
+    assert errors_in(second.run_dir / "02_rfm.ipynb") == []
 
 
 def test_unknown_stage_is_a_parameter_error(tmp_path, capsys):

@@ -1,0 +1,76 @@
+"""Customer summary speed and memory (issue #3). Run by hand: python benchmarks/bench_rfm.py [--rows N]
+
+10M transactions of 1M customers (target: <= 5 s, <= 3 GB peak), beside a DuckDB GROUP BY on the same
+parquet file in the same run (peer; `pip install duckdb` first). Each measurement runs in a fresh process;
+peak memory is the process's max RSS, the loaded data included.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import DATA, measure, report  # noqa: E402
+
+OURS = """
+import sys, time, resource, pandas as pd
+from cvlib.rfm import customer_summary
+tx = pd.read_parquet(sys.argv[1])
+tx["customer_id"] = tx["customer_id"].astype("string[pyarrow]")
+t0 = time.perf_counter()
+s = customer_summary(tx, by="days", unit="weeks")
+dt = time.perf_counter() - t0
+print(f"summary {dt:.2f}s customers={len(s)} peak_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}")
+"""
+DUCK = """
+import sys, time, resource, duckdb
+con = duckdb.connect()
+con.execute('SET enable_progress_bar = false')
+t0 = time.perf_counter()
+df = con.execute('''
+  WITH occ AS (SELECT customer_id, CAST(date AS DATE) AS day, SUM(amount) AS value
+               FROM read_parquet(?) GROUP BY 1, 2),
+  end_ AS (SELECT MAX(day) AS e FROM occ)
+  SELECT customer_id, COUNT(*) AS frequency, SUM(value) AS monetary, MIN(day) AS first, MAX(day) AS last,
+         (SELECT e FROM end_) - MAX(day) AS recency, ((SELECT e FROM end_) - MIN(day)) / 7.0 AS T,
+         (MAX(day) - MIN(day)) / 7.0 AS t_x
+  FROM occ GROUP BY customer_id''', [sys.argv[1]]).df()
+dt = time.perf_counter() - t0
+print(f"duckdb {dt:.2f}s customers={len(df)} peak_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}")
+"""
+
+
+def make(rows: int, customers: int) -> Path:
+    path = DATA / f"tx_{rows}.parquet"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        ids = np.char.zfill(rng.integers(0, customers, rows).astype(str), 7)
+        day = rng.integers(0, 3 * 365, rows).astype("timedelta64[D]") + np.datetime64("2021-01-01")
+        DATA.mkdir(exist_ok=True)
+        pd.DataFrame({"customer_id": ids, "date": day.astype("datetime64[ns]"),
+                      "amount": np.round(rng.lognormal(3.5, 1, rows), 2)}).to_parquet(path)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    path = make(args.rows, args.rows // 10)
+    out = []
+    for _ in range(args.repeat):
+        out.append(measure([sys.executable, "-c", OURS, str(path)])["stdout"])
+        try:
+            out.append(measure([sys.executable, "-c", DUCK, str(path)])["stdout"])
+        except SystemExit as exc:
+            out.append(f"duckdb not run: {str(exc)[-200:]}")
+    report(f"customer summary, {args.rows:,} transactions of {args.rows // 10:,} customers", [{"run": o} for o in out])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""RFM summary, CLV inputs, scores, segments, concentration and clusters against hand-computed values."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvlib import rfm
+from cvlib.params import DEFAULT_SEGMENTS, Rfm, SegmentRule
+
+
+def tx(rows, cols=("customer_id", "date", "amount")) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(cols))
+    df["date"] = pd.to_datetime(df["date"])
+    df["customer_id"] = df["customer_id"].astype("string[pyarrow]")
+    return df
+
+
+T1 = tx([("a", "2024-01-01", 10.0), ("a", "2024-01-01", 5.0), ("a", "2024-01-08", 20.0), ("a", "2024-01-15", 30.0),
+         ("b", "2024-01-10", 7.0)])
+
+
+def test_summary_by_hand_same_day_merged_purchase_on_end_date():
+    s = rfm.customer_summary(T1).set_index("customer_id")
+    a, b = s.loc["a"], s.loc["b"]
+    assert (a["frequency"], a["monetary"], a["recency"], a["tenure"]) == (3, 65.0, 0, 14)
+    assert a["monetary_mean"] == pytest.approx(65 / 3)
+    assert (a["x"], a["t_x"], a["T"], a["monetary_value"]) == (2, 2.0, 2.0, 25.0)
+    assert (b["frequency"], b["recency"], b["x"], b["t_x"], b["monetary_value"]) == (1, 5, 0, 0.0, 0.0)
+    assert b["T"] == pytest.approx(5 / 7)
+    assert str(a["first_purchase"].date()) == "2024-01-01" and str(a["last_purchase"].date()) == "2024-01-15"
+
+
+def test_summary_in_days_and_explicit_end_ignores_later_purchases():
+    s = rfm.customer_summary(T1, end=pd.Timestamp("2024-01-10"), unit="days").set_index("customer_id")
+    assert s.loc["a", "frequency"] == 2 and s.loc["a", "recency"] == 2 and s.loc["a", "T"] == 9.0
+    assert s.loc["b", "recency"] == 0  # purchase on the end date counts
+
+
+def test_summary_by_orders():
+    t = tx([("a", "2024-01-01", 10.0, "o1"), ("a", "2024-01-01", 5.0, "o2"), ("a", "2024-01-03", 1.0, "o2")],
+           ("customer_id", "date", "amount", "order_id"))
+    s = rfm.customer_summary(t, by="orders", unit="days")
+    assert s["frequency"].item() == 2 and s["x"].item() == 1 and s["t_x"].item() == 0.0  # o2 dated by its first row
+    assert s["monetary_value"].item() in (6.0, 10.0)
+
+
+def test_single_customer():
+    s = rfm.customer_summary(tx([("z", "2024-03-01", 9.0)]))
+    assert len(s) == 1 and s["frequency"].item() == 1 and s["T"].item() == 0.0
+
+
+def test_calibration_holdout_split():
+    c = rfm.calibration_holdout(T1, pd.Timestamp("2024-01-08").date(), pd.Timestamp("2024-01-15").date(),
+                                unit="weeks").set_index("customer_id")
+    assert list(c.index) == ["a"]  # b is first seen after the calibration end
+    assert (c.loc["a", "x"], c.loc["a", "t_x"], c.loc["a", "T"]) == (1, 1.0, 1.0)
+    assert (c.loc["a", "x_holdout"], c.loc["a", "spend_holdout"], c.loc["a", "duration_holdout"]) == (1, 30.0, 1.0)
+
+
+def test_scores_with_heavy_ties():
+    v = pd.Series([1] * 90 + [2] * 5 + [3] * 5)
+    shared = rfm.score(v, 5)
+    assert shared[v == 1].nunique() == 1 and shared[v == 1].iloc[0] == 1  # equal values share the lowest score
+    assert shared[v == 3].iloc[0] == 5 and shared[v == 2].iloc[0] == 5  # both in the top quintile
+    first = rfm.score(v, 5, ties="first")
+    assert first.value_counts().sort_index().tolist() == [20] * 5  # equal-sized bins
+    const = rfm.score(pd.Series([4.0] * 7), 5)
+    assert const.nunique() == 1
+
+
+def test_recency_reversed_and_fixed_edges():
+    r = rfm.score(pd.Series([0, 10, 100, 1000, 5]), 5, reverse=True)
+    assert r.iloc[0] == 5 and r.iloc[3] == 1
+    e = rfm.score(pd.Series([0, 29, 30, 89, 90, 400]), reverse=True, edges=[30, 90, 365])
+    assert e.tolist() == [4, 4, 3, 3, 2, 1]
+
+
+def test_default_grid_covers_every_cell_once():
+    grid = [SegmentRule(**g) for g in DEFAULT_SEGMENTS]
+    cells = pd.DataFrame([(r, f) for r in range(1, 6) for f in range(1, 6)], columns=["r_score", "f_score"])
+    cells["m_score"] = 3
+    seg = rfm.assign_segments(cells, grid)
+    assert "Other" not in set(seg)
+    named = dict(zip(zip(cells["r_score"], cells["f_score"]), seg))
+    assert named[(5, 5)] == "Champions" and named[(1, 1)] == "Lost" and named[(1, 5)] == "Can't Lose Them"
+    assert named[(5, 1)] == "New" and named[(2, 2)] == "Hibernating" and named[(2, 4)] == "At Risk"
+    assert set(seg) == {g["name"] for g in DEFAULT_SEGMENTS}
+
+
+def test_custom_grid_any_language_and_other():
+    grid = [SegmentRule(name="重要价值客户", r=(4, 5), f=(4, 5))]
+    cells = pd.DataFrame({"r_score": [5, 1], "f_score": [5, 1], "m_score": [5, 1]})
+    assert rfm.assign_segments(cells, grid).tolist() == ["重要价值客户", "Other"]
+    three = pd.DataFrame({"r_score": [3], "f_score": [3], "m_score": [3]})  # 3-bin scale mapped onto 1-5
+    assert rfm.assign_segments(three, [SegmentRule(**g) for g in DEFAULT_SEGMENTS], n_bins=3).item() == "Champions"
+
+
+def test_gini_and_pareto_on_known_distributions():
+    assert rfm.gini(np.full(10, 7.0)) == pytest.approx(0.0)
+    assert rfm.gini([1, 2, 3, 4]) == pytest.approx(0.25)
+    assert rfm.gini([0, 0, 0, 0, 100]) == pytest.approx(0.8)
+    eq = rfm.concentration(pd.Series(np.full(100, 5.0)))
+    assert eq["top20_revenue_share"] == pytest.approx(0.2) and eq["customer_share_for_80pct"] == pytest.approx(0.8)
+    skew = rfm.concentration(pd.Series([80.0] + [20 / 9] * 9))
+    assert skew["customer_share_for_80pct"] == pytest.approx(0.1)
+
+
+def test_abc_and_pyramid():
+    assert rfm.abc_classes(pd.Series([50.0, 5, 30, 10, 5])).tolist() == ["A", "B", "A", "B", "C"]
+    tiers = rfm.value_tiers(pd.Series(np.arange(100, 0, -1, dtype=float)), [0.01, 0.05, 0.2], ["t1", "t2", "t3", "t4"])
+    assert tiers.value_counts()[["t1", "t2", "t3", "t4"]].tolist() == [1, 4, 15, 80]
+
+
+def random_tx(n_cust=300, seed=1):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_cust):
+        k = rng.geometric(0.3)
+        days = rng.integers(0, 365, k)
+        for d in days:
+            rows.append((f"c{c:04d}", pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(d)), float(rng.lognormal(3, 1))))
+    return tx(rows)
+
+
+def test_clusters_reproducible_with_seed():
+    t = random_tx()
+    a = rfm.build_rfm(t, Rfm())
+    b = rfm.build_rfm(t, Rfm())
+    assert a.clusters.k is not None and 2 <= a.clusters.k <= 8
+    assert a.rfm["cluster"].tolist() == b.rfm["cluster"].tolist()
+    assert 0 <= a.clusters.tree_accuracy <= 1 and "class:" in a.clusters.rules
+    assert a.clusters.profile["customers"].sum() == len(a.rfm)
+    fixed = rfm.build_rfm(t, Rfm(clusters={"k": 3}))
+    assert fixed.clusters.k == 3 and fixed.rfm["cluster"].nunique() == 3
+
+
+@pytest.mark.parametrize("rows", [
+    [("a", "2024-01-01", 5.0)],  # one customer
+    [(f"c{i}", "2024-01-01", 5.0) for i in range(4)],  # every customer alike, fewer than bins
+    [(f"c{i}", f"2024-01-{i + 1:02d}", float(i + 1)) for i in range(20)],  # one purchase each
+])
+def test_edge_cases_do_not_crash_and_say_why(rows):
+    res = rfm.build_rfm(tx(rows), Rfm())
+    assert len(res.rfm) == len({r[0] for r in rows})
+    assert res.notes  # something is said about what could not be computed
+    assert not res.rfm[["r_score", "f_score", "m_score", "segment", "abc_class", "value_tier"]].isna().any().any()
+    required = {"customer_id", "recency", "frequency", "monetary", "tenure", "r_score", "f_score", "m_score",
+                "segment", "cluster", "abc_class", "value_tier"}
+    assert required <= set(res.rfm.columns)
