@@ -213,6 +213,8 @@ def write_json(obj: Any, path: str | Path) -> Path:
     """Write JSON atomically; numpy and pandas scalars are converted."""
 
     def default(o: Any) -> Any:
+        if isinstance(o, np.bool_):
+            return bool(o)
         if isinstance(o, (np.integer,)):
             return int(o)
         if isinstance(o, (np.floating,)):

@@ -237,6 +237,50 @@ class Rfm(_Model):
         return self
 
 
+# --------------------------------------------------------------------------- clv
+class FormulaClv(_Model):
+    lifetime_years: float | None = Field(None, gt=0, description="None: 1 / (1 - yearly retention)")
+    retention_rate: float | None = Field(None, gt=0, lt=1, description="yearly; None: measured from the data")
+    acquisition_cost: float | dict[str, float] = Field(0.0, description="per customer, or per acquisition channel")
+    channel_column: str | None = Field(None, description="attribute column (or 'channel' of the transactions)")
+    acquisition_cost_column: str | None = Field(None, description="attribute column with each customer's cost")
+
+
+class Contracts(_Model):
+    """Contractual clients: sBG retention fitted to contract periods."""
+
+    enabled: bool = False
+    start_column: str = Field("contract_start", description="column of the customers table")
+    end_column: str = Field("contract_end", description="column of the customers table; empty = still active")
+    period_months: int = Field(12, ge=1, le=60, description="length of one renewal period")
+    value_column: str | None = Field(None, description="value per period; None: mean yearly revenue x period")
+
+
+class ClvTiers(_Model):
+    cuts: list[float] = Field(default_factory=lambda: [0.10, 0.30], description="cumulative customer shares")
+    names: list[str] = Field(default_factory=lambda: ["High", "Medium", "Low"])
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "ClvTiers":
+        if len(self.names) != len(self.cuts) + 1:
+            raise ValueError(f"clv tiers need {len(self.cuts) + 1} names for {len(self.cuts)} cuts")
+        return self
+
+
+class Clv(_Model):
+    model: Literal["bgnbd", "paretonbd"] = Field("bgnbd", description="the purchase model used for per-customer CLV")
+    compare_paretonbd: bool = Field(True, description="also fit Pareto/NBD and show it beside BG/NBD")
+    horizon_months: int = Field(12, ge=1, le=120)
+    margin: float = Field(1.0, gt=0, le=1, description="gross margin share of revenue")
+    discount_rate: float = Field(0.10, ge=0, lt=1, description="annual, applied month by month")
+    bootstrap: int = Field(100, ge=0, le=2000, description="resamples for the interval of total CLV (0: off)")
+    seed: int = 0
+    max_fit_customers: int = Field(200_000, ge=1000, description="Pareto/NBD is fitted on a sample above this")
+    tiers: ClvTiers = Field(default_factory=ClvTiers)
+    formula: FormulaClv = Field(default_factory=FormulaClv)
+    contracts: Contracts = Field(default_factory=Contracts)
+
+
 # --------------------------------------------------------------------------- study
 class Report(_Model):
     top_n: int = Field(10, ge=1, le=100, description="rows shown in 'top' tables")
@@ -251,6 +295,7 @@ class Study(_Model):
     report: Report = Field(default_factory=Report)
     cleaning: Cleaning = Field(default_factory=Cleaning)
     rfm: Rfm = Field(default_factory=Rfm)
+    clv: Clv = Field(default_factory=Clv)
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -78,7 +78,7 @@ def segment_bars(table: pd.DataFrame) -> plt.Figure:
 
 def heatmap(table: pd.DataFrame, title: str, fmt: str = ",.0f", cbar_label: str = "") -> plt.Figure:
     """A labelled heatmap of a small grid (e.g. R x F)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.75 * table.shape[1] + 2.5), max(4.5, 0.4 * table.shape[0] + 1.5)))
     sns.heatmap(table.astype(float), annot=True, fmt=fmt, cmap="Blues", ax=ax, cbar_kws={"label": cbar_label})
     ax.set_title(title)
     return fig
@@ -129,4 +129,65 @@ def silhouette(samples: pd.DataFrame) -> plt.Figure:
     ax.set_yticks([])
     ax.set_title("Silhouette by cluster")
     ax.legend(loc="lower right")
+    return fig
+
+
+def clv_distribution(clv: pd.Series, currency: str, horizon_months: int) -> plt.Figure:
+    """Histogram of per-customer CLV (log axis)."""
+    fig, ax = plt.subplots()
+    v = clv[clv > 0.01]
+    bins = np.logspace(np.log10(v.min()), np.log10(v.max()), 50) if len(v) and v.min() < v.max() else 20
+    ax.hist(v, bins=bins, color=sns.color_palette()[2])
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x:,.0f}" if x >= 1 else f"{x:g}"))
+    ax.set_xlabel(f"{horizon_months}-month CLV per customer ({currency}, log scale)")
+    ax.set_ylabel("customers (count)")
+    ax.set_title("Distribution of customer lifetime value")
+    return fig
+
+
+def bars(table: pd.DataFrame, x: str, y: str, title: str, xlabel: str, ylabel: str) -> plt.Figure:
+    """A simple horizontal bar chart of one value per group."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(table), 4) + 1))
+    t = table.assign(**{x: table[x].astype(str)})
+    sns.barplot(data=t, y=x, x=y, ax=ax, orient="h", color=sns.color_palette()[0])
+    ax.set_xlabel(ylabel)
+    ax.set_ylabel(xlabel)
+    ax.set_title(title)
+    return fig
+
+
+def actual_vs_predicted(table: pd.DataFrame, x: str, xlabel: str, ylabel: str, title: str) -> plt.Figure:
+    """Grouped bars of `actual` and `predicted` per value of x."""
+    t = table.melt(id_vars=x, value_vars=["actual", "predicted"], var_name="series", value_name="value")
+    fig, ax = plt.subplots()
+    sns.barplot(data=t, x=x, y="value", hue="series", ax=ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
+
+
+def tracking(track: pd.DataFrame, split_week: float | None, unit_label: str = "week") -> plt.Figure:
+    """Cumulative actual and predicted repeat purchases over time, the calibration end marked."""
+    fig, ax = plt.subplots()
+    ax.plot(track["week"], track["actual"], label="actual")
+    ax.plot(track["week"], track["predicted"], ls="--", label="model")
+    if split_week:
+        ax.axvline(split_week, color="grey", ls=":")
+        ax.annotate("end of calibration", (split_week, ax.get_ylim()[1] * 0.05), rotation=90, ha="right")
+    ax.set_xlabel(f"{unit_label} since the start of the data")
+    ax.set_ylabel("cumulative repeat purchases (count)")
+    ax.set_title("Tracking: cumulative repeat purchases")
+    ax.legend()
+    return fig
+
+
+def survival_curve(curve: pd.DataFrame, period_months: int) -> plt.Figure:
+    """Projected share of a cohort still under contract (sBG)."""
+    fig, ax = plt.subplots()
+    ax.plot(curve["period"], curve["survival"] * 100, marker="o")
+    ax.set_xlabel(f"renewal periods ({period_months} months each)")
+    ax.set_ylabel("contracts still active (%)")
+    ax.set_title("Projected contract survival (shifted-beta-geometric)")
     return fig

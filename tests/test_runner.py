@@ -53,6 +53,16 @@ def test_example_study_end_to_end(tmp_path):
             "cluster", "abc_class", "value_tier"} <= set(rfm.columns)
     cal = pd.read_parquet(run / "clv_calibration.parquet")
     assert {"x", "t_x", "T", "x_holdout", "spend_holdout"} <= set(cal.columns)
+    # CLV stage
+    clv_page = (run / "03_clv.html").read_text(encoding="utf-8")
+    for section in ("Formula CLV", "Probabilistic models", "Validation on the holdout period", "beat the naive baseline"):
+        assert section in clv_page
+    clv = pd.read_parquet(run / "clv.parquet")
+    assert {"customer_id", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier"} <= set(clv.columns)
+    assert len(clv) == len(rfm) and clv["clv"].notna().all() and (clv["clv"] >= 0).all()
+    model = json.loads((run / "clv_model.json").read_text())
+    assert model["used_for_customer_clv"] == "bgnbd" and model["models"]["bgnbd"]["converged"] is True
+    assert model["assumptions"]["horizon_months"] == 12 and model["holdout"]["beat_naive_baseline"] in (True, False)
 
 
 def hostile_study(tmp_path: Path, pseudonymize: bool) -> Path:

@@ -1,0 +1,456 @@
+"""Customer lifetime value: formula CLV, probabilistic CLV (BG/NBD or Pareto/NBD with Gamma-Gamma),
+holdout validation, bootstrap intervals and contract retention (sBG).
+
+Every figure carries its assumptions: horizon (months), gross margin, annual discount rate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cvlib import io
+from cvlib.models import BetaGeoNBD, FitOutcome, GammaGamma, ModelFitError, ParetoNBD, ShiftedBetaGeometric
+from cvlib.params import Clv, Study
+
+DAYS_PER_MONTH = 365.25 / 12
+UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
+MODELS = {"bgnbd": BetaGeoNBD, "paretonbd": ParetoNBD}
+
+
+# --------------------------------------------------------------------------- formula CLV
+def present_value_years(lifetime_years: float, discount_rate: float = 0.0) -> float:
+    """Sum of yearly discount factors over a lifetime (cash at the end of each year; a partial
+    last year counts pro rata)."""
+    full = int(np.floor(lifetime_years))
+    frac = lifetime_years - full
+    t = np.arange(1, full + 1)
+    base = 1.0 + float(discount_rate)
+    return float(np.sum(base ** -t.astype(float)) + frac * base ** -(full + 1.0))
+
+
+def formula_clv(yearly_revenue: float | np.ndarray, margin: float = 1.0, lifetime_years: float = 1.0,
+                acquisition_cost: float | np.ndarray = 0.0, discount_rate: float = 0.0) -> float | np.ndarray:
+    """Mean yearly revenue x gross margin x (discounted) expected lifetime in years, minus acquisition cost."""
+    return np.asarray(yearly_revenue) * margin * present_value_years(lifetime_years, discount_rate) - acquisition_cost
+
+
+def retention_clv(margin_per_year: float | np.ndarray, retention: float, discount_rate: float) -> float | np.ndarray:
+    """Retention form of CLV: m * r / (1 + d - r) (infinite horizon, constant retention r)."""
+    return np.asarray(margin_per_year) * retention / (1 + discount_rate - retention)
+
+
+def yearly_retention(tx: pd.DataFrame) -> tuple[float, str]:
+    """Share of customers active in one window who buy again in the next, scaled to a year.
+
+    The window is a year, or half the observed span when the data cover less than two years."""
+    end, start = tx["date"].max(), tx["date"].min()
+    window = min(365.0, (end - start).days / 2)
+    if window < 30:
+        return float("nan"), "less than two months of data: retention cannot be measured"
+    w = pd.Timedelta(days=window)
+    prev = set(tx.loc[(tx["date"] > end - 2 * w) & (tx["date"] <= end - w), "customer_id"])
+    cur = set(tx.loc[tx["date"] > end - w, "customer_id"])
+    if not prev:
+        return float("nan"), "no customers active in the earlier window"
+    r_w = len(prev & cur) / len(prev)
+    r = r_w ** (365.0 / window) if r_w > 0 else 0.0
+    how = f"{len(prev & cur):,} of {len(prev):,} customers active in a {window:.0f}-day window bought again in the next"
+    return float(min(r, 0.99)), how + ("" if window == 365 else f" ({r_w:.1%}, scaled to a year)")
+
+
+def yearly_revenue(rfm: pd.DataFrame) -> pd.Series:
+    """Revenue per customer per year observed (customers seen for less than a year count one year)."""
+    years = np.maximum(rfm["tenure"].to_numpy(dtype=float), 365.0) / 365.0
+    return pd.Series(rfm["monetary"].to_numpy() / years, index=rfm.index)
+
+
+def acquisition_channel(study: Study, tx: pd.DataFrame, attrs: pd.DataFrame | None) -> pd.Series | None:
+    """Each customer's acquisition channel: an attribute column, else the channel of the first purchase."""
+    col = study.clv.formula.channel_column
+    if attrs is not None and col and col in attrs.columns:
+        return attrs.set_index("customer_id")[col].astype(str)
+    if "channel" in tx.columns:
+        first = tx.sort_values("date").drop_duplicates("customer_id")
+        return first.set_index(first["customer_id"].astype(str))["channel"].astype(str)
+    return None
+
+
+def formula_table(rfm: pd.DataFrame, cfg: Clv, retention: float, by: str | None = None,
+                  cac: pd.Series | None = None) -> pd.DataFrame:
+    """Formula CLV overall or per group: yearly revenue, lifetime, CLV, retention-form CLV and CLV/CAC."""
+    lifetime = cfg.formula.lifetime_years or (1 / (1 - retention) if np.isfinite(retention) else 1.0)
+    r = cfg.formula.retention_rate or retention
+    d = rfm.assign(yearly_revenue=yearly_revenue(rfm), _all="all customers")
+    if cac is not None:
+        d["cac"] = cac.reindex(d["customer_id"].astype(str)).to_numpy()
+    key = by or "_all"
+    g = d.groupby(key, observed=True).agg(customers=("customer_id", "size"), yearly_revenue=("yearly_revenue", "mean"),
+                                          **({"cac": ("cac", "mean")} if cac is not None else {}))
+    cost = g["cac"].fillna(0) if cac is not None else (cfg.formula.acquisition_cost if isinstance(
+        cfg.formula.acquisition_cost, (int, float)) else 0.0)
+    g["lifetime_years"] = lifetime
+    g["formula_clv"] = formula_clv(g["yearly_revenue"], cfg.margin, lifetime, cost, cfg.discount_rate)
+    g["retention_form_clv"] = retention_clv(g["yearly_revenue"] * cfg.margin, r, cfg.discount_rate) if np.isfinite(r) else np.nan
+    if cac is not None:
+        g["clv_to_cac"] = (g["formula_clv"] + g["cac"]) / g["cac"].replace(0, np.nan)
+    return g.reset_index().rename(columns={"_all": "group"})
+
+
+# --------------------------------------------------------------------------- probabilistic CLV
+def fit_models(summary: pd.DataFrame, cfg: Clv, which: tuple[str, ...] = ("bgnbd", "paretonbd")) -> dict[str, FitOutcome]:
+    """Fit the purchase models and Gamma-Gamma; a model that cannot be fitted carries the reason."""
+    out: dict[str, FitOutcome] = {}
+    rng = np.random.default_rng(cfg.seed)
+    for name in which:
+        data = summary
+        if name == "paretonbd" and len(summary) > cfg.max_fit_customers:
+            data = summary.iloc[np.sort(rng.choice(len(summary), cfg.max_fit_customers, replace=False))]
+        out[name] = _try_fit(name, lambda d=data, n=name: MODELS[n]().fit(d))
+    out["gammagamma"] = _try_fit("gammagamma", lambda: GammaGamma().fit(summary))
+    return out
+
+
+def _try_fit(name: str, fit) -> FitOutcome:
+    try:
+        model = fit()
+    except ModelFitError as exc:
+        return FitOutcome(name, None, str(exc))
+    except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
+        return FitOutcome(name, None, f"numerical failure: {exc}")
+    if not model.converged_:
+        return FitOutcome(name, model, f"did not converge: {model.message_}")
+    return FitOutcome(name, model)
+
+
+def discounted_purchases(model, summary: pd.DataFrame, months: int, unit: str, discount_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """(expected purchases over the horizon, their sum discounted month by month) per customer."""
+    per_month = DAYS_PER_MONTH / UNIT_DAYS[unit]
+    prev = np.zeros(len(summary))
+    disc = np.zeros(len(summary))
+    monthly = (1 + discount_rate) ** (1 / 12) - 1
+    for k in range(1, months + 1):
+        cum = model.predict(summary, k * per_month)
+        disc += (cum - prev) / (1 + monthly) ** k
+        prev = cum
+    return prev, disc
+
+
+def customer_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg: Clv, unit: str) -> pd.DataFrame:
+    """p_alive, expected purchases and spend, and CLV over the horizon for each customer."""
+    exp_n, disc_n = discounted_purchases(purchase, summary, cfg.horizon_months, unit, cfg.discount_rate)
+    if spend is not None:
+        exp_spend = spend.expected_spend(summary)
+    else:
+        exp_spend = np.where(summary["frequency"] > 0, summary["monetary"] / summary["frequency"], 0.0)
+    return pd.DataFrame({"customer_id": summary["customer_id"].to_numpy(), "p_alive": purchase.p_alive(summary),
+                         "expected_purchases": exp_n, "expected_spend": exp_spend,
+                         "clv": cfg.margin * exp_spend * disc_n})
+
+
+def fallback_clv(rfm: pd.DataFrame, cfg: Clv, retention: float) -> pd.DataFrame:
+    """Per-customer formula CLV over the horizon when no purchase model could be fitted."""
+    lifetime = min(cfg.horizon_months / 12, cfg.formula.lifetime_years or (
+        1 / (1 - retention) if np.isfinite(retention) else 1.0))
+    yr = yearly_revenue(rfm)
+    return pd.DataFrame({"customer_id": rfm["customer_id"].to_numpy(), "p_alive": np.nan,
+                         "expected_purchases": rfm["frequency"].to_numpy() / np.maximum(rfm["tenure"].to_numpy(), 365) * 365 * lifetime,
+                         "expected_spend": rfm["monetary_mean"].to_numpy(),
+                         "clv": np.asarray(formula_clv(yr, cfg.margin, lifetime, 0.0, cfg.discount_rate))})
+
+
+def bootstrap_total(summary: pd.DataFrame, cfg: Clv, unit: str, name: str, with_spend: bool) -> tuple[float, float] | None:
+    """95% interval of total predicted CLV from refits on customers resampled with replacement."""
+    if cfg.bootstrap == 0:
+        return None
+    rng = np.random.default_rng(cfg.seed)
+    totals = []
+    base = summary.reset_index(drop=True)
+    for _ in range(cfg.bootstrap):
+        idx = rng.integers(0, len(base), len(base))
+        sample = base.iloc[idx]
+        try:
+            m = MODELS[name]().fit(sample)
+            s = GammaGamma().fit(sample) if with_spend else None
+        except ModelFitError:
+            continue
+        if not m.converged_:
+            continue
+        totals.append(customer_clv(base, m, s, cfg, unit)["clv"].sum())
+    if len(totals) < max(10, cfg.bootstrap // 2):
+        return None
+    lo, hi = np.percentile(totals, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- holdout validation
+@dataclass
+class Holdout:
+    totals: pd.DataFrame
+    by_frequency: pd.DataFrame
+    tracking: pd.DataFrame
+    errors: pd.DataFrame
+    beat_baseline: bool
+    model: str
+
+
+def validate_holdout(cal: pd.DataFrame, tx: pd.DataFrame, model, name: str, unit: str,
+                     calibration_end, holdout_end) -> Holdout:
+    """Predicted against actual repeat purchases in the holdout, by calibration frequency, week by week,
+    and per-customer error against the naive baseline (each customer repeats their calibration rate)."""
+    dur = cal["duration_holdout"].to_numpy()
+    pred = model.predict(cal, dur)
+    actual = cal["x_holdout"].to_numpy()
+    naive = np.where(cal["T"] > 0, cal["x"] / cal["T"].replace(0, np.nan), 0.0) * dur
+    naive = np.nan_to_num(naive)
+    totals = pd.DataFrame({"measure": ["actual repeat purchases", f"predicted ({name})", "naive baseline"],
+                           "holdout_total": [actual.sum(), pred.sum(), naive.sum()]})
+    k = np.minimum(cal["x"].to_numpy(), 7)
+    byf = pd.DataFrame({"calibration_repeat_purchases": k, "actual": actual, "predicted": pred}).groupby(
+        "calibration_repeat_purchases").agg(customers=("actual", "size"), actual=("actual", "mean"),
+                                            predicted=("predicted", "mean")).reset_index()
+    byf["calibration_repeat_purchases"] = byf["calibration_repeat_purchases"].map(lambda v: "7+" if v == 7 else str(v))
+    errors = pd.DataFrame({"method": [name, "naive baseline"],
+                           "mae": [np.mean(np.abs(pred - actual)), np.mean(np.abs(naive - actual))],
+                           "rmse": [np.sqrt(np.mean((pred - actual) ** 2)), np.sqrt(np.mean((naive - actual) ** 2))]})
+    tracking = weekly_tracking(cal, tx, model, unit, holdout_end)
+    return Holdout(totals, byf, tracking, errors, bool(errors["mae"].iloc[0] < errors["mae"].iloc[1]), name)
+
+
+def weekly_tracking(cal: pd.DataFrame, tx: pd.DataFrame, model, unit: str, holdout_end) -> pd.DataFrame:
+    """Cumulative repeat purchases per week, actual against the model, for the calibration customers."""
+    from cvlib.rfm import occasions
+
+    ids = set(cal["customer_id"].astype(str))
+    t = tx[tx["customer_id"].astype(str).isin(ids) & (tx["date"] < pd.Timestamp(holdout_end) + pd.Timedelta(days=1))]
+    occ = occasions(t, "days")
+    start_day = int(occ["day"].min())
+    first_day = occ.groupby("customer")["day"].transform("min")
+    repeat_days = occ.loc[occ["day"] > first_day, "day"].to_numpy()
+    end_day = int(np.datetime64(pd.Timestamp(holdout_end).date(), "D").astype(np.int64))
+    weeks = np.arange(1, int(np.ceil((end_day - start_day + 1) / 7)) + 1)
+    actual = np.array([(repeat_days < start_day + 7 * w).sum() for w in weeks])
+    firsts = occ.groupby("customer")["day"].min().value_counts()
+    exp = np.zeros(len(weeks))
+    for d0, n in firsts.items():
+        age = (start_day + 7 * weeks - d0 - 1) / UNIT_DAYS[unit]  # time since acquisition at the week's end
+        exp += n * np.where(age > 0, model.expected_new(np.maximum(age, 0)), 0.0)
+    return pd.DataFrame({"week": weeks, "actual": actual, "predicted": exp})
+
+
+def p_alive_matrix(model, max_x: int, T: float, steps: int = 20) -> pd.DataFrame:
+    """P(alive) of a customer aged T on a grid of repeat purchases x (rows) and recency t_x (columns)."""
+    xs = np.arange(0, max_x + 1)
+    txs = np.linspace(0, T, steps + 1)
+    X, TX = np.meshgrid(xs, txs, indexing="ij")
+    grid = pd.DataFrame({"x": X.ravel(), "t_x": np.where(X.ravel() == 0, 0, TX.ravel()), "T": T})
+    p = model.p_alive(grid).reshape(X.shape)
+    return pd.DataFrame(p, index=pd.Index(xs, name="repeat purchases x"),
+                        columns=pd.Index(np.round(txs, 1), name="time of last purchase t_x"))
+
+
+# --------------------------------------------------------------------------- contracts (sBG)
+def contract_periods(attrs: pd.DataFrame, cfg, end: pd.Timestamp) -> pd.DataFrame:
+    """Periods paid and churn flag per contract from start/end columns (empty end = active)."""
+    start = pd.to_datetime(attrs[cfg.start_column], errors="coerce", format="mixed")
+    stop = pd.to_datetime(attrs[cfg.end_column], errors="coerce", format="mixed")
+    churned = stop.notna() & (stop <= end)
+    last = stop.where(churned, end)
+    months = (last - start).dt.days / DAYS_PER_MONTH
+    periods = np.maximum(np.ceil(months / cfg.period_months), 1)
+    out = pd.DataFrame({"customer_id": attrs["customer_id"], "periods": periods, "churned": churned})
+    return out[start.notna()].reset_index(drop=True)
+
+
+def fit_contracts(periods: pd.DataFrame) -> FitOutcome:
+    return _try_fit("sbg", lambda: ShiftedBetaGeometric().fit(periods))
+
+
+# --------------------------------------------------------------------------- the stage
+@dataclass
+class ClvResult:
+    customers: pd.DataFrame
+    fits: dict[str, FitOutcome]
+    used: str
+    retention: float
+    retention_how: str
+    formula: pd.DataFrame
+    by_segment: pd.DataFrame
+    by_channel: pd.DataFrame | None
+    holdout: Holdout | None
+    holdout_fits: dict[str, FitOutcome] | None
+    interval: tuple[float, float] | None
+    contracts: dict | None
+    notes: list[str] = field(default_factory=list)
+
+
+def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.DataFrame,
+              cal: pd.DataFrame | None, attrs: pd.DataFrame | None = None) -> ClvResult:
+    """Everything the CLV stage computes."""
+    from cvlib.rfm import value_tiers
+
+    cfg, unit = study.clv, study.rfm.time_unit
+    notes: list[str] = []
+    retention, how = yearly_retention(tx)
+    which = ("bgnbd", "paretonbd") if cfg.compare_paretonbd else (cfg.model,)
+    which = tuple(dict.fromkeys((cfg.model, *which)))
+    fits = fit_models(summary, cfg, which)
+    for f in fits.values():
+        if not f.ok:
+            notes.append(f"{f.name}: not used, {f.reason}.")
+    purchase, spend = fits[cfg.model], fits["gammagamma"]
+    if purchase.ok:
+        used = cfg.model
+        customers = customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, unit)
+        if not spend.ok:
+            notes.append("Spend per purchase is each customer's own mean (Gamma-Gamma could not be used).")
+        interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok)
+    else:
+        used = "formula"
+        notes.append(f"Per-customer CLV uses the formula (yearly revenue x margin x lifetime, capped at the "
+                     f"{cfg.horizon_months}-month horizon) because {cfg.model} could not be fitted.")
+        customers = fallback_clv(rfm, cfg, retention)
+        interval = None
+    seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})
+    customers = customers.astype({"customer_id": str}).merge(seg, on="customer_id", how="left")
+    customers["clv_tier"] = value_tiers(customers["clv"], cfg.tiers.cuts, cfg.tiers.names)
+    customers["customer_id"] = customers["customer_id"].astype(io.STRING)
+
+    channel = acquisition_channel(study, tx, attrs)
+    cac = None
+    if attrs is not None and cfg.formula.acquisition_cost_column in (attrs.columns if attrs is not None else []):
+        cac = attrs.set_index("customer_id")[cfg.formula.acquisition_cost_column].astype(float)
+    elif isinstance(cfg.formula.acquisition_cost, dict) and channel is not None:
+        cac = channel.map(cfg.formula.acquisition_cost).astype(float)
+    rfm2 = rfm.assign(customer_id=rfm["customer_id"].astype(str))
+    if channel is not None:
+        rfm2["channel"] = rfm2["customer_id"].map(channel).fillna("unknown")
+    overall = formula_table(rfm2, cfg, retention, None, cac)
+    by_seg = formula_table(rfm2, cfg, retention, "segment", cac)
+    by_seg = by_seg.merge(customers.groupby("segment", observed=True)["clv"].agg(["mean", "sum"]).rename(
+        columns={"mean": "mean_model_clv", "sum": "total_model_clv"}), left_on="segment", right_index=True, how="left")
+    by_chan = formula_table(rfm2, cfg, retention, "channel", cac) if channel is not None else None
+
+    holdout, hfits = None, None
+    if cal is not None and len(cal):
+        hfits = fit_models(cal, cfg, (cfg.model,))
+        if hfits[cfg.model].ok:
+            holdout = validate_holdout(cal, tx, hfits[cfg.model].model, cfg.model, unit,
+                                       study.rfm.calibration_end, study.rfm.holdout_end or tx["date"].max())
+        else:
+            notes.append(f"Holdout validation skipped: {cfg.model} could not be fitted on the calibration period "
+                         f"({hfits[cfg.model].reason}).")
+    else:
+        notes.append("No holdout validation: set rfm.calibration_end (and rfm.holdout_end) to check the model "
+                     "against purchases it did not see.")
+
+    contracts = None
+    if cfg.contracts.enabled:
+        contracts = contract_summary(study, attrs, rfm2, tx, notes)
+    return ClvResult(customers, fits, used, retention, how, overall, by_seg, by_chan, holdout, hfits, interval,
+                     contracts, notes)
+
+
+def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame, tx: pd.DataFrame,
+                     notes: list[str]) -> dict | None:
+    """sBG fit on contract periods, projected retention, DERL and CLV per contract."""
+    c = study.clv.contracts
+    if attrs is None or c.start_column not in attrs.columns or c.end_column not in attrs.columns:
+        notes.append(f"Contracts are on but the customers table has no {c.start_column!r}/{c.end_column!r} columns.")
+        return None
+    periods = contract_periods(attrs, c, tx["date"].max())
+    fit = fit_contracts(periods)
+    if not fit.ok:
+        notes.append(f"sBG retention model not used: {fit.reason}.")
+        return None
+    m: ShiftedBetaGeometric = fit.model
+    per_period_discount = (1 + study.clv.discount_rate) ** (c.period_months / 12) - 1
+    active = periods[~periods["churned"]].copy()
+    if c.value_column and c.value_column in attrs.columns:
+        value = attrs.set_index("customer_id")[c.value_column].astype(float)
+    else:
+        value = yearly_revenue(rfm.set_index("customer_id")) * c.period_months / 12
+    active["value_per_period"] = active["customer_id"].astype(str).map(value).fillna(0).to_numpy()
+    active["derl_periods"] = m.derl(active["periods"].to_numpy(), per_period_discount)
+    active["contract_clv"] = study.clv.margin * active["value_per_period"] * active["derl_periods"]
+    t = np.arange(0, 11)
+    curve = pd.DataFrame({"period": t, "survival": m.survival(t), "retention": np.r_[np.nan, m.retention(t[1:])]})
+    return {"model": m, "periods": periods, "active": active, "curve": curve}
+
+
+def run_clv(study: Study, run_dir: str | Path) -> ClvResult:
+    """Read the earlier stages' outputs, build the CLV stage, write clv.parquet and clv_model.json."""
+    run_dir = Path(run_dir)
+    tx = pd.read_parquet(io.stage_file(run_dir, "transactions_clean.parquet"))
+    rfm = pd.read_parquet(io.stage_file(run_dir, "rfm.parquet"))
+    summary = pd.read_parquet(io.stage_file(run_dir, "clv_summary.parquet"))
+    cal_path = run_dir / "clv_calibration.parquet"
+    cal = pd.read_parquet(cal_path) if cal_path.exists() else None
+    attrs = io.read_attributes(study, "customers")
+    res = build_clv(study, tx, rfm, summary, cal, attrs)
+    io.write_parquet(res.customers, run_dir / "clv.parquet")
+    io.write_json(model_report(study, res), run_dir / "clv_model.json")
+    return res
+
+
+def model_report(study: Study, res: ClvResult) -> dict:
+    """The JSON record of the stage: models, assumptions, validation."""
+    cfg = study.clv
+    h = res.holdout
+    return {
+        "used_for_customer_clv": res.used,
+        "assumptions": {"horizon_months": cfg.horizon_months, "margin": cfg.margin,
+                        "annual_discount_rate": cfg.discount_rate, "time_unit": study.rfm.time_unit,
+                        "currency": study.currency, "yearly_retention": res.retention,
+                        "retention_measured_as": res.retention_how},
+        "models": {k: {**(f.model.to_dict() if f.model else {}), "usable": f.ok, "reason": f.reason}
+                   for k, f in res.fits.items()},
+        "holdout": None if h is None else {
+            "model": h.model, "totals": h.totals.to_dict("records"), "errors": h.errors.to_dict("records"),
+            "beat_naive_baseline": h.beat_baseline,
+            "calibration_fit": {k: f.model.to_dict() if f.model else None for k, f in (res.holdout_fits or {}).items()}},
+        "total_clv": float(res.customers["clv"].sum()),
+        "total_clv_95pct_interval": res.interval,
+        "contracts": None if not res.contracts else {"params": res.contracts["model"].params_,
+                                                     "se": res.contracts["model"].se_},
+        "notes": res.notes,
+    }
+
+
+def parameter_table(fits: dict[str, FitOutcome]) -> pd.DataFrame:
+    """One row per model parameter: estimate, standard error, log-likelihood, and whether it is usable."""
+    rows = []
+    for name, f in fits.items():
+        if f.model is None:
+            rows.append({"model": name, "parameter": "–", "estimate": np.nan, "std_error": np.nan,
+                         "loglik": np.nan, "status": f.reason})
+            continue
+        for _, r in f.model.summary().iterrows():
+            rows.append({"model": name, "parameter": r["parameter"], "estimate": r["estimate"],
+                         "std_error": r["std_error"], "loglik": f.model.loglik_,
+                         "status": "ok" if f.ok else f.reason})
+    return pd.DataFrame(rows)
+
+
+def clv_by(customers: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Customers, mean and total CLV per value of a column."""
+    return customers.groupby(column, observed=True)["clv"].agg(customers="size", mean_clv="mean",
+                                                               total_clv="sum").reset_index()
+
+
+def max_age(run_dir: str | Path) -> float:
+    """The largest customer age T in the CLV summary (for the P(alive) grid)."""
+    return float(pd.read_parquet(Path(run_dir) / "clv_summary.parquet", columns=["T"])["T"].max())
+
+
+def calibration_week(study: Study, tracking: pd.DataFrame) -> float | None:
+    """Week number (in the tracking chart) where calibration ends."""
+    if study.rfm.calibration_end is None or tracking.empty:
+        return None
+    weeks_total = len(tracking)
+    hold = pd.Timestamp(study.rfm.holdout_end) if study.rfm.holdout_end else None
+    if hold is None:
+        return None
+    return weeks_total - (hold - pd.Timestamp(study.rfm.calibration_end)).days / 7

@@ -1,0 +1,422 @@
+"""Probabilistic customer-base models, fitted by maximum likelihood (numpy/scipy).
+
+- BetaGeoNBD: BG/NBD (Fader, Hardie & Lee 2005), purchases in non-contractual settings.
+- ParetoNBD: Pareto/NBD (Schmittlein, Morrison & Colombo 1987), with Fader & Hardie's
+  hypergeometric form of the likelihood.
+- GammaGamma: spend per transaction (Fader & Hardie 2013).
+- ShiftedBetaGeometric: contract renewals (Fader & Hardie 2007).
+
+Estimators follow scikit-learn habits: `fit(frame)` returns self; fitted attributes end
+in `_` (`params_`, `se_`, `loglik_`, `converged_`). Parameters are optimised on the
+log scale; log-likelihoods are computed in log space (no overflow for large x and T).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special
+
+LOG_BOUND = 12.0  # |log parameter| limit: parameters in [6e-6, 1.6e5]
+
+
+class ModelFitError(RuntimeError):
+    """The model cannot be fitted to these data; the message says why."""
+
+
+def _check(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise KeyError(f"columns {missing} are needed (have {list(frame.columns)})")
+    return tuple(frame[c].to_numpy(dtype=np.float64) for c in cols)
+
+
+def _hessian(f, theta: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Central-difference Hessian of a scalar function."""
+    k = len(theta)
+    h = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            e_i, e_j = np.eye(k)[i] * eps, np.eye(k)[j] * eps
+            v = (f(theta + e_i + e_j) - f(theta + e_i - e_j) - f(theta - e_i + e_j) + f(theta - e_i - e_j)) / (4 * eps**2)
+            h[i, j] = h[j, i] = v
+    return h
+
+
+def _hessian_from_grad(grad, theta: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Central-difference Hessian from an analytic gradient (2k gradient calls)."""
+    k = len(theta)
+    cols = [(grad(theta + np.eye(k)[i] * eps) - grad(theta - np.eye(k)[i] * eps)) / (2 * eps) for i in range(k)]
+    h = np.column_stack(cols)
+    return (h + h.T) / 2
+
+
+def _standard_errors(neg_ll, log_theta: np.ndarray, grad=None) -> np.ndarray:
+    """Standard errors of the parameters (delta method from the Hessian on the log scale)."""
+    try:
+        hess = _hessian_from_grad(grad, log_theta) if grad is not None else _hessian(neg_ll, log_theta)
+        cov = np.linalg.inv(hess)
+        var = np.diag(cov)
+        return np.where(var > 0, np.exp(log_theta) * np.sqrt(np.abs(var)), np.nan)
+    except np.linalg.LinAlgError:
+        return np.full(len(log_theta), np.nan)
+
+
+class _Fitted:
+    names: tuple[str, ...] = ()
+    params_: dict[str, float]
+
+    def _finish(self, res: optimize.OptimizeResult, neg_ll, n: int, grad=None) -> None:
+        theta = res.x
+        self.params_ = dict(zip(self.names, np.exp(theta)))
+        self.loglik_ = float(-res.fun)
+        self.n_ = n
+        at_bound = bool(np.any(np.abs(theta) > LOG_BOUND - 1e-3))
+        self.converged_ = bool(res.success) and not at_bound and np.isfinite(res.fun)
+        self.message_ = ("a parameter ran to its bound (the data do not identify the model)" if at_bound
+                         else str(res.message) if not res.success else "converged")
+        self.se_ = dict(zip(self.names, _standard_errors(neg_ll, theta, grad)))
+
+    def summary(self) -> pd.DataFrame:
+        """Parameters with standard errors."""
+        return pd.DataFrame({"parameter": list(self.params_), "estimate": list(self.params_.values()),
+                             "std_error": [self.se_[k] for k in self.params_]})
+
+    def to_dict(self) -> dict:
+        return {"params": self.params_, "std_errors": self.se_, "loglik": self.loglik_, "n": self.n_,
+                "converged": self.converged_, "message": self.message_}
+
+
+def _minimize(fun, x0: np.ndarray, jac: bool) -> optimize.OptimizeResult:
+    bounds = [(-LOG_BOUND, LOG_BOUND)] * len(x0)
+    res = optimize.minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds,
+                            options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-7})
+    return res
+
+
+# --------------------------------------------------------------------------- BG/NBD
+class BetaGeoNBD(_Fitted):
+    """BG/NBD: purchases follow a Poisson process while alive; after each purchase the
+    customer drops out with probability p. Heterogeneity: rate ~ Gamma(r, alpha), p ~ Beta(a, b).
+
+    fit(frame) uses columns x (repeat purchases), t_x (time of last purchase) and T (age),
+    all in one time unit."""
+
+    names = ("r", "alpha", "a", "b")
+
+    @staticmethod
+    def _prepare(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, w: np.ndarray) -> dict:
+        """Split customers without repeat purchases (one term) from the others (two terms)."""
+        pos = x > 0
+        ux, xi = np.unique(x[pos], return_inverse=True)
+        return {"T0": T[~pos], "w0": w[~pos], "x": x[pos], "t_x": t_x[pos], "T": T[pos], "w": w[pos], "ux": ux,
+                "xi": xi, "n0": float(w[~pos].sum())}
+
+    def _terms(self, log_theta: np.ndarray, d: dict, grad: bool = True):
+        """Negative log-likelihood (and its gradient on the log scale)."""
+        r, alpha, a, b = np.exp(log_theta)
+        ln_alpha = np.log(alpha)
+        # customers with x = 0: L = (alpha / (alpha + T))^r
+        la_T0 = np.log(alpha + d["T0"])
+        ll0 = r * (d["n0"] * ln_alpha - np.dot(d["w0"], la_T0))
+        # customers with x > 0; functions of x are computed once per distinct x
+        x, t_x, T, w, ux, xi = d["x"], d["t_x"], d["T"], d["w"], d["ux"], d["xi"]
+        A12u = (special.gammaln(r + ux) - special.gammaln(r) + special.gammaln(a + b) + special.gammaln(b + ux)
+                - special.gammaln(b) - special.gammaln(a + b + ux))
+        la_T = np.log(alpha + T)
+        la_tx = np.log(alpha + t_x)
+        bx1 = b + x - 1
+        A3 = -(r + x) * la_T
+        A4 = np.log(a) - np.log(bx1) - (r + x) * la_tx
+        mx = np.maximum(A3, A4)
+        e3, e4 = np.exp(A3 - mx), np.exp(A4 - mx)
+        lse = mx + np.log(e3 + e4)
+        value = -(ll0 + np.dot(w, A12u[xi] + lse) + w.sum() * r * ln_alpha)
+        if not grad:
+            return value
+        w4 = e4 / (e3 + e4)
+        w3 = 1.0 - w4
+        W = w.sum() + d["n0"]
+        d_r = (np.dot(w, (special.digamma(r + ux) - special.digamma(r))[xi] - w3 * la_T - w4 * la_tx)
+               + W * ln_alpha - np.dot(d["w0"], la_T0))
+        d_alpha = (W * r / alpha - r * np.dot(d["w0"], 1 / (alpha + d["T0"]))
+                   - np.dot(w, (r + x) * (w3 / (alpha + T) + w4 / (alpha + t_x))))
+        dig_ab = special.digamma(a + b)
+        d_a = np.dot(w, (dig_ab - special.digamma(a + b + ux))[xi] + w4 / a)
+        d_b = np.dot(w, (dig_ab + special.digamma(b + ux) - special.digamma(b) - special.digamma(a + b + ux))[xi]
+                     - w4 / bx1)
+        # the x = 0 group also carries A2(x=0) = 0 and A1(x=0) = 0, so no a, b terms
+        g = np.array([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
+        return value, -g
+
+    def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None) -> "BetaGeoNBD":
+        x, t_x, T = _check(frame, ("x", "t_x", "T"))
+        w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+        if len(x) < 10:
+            raise ModelFitError(f"only {len(x)} customers: too few to fit BG/NBD (need at least 10)")
+        if not (x > 0).any():
+            raise ModelFitError("no customer made a repeat purchase: BG/NBD cannot separate purchase rate from dropout")
+        if np.any(T <= 0) or np.any(t_x > T + 1e-9):
+            raise ModelFitError("T must be positive and t_x <= T for every customer")
+        data = self._prepare(x, t_x, T, w)
+        fun = lambda th: self._terms(th, data)  # noqa: E731
+        x0 = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, 1.0])
+        res = _minimize(fun, x0, jac=True)
+        self._finish(res, lambda th: self._terms(th, data, grad=False), int(w.sum()), grad=lambda th: fun(th)[1])
+        return self
+
+    def p_alive(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probability that each customer is still alive at T."""
+        x, t_x, T = _check(frame, ("x", "t_x", "T"))
+        r, alpha, a, b = (self.params_[k] for k in self.names)
+        log_ratio = np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+        return np.where(x > 0, special.expit(-log_ratio), 1.0)
+
+    def predict(self, frame: pd.DataFrame, t: float | np.ndarray) -> np.ndarray:
+        """Expected purchases in the next t time units, given each customer's x, t_x, T."""
+        x, t_x, T = _check(frame, ("x", "t_x", "T"))
+        r, alpha, a, b = (self.params_[k] for k in self.names)
+        t = np.broadcast_to(np.asarray(t, dtype=float), x.shape)
+        z = t / (alpha + T + t)
+        hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
+        first = (a + b + x - 1) / (a - 1) * (1 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp)
+        return first * self.p_alive(frame)
+
+    def expected_new(self, t: np.ndarray) -> np.ndarray:
+        """E[X(t)]: expected repeat purchases in (0, t] of a customer just acquired."""
+        r, alpha, a, b = (self.params_[k] for k in self.names)
+        t = np.asarray(t, dtype=float)
+        hyp = special.hyp2f1(r, b, a + b - 1, t / (alpha + t))
+        return (a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t)) ** r * hyp)
+
+
+# --------------------------------------------------------------------------- Pareto/NBD
+class ParetoNBD(_Fitted):
+    """Pareto/NBD: Poisson purchases while alive, exponential lifetimes; rate ~ Gamma(r, alpha),
+    dropout rate ~ Gamma(s, beta). fit(frame) uses x, t_x, T."""
+
+    names = ("r", "alpha", "s", "beta")
+
+    @staticmethod
+    def _log_A0(r, alpha, s, beta, x, t_x, T):
+        """log of Fader & Hardie's A0 term (difference of two hypergeometric terms)."""
+        rsx = r + s + x
+        if alpha >= beta:
+            b2, big = s + 1, alpha
+            z_tx, z_T = (alpha - beta) / (alpha + t_x), (alpha - beta) / (alpha + T)
+        else:
+            b2, big = r + x, beta
+            z_tx, z_T = (beta - alpha) / (beta + t_x), (beta - alpha) / (beta + T)
+        term_tx = np.log(special.hyp2f1(rsx, b2, rsx + 1, z_tx)) - rsx * np.log(big + t_x)
+        term_T = np.log(special.hyp2f1(rsx, b2, rsx + 1, z_T)) - rsx * np.log(big + T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return term_tx + np.log(-np.expm1(np.minimum(term_T - term_tx, 0.0)))
+
+    def _loglik_terms(self, log_theta, x, t_x, T):
+        r, alpha, s, beta = np.exp(log_theta)
+        first = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
+        second = np.log(s / (r + s + x)) + self._log_A0(r, alpha, s, beta, x, t_x, T)
+        lse = np.logaddexp(first, second)
+        base = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha) + s * np.log(beta)
+        return base, first, second, lse
+
+    def _neg_ll(self, log_theta, x, t_x, T, w):
+        base, _, _, lse = self._loglik_terms(log_theta, x, t_x, T)
+        v = -np.sum(w * (base + lse))
+        return v if np.isfinite(v) else 1e300
+
+    def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None) -> "ParetoNBD":
+        x, t_x, T = _check(frame, ("x", "t_x", "T"))
+        w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+        if len(x) < 10:
+            raise ModelFitError(f"only {len(x)} customers: too few to fit Pareto/NBD (need at least 10)")
+        if not (x > 0).any():
+            raise ModelFitError("no customer made a repeat purchase: Pareto/NBD cannot be identified")
+        fun = lambda th: self._neg_ll(th, x, t_x, T, w)  # noqa: E731
+        x0 = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, max(float(np.mean(T)), 1e-3)])
+        res = optimize.minimize(fun, x0, method="Nelder-Mead",
+                                options={"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-9, "adaptive": True})
+        res = _minimize(fun, res.x, jac=False) if np.all(np.abs(res.x) < LOG_BOUND) else res
+        self._finish(res, fun, int(w.sum()))
+        return self
+
+    def p_alive(self, frame: pd.DataFrame) -> np.ndarray:
+        x, t_x, T = _check(frame, ("x", "t_x", "T"))
+        _, first, second, _ = self._loglik_terms(np.log([self.params_[k] for k in self.names]), x, t_x, T)
+        return special.expit(first - second)
+
+    def predict(self, frame: pd.DataFrame, t: float | np.ndarray) -> np.ndarray:
+        """Expected purchases in the next t time units."""
+        x, t_x, T = _check(frame, ("x", "t_x", "T"))
+        r, alpha, s, beta = (self.params_[k] for k in self.names)
+        t = np.asarray(t, dtype=float)
+        if abs(s - 1) < 1e-9:
+            growth = (beta + T) * np.log((beta + T + t) / (beta + T))
+        else:
+            growth = (beta + T) / (s - 1) * (1 - ((beta + T) / (beta + T + t)) ** (s - 1))
+        return (r + x) / (alpha + T) * growth * self.p_alive(frame)
+
+
+# --------------------------------------------------------------------------- Gamma-Gamma
+class GammaGamma(_Fitted):
+    """Gamma-Gamma spend model: spend per transaction ~ Gamma(p, nu), nu ~ Gamma(q, gamma).
+
+    fit(frame) uses x (repeat transactions, > 0) and monetary_value (their mean value)."""
+
+    names = ("p", "q", "gamma")
+
+    def _terms(self, log_theta, x, m, grad=True):
+        p, q, g = np.exp(log_theta)
+        px = p * x
+        lg = np.log(g + m * x)
+        ll = (special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q) + q * np.log(g)
+              + (px - 1) * np.log(m) + px * np.log(x) - (px + q) * lg)
+        value = -np.sum(ll)
+        if not grad:
+            return value
+        dpq = special.digamma(px + q)
+        d_p = np.sum(x * (dpq - special.digamma(px) + np.log(m) + np.log(x) - lg))
+        d_q = np.sum(dpq - special.digamma(q) + np.log(g) - lg)
+        d_g = np.sum(q / g - (px + q) / (g + m * x))
+        return value, -np.array([d_p * p, d_q * q, d_g * g])
+
+    def fit(self, frame: pd.DataFrame) -> "GammaGamma":
+        x, m = _check(frame, ("x", "monetary_value"))
+        keep = (x > 0) & (m > 0)
+        x, m = x[keep], m[keep]
+        if len(x) < 10:
+            raise ModelFitError(f"only {len(x)} customers with repeat purchases: too few to fit Gamma-Gamma")
+        if np.allclose(m, m[0]):
+            raise ModelFitError("every customer's mean spend is the same: Gamma-Gamma has no heterogeneity to fit")
+        fun = lambda th: self._terms(th, x, m)  # noqa: E731
+        res = _minimize(fun, np.log([1.0, 1.0, max(float(np.mean(m)), 1e-3)]), jac=True)
+        self._finish(res, lambda th: self._terms(th, x, m, grad=False), len(x), grad=lambda th: fun(th)[1])
+        if self.converged_ and self.params_["q"] <= 1:
+            self.converged_ = False
+            self.message_ = "q <= 1: the population mean spend is not finite"
+        return self
+
+    def expected_spend(self, frame: pd.DataFrame) -> np.ndarray:
+        """E[spend per transaction | x, monetary_value]; customers without repeats get the population mean."""
+        x, m = _check(frame, ("x", "monetary_value"))
+        p, q, g = (self.params_[k] for k in self.names)
+        return (p * (g + m * x)) / (p * x + q - 1)
+
+    @property
+    def population_mean(self) -> float:
+        p, q, g = (self.params_[k] for k in self.names)
+        return p * g / (q - 1)
+
+
+# --------------------------------------------------------------------------- sBG (contracts)
+class ShiftedBetaGeometric(_Fitted):
+    """sBG retention model for contracts: each period a customer churns with probability theta,
+    theta ~ Beta(alpha, beta) across customers (Fader & Hardie 2007).
+
+    fit(frame) uses `periods` (renewal periods observed) and `churned` (True if the contract ended
+    after that many periods; False if still active: right-censored)."""
+
+    names = ("alpha", "beta")
+
+    @staticmethod
+    def _log_p(alpha, beta, t):
+        return special.betaln(alpha + 1, beta + t - 1) - special.betaln(alpha, beta)
+
+    @staticmethod
+    def _log_s(alpha, beta, t):
+        return special.betaln(alpha, beta + t) - special.betaln(alpha, beta)
+
+    def _neg_ll(self, log_theta, t, churned, w):
+        a, b = np.exp(log_theta)
+        ll = np.where(churned, self._log_p(a, b, np.maximum(t, 1)), self._log_s(a, b, t))
+        return -np.sum(w * ll)
+
+    def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None) -> "ShiftedBetaGeometric":
+        t, c = _check(frame, ("periods", "churned"))
+        w = np.ones_like(t) if weights is None else np.asarray(weights, dtype=float)
+        churned = c.astype(bool)
+        if not churned.any():
+            raise ModelFitError("no contract has ended: the churn rate cannot be estimated")
+        if churned.all() and np.all(t == t[0]):
+            raise ModelFitError("every contract ended after the same number of periods: no heterogeneity to fit")
+        fun = lambda th: self._neg_ll(th, t, churned, w)  # noqa: E731
+        res = _minimize(fun, np.log([1.0, 1.0]), jac=False)
+        self._finish(res, fun, int(w.sum()))
+        return self
+
+    @classmethod
+    def from_survivors(cls, survivors: list[int] | np.ndarray) -> pd.DataFrame:
+        """Turn a cohort's counts still active at periods 0..n into fit() rows with weights."""
+        s = np.asarray(survivors, dtype=float)
+        lost = s[:-1] - s[1:]
+        n = len(s) - 1
+        return pd.DataFrame({"periods": [*range(1, n + 1), n], "churned": [True] * n + [False],
+                             "weight": [*lost, s[-1]]})
+
+    def survival(self, t: np.ndarray) -> np.ndarray:
+        """Share of a new cohort still active after t periods."""
+        return np.exp(self._log_s(self.params_["alpha"], self.params_["beta"], np.asarray(t, dtype=float)))
+
+    def retention(self, t: np.ndarray) -> np.ndarray:
+        """Retention rate from period t-1 to t: (beta + t - 1) / (alpha + beta + t - 1)."""
+        a, b = self.params_["alpha"], self.params_["beta"]
+        t = np.asarray(t, dtype=float)
+        return (b + t - 1) / (a + b + t - 1)
+
+    def derl(self, periods_paid: np.ndarray | float, discount: float, horizon: int = 2000) -> np.ndarray:
+        """Discounted expected residual lifetime: expected number of further periods paid by a customer
+        who has paid `periods_paid` periods so far, each future period k discounted by (1 + discount)^k."""
+        n = np.atleast_1d(np.asarray(periods_paid, dtype=float))
+        un, inv = np.unique(n, return_inverse=True)
+        k = np.arange(1, horizon + 1, dtype=float)
+        a, b = self.params_["alpha"], self.params_["beta"]
+        out = np.empty(len(un))
+        for i, ni in enumerate(un):  # S(n + k - 1) / S(n - 1), computed in log space
+            log_ratio = self._log_s(a, b, ni + k - 1) - self._log_s(a, b, ni - 1)
+            out[i] = np.sum(np.exp(log_ratio - k * np.log1p(discount)))
+        return out[inv]
+
+
+@dataclass
+class FitOutcome:
+    """A model, or why it could not be fitted."""
+
+    name: str
+    model: _Fitted | None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.model is not None and self.model.converged_
+
+
+def simulate_bgnbd(n: int, r: float, alpha: float, a: float, b: float, T: float | np.ndarray = 52.0,
+                   seed: int = 0) -> pd.DataFrame:
+    """Customers drawn from a BG/NBD world: columns x, t_x, T (seeded, vectorised)."""
+    rng = np.random.default_rng(seed)
+    T = np.broadcast_to(np.asarray(T, dtype=float), (n,)).copy()
+    lam = rng.gamma(r, 1 / alpha, n)
+    p = rng.beta(a, b, n)
+    x = np.zeros(n, dtype=np.int64)
+    t_x = np.zeros(n)
+    now = np.zeros(n)
+    active = np.arange(n)
+    while len(active):
+        now[active] += rng.exponential(1 / lam[active])
+        inside = now[active] <= T[active]
+        buyers = active[inside]
+        x[buyers] += 1
+        t_x[buyers] = now[buyers]
+        alive = rng.random(len(buyers)) >= p[buyers]  # after a purchase, drop out with probability p
+        active = buyers[alive]
+    return pd.DataFrame({"x": x, "t_x": t_x, "T": T})
+
+
+def simulate_spend(x: np.ndarray, p: float, q: float, gamma: float, seed: int = 0) -> np.ndarray:
+    """Mean value of x transactions per customer from a Gamma-Gamma world (0 where x = 0)."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x)
+    nu = rng.gamma(q, 1 / gamma, len(x))
+    total = rng.gamma(np.maximum(p * x, 1e-12), 1 / nu)
+    return np.where(x > 0, total / np.maximum(x, 1), 0.0)

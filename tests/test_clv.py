@@ -1,0 +1,151 @@
+"""CLV models against published results (CDNOW sample, Fader & Hardie), formula CLV, degenerate data."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvlib import clv, models, rfm
+from cvlib.models import BetaGeoNBD, GammaGamma, ModelFitError, ParetoNBD, ShiftedBetaGeometric
+from cvlib.params import DATA_DIR
+
+
+def sig3(value: float, published: float) -> bool:
+    """Equal to 3 significant figures."""
+    return float(f"{value:.3g}") == float(f"{published:.3g}")
+
+
+@pytest.fixture(scope="module")
+def cdnow_cal() -> pd.DataFrame:
+    """The CDNOW sample: 2,357 customers, weeks, calibration 1997-01-01..1997-09-30, same-day purchases merged."""
+    cols = ["cid", "sid", "date", "cds", "value"]
+    df = pd.read_csv(DATA_DIR / "CDNOW_sample.txt", sep=r"\s+", header=None, names=cols, dtype=str)
+    tx = pd.DataFrame({"customer_id": df["cid"].astype("string[pyarrow]"),
+                       "date": pd.to_datetime(df["date"], format="%Y%m%d"), "amount": df["value"].astype(float)})
+    return rfm.calibration_holdout(tx, pd.Timestamp("1997-09-30").date(), pd.Timestamp("1998-06-30").date(),
+                                   by="days", unit="weeks")
+
+
+def test_cdnow_calibration_summary_matches_published_counts(cdnow_cal):
+    assert len(cdnow_cal) == 2357
+    assert cdnow_cal["x"].sum() == 2457  # repeat transactions in the calibration period (FHL 2005)
+    assert (cdnow_cal["x"] > 0).sum() == 946  # customers used by the Gamma-Gamma paper
+
+
+def test_bgnbd_reproduces_fader_hardie_lee_2005(cdnow_cal):
+    m = BetaGeoNBD().fit(cdnow_cal)
+    p = m.params_
+    assert m.converged_
+    for k, v in {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}.items():
+        assert sig3(p[k], v), (k, p[k])
+    assert round(m.loglik_, 1) == -9582.4
+    assert all(np.isfinite(list(m.se_.values())))
+    # the paper's worked example: x = 2, t_x = 30.43, T = 38.86 -> 1.226 purchases in the next 39 weeks
+    one = pd.DataFrame({"x": [2], "t_x": [30.43], "T": [38.86]})
+    assert m.predict(one, 39)[0] == pytest.approx(1.226, abs=0.0015)
+
+
+def test_paretonbd_reproduces_published_estimates(cdnow_cal):
+    m = ParetoNBD().fit(cdnow_cal)
+    for k, v in {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}.items():
+        assert sig3(m.params_[k], v), (k, m.params_[k])
+    one = pd.DataFrame({"x": [2], "t_x": [30.43], "T": [38.86]})
+    assert 0 < m.p_alive(one)[0] < 1
+    # holdout forecast in aggregate: close to BG/NBD's and to the actual count
+    pn_total = m.predict(cdnow_cal, cdnow_cal["duration_holdout"].to_numpy()).sum()
+    bg_total = BetaGeoNBD().fit(cdnow_cal).predict(cdnow_cal, cdnow_cal["duration_holdout"].to_numpy()).sum()
+    assert pn_total == pytest.approx(bg_total, rel=0.05)
+    assert pn_total == pytest.approx(cdnow_cal["x_holdout"].sum(), rel=0.15)
+
+
+def test_gammagamma_reproduces_published_estimates(cdnow_cal):
+    m = GammaGamma().fit(cdnow_cal)
+    for k, v in {"p": 6.25, "q": 3.74, "gamma": 15.44}.items():
+        assert sig3(m.params_[k], v), (k, m.params_[k])
+    assert m.population_mean == pytest.approx(6.25 * 15.44 / 2.74, rel=2e-3)
+    # shrinkage: a customer's expectation lies between their own mean and the population mean
+    one = pd.DataFrame({"x": [3], "monetary_value": [100.0]})
+    assert m.population_mean < m.expected_spend(one)[0] < 100
+
+
+@pytest.mark.parametrize("survivors,alpha,beta", [
+    ([1000, 631, 468, 382, 326, 289, 262, 241], 0.704, 1.182),  # regular customers
+    ([1000, 869, 743, 653, 593, 551, 517, 491], 0.668, 3.806),  # high end
+])
+def test_sbg_reproduces_fader_hardie_2007(survivors, alpha, beta):
+    d = ShiftedBetaGeometric.from_survivors(survivors)
+    m = ShiftedBetaGeometric().fit(d, d["weight"])
+    assert sig3(m.params_["alpha"], alpha) and sig3(m.params_["beta"], beta)
+    assert m.survival(np.array([0]))[0] == pytest.approx(1.0)
+    assert m.survival(np.array([1]))[0] * 1000 == pytest.approx(survivors[1], rel=0.05)
+
+
+def test_sbg_derl_matches_closed_form_without_discounting():
+    m = ShiftedBetaGeometric()
+    m.params_ = {"alpha": 2.5, "beta": 3.0}
+    for n in (1, 4):
+        # expected further periods paid after n periods: (beta + n - 1) / (alpha - 1) when alpha > 1
+        assert m.derl(n, 0.0, horizon=200_000)[0] == pytest.approx((3.0 + n - 1) / 1.5, rel=1e-3)
+    assert m.derl(3, 0.1)[0] < m.derl(3, 0.0)[0]
+
+
+def test_simulated_parameters_are_recovered():
+    truth = {"r": 0.5, "alpha": 6.0, "a": 0.8, "b": 2.5}
+    d = models.simulate_bgnbd(60_000, **truth, T=np.random.default_rng(3).uniform(20, 80, 60_000), seed=3)
+    d["monetary_value"] = models.simulate_spend(d["x"].to_numpy(), 6.0, 4.0, 15.0, seed=4)
+    bg = BetaGeoNBD().fit(d)
+    for k, v in truth.items():
+        assert bg.params_[k] == pytest.approx(v, rel=0.1), k
+    gg = GammaGamma().fit(d)
+    assert gg.params_["p"] == pytest.approx(6.0, rel=0.1) and gg.params_["q"] == pytest.approx(4.0, rel=0.1)
+
+
+def test_formula_clv_worked_check_and_retention_form():
+    assert clv.formula_clv(5000, margin=1.0, lifetime_years=3, acquisition_cost=1000, discount_rate=0) == 14000
+    assert clv.formula_clv(1000, 1.0, 1, 0, 0.10) == pytest.approx(1000 / 1.1)
+    assert clv.formula_clv(1000, 0.5, 1.5, 0, 0) == pytest.approx(750)
+    assert clv.retention_clv(100, 0.8, 0.1) == pytest.approx(100 * 0.8 / 0.3)
+
+
+def test_degenerate_data_raise_clear_errors():
+    none_repeat = pd.DataFrame({"x": [0] * 50, "t_x": [0.0] * 50, "T": np.linspace(1, 30, 50),
+                                "monetary_value": 0.0})
+    with pytest.raises(ModelFitError, match="no customer made a repeat purchase"):
+        BetaGeoNBD().fit(none_repeat)
+    with pytest.raises(ModelFitError, match="too few"):
+        BetaGeoNBD().fit(none_repeat.head(5))
+    same = pd.DataFrame({"x": [1, 2, 3] * 10, "monetary_value": [20.0] * 30})
+    with pytest.raises(ModelFitError, match="same"):
+        GammaGamma().fit(same)
+
+
+def test_holdout_validation_on_cdnow_sample(cdnow_cal):
+    cols = ["cid", "sid", "date", "cds", "value"]
+    df = pd.read_csv(DATA_DIR / "CDNOW_sample.txt", sep=r"\s+", header=None, names=cols, dtype=str)
+    tx = pd.DataFrame({"customer_id": df["cid"].astype("string[pyarrow]"),
+                       "date": pd.to_datetime(df["date"], format="%Y%m%d"), "amount": df["value"].astype(float)})
+    m = BetaGeoNBD().fit(cdnow_cal)
+    h = clv.validate_holdout(cdnow_cal, tx, m, "bgnbd", "weeks", "1997-09-30", "1998-06-30")
+    totals = h.totals.set_index("measure")["holdout_total"]
+    assert totals["actual repeat purchases"] == cdnow_cal["x_holdout"].sum()
+    assert totals["predicted (bgnbd)"] == pytest.approx(totals["actual repeat purchases"], rel=0.15)
+    assert h.beat_baseline
+    assert len(h.tracking) == 78 and h.tracking["actual"].is_monotonic_increasing
+    # cumulative actual at the end of the holdout = all repeat purchases of these customers
+    assert h.tracking["actual"].iloc[-1] == cdnow_cal["x"].sum() + cdnow_cal["x_holdout"].sum()
+    assert h.tracking["predicted"].iloc[38] == pytest.approx(cdnow_cal["x"].sum(), rel=0.1)
+
+
+def test_stage_without_repeat_purchases_falls_back_to_formula(tmp_path):
+    from cvlib.params import Study
+
+    study = Study.model_validate({"study": "t", "client": "c", "inputs": {"transactions": {
+        "path": "x.csv", "columns": {"customer_id": "c", "date": "d", "amount": "a"}}},
+        "clv": {"bootstrap": 0}})
+    tx = pd.DataFrame({"customer_id": pd.array([f"c{i}" for i in range(40)], dtype="string[pyarrow]"),
+                       "date": pd.date_range("2024-01-01", periods=40, freq="D"), "amount": np.arange(40) + 10.0})
+    r = rfm.build_rfm(tx, study.rfm)
+    res = clv.build_clv(study, tx, r.rfm, r.summary, None)
+    assert res.used == "formula"
+    assert any("could not be fitted" in n for n in res.notes) and any("bgnbd: not used" in n for n in res.notes)
+    assert res.customers["clv"].notna().all() and len(res.customers) == 40
