@@ -281,6 +281,113 @@ class Clv(_Model):
     contracts: Contracts = Field(default_factory=Contracts)
 
 
+# --------------------------------------------------------------------------- value assessment
+class CostToServe(_Model):
+    per_year: float = Field(0.0, ge=0, description="yearly cost to serve every customer")
+    by_column: str | None = Field(None, description="customers-table column (e.g. size_tier) to look costs up by")
+    by_value: dict[str, float] = Field(default_factory=dict, description="yearly cost per value of by_column")
+
+
+class Profitability(_Model):
+    margin_by_line: dict[str, float] = Field(default_factory=dict,
+                                             description="gross margin share per product / service line")
+    cost_to_serve: CostToServe = Field(default_factory=CostToServe)
+    retention_cost_per_year: float = Field(0.0, ge=0)
+    acquisition_cost: float = Field(0.0, ge=0)
+    horizon_years: int = Field(5, ge=1, le=30, description="horizon of the formula CLV with costs")
+
+
+class Indicator(_Model):
+    column: str
+    group: Literal["current", "potential"]
+    direction: Literal["higher", "lower"] = "higher"
+    label: str | None = None
+
+
+def _default_indicators() -> list["Indicator"]:
+    return [Indicator(column="revenue", group="current"), Indicator(column="profit", group="current"),
+            Indicator(column="frequency", group="current"), Indicator(column="tenure", group="current"),
+            Indicator(column="clv", group="potential"), Indicator(column="p_alive", group="potential"),
+            Indicator(column="spend_trend", group="potential")]
+
+
+class Ahp(_Model):
+    matrix: list[list[float]] = Field(description="pairwise comparisons of the indicators, in their order (Saaty 1-9)")
+    allow_inconsistent: bool = Field(False, description="go on when the consistency ratio is 0.1 or more")
+
+    @field_validator("matrix", mode="before")
+    @classmethod
+    def _fractions(cls, m: object) -> object:
+        """Accept Saaty's judgements written as fractions, e.g. 1/3."""
+        from fractions import Fraction
+
+        if not isinstance(m, list):
+            return m
+        try:
+            return [[float(Fraction(str(v).strip())) if isinstance(v, str) else v for v in row] if isinstance(row, list)
+                    else row for row in m]
+        except (ValueError, ZeroDivisionError):
+            return m  # the number check then names the bad entry
+
+    @field_validator("matrix")
+    @classmethod
+    def _square_reciprocal(cls, m: list[list[float]]) -> list[list[float]]:
+        n = len(m)
+        if any(len(row) != n for row in m):
+            raise ValueError(f"the AHP matrix must be square; it has {n} rows of lengths {[len(r) for r in m]}")
+        for i in range(n):
+            if abs(m[i][i] - 1) > 1e-9:
+                raise ValueError(f"the AHP matrix diagonal must be 1 (row {i + 1})")
+            for j in range(n):
+                if m[i][j] <= 0:
+                    raise ValueError(f"AHP entries must be positive (row {i + 1}, column {j + 1})")
+                if abs(m[i][j] * m[j][i] - 1) > 0.02:
+                    raise ValueError(f"the AHP matrix must be reciprocal: entry ({i + 1},{j + 1}) = {m[i][j]:g} but "
+                                     f"({j + 1},{i + 1}) = {m[j][i]:g}; it should be {1 / m[i][j]:.4g}")
+        return m
+
+
+class Weights(_Model):
+    method: Literal["fixed", "ahp", "entropy"] = "entropy"
+    fixed: dict[str, float] = Field(default_factory=dict, description="indicator column -> weight")
+    ahp: Ahp | None = None
+
+
+class ValueMatrix(_Model):
+    size: Literal[2, 3] = 2
+    current_cuts: list[float] | None = Field(None, description="score cut points (0-100); None: median or tertiles")
+    potential_cuts: list[float] | None = None
+    names: dict[str, str] | None = Field(None, description="cell 'current/potential' (e.g. 'high/low') -> name")
+
+
+class Value(_Model):
+    profitability: Profitability = Field(default_factory=Profitability)
+    indicators: list[Indicator] = Field(default_factory=_default_indicators)
+    normalisation: Literal["minmax", "rank"] = "rank"
+    weights: Weights = Field(default_factory=Weights)
+    matrix: ValueMatrix = Field(default_factory=ValueMatrix)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Value":
+        cols = [i.column for i in self.indicators]
+        if len(set(cols)) != len(cols):
+            raise ValueError("each indicator column may appear once")
+        if {i.group for i in self.indicators} != {"current", "potential"}:
+            raise ValueError("indicators need at least one 'current' and one 'potential' indicator")
+        w = self.weights
+        if w.method == "ahp":
+            if w.ahp is None:
+                raise ValueError("weights.method is 'ahp' but weights.ahp.matrix is missing")
+            if len(w.ahp.matrix) != len(cols):
+                raise ValueError(f"the AHP matrix is {len(w.ahp.matrix)}x{len(w.ahp.matrix)} but there are "
+                                 f"{len(cols)} indicators ({', '.join(cols)})")
+        if w.method == "fixed":
+            missing = [c for c in cols if c not in w.fixed]
+            if missing:
+                raise ValueError(f"weights.fixed has no weight for {missing}")
+        return self
+
+
 # --------------------------------------------------------------------------- study
 class Report(_Model):
     top_n: int = Field(10, ge=1, le=100, description="rows shown in 'top' tables")
@@ -296,6 +403,7 @@ class Study(_Model):
     cleaning: Cleaning = Field(default_factory=Cleaning)
     rfm: Rfm = Field(default_factory=Rfm)
     clv: Clv = Field(default_factory=Clv)
+    value: Value = Field(default_factory=Value)
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -191,3 +191,36 @@ def survival_curve(curve: pd.DataFrame, period_months: int) -> plt.Figure:
     ax.set_ylabel("contracts still active (%)")
     ax.set_title("Projected contract survival (shifted-beta-geometric)")
     return fig
+
+
+def whale_curve(curve: pd.DataFrame, facts: dict) -> plt.Figure:
+    """Cumulative profit (% of total) against customers ranked by profit, the peak marked."""
+    fig, ax = plt.subplots()
+    ax.plot(curve["customer_share"] * 100, curve["cumulative_profit_pct"])
+    ax.axhline(100, ls=":", color="grey")
+    ax.scatter([facts["peak_at_customer_share"] * 100], [facts["peak_pct_of_total"]], color=sns.color_palette()[3],
+               zorder=3)
+    ax.annotate(f"peak: {facts['peak_pct_of_total']:.0f}% of total profit", (facts["peak_at_customer_share"] * 100,
+                                                                            facts["peak_pct_of_total"]),
+                xytext=(10, -25), textcoords="offset points")
+    ax.set_xlabel("customers (cumulative %, most profitable first)")
+    ax.set_ylabel("cumulative profit (% of total)")
+    ax.set_title("Profitability (whale) curve")
+    return fig
+
+
+def value_matrix(df: pd.DataFrame, cuts_x: list[float], cuts_y: list[float], sample: int = 5000) -> plt.Figure:
+    """Scatter of current against potential value score with the grid lines, coloured by cell."""
+    d = df.sample(min(sample, len(df)), random_state=0) if len(df) > sample else df
+    fig, ax = plt.subplots(figsize=(7, 6))
+    sns.scatterplot(data=d, x="current_value_score", y="potential_value_score", hue="value_cell", s=12,
+                    alpha=0.6, ax=ax, linewidth=0)
+    for c in cuts_x:
+        ax.axvline(c, color="grey", ls="--")
+    for c in cuts_y:
+        ax.axhline(c, color="grey", ls="--")
+    ax.set_xlabel("current value score (0-100)")
+    ax.set_ylabel("potential value score (0-100)")
+    ax.set_title("Customer value matrix")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="cell")
+    return fig

@@ -44,6 +44,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("clv", "03_clv.ipynb", "Customer lifetime value",
           ("transactions_clean.parquet", "rfm.parquet", "clv_summary.parquet"),
           ("clv.parquet", "clv_model.json")),
+    Stage("value", "03b_value.ipynb", "Customer value assessment",
+          ("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"), ("value.parquet", "value.json")),
     Stage("drivers", "04_loyalty_drivers.ipynb", "Loyalty and retention drivers",
           ("transactions_clean.parquet", "rfm.parquet"), ("drivers.parquet", "churn_risk.parquet")),
     Stage("strategy", "05_strategy.ipynb", "Strategy recommendations",
@@ -143,6 +145,7 @@ STAGE_FUNCTIONS = {  # stage -> the cvlib function that computes and writes its 
     "cleaning": ("cvlib.cleaning", "run_cleaning"),
     "rfm": ("cvlib.rfm", "run_rfm"),
     "clv": ("cvlib.clv", "run_clv"),
+    "value": ("cvlib.value", "run_value"),
 }
 
 

@@ -63,6 +63,15 @@ def test_example_study_end_to_end(tmp_path):
     model = json.loads((run / "clv_model.json").read_text())
     assert model["used_for_customer_clv"] == "bgnbd" and model["models"]["bgnbd"]["converged"] is True
     assert model["assumptions"]["horizon_months"] == 12 and model["holdout"]["beat_naive_baseline"] in (True, False)
+    # value assessment
+    value_page = (run / "03b_value.html").read_text(encoding="utf-8")
+    for section in ("Profitability", "Weighted value index", "AHP consistency ratio", "Value matrix"):
+        assert section in value_page
+    val = pd.read_parquet(run / "value.parquet")
+    assert {"customer_id", "revenue", "profit", "current_value_score", "potential_value_score", "value_score",
+            "value_cell"} <= set(val.columns) and len(val) == len(rfm)
+    weights = json.loads((run / "value.json").read_text())
+    assert weights["ahp"]["cr"] < 0.1 and abs(sum(w["weight"] for w in weights["weights"]) - 1) < 1e-9
 
 
 def hostile_study(tmp_path: Path, pseudonymize: bool) -> Path:

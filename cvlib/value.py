@@ -1,0 +1,316 @@
+"""Customer value assessment: profitability (whale curve), a weighted value index (fixed, AHP or
+entropy weights) of current and potential value, and the current x potential value matrix."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cvlib import io
+from cvlib.errors import ParamError
+from cvlib.params import Indicator, Study, Value
+
+# Saaty's random consistency index by matrix size
+RANDOM_INDEX = {1: 0.0, 2: 0.0, 3: 0.58, 4: 0.90, 5: 1.12, 6: 1.24, 7: 1.32, 8: 1.41, 9: 1.45, 10: 1.49,
+                11: 1.51, 12: 1.48, 13: 1.56, 14: 1.57, 15: 1.59}
+CELL_NAMES_2 = {"high/high": "Keep and grow", "low/high": "Develop", "high/low": "Maintain",
+                "low/low": "Reduce cost to serve"}
+
+
+# --------------------------------------------------------------------------- profitability
+def direct_cost(tx: pd.DataFrame, margin_by_line: dict[str, float], default_margin: float) -> pd.Series:
+    """Direct cost per transaction: the cost column, else amount minus the margin column, else
+    amount x (1 - margin of its product line), else amount x (1 - default margin)."""
+    if "cost" in tx.columns and tx["cost"].notna().any():
+        return tx["cost"].fillna(tx["amount"] * (1 - default_margin))
+    if "margin" in tx.columns and tx["margin"].notna().any():
+        return tx["amount"] - tx["margin"].fillna(tx["amount"] * default_margin)
+    if margin_by_line and "product" in tx.columns:
+        m = tx["product"].astype(str).map(margin_by_line).astype(float).fillna(default_margin)
+        return tx["amount"] * (1 - m)
+    return tx["amount"] * (1 - default_margin)
+
+
+def profitability(tx: pd.DataFrame, rfm: pd.DataFrame, cfg: Value, default_margin: float,
+                  attrs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Revenue, direct cost, cost to serve, profit and margin % per customer.
+
+    Cost to serve is yearly, charged for the time each customer has been a customer (at least a month)."""
+    cost = direct_cost(tx, cfg.profitability.margin_by_line, default_margin)
+    ids = tx["customer_id"].astype(str)
+    g = pd.DataFrame({"revenue": tx["amount"].groupby(ids).sum(), "direct_cost": cost.groupby(ids).sum()})
+    tenure = rfm.set_index(rfm["customer_id"].astype(str))["tenure"].reindex(g.index).fillna(0)
+    years = np.maximum(tenure.to_numpy(dtype=float), 30.0) / 365.0
+    cts = cfg.profitability.cost_to_serve
+    yearly = pd.Series(cts.per_year, index=g.index, dtype=float)
+    if cts.by_column:
+        if attrs is None or cts.by_column not in attrs.columns:
+            raise ParamError(f"value.profitability.cost_to_serve.by_column: column {cts.by_column!r} is not in the "
+                             "customers table (inputs.customers)")
+        tier = attrs.set_index("customer_id")[cts.by_column].astype(str).reindex(g.index)
+        yearly = yearly + tier.map(cts.by_value).astype(float).fillna(0.0)
+    g["cost_to_serve"] = yearly.to_numpy() * years
+    g["profit"] = g["revenue"] - g["direct_cost"] - g["cost_to_serve"]
+    g["margin_pct"] = np.where(g["revenue"] != 0, g["profit"] / g["revenue"], np.nan)
+    g["years_observed"] = years
+    return g.reset_index(names="customer_id")
+
+
+def whale_curve(profit: pd.Series) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Cumulative profit (% of total) against customers ranked by profit, and its key figures:
+    peak (% of total profit), where it peaks (customer share), and the profit the loss-making tail destroys."""
+    p = np.sort(profit.to_numpy(dtype=float))[::-1]
+    n = len(p)
+    total = p.sum()
+    cum = np.cumsum(p)
+    curve = pd.DataFrame({"customer_share": np.arange(1, n + 1) / n,
+                          "cumulative_profit_pct": cum / total * 100 if total else np.zeros(n)})
+    peak_i = int(np.argmax(cum)) if n else 0
+    facts = {"total_profit": float(total), "peak_profit": float(cum[peak_i]) if n else 0.0,
+             "peak_pct_of_total": float(cum[peak_i] / total * 100) if n and total else float("nan"),
+             "peak_at_customer_share": float((peak_i + 1) / n) if n else float("nan"),
+             "destroyed_by_loss_makers": float(-p[p < 0].sum()) + 0.0,
+             "loss_making_customers": int((p < 0).sum())}
+    return curve, facts
+
+
+def clv_with_costs(prof: pd.DataFrame, cfg: Value, retention: float, discount_rate: float) -> pd.Series:
+    """Sum over the horizon of discounted yearly profit (less retention cost), weighted by survival
+    r^(t-1), minus acquisition cost."""
+    p = cfg.profitability
+    yearly_profit = prof["profit"] / np.maximum(prof["years_observed"], 1.0) - p.retention_cost_per_year
+    r = retention if np.isfinite(retention) else 1.0
+    t = np.arange(1, p.horizon_years + 1, dtype=float)
+    factor = float(np.sum(r ** (t - 1) / (1 + discount_rate) ** t))
+    return yearly_profit * factor - p.acquisition_cost
+
+
+# --------------------------------------------------------------------------- indicators and weights
+def spend_trend(tx: pd.DataFrame) -> pd.Series:
+    """Recent against earlier spend: log((spend in the last half of the period + 1) / (earlier half + 1))."""
+    start, end = tx["date"].min(), tx["date"].max()
+    mid = start + (end - start) / 2
+    ids = tx["customer_id"].astype(str)
+    recent = tx["amount"].where(tx["date"] > mid, 0.0).groupby(ids).sum()
+    earlier = tx["amount"].where(tx["date"] <= mid, 0.0).groupby(ids).sum()
+    return np.log((recent + 1) / (earlier + 1))
+
+
+def normalise(x: pd.Series, method: str, direction: str = "higher") -> pd.Series:
+    """Indicator on a 0-1 scale (1 best): min-max, or percentile rank. A constant indicator gives 0.5."""
+    v = x.astype(float)
+    if method == "rank":
+        out = v.rank(method="average", pct=True)
+        out = (out - out.min()) / (out.max() - out.min()) if out.max() > out.min() else out * 0 + 0.5
+    else:
+        lo, hi = v.min(), v.max()
+        out = (v - lo) / (hi - lo) if hi > lo else v * 0 + 0.5
+    out = out.fillna(0.5)
+    return 1 - out if direction == "lower" else out
+
+
+def ahp_weights(matrix: np.ndarray | list[list[float]]) -> dict[str, object]:
+    """Principal-eigenvector weights, lambda_max, consistency index and ratio (Saaty's random index)."""
+    a = np.asarray(matrix, dtype=float)
+    n = a.shape[0]
+    vals, vecs = np.linalg.eig(a)
+    i = int(np.argmax(vals.real))
+    w = np.abs(vecs[:, i].real)
+    w = w / w.sum()
+    lam = float(vals[i].real)
+    ci = (lam - n) / (n - 1) if n > 2 else 0.0
+    ri = RANDOM_INDEX.get(n, 1.59)
+    cr = ci / ri if ri else 0.0
+    return {"weights": w, "lambda_max": lam, "ci": max(ci, 0.0), "cr": max(cr, 0.0), "consistent": cr < 0.1}
+
+
+def entropy_weights(normalised: pd.DataFrame) -> pd.Series:
+    """Entropy weights: indicators that vary more across customers weigh more; a constant one weighs 0."""
+    x = normalised.astype(float).clip(lower=0)
+    n = len(x)
+    col_sum = x.sum()
+    p = x / col_sum.replace(0, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = -(p * np.log(p)).fillna(0).sum() / np.log(n) if n > 1 else pd.Series(1.0, index=x.columns)
+    const = x.nunique() <= 1
+    d = (1 - e).where(~const, 0.0).clip(lower=0)
+    return d / d.sum() if d.sum() > 0 else pd.Series(1 / len(d), index=d.index)
+
+
+def indicator_frame(tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, prof: pd.DataFrame,
+                    attrs: pd.DataFrame | None) -> pd.DataFrame:
+    """Every column an indicator can use, one row per customer."""
+    base = rfm.assign(customer_id=rfm["customer_id"].astype(str)).set_index("customer_id")
+    frames = [base,
+              clv.assign(customer_id=clv["customer_id"].astype(str)).set_index("customer_id").drop(
+                  columns=["segment"], errors="ignore"),
+              prof.set_index("customer_id"), spend_trend(tx).rename("spend_trend").to_frame()]
+    if attrs is not None:
+        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).set_index("customer_id")
+        frames.append(a[[c for c in a.columns if pd.api.types.is_numeric_dtype(a[c])]])
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.join(f[[c for c in f.columns if c not in out.columns]], how="left")
+    return out
+
+
+@dataclass
+class Scores:
+    customers: pd.DataFrame
+    weights: pd.DataFrame
+    ahp: dict | None
+    notes: list[str] = field(default_factory=list)
+
+
+def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
+    """Normalise the indicators, weigh them, and score current, potential and total value (0-100)."""
+    notes: list[str] = []
+    missing = [i.column for i in cfg.indicators if i.column not in ind.columns]
+    if missing:
+        raise ParamError(f"value.indicators: column(s) {missing} are not available. Available: "
+                         f"{', '.join(sorted(map(str, ind.columns)))}.")
+    norm = pd.DataFrame({i.column: normalise(ind[i.column], cfg.normalisation, i.direction) for i in cfg.indicators},
+                        index=ind.index)
+    cols = [i.column for i in cfg.indicators]
+    ahp = None
+    if cfg.weights.method == "fixed":
+        w = pd.Series({c: float(cfg.weights.fixed[c]) for c in cols})
+    elif cfg.weights.method == "ahp":
+        ahp = ahp_weights(cfg.weights.ahp.matrix)
+        if not ahp["consistent"]:
+            msg = (f"The AHP comparison matrix is inconsistent: consistency ratio {ahp['cr']:.3f} (must be below 0.10). "
+                   "Revise the pairwise judgements in value.weights.ahp.matrix, or set "
+                   "value.weights.ahp.allow_inconsistent: true to go on anyway.")
+            if not cfg.weights.ahp.allow_inconsistent:
+                raise ParamError(msg)
+            notes.append(msg)
+        w = pd.Series(ahp["weights"], index=cols)
+    else:
+        w = entropy_weights(norm)
+        for c in cols:
+            if ind[c].nunique(dropna=True) <= 1:
+                notes.append(f"Indicator {c!r} is the same for every customer: its entropy weight is 0.")
+    w = w / w.sum()
+    group = {i.column: i.group for i in cfg.indicators}
+    out = pd.DataFrame(index=ind.index)
+    for g in ("current", "potential"):
+        gc = [c for c in cols if group[c] == g]
+        gw = w[gc] / w[gc].sum() if w[gc].sum() > 0 else pd.Series(1 / len(gc), index=gc)
+        out[f"{g}_value_score"] = 100 * norm[gc].mul(gw).sum(axis=1)
+    out["value_score"] = 100 * norm[cols].mul(w).sum(axis=1)
+    for c in ("current_value_score", "potential_value_score", "value_score"):
+        out[c.replace("_score", "_rank")] = out[c].rank(ascending=False, method="min").astype(int)
+    labels = {i.column: i.label or i.column for i in cfg.indicators}
+    wt = pd.DataFrame({"indicator": [labels[c] for c in cols], "column": cols, "group": [group[c] for c in cols],
+                       "direction": [i.direction for i in cfg.indicators], "weight": w.to_numpy(),
+                       "mean_normalised": norm[cols].mean().to_numpy()})
+    return Scores(out, wt, ahp, notes)
+
+
+# --------------------------------------------------------------------------- value matrix
+def value_cells(current: pd.Series, potential: pd.Series, size: int = 2, current_cuts: list[float] | None = None,
+                potential_cuts: list[float] | None = None, names: dict[str, str] | None = None) -> pd.Series:
+    """Cell of each customer in the current x potential grid (median, or tertile, cuts unless given)."""
+    levels = ["low", "high"] if size == 2 else ["low", "medium", "high"]
+    q = [0.5] if size == 2 else [1 / 3, 2 / 3]
+
+    def cut(s: pd.Series, cuts: list[float] | None) -> pd.Series:
+        edges = cuts or list(s.quantile(q))
+        if len(edges) != size - 1:
+            raise ParamError(f"value.matrix: a {size}x{size} grid needs {size - 1} cut point(s), got {edges}")
+        idx = np.searchsorted(np.asarray(edges), s.to_numpy(), side="right")  # on the cut = upper cell
+        return pd.Series(np.asarray(levels, dtype=object)[idx], index=s.index)
+
+    c, p = cut(current, current_cuts), cut(potential, potential_cuts)
+    key = c + "/" + p
+    table = {**(CELL_NAMES_2 if size == 2 else {}), **(names or {})}
+    return key.map(lambda k: table.get(k, f"current {k.split('/')[0]}, potential {k.split('/')[1]}"))
+
+
+def cell_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Customers, revenue and profit with their shares per value cell."""
+    g = df.groupby("value_cell").agg(customers=("value_cell", "size"), revenue=("revenue", "sum"),
+                                     profit=("profit", "sum"), mean_current=("current_value_score", "mean"),
+                                     mean_potential=("potential_value_score", "mean"))
+    g["share_of_customers"] = g["customers"] / g["customers"].sum()
+    g["share_of_revenue"] = g["revenue"] / g["revenue"].sum()
+    g["share_of_profit"] = g["profit"] / g["profit"].sum() if g["profit"].sum() else np.nan
+    return g.reset_index().sort_values("mean_current", ascending=False)
+
+
+# --------------------------------------------------------------------------- the stage
+@dataclass
+class ValueResult:
+    customers: pd.DataFrame
+    whale: pd.DataFrame
+    whale_facts: dict
+    scores: Scores
+    notes: list[str]
+
+
+def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
+                attrs: pd.DataFrame | None = None) -> ValueResult:
+    cfg = study.value
+    prof = profitability(tx, rfm, cfg, study.clv.margin, attrs)
+    prof["clv_with_costs"] = clv_with_costs(prof, cfg, retention, study.clv.discount_rate).to_numpy()
+    ind = indicator_frame(tx, rfm, clv, prof, attrs)
+    scores = score_customers(ind, cfg)
+    out = prof.set_index("customer_id").join(scores.customers)
+    m = cfg.matrix
+    out["value_cell"] = value_cells(out["current_value_score"], out["potential_value_score"], m.size,
+                                    m.current_cuts, m.potential_cuts, m.names)
+    whale, facts = whale_curve(out["profit"])
+    out = out.reset_index()
+    out["customer_id"] = out["customer_id"].astype(io.STRING)
+    notes = list(scores.notes)
+    if not (("cost" in tx.columns) or ("margin" in tx.columns) or cfg.profitability.margin_by_line):
+        notes.append(f"Direct cost assumes a gross margin of {study.clv.margin:.0%} on every sale (clv.margin): "
+                     "the data carry no cost or margin.")
+    return ValueResult(out, whale, facts, scores, notes)
+
+
+def run_value(study: Study, run_dir: str | Path) -> ValueResult:
+    """Read the earlier outputs, build the value assessment, write value.parquet and value.json."""
+    run_dir = Path(run_dir)
+    tx = pd.read_parquet(io.stage_file(run_dir, "transactions_clean.parquet"))
+    rfm = pd.read_parquet(io.stage_file(run_dir, "rfm.parquet"))
+    clv = pd.read_parquet(io.stage_file(run_dir, "clv.parquet"))
+    retention = io.read_json(io.stage_file(run_dir, "clv_model.json"))["assumptions"]["yearly_retention"]
+    res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"),
+                      io.read_attributes(study, "customers"))
+    io.write_parquet(res.customers, run_dir / "value.parquet")
+    ahp = res.scores.ahp
+    io.write_json({"weights_method": study.value.weights.method, "normalisation": study.value.normalisation,
+                   "weights": res.scores.weights.to_dict("records"),
+                   "ahp": None if ahp is None else {"lambda_max": ahp["lambda_max"], "ci": ahp["ci"], "cr": ahp["cr"],
+                                                    "consistent": ahp["consistent"]},
+                   "whale_curve": res.whale_facts, "notes": res.notes}, run_dir / "value.json")
+    return res
+
+
+def matrix_cuts(res: ValueResult, study: Study) -> tuple[list[float], list[float]]:
+    """The cut points the value matrix used (for drawing the grid)."""
+    m = study.value.matrix
+    q = [0.5] if m.size == 2 else [1 / 3, 2 / 3]
+    c = m.current_cuts or list(res.customers["current_value_score"].quantile(q))
+    p = m.potential_cuts or list(res.customers["potential_value_score"].quantile(q))
+    return c, p
+
+
+def whale_summary(facts: dict, currency: str) -> str:
+    """The whale curve in one or two plain sentences."""
+    total = f"{facts['total_profit']:,.2f} {currency}"
+    if facts["loss_making_customers"] == 0:
+        return f"Total profit {total}. No customer loses money at these cost assumptions."
+    return (f"Total profit {total}. The profitable customers alone make {facts['peak_pct_of_total']:.0f}% of it "
+            f"(the peak of the curve, at {facts['peak_at_customer_share']:.0%} of customers); the "
+            f"{facts['loss_making_customers']:,} loss-making customers destroy "
+            f"{facts['destroyed_by_loss_makers']:,.2f} {currency}.")
+
+
+def loss_makers(res: ValueResult, n: int) -> pd.DataFrame:
+    """The n customers with the largest losses."""
+    cols = ["customer_id", "revenue", "direct_cost", "cost_to_serve", "profit", "margin_pct"]
+    return res.customers.loc[res.customers["profit"] < 0, cols].sort_values("profit").head(n)

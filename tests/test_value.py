@@ -1,0 +1,105 @@
+"""Value assessment: AHP (Saaty's examples), entropy weights, whale curve, value matrix, profitability."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvlib import ParamError, value
+from cvlib.params import Value
+
+
+def test_ahp_perfectly_consistent_matrix_gives_cr_zero_and_the_weights():
+    w = np.array([0.5, 0.3, 0.2])
+    r = value.ahp_weights(w[:, None] / w[None, :])
+    assert r["cr"] == pytest.approx(0, abs=1e-9) and r["consistent"]
+    assert r["weights"] == pytest.approx(w)  # proportional to any column of the matrix
+
+
+def test_ahp_textbook_example():
+    # Saaty's 3x3 example: weights 0.637, 0.258, 0.105; lambda_max 3.039; CR 0.033
+    r = value.ahp_weights([[1, 3, 5], [1 / 3, 1, 3], [1 / 5, 1 / 3, 1]])
+    assert r["weights"] == pytest.approx([0.637, 0.258, 0.105], abs=5e-4)
+    assert r["lambda_max"] == pytest.approx(3.039, abs=5e-4) and r["cr"] == pytest.approx(0.033, abs=5e-4)
+
+
+def test_ahp_inconsistent_matrix_is_flagged_and_stops_unless_allowed():
+    circular = [[1, 9, 1 / 9], [1 / 9, 1, 9], [9, 1 / 9, 1]]
+    assert not value.ahp_weights(circular)["consistent"]
+    ind = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [4.0, 1, 2, 3], "c": [2.0, 2, 1, 5]})
+    cfg = Value.model_validate({"indicators": [{"column": "a", "group": "current"}, {"column": "b", "group": "current"},
+                                              {"column": "c", "group": "potential"}],
+                                "weights": {"method": "ahp", "ahp": {"matrix": circular}}})
+    with pytest.raises(ParamError, match="consistency ratio"):
+        value.score_customers(ind, cfg)
+    cfg.weights.ahp.allow_inconsistent = True
+    s = value.score_customers(ind, cfg)
+    assert any("inconsistent" in n for n in s.notes)
+
+
+def test_ahp_matrix_validation_accepts_fractions_rejects_non_reciprocal():
+    ok = Value.model_validate({"weights": {"method": "ahp", "ahp": {"matrix": [["1", "1/3"], ["3", "1"]]}},
+                               "indicators": [{"column": "a", "group": "current"}, {"column": "b", "group": "potential"}]})
+    assert ok.weights.ahp.matrix[0][1] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="reciprocal"):
+        Value.model_validate({"weights": {"method": "ahp", "ahp": {"matrix": [[1, 3], [3, 1]]}},
+                              "indicators": [{"column": "a", "group": "current"}, {"column": "b", "group": "potential"}]})
+
+
+def test_entropy_weights_constant_indicator_gets_zero():
+    norm = pd.DataFrame({"const": [0.5] * 6, "x": [0, 0.2, 0.4, 0.6, 0.8, 1.0], "y": [1.0, 0.8, 0.6, 0.4, 0.2, 0]})
+    w = value.entropy_weights(norm)
+    assert w["const"] == 0 and w["x"] == pytest.approx(w["y"]) and w.sum() == pytest.approx(1)
+    skew = pd.DataFrame({"spread": [0, 0, 0, 0, 0, 1.0], "even": [0.5, 0.6, 0.5, 0.6, 0.5, 0.6]})
+    w2 = value.entropy_weights(skew)
+    assert w2["spread"] > w2["even"]  # more dispersion, more information, more weight
+
+
+def test_whale_curve_by_hand():
+    curve, f = value.whale_curve(pd.Series([-20.0, 100.0, -30.0, 50.0]))
+    assert f["total_profit"] == 100 and f["peak_profit"] == 150 and f["peak_pct_of_total"] == pytest.approx(150)
+    assert f["peak_at_customer_share"] == 0.5 and f["destroyed_by_loss_makers"] == 50 and f["loss_making_customers"] == 2
+    assert curve["cumulative_profit_pct"].tolist() == pytest.approx([100, 150, 130, 100])
+
+
+def test_value_cells_2x2_and_3x3():
+    cur = pd.Series([10.0, 90, 10, 90])
+    pot = pd.Series([10.0, 90, 90, 10])
+    cells = value.value_cells(cur, pot, 2, [50], [50])
+    assert cells.tolist() == ["Reduce cost to serve", "Keep and grow", "Develop", "Maintain"]
+    med = value.value_cells(pd.Series([1.0, 2, 3, 4]), pd.Series([4.0, 3, 2, 1]))
+    assert med.tolist() == ["Develop", "Develop", "Maintain", "Maintain"]
+    nine = value.value_cells(pd.Series([5.0, 50, 95]), pd.Series([95.0, 50, 5]), 3, [33, 66], [33, 66],
+                             names={"high/low": "Harvest"})
+    assert nine.tolist() == ["current low, potential high", "current medium, potential medium", "Harvest"]
+    with pytest.raises(ParamError):
+        value.value_cells(cur, pot, 3, [50], [50])
+
+
+def test_profitability_costs_and_cost_to_serve_by_tier():
+    tx = pd.DataFrame({"customer_id": ["a", "a", "b"], "amount": [100.0, 50, 80], "product": ["media", "pr", "media"]})
+    rfm = pd.DataFrame({"customer_id": ["a", "b"], "tenure": [365, 730]})
+    attrs = pd.DataFrame({"customer_id": ["a", "b"], "size": ["small", "large"]})
+    cfg = Value.model_validate({"profitability": {"margin_by_line": {"media": 0.1, "pr": 0.5},
+                                                  "cost_to_serve": {"per_year": 10, "by_column": "size",
+                                                                    "by_value": {"large": 20}}}})
+    p = value.profitability(tx, rfm, cfg, 0.3, attrs).set_index("customer_id")
+    assert p.loc["a", "direct_cost"] == pytest.approx(90 + 25) and p.loc["b", "direct_cost"] == pytest.approx(72)
+    assert p.loc["a", "cost_to_serve"] == pytest.approx(10) and p.loc["b", "cost_to_serve"] == pytest.approx(60)
+    assert p.loc["b", "profit"] == pytest.approx(80 - 72 - 60) and p.loc["b", "margin_pct"] < 0
+    with_cost = value.direct_cost(tx.assign(cost=[60.0, 10, 40]), {}, 0.3)
+    assert with_cost.tolist() == [60, 10, 40]
+
+
+def test_scores_range_groups_and_direction():
+    ind = pd.DataFrame({"rev": [1.0, 2, 3, 4], "risk": [4.0, 3, 2, 1], "pot": [1.0, 2, 3, 4]},
+                       index=["a", "b", "c", "d"])
+    cfg = Value.model_validate({"indicators": [{"column": "rev", "group": "current"},
+                                              {"column": "risk", "group": "current", "direction": "lower"},
+                                              {"column": "pot", "group": "potential"}],
+                                "weights": {"method": "fixed", "fixed": {"rev": 1, "risk": 1, "pot": 2}},
+                                "normalisation": "minmax"})
+    s = value.score_customers(ind, cfg)
+    assert s.customers.loc["d", "current_value_score"] == 100 and s.customers.loc["a", "value_score"] == 0
+    assert s.weights["weight"].tolist() == pytest.approx([0.25, 0.25, 0.5])
+    assert s.customers.loc["d", "value_rank"] == 1
