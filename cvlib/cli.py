@@ -29,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     ex = sub.add_parser("example", help="write an example data set and its params file")
-    ex.add_argument("name", choices=["cdnow"], help="which example")
+    ex.add_argument("name", choices=["cdnow", "agency"], help="which example: the CDNOW purchases, or a synthetic "
+                    "advertising agency's client book (billings, clients, survey)")
+    ex.add_argument("--seed", type=int, default=7, help="agency: the generator's seed")
     ex.add_argument("dir", help="folder to write into")
     return p
 
@@ -59,11 +61,18 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
     return 0
 
 
-def cmd_example(name: str, dest: str) -> int:
+def cmd_example(name: str, dest: str, seed: int = 7) -> int:
     from cvlib.params import DATA_DIR
 
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
+    if name == "agency":
+        from cvlib.examples import write_agency
+
+        for table, path in write_agency(out, seed).items():
+            print(f"wrote {path}")
+        print("Map them like params/agency_demo.yaml does (paths relative to your params file).")
+        return 0
     shutil.copy2(DATA_DIR / "CDNOW_master.txt", out / "CDNOW_master.txt")
     shutil.copy2(DATA_DIR / "CDNOW_README.md", out / "README.md")
     print(f"wrote {out / 'CDNOW_master.txt'}")
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return cmd_validate(args.params, args.overrides)
         if args.command == "example":
-            return cmd_example(args.name, args.dir)
+            return cmd_example(args.name, args.dir, args.seed)
     except CvlibError as exc:
         print(f"cvlib: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -427,10 +427,11 @@ def parameter_table(fits: dict[str, FitOutcome]) -> pd.DataFrame:
             rows.append({"model": name, "parameter": "–", "estimate": np.nan, "std_error": np.nan,
                          "loglik": np.nan, "status": f.reason})
             continue
+        flat = any(not np.isfinite(v) for v in f.model.se_.values())
+        status = (("ok, but the likelihood is flat here: no standard errors" if flat else "ok") if f.ok else f.reason)
         for _, r in f.model.summary().iterrows():
             rows.append({"model": name, "parameter": r["parameter"], "estimate": r["estimate"],
-                         "std_error": r["std_error"], "loglik": f.model.loglik_,
-                         "status": "ok" if f.ok else f.reason})
+                         "std_error": r["std_error"], "loglik": f.model.loglik_, "status": status})
     return pd.DataFrame(rows)
 
 

@@ -55,7 +55,10 @@ def _hessian_from_grad(grad, theta: np.ndarray, eps: float = 1e-5) -> np.ndarray
 def _standard_errors(neg_ll, log_theta: np.ndarray, grad=None) -> np.ndarray:
     """Standard errors of the parameters (delta method from the Hessian on the log scale)."""
     try:
-        hess = _hessian_from_grad(grad, log_theta) if grad is not None else _hessian(neg_ll, log_theta)
+        with np.errstate(all="ignore"):
+            hess = _hessian_from_grad(grad, log_theta) if grad is not None else _hessian(neg_ll, log_theta)
+        if not np.all(np.isfinite(hess)) or np.linalg.eigvalsh(hess).min() <= 0:
+            return np.full(len(log_theta), np.nan)  # not a proper maximum: no standard errors
         cov = np.linalg.inv(hess)
         var = np.diag(cov)
         return np.where(var > 0, np.exp(log_theta) * np.sqrt(np.abs(var)), np.nan)
@@ -214,6 +217,10 @@ class ParetoNBD(_Fitted):
             return term_tx + np.log(-np.expm1(np.minimum(term_T - term_tx, 0.0)))
 
     def _loglik_terms(self, log_theta, x, t_x, T):
+        with np.errstate(all="ignore"):  # non-finite terms are caught by the callers
+            return self._loglik_terms_raw(log_theta, x, t_x, T)
+
+    def _loglik_terms_raw(self, log_theta, x, t_x, T):
         r, alpha, s, beta = np.exp(log_theta)
         first = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
         second = np.log(s / (r + s + x)) + self._log_A0(r, alpha, s, beta, x, t_x, T)

@@ -388,6 +388,32 @@ class Value(_Model):
         return self
 
 
+# --------------------------------------------------------------------------- loyalty drivers
+class FeedbackColumns(_Model):
+    nps: str | None = Field("nps", description="0-10 likelihood to recommend")
+    csat: str | None = Field("csat", description="satisfaction on a 1..csat_scale scale")
+    csat_scale: int = Field(5, ge=3, le=10)
+    complaints: str | None = Field("complaints", description="complaints counted in the survey period")
+    ratings: list[str] | None = Field(None, description="attribute ratings; None: every other numeric column")
+
+
+class Drivers(_Model):
+    churn: Literal["inactivity", "contracts"] = Field("inactivity", description="how churn is defined")
+    churn_days: int = Field(365, ge=7, description="inactivity: no purchase for this many days before the end")
+    outcome: Literal["retained", "nps", "clv"] = "retained"
+    early_days: int = Field(90, ge=1, description="behaviour in each customer's first N days")
+    group_by: str = Field("segment", description="KM curves and rates by this: an RFM segment or an attribute column")
+    drivers: list[str] | None = Field(None, description="driver names to use; None: every usable one")
+    exclude: list[str] = Field(default_factory=list, description="attribute columns never used as drivers")
+    max_exact: int = Field(12, ge=2, le=16, description="LMG exact up to this many drivers, sampled beyond")
+    permutations: int = Field(300, ge=10, description="sampled orderings for LMG beyond max_exact")
+    bootstrap: int = Field(100, ge=0, le=2000)
+    test_size: float = Field(0.3, gt=0.05, lt=0.9)
+    min_class: int = Field(20, ge=5, description="fewest churners (and stayers) to fit a classifier")
+    seed: int = 0
+    feedback: FeedbackColumns = Field(default_factory=FeedbackColumns)
+
+
 # --------------------------------------------------------------------------- study
 class Report(_Model):
     top_n: int = Field(10, ge=1, le=100, description="rows shown in 'top' tables")
@@ -404,6 +430,7 @@ class Study(_Model):
     rfm: Rfm = Field(default_factory=Rfm)
     clv: Clv = Field(default_factory=Clv)
     value: Value = Field(default_factory=Value)
+    drivers: Drivers = Field(default_factory=Drivers)
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -411,7 +438,12 @@ class Study(_Model):
     def resolve(self, path: str) -> Path:
         """Absolute path of an input file (relative paths are relative to the params file)."""
         if path.startswith(EXAMPLE_PREFIX):
-            return DATA_DIR / path[len(EXAMPLE_PREFIX):]
+            rest = path[len(EXAMPLE_PREFIX):]
+            if rest.startswith("agency/"):  # generated on first use (deterministic)
+                from cvlib.examples import agency_cache
+
+                return agency_cache() / rest[len("agency/"):]
+            return DATA_DIR / rest
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 

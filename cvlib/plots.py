@@ -11,6 +11,19 @@ import seaborn as sns
 PALETTE = "deep"
 
 
+def _shown_once(fn):
+    """Close the figure and return it: a notebook cell then shows it exactly once, as its value."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        fig = fn(*args, **kwargs)
+        plt.close(fig)
+        return fig
+
+    return wrapper
+
+
 def use_theme() -> None:
     """The one theme every cvlib figure uses."""
     sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
@@ -27,6 +40,7 @@ def _money_axis(ax: plt.Axes, currency: str, axis: str = "y") -> None:
     (ax.set_ylabel if axis == "y" else ax.set_xlabel)(f"{label} ({currency})")
 
 
+@_shown_once
 def monthly_activity(monthly: pd.DataFrame, currency: str) -> plt.Figure:
     """Monthly revenue (bars) and active customers (line)."""
     fig, ax = plt.subplots()
@@ -43,6 +57,7 @@ def monthly_activity(monthly: pd.DataFrame, currency: str) -> plt.Figure:
     return fig
 
 
+@_shown_once
 def amount_distribution(amounts: pd.Series, currency: str, bounds: tuple[float, float] | None = None) -> plt.Figure:
     """Histogram of transaction amounts on a log axis, with outlier bounds if given."""
     fig, ax = plt.subplots()
@@ -61,6 +76,7 @@ def amount_distribution(amounts: pd.Series, currency: str, bounds: tuple[float, 
     return fig
 
 
+@_shown_once
 def segment_bars(table: pd.DataFrame) -> plt.Figure:
     """Share of customers against share of revenue per segment."""
     t = table.melt(id_vars="segment", value_vars=["share_of_customers", "share_of_revenue"], var_name="share",
@@ -76,6 +92,7 @@ def segment_bars(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+@_shown_once
 def heatmap(table: pd.DataFrame, title: str, fmt: str = ",.0f", cbar_label: str = "") -> plt.Figure:
     """A labelled heatmap of a small grid (e.g. R x F)."""
     fig, ax = plt.subplots(figsize=(max(6.5, 0.75 * table.shape[1] + 2.5), max(4.5, 0.4 * table.shape[0] + 1.5)))
@@ -84,6 +101,7 @@ def heatmap(table: pd.DataFrame, title: str, fmt: str = ",.0f", cbar_label: str 
     return fig
 
 
+@_shown_once
 def pareto(curve: pd.DataFrame, top20: float) -> plt.Figure:
     """Cumulative revenue share against customer share, with the 20% line and equality diagonal."""
     fig, ax = plt.subplots(figsize=(6.5, 5))
@@ -99,6 +117,7 @@ def pareto(curve: pd.DataFrame, top20: float) -> plt.Figure:
     return fig
 
 
+@_shown_once
 def elbow_silhouette(scores: pd.DataFrame, chosen: int) -> plt.Figure:
     """Inertia (elbow) and mean silhouette against k, the chosen k marked."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -115,6 +134,7 @@ def elbow_silhouette(scores: pd.DataFrame, chosen: int) -> plt.Figure:
     return fig
 
 
+@_shown_once
 def silhouette(samples: pd.DataFrame) -> plt.Figure:
     """Silhouette values of the sampled customers, grouped by cluster."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -132,6 +152,7 @@ def silhouette(samples: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+@_shown_once
 def clv_distribution(clv: pd.Series, currency: str, horizon_months: int) -> plt.Figure:
     """Histogram of per-customer CLV (log axis)."""
     fig, ax = plt.subplots()
@@ -146,6 +167,7 @@ def clv_distribution(clv: pd.Series, currency: str, horizon_months: int) -> plt.
     return fig
 
 
+@_shown_once
 def bars(table: pd.DataFrame, x: str, y: str, title: str, xlabel: str, ylabel: str) -> plt.Figure:
     """A simple horizontal bar chart of one value per group."""
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(table), 4) + 1))
@@ -157,6 +179,7 @@ def bars(table: pd.DataFrame, x: str, y: str, title: str, xlabel: str, ylabel: s
     return fig
 
 
+@_shown_once
 def actual_vs_predicted(table: pd.DataFrame, x: str, xlabel: str, ylabel: str, title: str) -> plt.Figure:
     """Grouped bars of `actual` and `predicted` per value of x."""
     t = table.melt(id_vars=x, value_vars=["actual", "predicted"], var_name="series", value_name="value")
@@ -168,6 +191,7 @@ def actual_vs_predicted(table: pd.DataFrame, x: str, xlabel: str, ylabel: str, t
     return fig
 
 
+@_shown_once
 def tracking(track: pd.DataFrame, split_week: float | None, unit_label: str = "week") -> plt.Figure:
     """Cumulative actual and predicted repeat purchases over time, the calibration end marked."""
     fig, ax = plt.subplots()
@@ -183,6 +207,7 @@ def tracking(track: pd.DataFrame, split_week: float | None, unit_label: str = "w
     return fig
 
 
+@_shown_once
 def survival_curve(curve: pd.DataFrame, period_months: int) -> plt.Figure:
     """Projected share of a cohort still under contract (sBG)."""
     fig, ax = plt.subplots()
@@ -193,6 +218,7 @@ def survival_curve(curve: pd.DataFrame, period_months: int) -> plt.Figure:
     return fig
 
 
+@_shown_once
 def whale_curve(curve: pd.DataFrame, facts: dict) -> plt.Figure:
     """Cumulative profit (% of total) against customers ranked by profit, the peak marked."""
     fig, ax = plt.subplots()
@@ -209,6 +235,7 @@ def whale_curve(curve: pd.DataFrame, facts: dict) -> plt.Figure:
     return fig
 
 
+@_shown_once
 def value_matrix(df: pd.DataFrame, cuts_x: list[float], cuts_y: list[float], sample: int = 5000) -> plt.Figure:
     """Scatter of current against potential value score with the grid lines, coloured by cell."""
     d = df.sample(min(sample, len(df)), random_state=0) if len(df) > sample else df
@@ -223,4 +250,82 @@ def value_matrix(df: pd.DataFrame, cuts_x: list[float], cuts_y: list[float], sam
     ax.set_ylabel("potential value score (0-100)")
     ax.set_title("Customer value matrix")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="cell")
+    return fig
+
+
+@_shown_once
+def cohort_heatmap(table: pd.DataFrame, title: str, cbar_label: str) -> plt.Figure:
+    """Cohort x months-since heatmap in % (annotated when small enough to read)."""
+    t = table.astype(float) * 100
+    annot = t.shape[0] * t.shape[1] <= 200
+    fig, ax = plt.subplots(figsize=(max(7, 0.4 * t.shape[1] + 2), max(4, 0.25 * t.shape[0] + 1.5)))
+    sns.heatmap(t, annot=annot, fmt=".0f", cmap="Blues", ax=ax, cbar_kws={"label": cbar_label}, vmin=0,
+                vmax=min(100, float(np.nanmax(t.iloc[:, 1:].to_numpy())) if t.shape[1] > 1 else 100))
+    ax.set_ylabel("cohort (month of first purchase)")
+    ax.set_title(title)
+    return fig
+
+
+@_shown_once
+def km_plot(curves: pd.DataFrame, test: dict) -> plt.Figure:
+    """Kaplan-Meier retention curves by group, with the log-rank p-value."""
+    fig, ax = plt.subplots()
+    for g, d in curves.groupby("group"):
+        ax.step(d["days"], d["survival"] * 100, where="post", label=f"{g} (n={int(d['customers'].iloc[0]):,})")
+    ax.set_xlabel("days since first purchase")
+    ax.set_ylabel("customers not yet churned (%)")
+    p = test.get("p_value")
+    ax.set_title("Kaplan-Meier retention" + (f" (log-rank p = {p:.3g})" if p == p and p is not None else ""))
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+@_shown_once
+def importance(d: pd.DataFrame, title: str, xlabel: str) -> plt.Figure:
+    """Driver importance with its interval, largest first."""
+    d = d.assign(order=d["importance"].abs()).sort_values("order", ascending=True)
+    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(d), 4) + 1.2))
+    ax.barh(d["driver"], d["importance"], color=sns.color_palette()[0])
+    if d["ci_low"].notna().any():
+        err = np.vstack([(d["importance"] - d["ci_low"]).clip(lower=0), (d["ci_high"] - d["importance"]).clip(lower=0)])
+        ax.errorbar(d["importance"], d["driver"], xerr=np.nan_to_num(err), fmt="none", color="black", capsize=2)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return fig
+
+
+@_shown_once
+def ipa_chart(d: pd.DataFrame, scale_label: str) -> plt.Figure:
+    """Importance-performance chart with its four named quadrants."""
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    ax.scatter(d["mean_rating"], d["importance"], s=50)
+    for _, r in d.iterrows():
+        ax.annotate(str(r["driver"]), (r["mean_rating"], r["importance"]), xytext=(4, 4), textcoords="offset points",
+                    fontsize=9)
+    mx, my = d["mean_rating"].mean(), d["importance"].mean()
+    ax.axvline(mx, color="grey", ls="--")
+    ax.axhline(my, color="grey", ls="--")
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    for x, y, label in ((x1, y1, "keep up the good work"), (x0, y1, "concentrate here"), (x0, y0, "low priority"),
+                        (x1, y0, "possible overkill")):
+        ax.text(x, y, label, ha="right" if x == x1 else "left", va="top" if y == y1 else "bottom", color="grey",
+                fontsize=9, style="italic")
+    ax.set_xlabel(f"performance: mean rating ({scale_label})")
+    ax.set_ylabel("importance")
+    ax.set_title("Importance-performance")
+    return fig
+
+
+@_shown_once
+def calibration(cal: pd.DataFrame) -> plt.Figure:
+    """Predicted against observed churn by probability bin."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
+    ax.plot(cal["predicted"], cal["observed"], marker="o", label="model")
+    ax.set_xlabel("predicted churn probability")
+    ax.set_ylabel("observed churn rate")
+    ax.set_title("Calibration of the churn probabilities")
+    ax.legend()
     return fig

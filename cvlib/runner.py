@@ -47,7 +47,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("value", "03b_value.ipynb", "Customer value assessment",
           ("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"), ("value.parquet", "value.json")),
     Stage("drivers", "04_loyalty_drivers.ipynb", "Loyalty and retention drivers",
-          ("transactions_clean.parquet", "rfm.parquet"), ("drivers.parquet", "churn_risk.parquet")),
+          ("transactions_clean.parquet", "rfm.parquet", "clv.parquet"),
+          ("drivers.parquet", "churn_risk.parquet", "drivers.json")),
     Stage("strategy", "05_strategy.ipynb", "Strategy recommendations",
           ("transactions_clean.parquet", "rfm.parquet", "clv.parquet"), ()),
 )
@@ -146,6 +147,7 @@ STAGE_FUNCTIONS = {  # stage -> the cvlib function that computes and writes its 
     "rfm": ("cvlib.rfm", "run_rfm"),
     "clv": ("cvlib.clv", "run_clv"),
     "value": ("cvlib.value", "run_value"),
+    "drivers": ("cvlib.drivers", "run_drivers"),
 }
 
 

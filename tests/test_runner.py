@@ -63,6 +63,11 @@ def test_example_study_end_to_end(tmp_path):
     model = json.loads((run / "clv_model.json").read_text())
     assert model["used_for_customer_clv"] == "bgnbd" and model["models"]["bgnbd"]["converged"] is True
     assert model["assumptions"]["horizon_months"] == 12 and model["holdout"]["beat_naive_baseline"] in (True, False)
+    # drivers
+    drivers_page = (run / "04_loyalty_drivers.html").read_text(encoding="utf-8")
+    assert "Retention facts" in drivers_page and "No feedback table" in drivers_page
+    risk = pd.read_parquet(run / "churn_risk.parquet")
+    assert len(risk) == len(rfm) and risk["churn_probability"].between(0, 1).all()
     # value assessment
     value_page = (run / "03b_value.html").read_text(encoding="utf-8")
     for section in ("Profitability", "Weighted value index", "AHP consistency ratio", "Value matrix"):
@@ -72,6 +77,31 @@ def test_example_study_end_to_end(tmp_path):
             "value_cell"} <= set(val.columns) and len(val) == len(rfm)
     weights = json.loads((run / "value.json").read_text())
     assert weights["ahp"]["cr"] < 0.1 and abs(sum(w["weight"] for w in weights["weights"]) - 1) < 1e-9
+
+
+def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVLIB_CACHE", str(tmp_path / "cache"))
+    res = run_study(ROOT / "params" / "agency_demo.yaml", reports_dir=tmp_path / "reports",
+                    overrides=["drivers.bootstrap=10", "clv.bootstrap=10"])
+    assert res.ok and [s.stage.name for s in res.stages][:5] == ["cleaning", "rfm", "clv", "value", "drivers"]
+    for sr in res.stages:
+        assert errors_in(res.run_dir / sr.stage.notebook) == [], sr.stage.name
+        page = (res.run_dir / sr.html).read_text(encoding="utf-8")
+        assert "Warning" not in page, sr.stage.name  # no stray library warnings in a client report
+    summary = json.loads((res.run_dir / "cleaning.json").read_text())["summary"]
+    assert summary["balanced"] and summary["rows_duplicates"] > 0 and summary["rows_netted"] > 0
+    assert any("%d/%m/%Y" in n for n in summary["notes"])
+    clv_page = (res.run_dir / "03_clv.html").read_text(encoding="utf-8")
+    assert "sBG parameters" in clv_page and "Formula CLV by acquisition channel" in clv_page
+    drivers_page = (res.run_dir / "04_loyalty_drivers.html").read_text(encoding="utf-8")
+    for section in ("What drives churn", "Satisfaction: NPS and CSAT", "Importance and performance"):
+        assert section in drivers_page
+    assert (res.run_dir / "drivers.parquet").exists() and (res.run_dir / "churn_risk.parquet").exists()
+
+
+def test_cli_writes_the_agency_example(tmp_path, capsys):
+    assert main(["example", "agency", str(tmp_path / "ex"), "--seed", "3"]) == 0
+    assert {p.name for p in (tmp_path / "ex").iterdir()} == {"billings.csv", "clients.csv", "survey.csv"}
 
 
 def hostile_study(tmp_path: Path, pseudonymize: bool) -> Path:

@@ -1,0 +1,572 @@
+"""Loyalty and retention: churn facts, cohorts, survival curves, NPS/CSAT, and what drives them.
+
+Relative importance for linear outcomes: Shapley decomposition of R-squared (LMG; exact over all
+subsets up to `max_exact` drivers, sampled orderings beyond) and Johnson's relative weights, both
+with bootstrap intervals. Binary outcomes: standardised logistic coefficients and a gradient-boosted
+classifier's permutation importance on a held-out split. Categorical drivers count as one driver.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cvlib import io
+from cvlib.params import Drivers, Study
+
+Z95 = 1.959963984540054
+
+
+# --------------------------------------------------------------------------- retention facts
+def churn_flags(rfm: pd.DataFrame, cfg: Drivers, attrs: pd.DataFrame | None = None,
+                end: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Per customer: churned (bool), eligible (observed long enough to be judged), duration in days."""
+    d = rfm[["customer_id", "recency", "tenure", "frequency", "first_purchase", "last_purchase"]].copy()
+    d["customer_id"] = d["customer_id"].astype(str)
+    if cfg.churn == "contracts" and attrs is not None:
+        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).set_index("customer_id")
+        stop = pd.to_datetime(a.get("contract_end"), errors="coerce", format="mixed").reindex(d["customer_id"])
+        d["churned"] = stop.notna().to_numpy()
+        d["eligible"] = True
+    else:
+        d["churned"] = d["recency"] > cfg.churn_days
+        d["eligible"] = d["tenure"] >= cfg.churn_days
+    # survival time: first purchase to last purchase for churners, to the end for the others (censored)
+    d["duration_days"] = np.where(d["churned"], d["tenure"] - d["recency"], d["tenure"]).clip(min=0)
+    return d
+
+
+def retention_rates(flags: pd.DataFrame, rfm: pd.DataFrame, by: pd.Series | None = None) -> pd.DataFrame:
+    """Retention, churn and repeat-purchase rates among customers observed long enough, overall and by group."""
+    d = flags[flags["eligible"]].assign(repeat=lambda x: x["frequency"] > 1)
+    d["group"] = "all customers" if by is None else d["customer_id"].map(by).fillna("unknown").astype(str)
+    g = d.groupby("group").agg(customers=("churned", "size"), churn_rate=("churned", "mean"),
+                               repeat_purchase_rate=("repeat", "mean"))
+    g.insert(1, "retention_rate", 1 - g["churn_rate"])
+    return g.reset_index()
+
+
+def cohort_matrix(tx: pd.DataFrame, value: str = "customers", max_months: int = 24) -> pd.DataFrame:
+    """Cohort (month of first purchase) x months since: share of the cohort active (customers) or
+    revenue relative to the cohort's first month (revenue)."""
+    d = tx[["customer_id", "date", "amount"]].copy()
+    d["month"] = d["date"].dt.to_period("M")
+    first = d.groupby("customer_id")["month"].transform("min")
+    d["cohort"] = first
+    d["k"] = (d["month"] - first).apply(lambda x: x.n).astype(int)
+    d = d[d["k"] <= max_months]
+    if value == "customers":
+        t = d.groupby(["cohort", "k"])["customer_id"].nunique().unstack(fill_value=0)
+    else:
+        t = d.groupby(["cohort", "k"])["amount"].sum().unstack(fill_value=0.0)
+    t = t.div(t[0], axis=0)
+    t.index = t.index.astype(str)
+    t.columns.name = "months since first purchase"
+    return t
+
+
+def km_curves(flags: pd.DataFrame, groups: pd.Series | None = None) -> tuple[pd.DataFrame, dict]:
+    """Kaplan-Meier retention curves (lifelines) per group, and a multivariate log-rank test."""
+    from lifelines import KaplanMeierFitter
+    from lifelines.statistics import multivariate_logrank_test
+
+    d = flags.copy()
+    d["group"] = "all customers" if groups is None else d["customer_id"].map(groups).fillna("unknown").astype(str)
+    curves = []
+    for g, sub in d.groupby("group"):
+        if len(sub) < 2:
+            continue
+        kmf = KaplanMeierFitter().fit(sub["duration_days"], sub["churned"], label=str(g))
+        sf = kmf.survival_function_.reset_index()
+        sf.columns = ["days", "survival"]
+        curves.append(sf.assign(group=str(g), customers=len(sub)))
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["days", "survival", "group"])
+    test = {"test": "log-rank", "p_value": float("nan"), "statistic": float("nan"), "groups": d["group"].nunique()}
+    if d["group"].nunique() > 1 and d["churned"].any():
+        r = multivariate_logrank_test(d["duration_days"], d["group"], d["churned"])
+        test.update(p_value=float(r.p_value), statistic=float(r.test_statistic))
+    return curves_df, test
+
+
+# --------------------------------------------------------------------------- survey
+def nps(scores: pd.Series) -> dict[str, float]:
+    """Net promoter score in points (share 9-10 minus share 0-6) with a 95% interval."""
+    s = pd.to_numeric(scores, errors="coerce").dropna()
+    n = len(s)
+    if n == 0:
+        return {"n": 0, "nps": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                "promoters": float("nan"), "detractors": float("nan")}
+    pp, pd_ = float((s >= 9).mean()), float((s <= 6).mean())
+    v = pp - pd_
+    se = math.sqrt(max(pp + pd_ - v * v, 0) / n)
+    return {"n": n, "nps": 100 * v, "ci_low": 100 * (v - Z95 * se), "ci_high": 100 * (v + Z95 * se),
+            "promoters": pp, "detractors": pd_}
+
+
+def csat(scores: pd.Series, scale: int = 5) -> dict[str, float]:
+    """CSAT: share of the top two boxes (4-5 on a 5-point scale) with a Wilson 95% interval."""
+    s = pd.to_numeric(scores, errors="coerce").dropna()
+    n = len(s)
+    if n == 0:
+        return {"n": 0, "csat": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    p = float((s >= scale - 1).mean())
+    den = 1 + Z95**2 / n
+    mid = (p + Z95**2 / (2 * n)) / den
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / den
+    return {"n": n, "csat": p, "ci_low": mid - half, "ci_high": mid + half}
+
+
+def survey_table(fb: pd.DataFrame, cfg: Drivers, groups: pd.Series | None = None) -> pd.DataFrame:
+    """NPS, CSAT and complaint rate (with intervals) overall and per group."""
+    f = fb.assign(customer_id=fb["customer_id"].astype(str))
+    f["group"] = "all customers" if groups is None else f["customer_id"].map(groups).fillna("unknown").astype(str)
+    c = cfg.feedback
+    rows = []
+    for name, sub in [("all customers", f), *list(f.groupby("group"))]:
+        r = {"group": name, "responses": len(sub)}
+        if c.nps and c.nps in sub:
+            n = nps(sub[c.nps])
+            r.update(nps_points=n["nps"], nps_ci_low=n["ci_low"], nps_ci_high=n["ci_high"])
+        if c.csat and c.csat in sub:
+            k = csat(sub[c.csat], c.csat_scale)
+            r.update(csat=k["csat"], csat_ci_low=k["ci_low"], csat_ci_high=k["ci_high"])
+        if c.complaints and c.complaints in sub:
+            r.update(share_with_complaints=float((sub[c.complaints].fillna(0) > 0).mean()),
+                     complaints_per_response=float(sub[c.complaints].fillna(0).mean()))
+        rows.append(r)
+    out = pd.DataFrame(rows)
+    return out.drop_duplicates("group") if groups is None else out
+
+
+# --------------------------------------------------------------------------- driver table
+@dataclass
+class DriverSet:
+    X: pd.DataFrame               # numeric design matrix (categoricals one-hot)
+    groups: dict[str, list[str]]  # driver -> its columns in X
+    ratings: list[str]            # drivers that are survey ratings
+    notes: list[str] = field(default_factory=list)
+    collinear: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def early_behaviour(tx: pd.DataFrame, days: int) -> pd.DataFrame:
+    """First order value, purchases and service lines in each customer's first `days` days."""
+    d = tx.assign(customer_id=tx["customer_id"].astype(str))
+    first = d.groupby("customer_id")["date"].transform("min")
+    early = d[d["date"] < first + pd.Timedelta(days=days)]
+    first_day = early[early["date"].dt.normalize() == first.loc[early.index].dt.normalize()]
+    out = pd.DataFrame({"first_order_value": first_day.groupby("customer_id")["amount"].sum(),
+                        "early_purchases": early.groupby("customer_id")["date"].apply(lambda s: s.dt.normalize().nunique())})
+    if "product" in d.columns:
+        out["early_service_lines"] = early.groupby("customer_id")["product"].nunique()
+    return out
+
+
+def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame | None, early: pd.DataFrame,
+               cfg: Drivers) -> DriverSet:
+    """The drivers per customer: attributes, mean survey ratings and complaints, early behaviour.
+
+    Constant or entirely missing drivers are dropped with a note; near-collinear pairs are reported."""
+    parts, groups, ratings, notes = [], {}, [], []
+    c = cfg.feedback
+    skip = set(cfg.exclude) | {"customer_id", "date"}
+    if attrs is not None:
+        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id").set_index(
+            "customer_id").reindex(customers)
+        for col in a.columns:
+            if col in skip:
+                continue
+            s = a[col]
+            if pd.api.types.is_numeric_dtype(s):
+                parts.append(s.astype(float).rename(col))
+                groups[col] = [col]
+            elif s.nunique() <= 12:
+                dummies = pd.get_dummies(s.astype("string"), prefix=col, prefix_sep="=", drop_first=True, dtype=float)
+                dummies[s.isna().to_numpy()] = np.nan
+                if dummies.shape[1]:
+                    parts.append(dummies)
+                    groups[col] = list(dummies.columns)
+    if fb is not None:
+        f = fb.assign(customer_id=fb["customer_id"].astype(str))
+        rating_cols = c.ratings or [k for k in f.columns if k not in {"customer_id", "date", c.nps, c.csat, c.complaints}
+                                    and pd.api.types.is_numeric_dtype(f[k])]
+        means = f.groupby("customer_id")[rating_cols].mean().reindex(customers)
+        for col in rating_cols:
+            parts.append(means[col].rename(col))
+            groups[col] = [col]
+            ratings.append(col)
+        if c.complaints and c.complaints in f.columns:
+            parts.append(f.groupby("customer_id")[c.complaints].sum().reindex(customers).rename("complaints"))
+            groups["complaints"] = ["complaints"]
+    for col in early.columns:
+        parts.append(early[col].reindex(customers).astype(float).rename(col))
+        groups[col] = [col]
+    X = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=customers)
+    if cfg.drivers:
+        unknown = [d for d in cfg.drivers if d not in groups]
+        if unknown:
+            notes.append(f"Drivers not found and ignored: {', '.join(unknown)}.")
+        groups = {k: v for k, v in groups.items() if k in cfg.drivers}
+    for name, cols in list(groups.items()):
+        sub = X[cols]
+        if sub.isna().all().all():
+            notes.append(f"Driver {name!r} is missing for every customer: dropped.")
+            del groups[name]
+        elif sub.nunique(dropna=True).max() <= 1:
+            notes.append(f"Driver {name!r} is the same for every customer: dropped.")
+            del groups[name]
+    keep = [c for cols in groups.values() for c in cols]
+    X = X[keep]
+    collinear = collinear_pairs(X)
+    if len(collinear):
+        notes.append(f"{len(collinear)} pair(s) of drivers are nearly collinear (|r| >= 0.8): their importances "
+                     "share what they have in common; see the table.")
+    return DriverSet(X, groups, [r for r in ratings if r in groups], notes, collinear)
+
+
+def collinear_pairs(X: pd.DataFrame, threshold: float = 0.8) -> pd.DataFrame:
+    """Pairs of columns whose correlation is at least `threshold` in absolute value."""
+    if X.shape[1] < 2:
+        return pd.DataFrame(columns=["driver_a", "driver_b", "correlation"])
+    r = X.corr()
+    rows = [(a, b, r.loc[a, b]) for a, b in combinations(r.columns, 2) if abs(r.loc[a, b]) >= threshold]
+    return pd.DataFrame(rows, columns=["driver_a", "driver_b", "correlation"])
+
+
+# --------------------------------------------------------------------------- linear importance
+def _standardise(X: np.ndarray) -> np.ndarray:
+    sd = X.std(axis=0)
+    return (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1)
+
+
+def r2_subset(corr_xx: np.ndarray, corr_xy: np.ndarray, cols: list[int]) -> float:
+    """R-squared of the regression on a subset of standardised columns, from the correlations."""
+    if not cols:
+        return 0.0
+    Rss = corr_xx[np.ix_(cols, cols)]
+    r = corr_xy[cols]
+    try:
+        beta = np.linalg.solve(Rss, r)
+    except np.linalg.LinAlgError:  # collinear columns
+        beta = np.linalg.lstsq(Rss, r, rcond=None)[0]
+    return float(r @ beta)
+
+
+def _prefix_r2(C: np.ndarray, order: list[int]) -> np.ndarray:
+    """R-squared after each column of `order` is added: one Cholesky factor of the correlations with the
+    outcome last; the outcome row holds the successive increments (a tiny ridge keeps collinear columns safe)."""
+    idx = [*order, C.shape[0] - 1]
+    M = C[np.ix_(idx, idx)] + np.eye(len(idx)) * 1e-9
+    L = np.linalg.cholesky(M)
+    return np.cumsum(L[-1, :-1] ** 2)
+
+
+def lmg(X: pd.DataFrame, y: pd.Series, groups: dict[str, list[str]], max_exact: int = 12, permutations: int = 300,
+        seed: int = 0) -> pd.Series:
+    """Shapley decomposition of R-squared over driver groups (sums to the full model's R-squared)."""
+    Z = np.column_stack([_standardise(X.to_numpy(dtype=float)), _standardise(y.to_numpy(dtype=float)[:, None])])
+    C = np.corrcoef(Z, rowvar=False) if len(Z) > 1 else np.eye(Z.shape[1])
+    C = np.nan_to_num(C)
+    cxx, cxy = C[:-1, :-1], C[:-1, -1]
+    index = {c: i for i, c in enumerate(X.columns)}
+    names = list(groups)
+    p = len(names)
+    cols_of = [[index[c] for c in groups[n]] for n in names]
+    cache: dict[int, float] = {}
+
+    def r2(mask: int) -> float:
+        if mask not in cache:
+            cache[mask] = r2_subset(cxx, cxy, [c for j in range(p) if mask >> j & 1 for c in cols_of[j]])
+        return cache[mask]
+
+    shares = np.zeros(p)
+    if p <= max_exact:
+        fact = [math.factorial(k) for k in range(p + 1)]
+        for j in range(p):
+            others = [k for k in range(p) if k != j]
+            for size in range(p):
+                w = fact[size] * fact[p - size - 1] / fact[p]
+                for combo in combinations(others, size):
+                    m = sum(1 << k for k in combo)
+                    shares[j] += w * (r2(m | 1 << j) - r2(m))
+    else:
+        rng = np.random.default_rng(seed)
+        for _ in range(permutations):
+            perm = rng.permutation(p)
+            order = [c for j in perm for c in cols_of[j]]
+            prefix = _prefix_r2(C, order)
+            ends = np.cumsum([len(cols_of[j]) for j in perm]) - 1
+            at = prefix[ends]
+            shares[perm] += np.diff(np.r_[0.0, at])
+        shares /= permutations
+    return pd.Series(shares, index=names)
+
+
+def relative_weights(X: pd.DataFrame, y: pd.Series, groups: dict[str, list[str]]) -> pd.Series:
+    """Johnson's relative weights (sum to R-squared); a categorical driver sums its columns' weights."""
+    Z = _standardise(X.to_numpy(dtype=float))
+    yz = _standardise(y.to_numpy(dtype=float)[:, None])[:, 0]
+    n = len(Z)
+    Rxx = Z.T @ Z / n
+    rxy = Z.T @ yz / n
+    evals, evecs = np.linalg.eigh(Rxx)
+    evals = np.clip(evals, 1e-12, None)
+    lam = evecs @ np.diag(np.sqrt(evals)) @ evecs.T  # correlations of X with its orthogonal counterparts
+    beta = np.linalg.solve(lam, rxy)
+    raw = (lam**2) @ (beta**2)
+    w = pd.Series(raw, index=X.columns)
+    return pd.Series({g: float(w[cols].sum()) for g, cols in groups.items()})
+
+
+def bootstrap_importance(fn, X: pd.DataFrame, y: pd.Series, groups: dict, n: int, seed: int) -> pd.DataFrame:
+    """95% percentile intervals of an importance function over bootstrap resamples of customers."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n):
+        idx = rng.integers(0, len(X), len(X))
+        draws.append(fn(X.iloc[idx].reset_index(drop=True), y.iloc[idx].reset_index(drop=True), groups))
+    if not draws:
+        return pd.DataFrame({"ci_low": np.nan, "ci_high": np.nan}, index=list(groups))
+    d = pd.DataFrame(draws)
+    return pd.DataFrame({"ci_low": d.quantile(0.025), "ci_high": d.quantile(0.975)})
+
+
+# --------------------------------------------------------------------------- binary importance
+def _impute(X: pd.DataFrame) -> pd.DataFrame:
+    return X.fillna(X.median()).fillna(0.0)
+
+
+def logistic_importance(X: pd.DataFrame, y: np.ndarray, groups: dict[str, list[str]], seed: int = 0) -> pd.Series:
+    """Standardised logistic coefficients (a categorical driver: its largest absolute coefficient, signed)."""
+    from sklearn.linear_model import LogisticRegression
+
+    Z = _standardise(_impute(X).to_numpy(dtype=float))
+    m = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(Z, y)
+    coef = pd.Series(m.coef_[0], index=X.columns)
+    return pd.Series({g: float(coef[cols].iloc[np.argmax(np.abs(coef[cols].to_numpy()))]) for g, cols in groups.items()})
+
+
+def permutation_importance_groups(model, X: pd.DataFrame, y: np.ndarray, groups: dict[str, list[str]],
+                                  repeats: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Drop in ROC AUC when a driver's columns are shuffled together (mean and 95% range over repeats)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    base = roc_auc_score(y, model.predict_proba(X)[:, 1])
+    rows = {}
+    for g, cols in groups.items():
+        drops = []
+        for _ in range(repeats):
+            Xp = X.copy()
+            perm = rng.permutation(len(X))
+            Xp[cols] = X[cols].to_numpy()[perm]
+            drops.append(base - roc_auc_score(y, model.predict_proba(Xp)[:, 1]))
+        rows[g] = {"importance": float(np.mean(drops)), "ci_low": float(np.percentile(drops, 2.5)),
+                   "ci_high": float(np.percentile(drops, 97.5))}
+    return pd.DataFrame(rows).T
+
+
+@dataclass
+class ChurnModel:
+    auc: float
+    importance: pd.DataFrame        # driver, method, importance, ci_low, ci_high
+    probabilities: pd.Series        # out-of-fold calibrated P(churn) per customer
+    calibration: pd.DataFrame       # mean predicted against observed churn, by bin
+    n: int
+    churners: int
+
+
+def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataFrame | None = None) -> ChurnModel | str:
+    """Logistic and gradient-boosted churn models; calibrated out-of-fold churn probabilities.
+
+    Returns the reason as text when there are too few churners or stayers."""
+    from sklearn.calibration import CalibratedClassifierCV, calibration_curve
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+
+    y = churned.astype(int).to_numpy()
+    k1, k0 = int(y.sum()), int(len(y) - y.sum())
+    if min(k1, k0) < cfg.min_class:
+        return (f"too few churners ({k1}) or stayers ({k0}) to fit a classifier (need {cfg.min_class} of each; "
+                "drivers.min_class)")
+    if ds.X.shape[1] == 0:
+        return "no usable drivers"
+    X = _impute(ds.X)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y)
+    gbm = HistGradientBoostingClassifier(max_depth=3, learning_rate=0.08, max_iter=200, random_state=cfg.seed)
+    gbm.fit(Xtr, ytr)
+    auc = float(roc_auc_score(yte, gbm.predict_proba(Xte)[:, 1]))
+    perm = permutation_importance_groups(gbm, Xte, yte, ds.groups, 10, cfg.seed)
+    logit = logistic_importance(X, y, ds.groups, cfg.seed)
+    imp = pd.concat([
+        perm.assign(method="permutation (gradient boosting, ROC AUC drop)").rename_axis("driver").reset_index(),
+        pd.DataFrame({"driver": logit.index, "importance": logit.to_numpy(), "ci_low": np.nan, "ci_high": np.nan,
+                      "method": "logistic (standardised coefficient, + raises churn)"}),
+    ], ignore_index=True)
+    cal = CalibratedClassifierCV(HistGradientBoostingClassifier(max_depth=3, learning_rate=0.08, max_iter=200,
+                                                                random_state=cfg.seed), method="isotonic", cv=3)
+    folds = StratifiedKFold(5, shuffle=True, random_state=cfg.seed)
+    proba = cross_val_predict(cal, X, y, cv=folds, method="predict_proba")[:, 1]
+    obs, pred = calibration_curve(y, proba, n_bins=10, strategy="quantile")
+    probs = pd.Series(proba, index=X.index)
+    if X_new is not None and len(X_new):  # customers too new to be judged: the model fitted on all the others
+        new = X_new.fillna(ds.X.median()).fillna(0.0)
+        probs = pd.concat([probs, pd.Series(cal.fit(X, y).predict_proba(new)[:, 1], index=new.index)])
+    return ChurnModel(auc, imp, probs, pd.DataFrame({"predicted": pred, "observed": obs}), len(y), k1)
+
+
+def ipa(importance: pd.Series, ratings_mean: pd.Series) -> pd.DataFrame:
+    """Importance-performance analysis: quadrant of each rated driver (split at the means)."""
+    d = pd.DataFrame({"importance": importance, "mean_rating": ratings_mean}).dropna()
+    hi_i = d["importance"] >= d["importance"].mean()
+    hi_p = d["mean_rating"] >= d["mean_rating"].mean()
+    d["quadrant"] = np.select([hi_i & hi_p, hi_i & ~hi_p, ~hi_i & ~hi_p], ["keep up the good work",
+                                                                          "concentrate here", "low priority"],
+                              "possible overkill")
+    return d.rename_axis("driver").reset_index()
+
+
+# --------------------------------------------------------------------------- the stage
+@dataclass
+class DriversResult:
+    flags: pd.DataFrame
+    rates: pd.DataFrame
+    rates_by: pd.DataFrame
+    cohorts: pd.DataFrame
+    revenue_cohorts: pd.DataFrame
+    km: pd.DataFrame
+    logrank: dict
+    survey: pd.DataFrame | None
+    drivers: pd.DataFrame
+    ipa: pd.DataFrame | None
+    churn: ChurnModel | None
+    linear_r2: float | None
+    collinear: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def group_series(study: Study, rfm: pd.DataFrame, attrs: pd.DataFrame | None) -> pd.Series:
+    """customer_id -> group label for the 'by group' views (RFM segment or an attribute)."""
+    col = study.drivers.group_by
+    if col in rfm.columns:
+        return rfm.set_index(rfm["customer_id"].astype(str))[col].astype(str)
+    if attrs is not None and col in attrs.columns:
+        return attrs.set_index(attrs["customer_id"].astype(str))[col].astype(str)
+    return rfm.set_index(rfm["customer_id"].astype(str))["segment"].astype(str)
+
+
+def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None,
+                  attrs: pd.DataFrame | None, fb: pd.DataFrame | None) -> DriversResult:
+    """Everything the drivers stage computes."""
+    cfg = study.drivers
+    notes: list[str] = []
+    if study.drivers.group_by not in rfm.columns and (attrs is None or study.drivers.group_by not in attrs.columns):
+        notes.append(f"drivers.group_by {study.drivers.group_by!r} is neither an RFM column nor an attribute: "
+                     "groups are RFM segments.")
+    groups = group_series(study, rfm, attrs)
+    flags = churn_flags(rfm, cfg, attrs)
+    rates = retention_rates(flags, rfm)
+    rates_by = retention_rates(flags, rfm, groups)
+    km, logrank = km_curves(flags, groups)
+    survey = survey_table(fb, cfg, groups) if fb is not None else None
+    if fb is None:
+        notes.append("No feedback table (inputs.feedback): NPS, CSAT, complaint rates and rating drivers are skipped.")
+    ds = driver_set(pd.Index(flags["customer_id"]), attrs, fb, early_behaviour(tx, cfg.early_days), cfg)
+    notes += ds.notes
+    rows = []
+    churn = None
+    eligible = flags.set_index("customer_id")["eligible"]
+    churned = flags.set_index("customer_id")["churned"]
+    el = eligible.to_numpy()
+    cm = churn_model(DriverSet(ds.X[el], ds.groups, ds.ratings), churned[eligible], cfg, ds.X[~el])
+    if isinstance(cm, str):
+        notes.append(f"Churn classifier skipped: {cm}.")
+    else:
+        churn = cm
+        rows.append(cm.importance)
+    linear_r2 = None
+    ipa_df = None
+    if cfg.outcome in {"nps", "clv"}:
+        y = None
+        if cfg.outcome == "nps" and fb is not None and cfg.feedback.nps in fb.columns:
+            y = fb.assign(customer_id=fb["customer_id"].astype(str)).groupby("customer_id")[cfg.feedback.nps].mean()
+        elif cfg.outcome == "clv" and clv is not None:
+            y = clv.set_index(clv["customer_id"].astype(str))["clv"]
+        if y is None:
+            notes.append(f"Outcome {cfg.outcome!r} is not available: linear driver analysis skipped.")
+        else:
+            lin, linear_r2 = linear_drivers(ds, y, cfg, notes)
+            rows.append(lin)
+            if ds.ratings and len(lin):
+                imp = lin[lin["method"].str.startswith("LMG")].set_index("driver")["importance"]
+                ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean())
+    elif churn is not None and ds.ratings:
+        imp = churn.importance[churn.importance["method"].str.startswith("permutation")].set_index("driver")["importance"]
+        ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean())
+    drivers = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["driver", "method", "importance", "ci_low", "ci_high"])
+    means = ds.X[ds.ratings].mean() if ds.ratings else pd.Series(dtype=float)
+    drivers["mean_rating"] = drivers["driver"].map(means)
+    drivers = drivers[["driver", "method", "importance", "ci_low", "ci_high", "mean_rating"]]
+    return DriversResult(flags, rates, rates_by, cohort_matrix(tx, "customers"), cohort_matrix(tx, "revenue"), km,
+                         logrank, survey, drivers, ipa_df, churn, linear_r2, ds.collinear, notes)
+
+
+def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str]) -> tuple[pd.DataFrame, float]:
+    """LMG and relative weights (with bootstrap intervals) for a continuous outcome."""
+    X = ds.X.reindex(y.index)
+    ok = X.notna().all(axis=1) & y.notna()
+    X, yv = X[ok].reset_index(drop=True), y[ok].reset_index(drop=True)
+    if len(X) < max(30, 3 * X.shape[1]):
+        notes.append(f"Only {len(X)} customers with the outcome and every driver: linear importance skipped.")
+        return pd.DataFrame(columns=["driver", "method", "importance", "ci_low", "ci_high"]), float("nan")
+    lmg_fn = lambda a, b, g: lmg(a, b, g, cfg.max_exact, cfg.permutations, cfg.seed)  # noqa: E731
+    l = lmg_fn(X, yv, ds.groups)
+    rw = relative_weights(X, yv, ds.groups)
+    how = "exact" if len(ds.groups) <= cfg.max_exact else f"{cfg.permutations} sampled orderings"
+    out = []
+    for name, imp, fn in ((f"LMG share of R² ({how})", l, lmg_fn), ("relative weight (Johnson)", rw, relative_weights)):
+        ci = bootstrap_importance(fn, X, yv, ds.groups, cfg.bootstrap, cfg.seed)
+        out.append(pd.DataFrame({"driver": imp.index, "method": name, "importance": imp.to_numpy(),
+                                 "ci_low": ci["ci_low"].reindex(imp.index).to_numpy(),
+                                 "ci_high": ci["ci_high"].reindex(imp.index).to_numpy()}))
+    return pd.concat(out, ignore_index=True), float(l.sum())
+
+
+def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
+    """Read the earlier outputs and the attribute and feedback tables; write drivers.parquet and churn_risk.parquet."""
+    run_dir = Path(run_dir)
+    tx = pd.read_parquet(io.stage_file(run_dir, "transactions_clean.parquet"))
+    rfm = pd.read_parquet(io.stage_file(run_dir, "rfm.parquet"))
+    clv_path = run_dir / "clv.parquet"
+    clv = pd.read_parquet(clv_path) if clv_path.exists() else None
+    attrs = io.read_attributes(study, "customers")
+    fb = io.read_attributes(study, "feedback")
+    res = build_drivers(study, tx, rfm, clv, attrs, fb)
+    io.write_parquet(res.drivers, run_dir / "drivers.parquet")
+    risk = pd.DataFrame({"customer_id": res.flags["customer_id"].astype(io.STRING)})
+    if res.churn is not None:
+        risk["churn_probability"] = risk["customer_id"].astype(str).map(res.churn.probabilities).to_numpy()
+    else:
+        risk["churn_probability"] = np.nan
+    risk["churned"] = res.flags["churned"].to_numpy()
+    io.write_parquet(risk, run_dir / "churn_risk.parquet")
+    io.write_json({"rates": res.rates.to_dict("records"), "logrank": res.logrank,
+                   "auc": None if res.churn is None else res.churn.auc, "linear_r2": res.linear_r2,
+                   "notes": res.notes}, run_dir / "drivers.json")
+    return res
+
+
+def by_method(drivers: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """The importance rows of one method (matched by the start of its name), largest first."""
+    d = drivers[drivers["method"].str.startswith(prefix)]
+    return d.assign(_o=d["importance"].abs()).sort_values("_o", ascending=False).drop(columns="_o")
+
+
+def cohort_sizes(tx: pd.DataFrame) -> int:
+    """Number of monthly cohorts."""
+    return int(tx.groupby("customer_id")["date"].min().dt.to_period("M").nunique())

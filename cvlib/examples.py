@@ -1,0 +1,142 @@
+"""Example data: a synthetic advertising agency's client book with known answers.
+
+`agency_book(seed)` returns client-style tables; `write_agency(dir)` writes them as CSV files.
+
+Planted effects (what the drivers stage must find):
+- Churn: each yearly contract renewal is refused with probability
+  sigmoid(-1.7 - 1.4 (responsiveness - 3.5) + 0.55 complaints_in_the_year - 0.3 (price_fairness - 3.5)).
+  Responsiveness and complaints drive churn; price fairness a little; nothing else.
+- NPS (0-10): 6.6 + 1.5 (creative_quality - 3.5) + 1.3 (strategic_insight - 3.5)
+  + 0.3 (reporting_transparency - 3.5) + noise. Creative quality and strategic insight drive NPS.
+- Complaints per year ~ Poisson(exp(-0.6 - 0.9 (responsiveness - 3.5))).
+- Ratings (1-5) in the yearly survey are the client's latent level plus noise.
+
+Realistic mess in billings.csv: exact duplicate rows, credit notes (negative amounts whose invoice id is
+'CN-' + the original invoice), missing client ids, amounts with '$' and thousands separators, and about
+one row in ten dated day-first (dd/mm/yyyy) by a second billing system.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SERVICE_LINES = {"creative": 6000.0, "media buying": 14000.0, "digital": 5000.0, "PR": 3500.0}
+INDUSTRIES = ["FMCG", "Automotive", "Finance", "Retail", "Technology", "Healthcare", "Travel"]
+REGIONS = ["North", "South", "East", "West"]
+SIZES = {"small": 0.5, "mid": 1.0, "large": 2.6}
+CHANNELS = {"referral": 2500.0, "pitch": 16000.0, "inbound": 4500.0, "network": 8000.0}
+RATINGS = ["creative_quality", "responsiveness", "media_value", "strategic_insight", "reporting_transparency",
+           "price_fairness"]
+
+
+def _sigmoid(z: np.ndarray | float) -> np.ndarray | float:
+    return 1 / (1 + np.exp(-z))
+
+
+def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
+                start: str = "2020-01-01") -> dict[str, pd.DataFrame]:
+    """Clients, monthly billings by service line, and a yearly satisfaction survey (seeded)."""
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp(start)
+    end = t0 + pd.DateOffset(years=years) - pd.Timedelta(days=1)
+    months_total = 12 * years
+    ids = [f"AG{i:05d}" for i in range(1, n_clients + 1)]
+    size = rng.choice(list(SIZES), n_clients, p=[0.5, 0.35, 0.15])
+    channel = rng.choice(list(CHANNELS), n_clients, p=[0.3, 0.25, 0.3, 0.15])
+    start_month = np.minimum((rng.beta(1.0, 1.6, n_clients) * months_total).astype(int), months_total - 1)
+    month_starts = pd.date_range(t0, periods=months_total + 1, freq="MS").to_numpy()
+    latent = {r: np.clip(rng.normal(3.5, 0.75, n_clients), 1, 5) for r in RATINGS}
+
+    clients, bills, survey = [], [], []
+    invoice = 100000
+    for i, cid in enumerate(ids):
+        lines = [ln for ln in SERVICE_LINES if rng.random() < {"small": 0.45, "mid": 0.6, "large": 0.8}[size[i]]] or [
+            rng.choice(list(SERVICE_LINES))]
+        m0 = int(start_month[i])
+        churn_month = None
+        year_idx = 0
+        m = m0
+        while m < months_total:
+            # one contract year: complaints, survey, billings, then the renewal decision
+            comp = rng.poisson(np.exp(-0.6 - 0.9 * (latent["responsiveness"][i] - 3.5)))
+            ks = np.arange(m, min(m + 12, months_total))
+            for ln in lines:
+                amounts = SERVICE_LINES[ln] * SIZES[size[i]] * rng.lognormal(0, 0.35, len(ks))
+                days = month_starts[ks] + rng.integers(0, 27, len(ks)).astype("timedelta64[D]")
+                for d, a in zip(days, amounts):
+                    invoice += 1
+                    bills.append((cid, d, f"INV{invoice}", ln, round(float(a), 2)))
+            if rng.random() < 0.75 and m + 6 < months_total:
+                ratings = {r: int(np.clip(round(latent[r][i] + rng.normal(0, 0.45)), 1, 5)) for r in RATINGS}
+                nps = 6.6 + 1.5 * (latent["creative_quality"][i] - 3.5) + 1.3 * (latent["strategic_insight"][i] - 3.5) \
+                    + 0.3 * (latent["reporting_transparency"][i] - 3.5) + rng.normal(0, 0.9)
+                csat = np.clip(round(1 + 0.8 * np.mean([ratings[r] for r in RATINGS]) + rng.normal(0, 0.4)), 1, 5)
+                survey.append({"client_id": cid, "survey_date": str(month_starts[m + 6])[:10],
+                               "nps": int(np.clip(round(nps), 0, 10)), "csat": int(csat), **ratings,
+                               "complaints": int(comp)})
+            m += 12
+            year_idx += 1
+            if m >= months_total:
+                break
+            p_churn = _sigmoid(-1.7 - 1.4 * (latent["responsiveness"][i] - 3.5) + 0.55 * comp
+                               - 0.3 * (latent["price_fairness"][i] - 3.5))
+            if rng.random() < p_churn:
+                churn_month = m
+                break
+        contract_start = pd.Timestamp(month_starts[m0])
+        contract_end = pd.Timestamp(month_starts[churn_month]) - pd.Timedelta(days=1) if churn_month else None
+        clients.append({"client_id": cid, "industry": rng.choice(INDUSTRIES), "region": rng.choice(REGIONS),
+                        "size_tier": size[i], "acquisition_channel": channel[i],
+                        "acquisition_cost": round(CHANNELS[channel[i]] * rng.lognormal(0, 0.2), 2),
+                        "contract_start": contract_start.date().isoformat(),
+                        "contract_end": contract_end.date().isoformat() if contract_end is not None else "",
+                        "service_lines": len(lines)})
+    billings = pd.DataFrame(bills, columns=["client_id", "date", "invoice_id", "service_line", "amount"])
+    billings["date"] = pd.to_datetime(billings["date"])
+    billings = billings[billings["date"] <= end].reset_index(drop=True)
+    return {"clients": pd.DataFrame(clients), "billings": _make_messy(billings, rng),
+            "survey": pd.DataFrame(survey)}
+
+
+def _make_messy(b: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Client-export mess: text dates in two formats, formatted amounts, credit notes, duplicates, missing ids."""
+    out = b.copy()
+    dayfirst = rng.random(len(out)) < 0.10
+    out["date"] = np.where(dayfirst, out["date"].dt.strftime("%d/%m/%Y"), out["date"].dt.strftime("%Y-%m-%d"))
+    credit = out.sample(frac=0.02, random_state=int(rng.integers(1 << 30))).copy()
+    credit["invoice_id"] = "CN-" + credit["invoice_id"]
+    credit["amount"] = -(credit["amount"] * rng.uniform(0.1, 0.6, len(credit))).round(2)
+    out = pd.concat([out, credit], ignore_index=True)
+    text = out["amount"].map(lambda v: f"{v:.2f}")
+    fancy = rng.random(len(out)) < 0.15
+    text[fancy] = out.loc[fancy, "amount"].map(lambda v: f"${v:,.2f}" if v >= 0 else f"-${-v:,.2f}")
+    out["amount"] = text
+    missing = rng.random(len(out)) < 0.003
+    out.loc[missing, "client_id"] = ""
+    dups = out.sample(frac=0.005, random_state=int(rng.integers(1 << 30)))
+    out = pd.concat([out, dups], ignore_index=True)
+    return out.sample(frac=1.0, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
+
+
+def write_agency(directory: str | Path, seed: int = 7, n_clients: int = 2000) -> dict[str, Path]:
+    """Write billings.csv, clients.csv and survey.csv (UTF-8) into directory."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, df in agency_book(n_clients=n_clients, seed=seed).items():
+        path = d / f"{name}.csv"
+        df.to_csv(path, index=False)
+        out[name] = path
+    return out
+
+
+def agency_cache(seed: int = 7) -> Path:
+    """Folder holding the generated agency example (made on first use; deterministic)."""
+    import os
+
+    root = Path(os.environ.get("CVLIB_CACHE", Path.home() / ".cache" / "cvlib")) / f"agency-{seed}"
+    if not (root / "survey.csv").exists():
+        write_agency(root, seed)
+    return root
