@@ -555,7 +555,10 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
         risk["churn_probability"] = np.nan
     risk["churned"] = res.flags["churned"].to_numpy()
     io.write_parquet(risk, run_dir / "churn_risk.parquet")
-    io.write_json({"rates": res.rates.to_dict("records"), "logrank": res.logrank,
+    nps_all = None
+    if res.survey is not None and "nps_points" in res.survey.columns:
+        nps_all = float(res.survey.loc[res.survey["group"] == "all customers", "nps_points"].iloc[0])
+    io.write_json({"rates": res.rates.to_dict("records"), "logrank": res.logrank, "nps": nps_all,
                    "auc": None if res.churn is None else res.churn.auc, "linear_r2": res.linear_r2,
                    "notes": res.notes}, run_dir / "drivers.json")
     return res

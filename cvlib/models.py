@@ -32,6 +32,19 @@ def _check(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, ...]
     return tuple(frame[c].to_numpy(dtype=np.float64) for c in cols)
 
 
+def _purchase_data(frame: pd.DataFrame, weights: np.ndarray | None, model: str) -> tuple[np.ndarray, ...]:
+    """x, t_x, T and weights, checked: enough customers, some repeat purchases, 0 <= t_x <= T, T > 0."""
+    x, t_x, T = _check(frame, ("x", "t_x", "T"))
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+    if len(x) < 10:
+        raise ModelFitError(f"only {len(x)} customers: too few to fit {model} (need at least 10)")
+    if not (x > 0).any():
+        raise ModelFitError(f"no customer made a repeat purchase: {model} cannot separate purchase rate from dropout")
+    if np.any(T <= 0) or np.any(t_x > T + 1e-9):
+        raise ModelFitError("T must be positive and t_x <= T for every customer")
+    return x, t_x, T, w
+
+
 def _hessian(f, theta: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     """Central-difference Hessian of a scalar function."""
     k = len(theta)
@@ -154,14 +167,7 @@ class BetaGeoNBD(_Fitted):
         return value, -g
 
     def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None) -> "BetaGeoNBD":
-        x, t_x, T = _check(frame, ("x", "t_x", "T"))
-        w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
-        if len(x) < 10:
-            raise ModelFitError(f"only {len(x)} customers: too few to fit BG/NBD (need at least 10)")
-        if not (x > 0).any():
-            raise ModelFitError("no customer made a repeat purchase: BG/NBD cannot separate purchase rate from dropout")
-        if np.any(T <= 0) or np.any(t_x > T + 1e-9):
-            raise ModelFitError("T must be positive and t_x <= T for every customer")
+        x, t_x, T, w = _purchase_data(frame, weights, "BG/NBD")
         data = self._prepare(x, t_x, T, w)
         fun = lambda th: self._terms(th, data)  # noqa: E731
         x0 = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, 1.0])
@@ -234,12 +240,7 @@ class ParetoNBD(_Fitted):
         return v if np.isfinite(v) else 1e300
 
     def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None) -> "ParetoNBD":
-        x, t_x, T = _check(frame, ("x", "t_x", "T"))
-        w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
-        if len(x) < 10:
-            raise ModelFitError(f"only {len(x)} customers: too few to fit Pareto/NBD (need at least 10)")
-        if not (x > 0).any():
-            raise ModelFitError("no customer made a repeat purchase: Pareto/NBD cannot be identified")
+        x, t_x, T, w = _purchase_data(frame, weights, "Pareto/NBD")
         fun = lambda th: self._neg_ll(th, x, t_x, T, w)  # noqa: E731
         x0 = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, max(float(np.mean(T)), 1e-3)])
         res = optimize.minimize(fun, x0, method="Nelder-Mead",

@@ -414,6 +414,69 @@ class Drivers(_Model):
     feedback: FeedbackColumns = Field(default_factory=FeedbackColumns)
 
 
+# --------------------------------------------------------------------------- strategy
+class GroupRule(_Model):
+    """A strategic group: customers for whom `when` (a pandas expression over the customer table) is true.
+    Rules are tried in order; the first that matches wins."""
+
+    name: str
+    objective: Literal["wider", "longer", "deeper"]
+    when: str
+
+
+def _default_groups() -> list[GroupRule]:
+    return [
+        GroupRule(name="churn risk", objective="longer", when="churn_probability >= 0.5 and clv_tier != 'Low'"),
+        GroupRule(name="high value", objective="longer", when="clv_tier == 'High'"),
+        GroupRule(name="growth potential", objective="deeper", when="value_cell == 'Develop' or trend > 0.25"),
+        GroupRule(name="stable", objective="deeper", when="clv_tier == 'Medium'"),
+    ]
+
+
+class Action(_Model):
+    name: str
+    groups: list[str] = Field(description="strategic groups the action is for")
+    cost_per_customer: float = Field(ge=0)
+    uplift: float = Field(ge=0, le=5, description="expected relative gain on the value it acts on")
+    applies_to: Literal["clv", "value_at_risk"] = Field("clv", description="value the uplift applies to")
+    channel: str = ""
+    priority: int = Field(2, ge=1, le=5)
+
+
+def _default_actions() -> list[Action]:
+    return [
+        Action(name="win-back offer", groups=["churn risk"], cost_per_customer=15, uplift=0.25, applies_to="value_at_risk",
+               channel="email + call", priority=1),
+        Action(name="dedicated account team", groups=["high value"], cost_per_customer=40, uplift=0.08,
+               channel="account manager", priority=1),
+        Action(name="loyalty programme", groups=["high value", "stable"], cost_per_customer=5, uplift=0.05,
+               channel="CRM programme", priority=2),
+        Action(name="cross-sell of a new line", groups=["growth potential", "stable"], cost_per_customer=8, uplift=0.10,
+               channel="email", priority=2),
+        Action(name="lower cost to serve", groups=["low value"], cost_per_customer=0.5, uplift=0.02,
+               channel="self-service", priority=3),
+    ]
+
+
+class Strategy(_Model):
+    groups: list[GroupRule] = Field(default_factory=_default_groups)
+    default_group: str = Field("low value", description="customers no rule matched")
+    default_objective: Literal["wider", "longer", "deeper"] = "wider"
+    actions: list[Action] = Field(default_factory=_default_actions)
+    budget: float = Field(50_000.0, ge=0, description="total budget for the actions, in the study currency")
+    sensitivity: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5],
+                                     description="multipliers of every uplift for the sensitivity chart")
+
+    @model_validator(mode="after")
+    def _known_groups(self) -> "Strategy":
+        names = {g.name for g in self.groups} | {self.default_group}
+        for a in self.actions:
+            unknown = [g for g in a.groups if g not in names]
+            if unknown:
+                raise ValueError(f"action {a.name!r} is for unknown group(s) {unknown}; groups are {sorted(names)}")
+        return self
+
+
 # --------------------------------------------------------------------------- study
 class Report(_Model):
     top_n: int = Field(10, ge=1, le=100, description="rows shown in 'top' tables")
@@ -431,6 +494,7 @@ class Study(_Model):
     clv: Clv = Field(default_factory=Clv)
     value: Value = Field(default_factory=Value)
     drivers: Drivers = Field(default_factory=Drivers)
+    strategy: Strategy = Field(default_factory=Strategy)
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)

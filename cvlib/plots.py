@@ -329,3 +329,32 @@ def calibration(cal: pd.DataFrame) -> plt.Figure:
     ax.set_title("Calibration of the churn probabilities")
     ax.legend()
     return fig
+
+
+@_shown_once
+def allocation(opt: pd.DataFrame, even: pd.DataFrame, currency: str) -> plt.Figure:
+    """Expected net value per group and action: optimised plan against the even split."""
+    t = pd.concat([opt.assign(plan="optimised"), even.assign(plan="even split")])
+    t["option"] = t["group"] + ": " + t["action"]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * max(t["option"].nunique(), 4) + 1.2))
+    sns.barplot(data=t, y="option", x="net_value", hue="plan", ax=ax, orient="h")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"expected net value (incremental value - cost, {currency})")
+    ax.set_ylabel("")
+    ax.set_title("Budget allocation: optimised against even split")
+    return fig
+
+
+@_shown_once
+def sensitivity(sens: pd.DataFrame, currency: str) -> plt.Figure:
+    """Net value of the optimised and even plans when every uplift assumption moves."""
+    fig, ax = plt.subplots()
+    x = (sens["uplift_multiplier"] - 1) * 100
+    ax.plot(x, sens["optimised_net_value"], marker="o", label="optimised plan")
+    ax.plot(x, sens["even_split_net_value"], marker="s", ls="--", label="even split")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("change in every uplift assumption (%)")
+    ax.set_ylabel(f"expected net value ({currency})")
+    ax.set_title("Sensitivity to the uplift assumptions")
+    ax.legend()
+    return fig

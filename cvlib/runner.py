@@ -34,6 +34,7 @@ class Stage:
     title: str
     needs: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()  # read when an earlier stage wrote them
 
 
 STAGES: tuple[Stage, ...] = (
@@ -50,7 +51,10 @@ STAGES: tuple[Stage, ...] = (
           ("transactions_clean.parquet", "rfm.parquet", "clv.parquet"),
           ("drivers.parquet", "churn_risk.parquet", "drivers.json")),
     Stage("strategy", "05_strategy.ipynb", "Strategy recommendations",
-          ("transactions_clean.parquet", "rfm.parquet", "clv.parquet"), ()),
+          ("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"),
+          ("strategy_groups.parquet", "playbook.csv", "targets.csv", "targets.xlsx", "strategy.json"),
+          ("value.parquet", "churn_risk.parquet", "drivers.parquet", "cleaning.json", "rfm.json", "value.json",
+           "drivers.json")),
 )
 
 PACKAGES = ("cvlib", "pandas", "numpy", "scipy", "pyarrow", "scikit-learn", "seaborn", "matplotlib", "lifelines",
@@ -125,20 +129,24 @@ def point_latest(run_dir: Path) -> None:
 
 
 def bring_upstream(stages: list[Stage], run_dir: Path) -> list[str]:
-    """Copy files the selected stages need but will not write from the study's latest run."""
+    """Copy files the selected stages need (or use) but will not write, each from the newest earlier run
+    of the study that has it. Returns 'file (from run)' descriptions."""
     will_write = {f for s in stages for f in s.writes}
     needed = {f for s in stages for f in s.needs} - will_write
+    optional = {f for s in stages for f in s.uses} - will_write - needed
+    earlier = sorted((d for d in run_dir.parent.iterdir() if d.is_dir() and not d.is_symlink() and d != run_dir),
+                     key=lambda d: d.name, reverse=True)
     copied = []
-    latest = run_dir.parent / "latest"
-    for f in sorted(needed):
-        src = latest / f
-        if not src.exists():
-            raise ParamError(
-                f"Stage(s) {', '.join(s.name for s in stages)} need {f}, which no earlier run of this study has. "
-                "Run the earlier stages too (leave out --stages)."
-            )
+    for f in sorted(needed | optional):
+        src = next((d / f for d in earlier if (d / f).exists()), None)
+        if src is None:
+            if f in needed:
+                raise ParamError(
+                    f"Stage(s) {', '.join(s.name for s in stages)} need {f}, which no earlier run of this study has. "
+                    "Run the earlier stages too (leave out --stages).")
+            continue
         shutil.copy2(src, run_dir / f)
-        copied.append(f)
+        copied.append(f"{f} (from {src.parent.name})")
     return copied
 
 
@@ -148,6 +156,7 @@ STAGE_FUNCTIONS = {  # stage -> the cvlib function that computes and writes its 
     "clv": ("cvlib.clv", "run_clv"),
     "value": ("cvlib.value", "run_value"),
     "drivers": ("cvlib.drivers", "run_drivers"),
+    "strategy": ("cvlib.strategy", "run_strategy"),
 }
 
 
@@ -217,7 +226,11 @@ def run_study(
         raise ParamError(f"No stage notebooks found in {nb_dir}.")
     reports = Path(reports_dir) if reports_dir else root / "reports"
     run_dir = new_run_dir(reports, study.study)
-    copied = bring_upstream(selected, run_dir) if stages else []
+    try:
+        copied = bring_upstream(selected, run_dir) if stages else []
+    except ParamError:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: leave no half-filled run behind
+        raise
     io.write_text(study.to_yaml(), run_dir / "params.yaml")
     result = RunResult(run_dir=run_dir, stages=[StageRun(s) for s in selected])
     started = dt.datetime.now()
@@ -225,7 +238,7 @@ def run_study(
     override_dict = dict(parse_override(o) for o in overrides or [])
     _progress(f"study {study.study!r}: {len(selected)} stage(s) into {run_dir}")
     if copied:
-        _progress(f"using {', '.join(copied)} from the latest run")
+        _progress(f"using {', '.join(copied)}")
     for i, sr in enumerate(result.stages, 1):
         s = sr.stage
         out_nb = run_dir / s.notebook
@@ -271,6 +284,24 @@ def _fingerprints(study: Study) -> list[dict[str, Any]]:
     return out
 
 
+def summary_section(run_dir: Path, currency: str, rendered: set[str]) -> str:
+    """Headline figures and key findings (escaped), each finding linked to its stage report."""
+    from cvlib import summary
+
+    e = html.escape
+    try:
+        heads = summary.headline(run_dir, currency)
+        finds = summary.findings(run_dir, currency)
+    except Exception as exc:  # the summary must never hide the stage links
+        return f"<p><em>Summary not available: {e(str(exc))}</em></p>"
+    if not heads and not finds:
+        return ""
+    rows = "".join(f"<tr><td>{e(k)}</td><td><b>{e(v)}</b></td></tr>" for k, v in heads)
+    items = "".join(f"<li>{e(t)} " + (f"<a href='{e(link)}'>(report)</a>" if link in rendered else "") + "</li>"
+                    for t, link in finds)
+    return f"<h2>Headline figures</h2><table>{rows}</table><h2>Key findings</h2><ul>{items}</ul>"
+
+
 def write_index(study: Study, result: RunResult, started: dt.datetime, overrides: list[str], copied: list[str]) -> Path:
     """The run's index.html (and run.json): study, when, parameters, data fingerprint, versions, stage links."""
     run_dir = result.run_dir
@@ -298,9 +329,15 @@ def write_index(study: Study, result: RunResult, started: dt.datetime, overrides
         f"<td>{s.seconds:.1f} s</td><td>{links(s)}</td><td>{e(s.error)}</td></tr>" for s in result.stages)
     fp_rows = "".join(f"<tr><td>{e(f['table'])}</td><td>{e(f['path'])}</td><td>{f['bytes']:,}</td>"
                       f"<td><code>{e(f['sha256'][:16])}…</code></td></tr>" for f in fps)
-    count_rows = "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{e(f'{v:,}' if isinstance(v, int) else str(v))}</td></tr>"
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "NO"
+        return f"{v:,}" if isinstance(v, (int, float)) else str(v)
+
+    count_rows = "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{e(fmt(v))}</td></tr>"
                          for k, v in counts.items() if k != "notes")
     ver_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in versions.items())
+    summary_html = summary_section(run_dir, study.currency, {s.html for s in result.stages if s.html})
     over = "".join(f"<li><code>{e(o)}</code></li>" for o in overrides) or "<li>none</li>"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(study.study)} - customer value study</title>
@@ -309,6 +346,7 @@ table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border-bottom:1px s
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>Customer value study: {e(study.client)}</h1>
 <p>Study <b>{e(study.study)}</b> · run {e(run_dir.name)} · started {e(manifest['started'])} · finished {e(manifest['finished'])}</p>
+{summary_html}
 <h2>Stage reports</h2><table><tr><th>stage</th><th>status</th><th>time</th><th>links</th><th>error</th></tr>{stage_rows}</table>
 <h2>Data fingerprint</h2><table><tr><th>table</th><th>file</th><th>bytes</th><th>sha256</th></tr>{fp_rows}</table>
 {f'<table><tr><th>count</th><th>value</th></tr>{count_rows}</table>' if count_rows else ''}

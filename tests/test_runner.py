@@ -68,6 +68,15 @@ def test_example_study_end_to_end(tmp_path):
     assert "Retention facts" in drivers_page and "No feedback table" in drivers_page
     risk = pd.read_parquet(run / "churn_risk.parquet")
     assert len(risk) == len(rfm) and risk["churn_probability"].between(0, 1).all()
+    # strategy and the summary page
+    strat = (run / "05_strategy.html").read_text(encoding="utf-8")
+    for section in ("Strategic groups and playbook", "Budget allocation", "Target lists"):
+        assert section in strat
+    targets = pd.read_csv(run / "targets.csv", dtype={"customer_id": str})
+    assert targets["customer_id"].is_unique and targets["customer_id"].isin(set(rfm["customer_id"])).all()
+    groups = pd.read_parquet(run / "strategy_groups.parquet")
+    assert len(groups) == len(rfm) and groups["group"].notna().all()
+    assert "Headline figures" in index and "Key findings" in index and "05_strategy.html" in index
     # value assessment
     value_page = (run / "03b_value.html").read_text(encoding="utf-8")
     for section in ("Profitability", "Weighted value index", "AHP consistency ratio", "Value matrix"):
@@ -83,7 +92,7 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("CVLIB_CACHE", str(tmp_path / "cache"))
     res = run_study(ROOT / "params" / "agency_demo.yaml", reports_dir=tmp_path / "reports",
                     overrides=["drivers.bootstrap=10", "clv.bootstrap=10"])
-    assert res.ok and [s.stage.name for s in res.stages][:5] == ["cleaning", "rfm", "clv", "value", "drivers"]
+    assert res.ok and [s.stage.name for s in res.stages] == ["cleaning", "rfm", "clv", "value", "drivers", "strategy"]
     for sr in res.stages:
         assert errors_in(res.run_dir / sr.stage.notebook) == [], sr.stage.name
         page = (res.run_dir / sr.html).read_text(encoding="utf-8")
@@ -97,6 +106,10 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
     for section in ("What drives churn", "Satisfaction: NPS and CSAT", "Importance and performance"):
         assert section in drivers_page
     assert (res.run_dir / "drivers.parquet").exists() and (res.run_dir / "churn_risk.parquet").exists()
+    st = json.loads((res.run_dir / "strategy.json").read_text())
+    assert st["total_cost"] <= st["budget"] and st["net_value"] >= st["even_split_net_value"]
+    index = (res.run_dir / "index.html").read_text(encoding="utf-8")
+    assert "NPS" in index and "The strongest churn driver is responsiveness" in index
 
 
 def test_cli_writes_the_agency_example(tmp_path, capsys):

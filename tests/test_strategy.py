@@ -1,0 +1,128 @@
+"""Strategy: group rules, budget allocation against brute force and the even split, target lists."""
+from __future__ import annotations
+
+from itertools import product
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cvlib import ParamError, strategy
+from cvlib.params import Strategy
+
+
+def frame(n_by_group: dict[str, int], clv: dict[str, float] | None = None, p: float = 0.5) -> pd.DataFrame:
+    rows = []
+    for g, n in n_by_group.items():
+        for i in range(n):
+            v = (clv or {}).get(g, 100.0)
+            rows.append({"customer_id": f"{g}-{i}", "group": g, "clv": v, "churn_probability": p,
+                         "value_at_risk": v * p, "segment": "Loyal"})
+    return pd.DataFrame(rows)
+
+
+def test_every_customer_in_exactly_one_group_first_rule_wins():
+    df = pd.DataFrame({"customer_id": list("abcde"), "clv": [500, 50, 5, 300, 1], "churn_probability": [0.9, 0.1, 0.9, 0.2, 0.0],
+                       "clv_tier": ["High", "Medium", "Low", "High", "Low"]})
+    cfg = Strategy.model_validate({"groups": [
+        {"name": "risk", "objective": "longer", "when": "churn_probability >= 0.5 and clv_tier != 'Low'"},
+        {"name": "top", "objective": "longer", "when": "clv_tier == 'High'"},
+        {"name": "mid", "objective": "deeper", "when": "clv_tier == 'Medium'"}], "default_group": "rest",
+        "actions": []})
+    out = strategy.assign_groups(df, cfg)
+    assert out["group"].tolist() == ["risk", "mid", "rest", "top", "rest"]
+    assert out["objective"].tolist() == ["longer", "deeper", "wider", "longer", "wider"]
+    bad = Strategy.model_validate({"groups": [{"name": "x", "objective": "wider", "when": "no_such_column > 1"}],
+                                   "actions": []})
+    with pytest.raises(ParamError, match="rule 'x'"):
+        strategy.assign_groups(df, bad)
+
+
+def test_action_for_unknown_group_is_a_parameter_error():
+    with pytest.raises(ValueError, match="unknown group"):
+        Strategy.model_validate({"actions": [{"name": "a", "groups": ["nobody"], "cost_per_customer": 1, "uplift": 0.1}]})
+
+
+def small_cfg(budget: float, uplifts=(0.2, 0.1, 0.05)) -> Strategy:
+    return Strategy.model_validate({
+        "groups": [{"name": "g1", "objective": "longer", "when": "clv > 150"}], "default_group": "g2", "budget": budget,
+        "actions": [{"name": "a", "groups": ["g1"], "cost_per_customer": 10, "uplift": uplifts[0]},
+                    {"name": "b", "groups": ["g1", "g2"], "cost_per_customer": 4, "uplift": uplifts[1]},
+                    {"name": "c", "groups": ["g2"], "cost_per_customer": 1, "uplift": uplifts[2]}]})
+
+
+def brute_force(df: pd.DataFrame, cfg: Strategy) -> float:
+    """Best net value over every integer allocation (each customer at most one action)."""
+    opts = [(g, a) for a in cfg.actions for g in a.groups]
+    sizes = df.groupby("group").size()
+    best = 0.0
+    for counts in product(*[range(int(sizes[g]) + 1) for g, _ in opts]):
+        used = {}
+        cost = value = 0.0
+        for (g, a), k in zip(opts, counts):
+            used[g] = used.get(g, 0) + k
+            cost += k * a.cost_per_customer
+            value += k * a.uplift * float(df.loc[df["group"] == g, "clv"].iloc[0])
+        if cost <= cfg.budget and all(used[g] <= sizes[g] for g in used):
+            best = max(best, value - cost)
+    return best
+
+
+@pytest.mark.parametrize("budget", [0, 15, 37, 60, 500])
+def test_allocation_matches_brute_force_and_respects_budget(budget):
+    df = frame({"g1": 3, "g2": 4}, {"g1": 200.0, "g2": 60.0})
+    cfg = small_cfg(budget)
+    alloc = strategy.allocate(df, cfg)
+    assert alloc.total_cost <= budget + 1e-9
+    assert alloc.net_value == pytest.approx(brute_force(df, cfg), abs=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(budget=st.floats(0, 2000), n1=st.integers(1, 30), n2=st.integers(1, 30), clv1=st.floats(1, 1000),
+       clv2=st.floats(1, 1000))
+def test_allocation_never_exceeds_budget_or_group_sizes(budget, n1, n2, clv1, clv2):
+    df = frame({"g1": n1, "g2": n2}, {"g1": clv1, "g2": clv2})
+    alloc = strategy.allocate(df, small_cfg(budget))
+    assert alloc.total_cost <= budget + 1e-6
+    per_group = alloc.plan.groupby("group")["customers_targeted"].sum()
+    assert per_group.get("g1", 0) <= n1 and per_group.get("g2", 0) <= n2
+    assert alloc.net_value >= -1e-9  # never funds a plan that loses money
+
+
+def test_optimised_beats_even_split_when_uplifts_differ():
+    df = frame({"g1": 50, "g2": 200}, {"g1": 300.0, "g2": 40.0})
+    cfg = small_cfg(600, uplifts=(0.5, 0.01, 0.3))
+    opt, even = strategy.allocate(df, cfg), strategy.even_split(df, cfg)
+    assert opt.net_value > even.net_value and even.total_cost <= 600 + 1e-9
+
+
+def test_target_lists_hold_exactly_the_chosen_customers():
+    rng = np.random.default_rng(0)
+    df = frame({"g1": 40, "g2": 60})
+    df["clv"] = rng.uniform(50, 400, len(df))
+    df["value_at_risk"] = df["clv"] * df["churn_probability"]
+    cfg = small_cfg(300)
+    alloc = strategy.allocate(df, cfg)
+    targets = strategy.target_list(df, alloc, cfg, "EUR")
+    assert targets["customer_id"].is_unique  # one action per customer
+    counts = targets.groupby(["group", "action"]).size()
+    for _, row in alloc.plan.iterrows():
+        assert counts.get((row["group"], row["action"]), 0) == row["customers_targeted"]
+    merged = targets.merge(df[["customer_id", "group"]], on="customer_id", suffixes=("", "_true"))
+    assert (merged["group"] == merged["group_true"]).all()
+    assert set(targets.columns) >= {"customer_id", "group", "action", "clv", "churn_probability", "reason"}
+    # within a (group, action) the chosen ones have the highest gains among those not taken by another action
+    a_rows = targets[targets["action"] == "a"]
+    if len(a_rows):
+        assert a_rows["clv"].min() >= df[(df["group"] == "g1") & ~df["customer_id"].isin(targets["customer_id"])]["clv"].max() - 1e-9
+
+
+def test_write_targets_csv_and_workbook(tmp_path):
+    t = pd.DataFrame({"customer_id": ["007", "008"], "group": ["g", "g"], "action": ["win-back: email/call", "x"],
+                      "clv": [1.0, 2.0], "churn_probability": [0.1, 0.2], "expected_gain": [1, 1], "reason": ["r", "r"]})
+    csv, xlsx = strategy.write_targets(t, tmp_path)
+    assert pd.read_csv(csv, dtype=str)["customer_id"].tolist() == ["007", "008"]  # real ids, zeros kept
+    book = pd.read_excel(xlsx, sheet_name=None, dtype=str)
+    assert len(book) == 2 and sum(len(s) for s in book.values()) == 2
