@@ -373,6 +373,7 @@ def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame
     else:
         value = yearly_revenue(rfm.set_index("customer_id")) * c.period_months / 12
     active["value_per_period"] = active["customer_id"].astype(str).map(value).fillna(0).to_numpy()
+    active["expected_remaining_periods"] = m.derl(active["periods"].to_numpy(), 0.0)
     active["derl_periods"] = m.derl(active["periods"].to_numpy(), per_period_discount)
     active["contract_clv"] = study.clv.margin * active["value_per_period"] * active["derl_periods"]
     t = np.arange(0, 11)

@@ -96,7 +96,17 @@ def read_raw(study: Study, table: TableInput, name: str, nrows: int | None = Non
     fmt = detect_format(path, table)
     empty_bad = pd.DataFrame(columns=["line", "text", "expected", "got"])
     try:
-        if fmt in {"csv", "tsv"}:
+        if fmt in {"csv", "tsv"} and nrows is not None:  # a sample: no need to parse the whole file
+            delimiter = table.delimiter or ("\t" if fmt == "tsv" else ",")
+            with open(path, "rb") as fh:
+                first = fh.read(4096).decode(table.encoding, errors="replace").split("\n", 1)[0]
+            if fmt == "csv" and table.delimiter is None and first.count(";") > first.count(","):
+                delimiter = ";"
+            df = pd.read_csv(path, sep=delimiter, dtype=str, encoding=table.encoding, nrows=nrows,
+                             keep_default_na=False, na_values=[], on_bad_lines="skip").astype(STRING)
+            df.columns = [str(c).lstrip("\ufeff") for c in df.columns]
+            bad = empty_bad
+        elif fmt in {"csv", "tsv"}:
             df, bad = _read_delimited(path, table, fmt, nrows)
         elif fmt == "whitespace":
             df = pd.read_csv(path, sep=r"\s+", dtype=str, encoding=table.encoding, nrows=nrows,
@@ -138,6 +148,19 @@ def check_columns(df: pd.DataFrame, wanted: dict[str, str], path: Path, key: str
     lines.append(f"  Columns in the file: {', '.join(map(repr, available))}.")
     lines.append("  Fix the mapping in the params file (names are case- and space-sensitive).")
     raise InputDataError("\n".join(lines))
+
+
+def check_inputs(study: Study) -> None:
+    """Read a sample of every input table and check that each mapped column is there (InputDataError if not)."""
+    read_transactions(study, nrows=50)
+    for name in ("customers", "feedback"):
+        spec = getattr(study.inputs, name)
+        if spec is not None:
+            df, _ = read_raw(study, spec, name, nrows=50)
+            wanted = {"customer_id": spec.customer_id, **(spec.columns or {})}
+            if spec.date:
+                wanted["date"] = spec.date
+            check_columns(df, wanted, study.resolve(spec.path), f"inputs.{name}")
 
 
 def read_transactions(study: Study, nrows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

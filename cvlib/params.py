@@ -301,6 +301,7 @@ class Indicator(_Model):
     column: str
     group: Literal["current", "potential"]
     direction: Literal["higher", "lower"] = "higher"
+    normalisation: Literal["minmax", "rank"] | None = Field(None, description="None: value.normalisation")
     label: str | None = None
 
 

@@ -219,6 +219,7 @@ def run_study(
 
     params_file = Path(params_file).resolve()
     study = load_study(params_file, overrides)
+    io.check_inputs(study)  # mapped columns present: before anything runs
     root = project_root(params_file)
     nb_dir = Path(notebooks_dir) if notebooks_dir else root / "notebooks"
     selected = select_stages(stages, nb_dir)

@@ -171,8 +171,8 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
     if missing:
         raise ParamError(f"value.indicators: column(s) {missing} are not available. Available: "
                          f"{', '.join(sorted(map(str, ind.columns)))}.")
-    norm = pd.DataFrame({i.column: normalise(ind[i.column], cfg.normalisation, i.direction) for i in cfg.indicators},
-                        index=ind.index)
+    norm = pd.DataFrame({i.column: normalise(ind[i.column], i.normalisation or cfg.normalisation, i.direction)
+                         for i in cfg.indicators}, index=ind.index)
     cols = [i.column for i in cfg.indicators]
     ahp = None
     if cfg.weights.method == "fixed":
@@ -204,7 +204,9 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
         out[c.replace("_score", "_rank")] = out[c].rank(ascending=False, method="min").astype(int)
     labels = {i.column: i.label or i.column for i in cfg.indicators}
     wt = pd.DataFrame({"indicator": [labels[c] for c in cols], "column": cols, "group": [group[c] for c in cols],
-                       "direction": [i.direction for i in cfg.indicators], "weight": w.to_numpy(),
+                       "direction": [i.direction for i in cfg.indicators],
+                       "normalisation": [i.normalisation or cfg.normalisation for i in cfg.indicators],
+                       "weight": w.to_numpy(),
                        "mean_normalised": norm[cols].mean().to_numpy()})
     return Scores(out, wt, ahp, notes)
 

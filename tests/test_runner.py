@@ -185,6 +185,39 @@ def test_later_stage_alone_takes_inputs_from_latest_run(tmp_path):
     assert errors_in(second.run_dir / "02_rfm.ipynb") == []
 
 
+def test_missing_mapped_column_stops_the_run_before_anything_runs(tmp_path, capsys):
+    params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "5"}], name="badmap",
+                         columns={"customer_id": "customer", "date": "date", "amount": "Amount"})
+    code = main(["run", str(params), "--reports-dir", str(tmp_path / "r"), "--notebooks-dir", str(ROOT / "notebooks")])
+    err = capsys.readouterr().err
+    assert code == 2 and "inputs.transactions.columns.amount" in err and "'Amount'" in err
+    assert not (tmp_path / "r").exists()  # nothing ran
+
+
 def test_unknown_stage_is_a_parameter_error(tmp_path, capsys):
     assert main(["run", str(ROOT / "params" / "cdnow.yaml"), "--stages", "rfn", "--reports-dir", str(tmp_path)]) == 2
     assert "unknown stage 'rfn'" in capsys.readouterr().err
+
+
+def test_last_notebook_runs_as_is_building_what_it_misses(tmp_path):
+    """As in JupyterLab: cwd notebooks/, the default params_file, earlier outputs built when missing."""
+    import papermill as pm
+
+    out = tmp_path / "05.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "05_strategy.ipynb"), str(out), cwd=str(ROOT / "notebooks"),
+                        parameters={"run_dir": str(tmp_path / "run"),
+                                    "overrides": {"clv.bootstrap": 0, "clv.compare_paretonbd": False}},
+                        kernel_name="python3", progress_bar=False)
+    assert errors_in(out) == []
+    for f in ("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "targets.csv"):
+        assert (tmp_path / "run" / f).exists(), f
+
+
+def test_notebooks_are_clean_and_thin():
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert any("parameters" in c.metadata.get("tags", []) for c in code), nb_path.name
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), nb_path.name
+        assert not any(line.lstrip().startswith(("def ", "class ")) for c in code for line in c.source.splitlines())
+        assert nb.cells[0].cell_type == "markdown"

@@ -103,3 +103,11 @@ def test_scores_range_groups_and_direction():
     assert s.customers.loc["d", "current_value_score"] == 100 and s.customers.loc["a", "value_score"] == 0
     assert s.weights["weight"].tolist() == pytest.approx([0.25, 0.25, 0.5])
     assert s.customers.loc["d", "value_rank"] == 1
+    per = Value.model_validate({"indicators": [{"column": "rev", "group": "current", "normalisation": "rank"},
+                                              {"column": "pot", "group": "potential"}],
+                                "normalisation": "minmax", "weights": {"method": "entropy"}})
+    skewed = pd.DataFrame({"rev": [1.0, 2, 3, 1000], "pot": [1.0, 2, 3, 1000]}, index=list("abcd"))
+    sc = value.score_customers(skewed, per)
+    assert sc.weights.set_index("column")["normalisation"].to_dict() == {"rev": "rank", "pot": "minmax"}
+    assert sc.customers.loc["b", "current_value_score"] == pytest.approx(100 / 3)  # rank: evenly spaced
+    assert sc.customers.loc["b", "potential_value_score"] < 1  # min-max: squashed by the outlier
