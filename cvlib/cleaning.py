@@ -98,7 +98,7 @@ def parse_dates(s: pd.Series, formats: str | list[str] | None = None) -> tuple[p
     if pd.api.types.is_datetime64_any_dtype(s):
         out = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
         return out.astype("datetime64[ns]"), []
-    codes, uniques = _factorized(s.astype("string").str.strip())
+    codes, uniques = _factorized(s.astype(io.STRING).str.strip())
     texts = pd.Series(uniques.astype(object), dtype=object)
     parsed = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[ns]")
     which = np.full(len(texts), -1)
@@ -147,9 +147,9 @@ def parse_amounts(s: pd.Series, decimal: str = ".", thousands: str | None = None
     grouping like 1,234.50 recognised when no thousands separator is set)."""
     if pd.api.types.is_numeric_dtype(s):
         return pd.to_numeric(s, errors="coerce").astype("float64")
-    codes, uniques = _factorized(s.astype("string"))
-    t = pd.Series(uniques.astype(object), dtype="string")
-    t = t.str.replace(r"[\s\u00a0\u2009\u202f]", "", regex=True)
+    codes, uniques = _factorized(s.astype(io.STRING))
+    t = pd.Series(uniques.array if hasattr(uniques, "array") else uniques, dtype=io.STRING)
+    t = t.str.replace("[\\s" + "\u00a0\u2009\u202f" + "]", "", regex=True)  # literal NBSP and thin spaces (RE2)
     neg = t.str.match(r"^\(.*\)$") | t.str.endswith("-")
     t = t.str.replace(r"[()]", "", regex=True).str.replace(r"-$", "", regex=True)
     t = t.str.replace(r"[^0-9,.+\-]", "", regex=True)
@@ -167,8 +167,54 @@ def parse_amounts(s: pd.Series, decimal: str = ".", thousands: str | None = None
     return pd.Series(_take(num, codes, np.nan), index=s.index, dtype="float64")
 
 
+def _tail_key(s: pd.Series) -> np.ndarray:
+    """A cheap integer fingerprint of each text value: its length and last 8 bytes, read from the Arrow buffers."""
+    import pyarrow as pa
+
+    arr = pa.chunked_array(pa.array(s.astype(io.STRING).array)).combine_chunks()
+    if arr.type not in (pa.string(), pa.large_string()):
+        arr = arr.cast(pa.large_string())
+    _, off_buf, data_buf = arr.buffers()
+    off_type = np.int64 if arr.type == pa.large_string() else np.int32
+    offsets = np.frombuffer(off_buf, dtype=off_type)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None and data_buf.size else np.zeros(1, np.uint8)
+    starts, ends = offsets[:-1], offsets[1:]
+    key = (ends - starts).astype(np.int64)
+    for k in range(1, 9):
+        pos = ends - k
+        byte = np.where(pos >= starts, data[np.clip(pos, 0, len(data) - 1)], 0).astype(np.int64)
+        key = key * np.int64(257) + byte
+    return key
+
+
+def exact_duplicates(raw: pd.DataFrame, columns: list[str], amounts: np.ndarray | None = None) -> np.ndarray:
+    """True for every row whose text in `columns` repeats an earlier row.
+
+    Exact repeats share every value, so only rows whose integer key (amount, date, and a fingerprint of
+    each other column) repeats are compared in full: an integer pass over all rows, then a text
+    comparison of the few candidates."""
+    n = len(raw)
+    dup = np.zeros(n, dtype=bool)
+    if n == 0:
+        return dup
+    if amounts is None:
+        amounts = parse_amounts(raw["amount"]).to_numpy()
+    bits = np.where(np.isnan(amounts), -1.0, amounts).view(np.int64)
+    date_codes, _ = pd.factorize(raw["date"].astype(io.STRING))
+    key = bits * np.int64(1_000_003) + date_codes.astype(np.int64)
+    with np.errstate(over="ignore"):
+        for col in columns:
+            if col not in ("amount", "date"):
+                key = key * np.int64(1_000_000_007) + _tail_key(raw[col])
+    cand = np.flatnonzero(pd.Series(key).duplicated(keep=False).to_numpy())
+    if len(cand):
+        sub = raw.iloc[cand][columns].astype(object)
+        dup[cand] = sub.duplicated(keep="first").to_numpy()
+    return dup
+
+
 def _blank(s: pd.Series) -> np.ndarray:
-    t = s.astype("string").str.strip()
+    t = s.astype(io.STRING).str.strip()
     return (t.isna() | (t == "")).to_numpy(dtype=bool)
 
 
@@ -227,7 +273,7 @@ def clean_transactions(
     content = [c for c in raw.columns if c != ROW]
     amount_raw = parse_amounts(raw["amount"], decimal, thousands).to_numpy()
     if rules.duplicates.enabled:
-        dup = raw.duplicated(subset=content, keep="first").to_numpy()
+        dup = exact_duplicates(raw, content, amount_raw)
         book.send(dup, "duplicates", "", outcome=DUPLICATE)
         book.log("duplicates", True, "removed", dup.sum(), _sum(amount_raw[dup]))
     else:
@@ -247,7 +293,7 @@ def clean_transactions(
     k = book.send(blank_id, "missing_customer_id", "customer id is empty")
     book.log("missing_customer_id", True, "quarantined", k, _sum(amount_raw[blank_id]))
 
-    cust = raw["customer_id"].astype("string").str.strip()
+    cust = raw["customer_id"].astype(io.STRING).str.strip()
     amount = np.where(np.isnan(amount_raw), 0.0, amount_raw).astype("float64")
     adj_net = np.zeros(n)
     adj_cap = np.zeros(n)
@@ -262,11 +308,11 @@ def clean_transactions(
         book.log("test_ids", rules.test_ids.enabled, "off" if not rules.test_ids.enabled else "none listed", 0, 0)
 
     # 4. returns and cancellations
-    order = raw["order_id"].astype("string").str.strip() if "order_id" in has else None
+    order = raw["order_id"].astype(io.STRING).str.strip() if "order_id" in has else None
     if rules.returns.enabled:
         is_ret = amount < 0
         if rules.returns.flag_values and "return_flag" in has:
-            flagged = raw["return_flag"].astype("string").str.strip().isin(rules.returns.flag_values).fillna(False)
+            flagged = raw["return_flag"].astype(io.STRING).str.strip().isin(rules.returns.flag_values).fillna(False)
             is_ret |= flagged.to_numpy(dtype=bool)
         if rules.returns.invoice_prefix and order is not None:
             is_ret |= order.str.startswith(rules.returns.invoice_prefix).fillna(False).to_numpy(dtype=bool)
@@ -342,7 +388,7 @@ def clean_transactions(
             clean[col] = parse_amounts(raw[col], decimal, thousands).to_numpy()[keep]
     for col in ("order_id", "product", "channel"):
         if col in has:
-            clean[col] = raw[col].astype("string").str.strip().to_numpy()[keep]
+            clean[col] = raw[col].astype(io.STRING).str.strip().to_numpy()[keep]
             clean[col] = clean[col].astype(io.STRING)
     if (adj_net[keep] != 0).any() or (adj_cap[keep] != 0).any():
         clean["amount_original"] = amount_raw[keep]
@@ -387,7 +433,7 @@ def _net_returns(book: _Book, is_ret: np.ndarray, cust: pd.Series, order: pd.Ser
             o = np.array([x[len(p):] if isinstance(x, str) and x.startswith(p) else x for x in o], dtype=object)
         keys["k2"] = o
     elif "product" in raw.columns:
-        keys["k2"] = raw["product"].astype("string").str.strip().to_numpy()[sel]
+        keys["k2"] = raw["product"].astype(io.STRING).str.strip().to_numpy()[sel]
     d = pd.DataFrame(keys)
     d["key"] = d.groupby(list(keys), dropna=False, sort=False).ngroup().to_numpy()
     d["pos"] = sel

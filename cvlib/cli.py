@@ -16,8 +16,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a study's stage notebooks and render the reports")
     run.add_argument("params", help="the study's YAML file, e.g. params/cdnow.yaml")
     run.add_argument("--stages", nargs="+", metavar="STAGE",
-                     help="run only these stages (cleaning rfm clv drivers strategy); the inputs they need "
-                          "come from the study's latest run")
+                     help="run only these stages (cleaning rfm clv value drivers strategy); each input they "
+                          "need comes from the newest earlier run of the study that has it")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter, e.g. --set cleaning.outliers.method=iqr (repeatable)")
     run.add_argument("--with-code", action="store_true", help="show the code cells in the HTML reports")

@@ -198,3 +198,13 @@ def test_every_row_and_cent_is_accounted_for(rows, dup_idx, action, outlier, win
     assert (res.clean["amount"] > 0).all()
     assert set(res.quarantine["rule"]) <= {"unparseable_date", "unparseable_amount", "missing_customer_id",
                                            "returns", "non_positive", "window", "outliers"}
+
+
+def test_exact_duplicates_compare_full_text_not_just_the_fingerprint():
+    from cvlib.cleaning import exact_duplicates
+
+    long_a, long_b = "a" * 20, "b" + "a" * 19  # same length and last 8 bytes
+    frame = raw([(long_a, "2024-01-01", "10"), (long_b, "2024-01-01", "10"), (long_a, "2024-01-01", "10"),
+                 (None, "2024-01-01", "10"), (None, "2024-01-01", "10"), ("", "2024-01-01", "10")])
+    dup = exact_duplicates(frame, ["customer_id", "date", "amount"])
+    assert dup.tolist() == [False, False, True, False, True, False]
