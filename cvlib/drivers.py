@@ -569,7 +569,3 @@ def by_method(drivers: pd.DataFrame, prefix: str) -> pd.DataFrame:
     d = drivers[drivers["method"].str.startswith(prefix)]
     return d.assign(_o=d["importance"].abs()).sort_values("_o", ascending=False).drop(columns="_o")
 
-
-def cohort_sizes(tx: pd.DataFrame) -> int:
-    """Number of monthly cohorts."""
-    return int(tx.groupby("customer_id")["date"].min().dt.to_period("M").nunique())

@@ -54,13 +54,6 @@ def occasions(tx: pd.DataFrame, by: str = "days") -> pd.DataFrame:
     return out
 
 
-def _group_bounds(cust: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """First and last row of each customer's block in a customer-sorted array."""
-    starts = np.searchsorted(cust, np.arange(n), side="left")
-    ends = np.searchsorted(cust, np.arange(n), side="right") - 1
-    return starts, ends
-
-
 def frequency_basis(tx: pd.DataFrame, rules: Rfm) -> str:
     """'orders' or 'days' (auto: orders when the data has order ids)."""
     if rules.frequency == "auto":

@@ -82,6 +82,10 @@ def test_kaplan_meier_by_hand():
     s = curves.set_index("days")["survival"]
     assert s[2] == pytest.approx(5 / 6) and s[4] == pytest.approx(5 / 6 * 4 / 5)
     assert s[5] == pytest.approx(5 / 6 * 4 / 5 * 2 / 3) and s[6] == pytest.approx(5 / 6 * 4 / 5 * 2 / 3 * 1 / 2)
+    from lifelines import KaplanMeierFitter
+
+    ref = KaplanMeierFitter().fit(flags["duration_days"], flags["churned"]).survival_function_.iloc[:, 0]
+    assert s.reindex(ref.index).to_numpy() == pytest.approx(ref.to_numpy())
     grouped, t2 = drivers.km_curves(flags, pd.Series({"a": "x", "b": "x", "c": "x", "d": "y", "e": "y", "f": "y"}))
     assert set(grouped["group"]) == {"x", "y"} and 0 <= t2["p_value"] <= 1
 
