@@ -421,17 +421,18 @@ def _net_returns(book: _Book, is_ret: np.ndarray, cust: pd.Series, order: pd.Ser
     Returns reduce the latest purchases first; a return with no purchase of that key on or
     before its date is quarantined. Amounts are changed in place.
     """
-    pur = book.alive & ~is_ret & (amount > 0)
-    sel = np.flatnonzero(is_ret | pur)
     if not is_ret.any():
         return 0, 0, 0
+    # only purchases of customers who returned something can match a return
+    ret_customers = pd.unique(cust.to_numpy()[is_ret])
+    pur = book.alive & ~is_ret & (amount > 0) & cust.isin(ret_customers).fillna(False).to_numpy(dtype=bool)
+    sel = np.flatnonzero(is_ret | pur)
     keys = {"cust": cust.to_numpy()[sel]}
     if order is not None:
-        o = order.to_numpy()[sel].astype(object)
+        o = order.iloc[sel]
         if rules.returns.invoice_prefix:
-            p = rules.returns.invoice_prefix
-            o = np.array([x[len(p):] if isinstance(x, str) and x.startswith(p) else x for x in o], dtype=object)
-        keys["k2"] = o
+            o = o.str.replace("^" + re.escape(rules.returns.invoice_prefix), "", regex=True)
+        keys["k2"] = o.to_numpy()
     elif "product" in raw.columns:
         keys["k2"] = raw["product"].astype(io.STRING).str.strip().to_numpy()[sel]
     d = pd.DataFrame(keys)
