@@ -48,17 +48,23 @@ def detect_format(path: Path, table: TableInput) -> str:
     return "whitespace"
 
 
-def _read_delimited(path: Path, table: TableInput, fmt: str, nrows: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _delimiter(path: Path, table: TableInput, fmt: str) -> str:
+    """The params' delimiter, else tab for TSV, else ',' (or ';' when the header has more of those)."""
+    if table.delimiter:
+        return table.delimiter
+    if fmt == "tsv":
+        return "\t"
+    with open(path, "rb") as fh:
+        first = fh.read(4096).decode(table.encoding, errors="replace").split("\n", 1)[0]
+    return ";" if first.count(";") > first.count(",") else ","
+
+
+def _read_delimited(path: Path, table: TableInput, fmt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CSV/TSV through pyarrow (fast), capturing malformed lines instead of failing."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    delimiter = table.delimiter or ("\t" if fmt == "tsv" else ",")
-    if fmt == "csv" and table.delimiter is None:
-        with open(path, "rb") as fh:
-            first = fh.read(4096).decode(table.encoding, errors="replace").split("\n", 1)[0]
-        if first.count(";") > first.count(","):
-            delimiter = ";"
+    delimiter = _delimiter(path, table, fmt)
     bad: list[dict[str, Any]] = []
 
     def on_invalid(row: Any) -> str:
@@ -84,8 +90,6 @@ def _read_delimited(path: Path, table: TableInput, fmt: str, nrows: int | None) 
         ) from None
     tbl = tbl.rename_columns([c.strip().lstrip("\ufeff") for c in tbl.column_names])
     df = tbl.to_pandas(types_mapper=lambda t: STRING if t == pa.string() else None)
-    if nrows is not None:
-        df = df.head(nrows)
     malformed = pd.DataFrame(bad, columns=["line", "text", "expected", "got"])
     return df, malformed
 
@@ -97,17 +101,12 @@ def read_raw(study: Study, table: TableInput, name: str, nrows: int | None = Non
     empty_bad = pd.DataFrame(columns=["line", "text", "expected", "got"])
     try:
         if fmt in {"csv", "tsv"} and nrows is not None:  # a sample: no need to parse the whole file
-            delimiter = table.delimiter or ("\t" if fmt == "tsv" else ",")
-            with open(path, "rb") as fh:
-                first = fh.read(4096).decode(table.encoding, errors="replace").split("\n", 1)[0]
-            if fmt == "csv" and table.delimiter is None and first.count(";") > first.count(","):
-                delimiter = ";"
-            df = pd.read_csv(path, sep=delimiter, dtype=str, encoding=table.encoding, nrows=nrows,
+            df = pd.read_csv(path, sep=_delimiter(path, table, fmt), dtype=str, encoding=table.encoding, nrows=nrows,
                              keep_default_na=False, na_values=[], on_bad_lines="skip").astype(STRING)
             df.columns = [str(c).lstrip("\ufeff") for c in df.columns]
             bad = empty_bad
         elif fmt in {"csv", "tsv"}:
-            df, bad = _read_delimited(path, table, fmt, nrows)
+            df, bad = _read_delimited(path, table, fmt)
         elif fmt == "whitespace":
             df = pd.read_csv(path, sep=r"\s+", dtype=str, encoding=table.encoding, nrows=nrows,
                              keep_default_na=False, na_values=[])
@@ -150,6 +149,14 @@ def check_columns(df: pd.DataFrame, wanted: dict[str, str], path: Path, key: str
     raise InputDataError("\n".join(lines))
 
 
+def _attribute_mapping(spec: AttributeInput) -> dict[str, str]:
+    """cvlib name -> file column for an attribute or feedback table (the columns of the mapping only)."""
+    wanted = {"customer_id": spec.customer_id, **(spec.columns or {})}
+    if spec.date:
+        wanted["date"] = spec.date
+    return wanted
+
+
 def check_inputs(study: Study) -> None:
     """Read a sample of every input table and check that each mapped column is there (InputDataError if not)."""
     read_transactions(study, nrows=50)
@@ -157,10 +164,7 @@ def check_inputs(study: Study) -> None:
         spec = getattr(study.inputs, name)
         if spec is not None:
             df, _ = read_raw(study, spec, name, nrows=50)
-            wanted = {"customer_id": spec.customer_id, **(spec.columns or {})}
-            if spec.date:
-                wanted["date"] = spec.date
-            check_columns(df, wanted, study.resolve(spec.path), f"inputs.{name}")
+            check_columns(df, _attribute_mapping(spec), study.resolve(spec.path), f"inputs.{name}")
 
 
 def read_transactions(study: Study, nrows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -180,9 +184,7 @@ def read_attributes(study: Study, name: str) -> pd.DataFrame | None:
     if spec is None:
         return None
     df, _ = read_raw(study, spec, name)
-    wanted = {"customer_id": spec.customer_id, **(spec.columns or {})}
-    if spec.date:
-        wanted["date"] = spec.date
+    wanted = _attribute_mapping(spec)
     check_columns(df, wanted, study.resolve(spec.path), f"inputs.{name}")
     if spec.columns is None:
         keep = {c: c for c in df.columns if c not in {ROW, spec.customer_id, spec.date}}
