@@ -1,6 +1,7 @@
 """Customer summary speed and memory (issue #3). Run by hand: python benchmarks/bench_rfm.py [--rows N]
 
-10M transactions of 1M customers (target: <= 5 s, <= 3 GB peak), beside a DuckDB GROUP BY on the same
+10M transactions of 1M customers, occasions by distinct days and by distinct orders (target: <= 5 s,
+<= 3 GB peak), beside a DuckDB GROUP BY on the same
 parquet file in the same run (peer; `pip install duckdb` first). Each measurement runs in a fresh process;
 peak memory is the process's max RSS, the loaded data included.
 """
@@ -17,14 +18,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import DATA, measure, report  # noqa: E402
 
 OURS = """
-import sys, time, resource, pandas as pd
+import sys, time, resource, numpy as np, pandas as pd
 from cvlib.rfm import customer_summary
+by = sys.argv[2]
 tx = pd.read_parquet(sys.argv[1])
 tx["customer_id"] = tx["customer_id"].astype("string[pyarrow]")
+if by == "orders":  # every row its own order: the most orders there can be
+    tx["order_id"] = pd.array(np.arange(len(tx)).astype(str), dtype="string[pyarrow]")
 t0 = time.perf_counter()
-s = customer_summary(tx, by="days", unit="weeks")
+s = customer_summary(tx, by=by, unit="weeks")
 dt = time.perf_counter() - t0
-print(f"summary {dt:.2f}s customers={len(s)} peak_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}")
+print(f"summary by {by} {dt:.2f}s customers={len(s)} peak_gb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}")
 """
 DUCK = """
 import sys, time, resource, duckdb
@@ -64,7 +68,8 @@ def main() -> None:
     path = make(args.rows, args.rows // 10)
     out = []
     for _ in range(args.repeat):
-        out.append(measure([sys.executable, "-c", OURS, str(path)])["stdout"])
+        out.append(measure([sys.executable, "-c", OURS, str(path), "days"])["stdout"])
+        out.append(measure([sys.executable, "-c", OURS, str(path), "orders"])["stdout"])
         try:
             out.append(measure([sys.executable, "-c", DUCK, str(path)])["stdout"])
         except SystemExit as exc:

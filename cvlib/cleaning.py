@@ -171,7 +171,7 @@ def _tail_key(s: pd.Series) -> np.ndarray:
     """A cheap integer fingerprint of each text value: its length and last 8 bytes, read from the Arrow buffers."""
     import pyarrow as pa
 
-    arr = pa.chunked_array(pa.array(s.astype(io.STRING).array)).combine_chunks()
+    arr = io.arrow_strings(s)
     if arr.type not in (pa.string(), pa.large_string()):
         arr = arr.cast(pa.large_string())
     _, off_buf, data_buf = arr.buffers()

@@ -25,6 +25,18 @@ ROW = "source_row"  # 1-based data row number in the client's file (header exclu
 
 
 # --------------------------------------------------------------------------- reading
+def arrow_strings(s: pd.Series):
+    """The column as one pyarrow string array, without a detour through Python objects."""
+    import pyarrow as pa
+
+    values = s.array
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        arr = values._pa_array
+    else:
+        arr = pa.array(s.astype(STRING).array._pa_array)
+    return pa.chunked_array(arr).combine_chunks()
+
+
 def detect_format(path: Path, table: TableInput) -> str:
     """The file's format: from params, else from the extension, else sniffed."""
     if table.format != "auto":

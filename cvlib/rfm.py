@@ -16,6 +16,7 @@ from cvlib import io
 from cvlib.params import Rfm, SegmentRule, Study
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
+BIT_GRID_MAX = 1 << 30  # bytes of the customer x day bit grid; beyond that distinct days are counted by sorting
 
 
 # --------------------------------------------------------------------------- occasions
@@ -68,18 +69,16 @@ def customer_codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if isinstance(ids.dtype, pd.CategoricalDtype):
         return ids.cat.codes.to_numpy().astype(np.int64), pd.Index(ids.cat.categories.astype(str))
     if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
-        import pyarrow as pa
         import pyarrow.compute as pc
 
-        arr = pa.chunked_array(ids.array._pa_array).combine_chunks()
-        enc = pc.dictionary_encode(arr)
+        enc = pc.dictionary_encode(io.arrow_strings(ids))
         return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), pd.Index(enc.dictionary.to_pylist())
     codes, uniques = pd.factorize(ids)
     return codes.astype(np.int64), pd.Index(uniques.astype(str))
 
 
 def _per_customer_days(codes: np.ndarray, day: np.ndarray, amount: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    """Occasions = distinct days: counted with a bit-packed customer x day grid (no sort)."""
+    """Occasions = distinct days: counted on a bit-packed customer x day grid (no sort)."""
     d0 = int(day.min())
     off = day - d0
     width = (int(off.max()) + 8) // 8  # bytes per customer row
@@ -89,29 +88,66 @@ def _per_customer_days(codes: np.ndarray, day: np.ndarray, amount: np.ndarray, n
     np.maximum.at(last, codes, day)
     total = np.bincount(codes, weights=amount, minlength=n)
     first_value = np.bincount(codes, weights=np.where(day == first[codes], amount, 0.0), minlength=n)
-    if n * width <= 1 << 30:
+    span = int(off.max()) + 1
+    if n * width <= BIT_GRID_MAX:  # one bit per (customer, day); a byte grid was slower (page faults)
         bits = np.zeros(n * width, dtype=np.uint8)
         np.bitwise_or.at(bits, codes * width + (off >> 3), (1 << (off & 7)).astype(np.uint8))
         count = np.bitwise_count(bits.reshape(n, width)).sum(axis=1, dtype=np.int64)
     else:  # very long periods x many customers: count distinct (customer, day) pairs by sorting
-        key = np.unique(codes * (int(off.max()) + 1) + off)
-        count = np.bincount(key // (int(off.max()) + 1), minlength=n)
+        key = np.unique(codes * span + off)
+        count = np.bincount(key // span, minlength=n)
     return {"first": first, "last": last, "count": count, "total": total, "first_value": first_value}
 
 
-def _per_customer_orders(tx: pd.DataFrame, codes: np.ndarray, day: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    """Occasions = distinct orders, each dated by its first row."""
-    occ = occasions(tx.assign(_code=codes), "orders")
-    cust = occ.attrs["customer_codes"]
-    oday, value = occ["day"].to_numpy(), occ["value"].to_numpy()
+def order_codes(orders: pd.Series) -> np.ndarray:
+    """Dense integer code per row's order id: numeric ids are cast (exact, fast), others dictionary-encoded."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = io.arrow_strings(orders)
+    try:
+        if arr.null_count or not pc.all(pc.utf8_is_digit(arr)).as_py() or pc.max(pc.utf8_length(arr)).as_py() > 18:
+            raise pa.ArrowInvalid("not all plain integers")
+        ints = pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False)
+        if pc.any(pc.and_(pc.starts_with(arr, "0"), pc.greater(pc.utf8_length(arr), 1))).as_py():
+            # '007' and '7' are different ids: keep the length in the key
+            ints = ints * 20 + pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+        lo, hi = int(ints.min()), int(ints.max())
+        # dense order numbers need no hashing: offset from the smallest (unused codes are dropped later)
+        codes = ints - lo if hi - lo < 2 * len(ints) + 1000 else pd.factorize(ints)[0]
+    except (pa.ArrowInvalid, OverflowError):
+        codes = pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64)
+
+
+def _order_side(tx: pd.DataFrame, day: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Order code per row, and each order's first day and value."""
+    ocode = order_codes(tx["order_id"])
+    k = int(ocode.max()) + 1
+    o_day = np.full(k, np.iinfo(np.int64).max)
+    np.minimum.at(o_day, ocode, day)
+    return ocode, o_day, np.bincount(ocode, weights=tx["amount"].to_numpy(dtype=np.float64), minlength=k)
+
+
+def _per_customer_orders(codes: np.ndarray, n: int, ocode: np.ndarray, o_day: np.ndarray,
+                         o_value: np.ndarray) -> dict[str, np.ndarray]:
+    """Occasions = distinct orders, each dated by its first row and belonging to its first row's customer."""
+    k = len(o_day)
+    o_cust = np.full(k, -1, dtype=np.int64)
+    o_cust[ocode[::-1]] = codes[::-1]  # the customer of each order's first row
+    present = np.flatnonzero(o_cust >= 0)  # codes that are orders (offset codes can have gaps)
+    o_day, o_value, o_cust = o_day[present], o_value[present], o_cust[present]
+    k = len(present)
     first = np.full(n, np.iinfo(np.int64).max)
     last = np.full(n, np.iinfo(np.int64).min)
-    np.minimum.at(first, cust, oday)
-    np.maximum.at(last, cust, oday)
-    # the first occasion: the earliest order (ties: its smallest value is not special; take all on that day once)
-    first_idx = pd.Series(np.arange(len(occ))).groupby(cust).first().reindex(range(n)).to_numpy()
-    return {"first": first, "last": last, "count": np.bincount(cust, minlength=n),
-            "total": np.bincount(cust, weights=value, minlength=n), "first_value": value[first_idx.astype(np.int64)]}
+    np.minimum.at(first, o_cust, o_day)
+    np.maximum.at(last, o_cust, o_day)
+    # the first occasion: the customer's earliest order (ties: the order seen first in the data)
+    on_first = np.flatnonzero(o_day == first[o_cust])
+    pick = np.full(n, k)
+    np.minimum.at(pick, o_cust[on_first], on_first)
+    return {"first": first, "last": last, "count": np.bincount(o_cust, minlength=n),
+            "total": np.bincount(o_cust, weights=o_value, minlength=n), "first_value": o_value[np.minimum(pick, k - 1)]}
 
 
 def customer_summary(tx: pd.DataFrame, end: pd.Timestamp | dt.date | None = None, by: str = "days",
@@ -127,14 +163,22 @@ def customer_summary(tx: pd.DataFrame, end: pd.Timestamp | dt.date | None = None
     end_day = int(end.value // 86_400_000_000_000)
     if (day > end_day).any():
         tx, day = tx[day <= end_day], day[day <= end_day]
-    codes, ids = customer_codes(tx["customer_id"])
-    n = len(ids)
     amount = tx["amount"].to_numpy(dtype=np.float64)
+    if by == "orders" and len(tx):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:  # text encoding of the ids (Arrow, no GIL) beside the order side
+            future = pool.submit(customer_codes, tx["customer_id"])
+            order_side = _order_side(tx, day)
+            codes, ids = future.result()
+    else:
+        codes, ids = customer_codes(tx["customer_id"])
+    n = len(ids)
     if len(tx) == 0:
         agg = {k: np.zeros(0, dtype=np.int64) for k in ("first", "last", "count")}
         agg.update(total=np.zeros(0), first_value=np.zeros(0))
     elif by == "orders":
-        agg = _per_customer_orders(tx, codes, day, n)
+        agg = _per_customer_orders(codes, n, *order_side)
     else:
         agg = _per_customer_days(codes, day, amount, n)
     first, last, count, total = agg["first"], agg["last"], agg["count"], agg["total"]

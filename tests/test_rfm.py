@@ -148,3 +148,22 @@ def test_edge_cases_do_not_crash_and_say_why(rows):
     required = {"customer_id", "recency", "frequency", "monetary", "tenure", "r_score", "f_score", "m_score",
                 "segment", "cluster", "abc_class", "value_tier"}
     assert required <= set(res.rfm.columns)
+
+
+@pytest.mark.parametrize("ids", [["10", "12", "12", "15"], ["007", "7", "7", "9"], ["A1", "B2", "B2", "C3"]])
+def test_order_codes_numeric_leading_zero_and_text(ids):
+    t = tx([("a", "2024-01-01", 1.0, ids[0]), ("a", "2024-01-02", 2.0, ids[1]), ("a", "2024-01-02", 3.0, ids[2]),
+            ("b", "2024-01-05", 4.0, ids[3])], ("customer_id", "date", "amount", "order_id"))
+    t["order_id"] = t["order_id"].astype("string[pyarrow]")
+    s = rfm.customer_summary(t, by="orders", unit="days").set_index("customer_id")
+    assert s.loc["a", "frequency"] == 2 and s.loc["b", "frequency"] == 1  # '007' and '7' are different orders
+    assert s.loc["a", "monetary"] == 6.0 and s.loc["a", "monetary_value"] == 5.0  # the repeat order: 2 + 3
+
+
+def test_distinct_day_counting_paths_agree(monkeypatch):
+    t = random_tx(400, seed=5)
+    bit = rfm.customer_summary(t)
+    monkeypatch.setattr(rfm, "BIT_GRID_MAX", 0)
+    sort = rfm.customer_summary(t)
+    pd.testing.assert_frame_equal(bit, sort)
+    assert (bit["frequency"] > 1).any()
