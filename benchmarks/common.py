@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -46,15 +45,23 @@ def messy_transactions(n_rows: int, n_customers: int, path: Path, seed: int = 0)
     return path
 
 
+# Runs the command and prints, as its last stderr line, the largest max RSS (kB) of its descendants.
+# On Linux a process's ru_maxrss starts from the high-water mark of the image it exec'd from, so a
+# command spawned straight from this (large, data-generating) process would report this process's peak;
+# spawned from this small launcher it reports its own.
+LAUNCH = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
+
+
 def measure(cmd: list[str]) -> dict:
-    """Wall time and peak RSS (GB) of a child process (ru_maxrss of the largest descendant)."""
+    """Wall time and peak RSS (GB) of one command: the max RSS of its largest process (kernels included)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", LAUNCH, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{proc.stderr[-3000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": round(wall, 2), "peak_gb": round(peak_kb / 1e6, 2), "stdout": proc.stdout.strip()}
+    err_lines = proc.stderr.strip().splitlines()
+    return {"seconds": round(wall, 2), "peak_gb": round(int(err_lines[-1]) / 1e6, 2), "stdout": proc.stdout.strip()}
 
 
 def report(name: str, rows: list[dict]) -> None:

@@ -169,15 +169,7 @@ def parse_amounts(s: pd.Series, decimal: str = ".", thousands: str | None = None
 
 def _tail_key(s: pd.Series) -> np.ndarray:
     """A cheap integer fingerprint of each text value: its length and last 8 bytes, read from the Arrow buffers."""
-    import pyarrow as pa
-
-    arr = io.arrow_strings(s)
-    if arr.type not in (pa.string(), pa.large_string()):
-        arr = arr.cast(pa.large_string())
-    _, off_buf, data_buf = arr.buffers()
-    off_type = np.int64 if arr.type == pa.large_string() else np.int32
-    offsets = np.frombuffer(off_buf, dtype=off_type)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None and data_buf.size else np.zeros(1, np.uint8)
+    offsets, data = io.string_buffers(io.arrow_strings(s))
     starts, ends = offsets[:-1], offsets[1:]
     key = (ends - starts).astype(np.int64)
     for k in range(1, 9):

@@ -384,11 +384,10 @@ def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame
 def run_clv(study: Study, run_dir: str | Path) -> ClvResult:
     """Read the earlier stages' outputs, build the CLV stage, write clv.parquet and clv_model.json."""
     run_dir = Path(run_dir)
-    tx = pd.read_parquet(io.stage_file(run_dir, "transactions_clean.parquet"))
-    rfm = pd.read_parquet(io.stage_file(run_dir, "rfm.parquet"))
-    summary = pd.read_parquet(io.stage_file(run_dir, "clv_summary.parquet"))
-    cal_path = run_dir / "clv_calibration.parquet"
-    cal = pd.read_parquet(cal_path) if cal_path.exists() else None
+    tx = io.read_stage(run_dir, "transactions_clean.parquet")
+    rfm = io.read_stage(run_dir, "rfm.parquet")
+    summary = io.read_stage(run_dir, "clv_summary.parquet")
+    cal = io.read_stage(run_dir, "clv_calibration.parquet", optional=True)
     attrs = io.read_attributes(study, "customers")
     res = build_clv(study, tx, rfm, summary, cal, attrs)
     io.write_parquet(res.customers, run_dir / "clv.parquet")
@@ -444,7 +443,7 @@ def clv_by(customers: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def max_age(run_dir: str | Path) -> float:
     """The largest customer age T in the CLV summary (for the P(alive) grid)."""
-    return float(pd.read_parquet(Path(run_dir) / "clv_summary.parquet", columns=["T"])["T"].max())
+    return float(io.read_stage(run_dir, "clv_summary.parquet", columns=["T"])["T"].max())
 
 
 def calibration_week(study: Study, tracking: pd.DataFrame) -> float | None:

@@ -540,10 +540,9 @@ def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str]) 
 def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
     """Read the earlier outputs and the attribute and feedback tables; write drivers.parquet and churn_risk.parquet."""
     run_dir = Path(run_dir)
-    tx = pd.read_parquet(io.stage_file(run_dir, "transactions_clean.parquet"))
-    rfm = pd.read_parquet(io.stage_file(run_dir, "rfm.parquet"))
-    clv_path = run_dir / "clv.parquet"
-    clv = pd.read_parquet(clv_path) if clv_path.exists() else None
+    tx = io.read_stage(run_dir, "transactions_clean.parquet")
+    rfm = io.read_stage(run_dir, "rfm.parquet")
+    clv = io.read_stage(run_dir, "clv.parquet", optional=True)
     attrs = io.read_attributes(study, "customers")
     fb = io.read_attributes(study, "feedback")
     res = build_drivers(study, tx, rfm, clv, attrs, fb)

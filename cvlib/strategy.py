@@ -316,11 +316,10 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
     run_dir = Path(run_dir)
 
     def opt(name: str) -> pd.DataFrame | None:
-        p = run_dir / name
-        return pd.read_parquet(p) if p.exists() else None
+        return io.read_stage(run_dir, name, optional=True)
 
-    res = build_strategy(study, pd.read_parquet(io.stage_file(run_dir, "rfm.parquet")),
-                         pd.read_parquet(io.stage_file(run_dir, "clv.parquet")), opt("value.parquet"),
+    res = build_strategy(study, io.read_stage(run_dir, "rfm.parquet"),
+                         io.read_stage(run_dir, "clv.parquet"), opt("value.parquet"),
                          opt("churn_risk.parquet"), opt("drivers.parquet"), opt("transactions_clean.parquet"))
     io.write_parquet(res.customers[["customer_id", "group", "objective", "clv", "churn_probability", "value_at_risk"]],
                      run_dir / "strategy_groups.parquet")

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cvlib import io
+
 
 def _json(run_dir: Path, name: str) -> dict | None:
     p = run_dir / name
@@ -15,8 +17,7 @@ def _json(run_dir: Path, name: str) -> dict | None:
 
 
 def _parquet(run_dir: Path, name: str) -> pd.DataFrame | None:
-    p = run_dir / name
-    return pd.read_parquet(p) if p.exists() else None
+    return io.read_stage(run_dir, name, optional=True)
 
 
 def headline(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:

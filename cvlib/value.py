@@ -276,9 +276,9 @@ def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataF
 def run_value(study: Study, run_dir: str | Path) -> ValueResult:
     """Read the earlier outputs, build the value assessment, write value.parquet and value.json."""
     run_dir = Path(run_dir)
-    tx = pd.read_parquet(io.stage_file(run_dir, "transactions_clean.parquet"))
-    rfm = pd.read_parquet(io.stage_file(run_dir, "rfm.parquet"))
-    clv = pd.read_parquet(io.stage_file(run_dir, "clv.parquet"))
+    tx = io.read_stage(run_dir, "transactions_clean.parquet")
+    rfm = io.read_stage(run_dir, "rfm.parquet")
+    clv = io.read_stage(run_dir, "clv.parquet")
     retention = io.read_json(io.stage_file(run_dir, "clv_model.json"))["assumptions"]["yearly_retention"]
     res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"),
                       io.read_attributes(study, "customers"))

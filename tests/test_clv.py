@@ -45,6 +45,30 @@ def test_bgnbd_reproduces_fader_hardie_lee_2005(cdnow_cal):
     assert m.predict(one, 39)[0] == pytest.approx(1.226, abs=0.0015)
 
 
+def test_fits_on_full_cdnow_master_calibration_converge():
+    """23,570 customers: the likelihood reaches its floating-point floor before gtol, which SciPy 1.15+
+    reports as an abnormal line search. That stop is a stationary point and must count as converged."""
+    df = pd.read_csv(DATA_DIR / "CDNOW_master.txt", sep=r"\s+", header=0, names=["cid", "date", "cds", "value"],
+                     dtype=str)
+    tx = pd.DataFrame({"customer_id": df["cid"].astype("string[pyarrow]"),
+                       "date": pd.to_datetime(df["date"], format="%Y%m%d"), "amount": df["value"].astype(float)})
+    cal = rfm.calibration_holdout(tx, pd.Timestamp("1997-09-30").date(), pd.Timestamp("1998-06-30").date())
+    for model in (BetaGeoNBD(), ParetoNBD()):
+        m = model.fit(cal)
+        assert m.converged_, (type(m).__name__, m.message_)
+        assert all(np.isfinite(list(m.se_.values())))
+        predicted = m.predict(cal, cal["duration_holdout"].to_numpy()).sum()
+        assert predicted == pytest.approx(cal["x_holdout"].sum(), rel=0.15)
+
+
+def test_abnormal_stop_away_from_a_stationary_point_is_not_converged():
+    def wrong_way(th):  # the gradient points uphill: the line search fails with a large gradient
+        return float(np.sum((th - 1.0) ** 2)), 2.0 * (1.0 - th)
+
+    res = models._minimize(wrong_way, np.zeros(2), jac=True)
+    assert res.status == 2 and not res.success
+
+
 def test_paretonbd_reproduces_published_estimates(cdnow_cal):
     m = ParetoNBD().fit(cdnow_cal)
     for k, v in {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}.items():

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cvlib import rfm
 from cvlib.params import DEFAULT_SEGMENTS, Rfm, SegmentRule
@@ -160,10 +163,95 @@ def test_order_codes_numeric_leading_zero_and_text(ids):
     assert s.loc["a", "monetary"] == 6.0 and s.loc["a", "monetary_value"] == 5.0  # the repeat order: 2 + 3
 
 
-def test_distinct_day_counting_paths_agree(monkeypatch):
+def reference_summary(t: pd.DataFrame) -> pd.DataFrame:
+    """The day-basis summary the slow, obvious way: pandas groupby over (customer, day)."""
+    occ = (t.assign(day=t["date"].dt.normalize(), customer_id=t["customer_id"].astype(str))
+           .groupby(["customer_id", "day"], sort=True)["amount"].sum().reset_index())
+    end = occ["day"].max()
+    g = occ.groupby("customer_id")
+    first_value = g["amount"].first()
+    out = pd.DataFrame({"frequency": g.size(), "monetary": g["amount"].sum(),
+                        "first_purchase": g["day"].min(), "last_purchase": g["day"].max()})
+    out["recency"] = (end - out["last_purchase"]).dt.days
+    out["x"] = out["frequency"] - 1
+    out["monetary_value"] = np.where(out["x"] > 0, (out["monetary"] - first_value) / out["x"].clip(lower=1), 0.0)
+    return out
+
+
+ID_SHAPES = {
+    "digits, one length": lambda i: f"{i:06d}",
+    "digits with leading zeros, mixed lengths": lambda i: f"{i:03d}" if i % 2 else str(i),
+    "fixed width text <= 8 bytes": lambda i: f"K{i:05d}é"[:7],
+    "long text": lambda i: f"customer-{i}@example.org",
+}
+
+
+@pytest.mark.parametrize("shape", ID_SHAPES)
+@pytest.mark.parametrize("dtype", ["string[pyarrow]", "category", "object"])
+def test_summary_matches_groupby_reference_for_every_id_shape(shape, dtype):
     t = random_tx(400, seed=5)
-    bit = rfm.customer_summary(t)
-    monkeypatch.setattr(rfm, "BIT_GRID_MAX", 0)
-    sort = rfm.customer_summary(t)
-    pd.testing.assert_frame_equal(bit, sort)
-    assert (bit["frequency"] > 1).any()
+    num = t["customer_id"].str[1:].astype(int)
+    t["customer_id"] = num.map(ID_SHAPES[shape]).astype(dtype)
+    if dtype == "category":  # unused categories must not become customers
+        t["customer_id"] = t["customer_id"].cat.add_categories(["never-bought"])
+    s = rfm.customer_summary(t).set_index("customer_id")
+    ref = reference_summary(t)
+    assert s.index.is_unique and set(s.index) == set(ref.index) and len(s) == t["customer_id"].nunique()
+    s = s.loc[ref.index]
+    for col in ["frequency", "recency", "x"]:
+        assert s[col].tolist() == ref[col].tolist(), col
+    np.testing.assert_allclose(s["monetary"], ref["monetary"])
+    np.testing.assert_allclose(s["monetary_value"], ref["monetary_value"])
+    for col in ["first_purchase", "last_purchase"]:
+        assert (s[col].to_numpy() == ref[col].to_numpy()).all(), col
+    assert (s["frequency"] > 1).any()
+
+
+@pytest.mark.parametrize("key32", [True, False])
+@pytest.mark.parametrize("years", [0, -60])  # -60: dates before 1970, negative day numbers
+def test_summary_matches_reference_for_both_key_widths_and_old_dates(monkeypatch, key32, years):
+    if not key32:
+        monkeypatch.setattr(rfm, "KEY32_LIMIT", 0)
+    t = random_tx(300, seed=9)
+    t["date"] = t["date"] + pd.DateOffset(years=years)
+    s = rfm.customer_summary(t).set_index("customer_id").loc[lambda d: d.index.astype(str)]
+    ref = reference_summary(t)
+    s = s.loc[ref.index]
+    assert s["frequency"].tolist() == ref["frequency"].tolist() and s["recency"].tolist() == ref["recency"].tolist()
+    assert (s["first_purchase"].to_numpy() == ref["first_purchase"].to_numpy()).all()
+    np.testing.assert_allclose(s["monetary_value"], ref["monetary_value"])
+
+
+def test_summary_refuses_rows_without_customer_id():
+    t = T1.copy()
+    t["customer_id"] = pd.Series(["a", None, "a", "b", "b"], dtype=object)
+    with pytest.raises(ValueError, match="customer id on every row"):
+        rfm.customer_summary(t)
+
+
+def test_summary_lists_customers_in_order_of_first_appearance():
+    t = tx([("30", "2024-01-02", 1.0), ("007", "2024-01-01", 1.0), ("7", "2024-01-03", 1.0), ("30", "2024-01-04", 1.0)])
+    assert rfm.customer_summary(t)["customer_id"].tolist() == ["30", "007", "7"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.from_regex(r"[0-9]{1,17}", fullmatch=True), st.text(min_size=1, max_size=8)),
+                min_size=1, max_size=40))
+def test_text_int_key_equal_exactly_when_texts_equal(values):
+    arr = pa.array(values, pa.large_string())
+    key = rfm.text_int_key(arr)
+    if key is None:  # no cheap exact key: those ids are dictionary-encoded instead
+        return
+    for i, a in enumerate(values):
+        for j, b in enumerate(values):
+            assert (key[i] == key[j]) == (a == b), (a, b)
+    codes, ids = rfm.customer_codes(pd.Series(values, dtype="string[pyarrow]"))
+    assert list(ids) == list(dict.fromkeys(values)) and [ids[c] for c in codes] == values
+
+
+def test_text_int_key_paths():
+    assert rfm.text_int_key(pa.array(["123", "0042", "42"])) is not None  # digits, leading zeros kept apart
+    assert rfm.text_int_key(pa.array(["AB12", "CD34"])) is not None  # one length, <= 8 bytes
+    assert rfm.text_int_key(pa.array(["a", "bb"])) is None  # text of several lengths: dictionary-encoded
+    assert rfm.text_int_key(pa.array(["123456789", "abcdefghi"])) is None  # longer than 8 bytes
+    assert rfm.text_int_key(pa.array(["1", None])) is None
