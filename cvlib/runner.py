@@ -27,6 +27,22 @@ from cvlib.params import Study, load_study, parse_override
 log = logging.getLogger("cvlib")
 
 
+def kernel_manager_class() -> type:
+    """The kernel manager for stage notebooks: over local IPC sockets where the system has them (POSIX), so
+    code and client data do not travel over unencrypted TCP (and ipykernel does not warn that they do)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    if os.name != "posix":
+        return AsyncKernelManager
+
+    class IpcKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")  # sockets beside the connection file, in Jupyter's runtime dir
+            super().__init__(**kwargs)
+
+    return IpcKernelManager
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -252,6 +268,7 @@ def run_study(
                 parameters={"params_file": str(params_file), "overrides": override_dict, "run_dir": str(run_dir),
                             "build_missing": False},
                 cwd=str(nb_dir), kernel_name="python3", progress_bar=tty, log_output=False,
+                kernel_manager_class=kernel_manager_class(),
             )
             sr.status = "ok"
         except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died

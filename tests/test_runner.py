@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -183,6 +184,16 @@ def test_later_stage_alone_takes_inputs_from_latest_run(tmp_path):
     assert second.ok and second.run_dir != first.run_dir
     assert (second.run_dir / "transactions_clean.parquet").exists() and (second.run_dir / "rfm.parquet").exists()
     assert errors_in(second.run_dir / "02_rfm.ipynb") == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="IPC sockets are POSIX only; elsewhere kernels use TCP")
+def test_kernels_talk_over_ipc_not_unencrypted_tcp(tmp_path, capfd):
+    params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "5"}], name="ipc")
+    code = main(["run", str(params), "--stages", "cleaning", "--reports-dir", str(tmp_path / "r"),
+                 "--notebooks-dir", str(ROOT / "notebooks")])
+    err = capfd.readouterr().err  # the kernel's own stderr included
+    assert code == 0 and "cleaning: done" in err
+    assert "without encryption" not in err and "Kernel is running over TCP" not in err
 
 
 def test_missing_mapped_column_stops_the_run_before_anything_runs(tmp_path, capsys):
