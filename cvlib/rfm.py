@@ -16,7 +16,7 @@ from cvlib import io
 from cvlib.params import Rfm, SegmentRule, Study
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
-KEY32_LIMIT = 2**32  # (customer, day) keys below this are sorted as uint32, half the memory of int64
+KEY32_LIMIT = 2**32  # customers x days up to this: (customer, day) keys sorted as uint32, half the memory of int64
 
 
 # --------------------------------------------------------------------------- occasions
@@ -76,12 +76,13 @@ def text_int_key(arr) -> np.ndarray | None:
 
     if len(arr) == 0 or arr.null_count:
         return None
-    mm = pc.min_max(pc.binary_length(arr))
+    lens = pc.binary_length(arr)
+    mm = pc.min_max(lens)
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
     if lo > 0 and hi <= 17 and pc.all(pc.ascii_is_decimal(arr)).as_py():
         ints = pc.cast(arr, pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        if lo != hi and pc.any(pc.and_(pc.starts_with(arr, "0"), pc.greater(pc.binary_length(arr), 1))).as_py():
-            ints = ints * 20 + pc.binary_length(arr).to_numpy(zero_copy_only=False)  # < 10**17 * 20: no overflow
+        if lo != hi and pc.any(pc.and_(pc.starts_with(arr, "0"), pc.greater(lens, 1))).as_py():
+            ints = ints * 20 + lens.to_numpy(zero_copy_only=False)  # < 10**17 * 20: no overflow
         return ints
     if lo == hi and 0 < hi <= 8:
         offsets, data = io.string_buffers(arr)
@@ -129,16 +130,15 @@ def _per_customer_days(codes: np.ndarray, day: np.ndarray, amount: np.ndarray, n
     they fit): on a kernel that compacts memory for huge pages, each fresh large array can stall."""
     d0 = int(day.min())
     span = int(day.max()) - d0 + 1
-    pairs = np.empty(len(codes), dtype=np.uint32 if n * span + max(d0, 0) + span < KEY32_LIMIT else np.int64)
-    np.multiply(codes, span, out=pairs, casting="unsafe")
-    np.add(pairs, day, out=pairs, casting="unsafe")  # modular in uint32, exact once d0 is taken off
+    pairs = np.empty(len(codes), dtype=np.uint32 if n * span <= KEY32_LIMIT else np.int64)
+    np.multiply(codes, span, out=pairs, casting="unsafe")  # modular arithmetic: only the final key must fit
+    np.add(pairs, day, out=pairs, casting="unsafe")
     np.subtract(pairs, np.int64(d0), out=pairs, casting="unsafe")
     pairs.sort()  # by customer, then day
     new_day = np.empty(len(pairs), dtype=bool)
     new_day[0] = True
     np.not_equal(pairs[1:], pairs[:-1], out=new_day[1:])
-    cust = pairs // pairs.dtype.type(span)
-    start = np.flatnonzero(np.concatenate(([True], cust[1:] != cust[:-1])))  # one per customer, in code order
+    start = np.searchsorted(pairs, (np.arange(n) * span).astype(pairs.dtype))  # each customer's first pair
     end = np.append(start[1:], len(pairs)) - 1
     first = (pairs[start] % span).astype(np.int64) + d0
     last = (pairs[end] % span).astype(np.int64) + d0
