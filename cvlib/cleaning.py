@@ -6,6 +6,7 @@ reconcile to the cent: see `reconciliation`.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +32,9 @@ AMBIGUOUS = {"%d/%m/%Y": "%m/%d/%Y", "%m/%d/%Y": "%d/%m/%Y", "%d-%m-%Y": "%m-%d-
 RULES = {
     "malformed_line": "line with the wrong number of fields",
     "unparseable_date": "date cannot be read",
-    "unparseable_amount": "amount cannot be read",
+    "unparseable_amount": "amount cannot be read exactly",
     "missing_customer_id": "customer id is empty",
+    "implausible_date": "date outside the plausible range",
     "duplicates": "exact duplicate of an earlier row",
     "test_ids": "test or internal customer id",
     "returns": "return or cancellation",
@@ -138,33 +140,91 @@ def parse_dates(s: pd.Series, formats: str | list[str] | None = None) -> tuple[p
     return pd.Series(out, index=s.index, dtype="datetime64[ns]"), notes
 
 
-_GROUPED = {".": re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$"), ",": re.compile(r"^[+-]?\d{1,3}(\.\d{3})+(,\d+)?$")}
+_SPACE = "\\s\\x{00a0}\\x{2009}\\x{202f}"
+_SIGN = "[+\\-\\x{2212}]"
+# a currency symbol (any in Unicode's Sc class, optionally after up to three letters: US$, R$, HK$), an ISO code,
+# or a local unit written after the number
+_CURRENCY = "(?:[A-Z]{0,3}\\p{Sc}|[A-Z]{3}|元|圆|円|원|kr|zł|Kč|Rs\\.?)"
+MAX_DIGITS = 15  # a float64 holds 15 significant decimal digits exactly
 
 
-def parse_amounts(s: pd.Series, decimal: str = ".", thousands: str | None = None) -> pd.Series:
-    """Text to float (NaN where unreadable): currency symbols and spaces dropped,
-    '(12.50)' and '12.50-' read as negative, separators as given (thousands
-    grouping like 1,234.50 recognised when no thousands separator is set)."""
-    if pd.api.types.is_numeric_dtype(s):
-        return pd.to_numeric(s, errors="coerce").astype("float64")
+def _number_pattern(decimal: str, thousands: str | None, allow_exponent: bool) -> str:
+    """RE2 pattern of one plain number: digits, optional consistent grouping, optional decimals."""
+    d = re.escape(decimal)
+    groupers = [thousands] if thousands else ([",", " ", "'", "\u00a0", "\u2009", "\u202f"] if decimal == "."
+                                              else [".", " ", "'", "\u00a0", "\u2009", "\u202f"])
+    alts = [f"[0-9]+(?:{d}[0-9]*)?", f"{d}[0-9]+"]
+    for g in groupers:
+        gx = re.escape(g) if g.isascii() else f"\\x{{{ord(g):04x}}}"
+        alts.append(f"[0-9]{{1,3}}(?:{gx}[0-9]{{3}})+(?:{d}[0-9]+)?")
+    if decimal == "." and thousands in (None, ","):  # Indian grouping: 12,34,567.89
+        alts.append("[0-9]{1,2}(?:,[0-9]{2})+,[0-9]{3}(?:\\.[0-9]+)?")
+    if allow_exponent:
+        alts.append(f"(?:[0-9]+(?:{d}[0-9]*)?|{d}[0-9]+)[eE][+\\-]?[0-9]{{1,3}}")
+    return "(?:" + "|".join(alts) + ")"
+
+
+def _amount_pattern(decimal: str, thousands: str | None, allow_exponent: bool) -> str:
+    w = f"[{_SPACE}]*"
+    num = _number_pattern(decimal, thousands, allow_exponent)
+    return (f"^{w}(?P<open>\\()?{w}(?P<s1>{_SIGN})?{w}(?P<c1>{_CURRENCY})?{w}(?P<s2>{_SIGN})?{w}(?P<num>{num})"
+            f"{w}(?P<c2>{_CURRENCY})?{w}(?P<s3>[\\-\\x{{2212}}])?{w}(?P<close>\\))?{w}$")
+
+
+def parse_amounts_explained(s: pd.Series, decimal: str = ".", thousands: str | None = None,
+                            allow_exponent: bool = False) -> tuple[pd.Series, pd.Series]:
+    """Text to float, strictly, with the reason for every value that cannot be read exactly ("" when read).
+
+    A value is one number with at most a currency symbol or code (before or after it), one sign (leading,
+    trailing, or accounting parentheses), consistent grouping and one decimal separator. Anything else
+    (letters, several numbers, markup, exponent notation unless allowed, more than 15 significant digits) is
+    NaN with a reason: never guessed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        v = pd.to_numeric(s, errors="coerce").astype("float64")
+        v = v.where(np.isfinite(v))
+        return v, pd.Series(np.where(v.isna(), "amount is empty or not a finite number", ""), index=s.index)
     codes, uniques = _factorized(s.astype(io.STRING))
-    t = pd.Series(uniques.array if hasattr(uniques, "array") else uniques, dtype=io.STRING)
-    t = t.str.replace("[\\s" + "\u00a0\u2009\u202f" + "]", "", regex=True)  # literal NBSP and thin spaces (RE2)
-    neg = t.str.match(r"^\(.*\)$") | t.str.endswith("-")
-    t = t.str.replace(r"[()]", "", regex=True).str.replace(r"-$", "", regex=True)
-    t = t.str.replace(r"[^0-9,.+\-]", "", regex=True)
-    if thousands:
-        t = t.str.replace(thousands, "", regex=False)
-    else:
-        grouped = t.str.match(_GROUPED[decimal].pattern)
-        other = "," if decimal == "." else "."
-        t = t.where(~grouped, t.str.replace(other, "", regex=False))
+    u = pa.array(pd.Series(uniques, dtype=object).astype(str).tolist(), type=pa.string()) if len(uniques) else \
+        pa.array([], type=pa.string())
+    m = pc.extract_regex(u, _amount_pattern(decimal, thousands, allow_exponent))
+    ok = m.is_valid().to_numpy(zero_copy_only=False)
+    part = {name: pc.fill_null(pc.struct_field(m, name), "").to_numpy(zero_copy_only=False).astype(str)
+            for name in ("open", "s1", "c1", "s2", "num", "c2", "s3", "close")}
+    signs = (part["s1"] != "").astype(int) + (part["s2"] != "") + (part["s3"] != "")
+    paren = part["open"] != ""
+    ok &= (paren == (part["close"] != "")) & (signs + paren <= 1) & ~((part["c1"] != "") & (part["c2"] != ""))
+    num = pd.Series(part["num"], dtype=object)
+    digits = num.str.replace(r"[eE].*$", "", regex=True).str.replace(r"[^0-9]", "", regex=True).str.lstrip("0")
+    too_long = ok & (digits.str.len().to_numpy() > MAX_DIGITS)
+    ok &= ~too_long
+    plain = num.str.replace(f"[^0-9eE+\\-{re.escape(decimal)}]", "", regex=True)
     if decimal != ".":
-        t = t.str.replace(decimal, ".", regex=False)
-    t = t.where(t.str.len() > 0)
-    num = pd.to_numeric(t, errors="coerce").astype("float64").to_numpy()
-    num = np.where(neg.fillna(False).to_numpy(dtype=bool), -np.abs(num), num)
-    return pd.Series(_take(num, codes, np.nan), index=s.index, dtype="float64")
+        plain = plain.str.replace(decimal, ".", regex=False)
+    with np.errstate(all="ignore"):
+        val = pd.to_numeric(plain.where(ok, None), errors="coerce").to_numpy(dtype=float)
+    neg = np.isin(part["s1"], ["-", "\u2212"]) | np.isin(part["s2"], ["-", "\u2212"]) | (part["s3"] != "") | paren
+    val = np.where(neg, -val, val)
+    val[~ok | ~np.isfinite(val)] = np.nan
+    text = pd.Series(uniques, dtype=object).astype(str)
+    expo = text.str.fullmatch(r"\s*[+-]?\$?\s*\d+(\.\d*)?[eE][+-]?\d+\s*").to_numpy(dtype=bool)
+    reason = np.where(text.str.strip().to_numpy() == "", "amount is empty",
+             np.where(too_long, f"amount has more than {MAX_DIGITS} significant digits: it cannot be read exactly",
+             np.where(expo & ~allow_exponent, "amount is in exponent notation (set inputs.transactions.allow_exponent: "
+                                              "true if the file really writes amounts so)",
+                      "amount is not one plain number (letters, several numbers, markup or misplaced separators)")))
+    reason = np.where(np.isnan(val), reason, "").astype(object)
+    vals = pd.Series(_take(val, codes, np.nan), index=s.index, dtype="float64")
+    reasons = pd.Series(_take(reason, codes, "amount is empty"), index=s.index, dtype=object)
+    return vals, reasons
+
+
+def parse_amounts(s: pd.Series, decimal: str = ".", thousands: str | None = None,
+                  allow_exponent: bool = False) -> pd.Series:
+    """Text to float (NaN where the value cannot be read exactly); see `parse_amounts_explained`."""
+    return parse_amounts_explained(s, decimal, thousands, allow_exponent)[0]
 
 
 def _tail_key(s: pd.Series) -> np.ndarray:
@@ -246,6 +306,25 @@ def _sum(a: np.ndarray) -> float:
     return float(np.nansum(a)) if len(a) else 0.0
 
 
+def implausible_dates(dates: pd.Series, earliest: dt.date, latest: dt.date | None, after_bulk_days: int | None,
+                      today: dt.date | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Dates before `earliest`, after `latest` (default today), or more than `after_bulk_days` after the 99th
+    percentile of the dates: (mask, reason per row, the range in words)."""
+    d = dates.to_numpy(dtype="datetime64[ns]")
+    ok = ~np.isnat(d)
+    last = np.datetime64(latest or today or dt.date.today()) + np.timedelta64(1, "D")
+    if after_bulk_days and ok.sum() >= 20:
+        bulk = np.quantile(d[ok].astype("int64"), 0.99).astype("int64").astype("datetime64[ns]")
+        last = min(last, (bulk + np.timedelta64(after_bulk_days + 1, "D")).astype("datetime64[D]"))
+    first = np.datetime64(earliest)
+    early, late = ok & (d < first), ok & (d >= last)
+    last_day = str((last - np.timedelta64(1, "D")).astype("datetime64[D]"))
+    span = f"{first} to {last_day}"
+    reason = np.where(early, f"date before the earliest plausible date {first}",
+                      np.where(late, f"date after the latest plausible date {last_day}", ""))
+    return early | late, reason, span
+
+
 def clean_transactions(
     raw: pd.DataFrame,
     rules: Cleaning,
@@ -253,6 +332,8 @@ def clean_transactions(
     date_format: str | list[str] | None = None,
     decimal: str = ".",
     thousands: str | None = None,
+    allow_exponent: bool = False,
+    today: dt.date | None = None,
 ) -> CleaningResult:
     """Apply the cleaning rules to raw (text) transactions in cvlib's column names."""
     n = len(raw)
@@ -263,7 +344,8 @@ def clean_transactions(
 
     # 1. exact duplicates (on the file's content, before any parsing)
     content = [c for c in raw.columns if c != ROW]
-    amount_raw = parse_amounts(raw["amount"], decimal, thousands).to_numpy()
+    amount_parsed, amount_reason = parse_amounts_explained(raw["amount"], decimal, thousands, allow_exponent)
+    amount_raw = amount_parsed.to_numpy()
     if rules.duplicates.enabled:
         dup = exact_duplicates(raw, content, amount_raw)
         book.send(dup, "duplicates", "", outcome=DUPLICATE)
@@ -278,12 +360,25 @@ def clean_transactions(
     k = book.send(bad_date, "unparseable_date", lambda i: "date cannot be read: " + raw["date"].iloc[i].astype(str).fillna(""))
     book.log("unparseable_date", True, "quarantined", k, _sum(amount_raw[bad_date]))
     bad_amount = np.isnan(amount_raw)
-    k = book.send(bad_amount, "unparseable_amount",
-                  lambda i: "amount cannot be read: " + raw["amount"].iloc[i].astype(str).fillna(""))
+    k = book.send(bad_amount, "unparseable_amount", lambda i: (
+        "amount cannot be read exactly: " + raw["amount"].iloc[i].astype(str).fillna("").map(repr).to_numpy()
+        + " (" + amount_reason.iloc[i].to_numpy().astype(str) + ")"))
     book.log("unparseable_amount", True, "quarantined", k, 0.0)
     blank_id = _blank(raw["customer_id"]) & book.alive
     k = book.send(blank_id, "missing_customer_id", "customer id is empty")
     book.log("missing_customer_id", True, "quarantined", k, _sum(amount_raw[blank_id]))
+    dr = rules.dates
+    if dr.enabled:
+        odd, why, span = implausible_dates(dates.where(pd.Series(book.alive, index=dates.index)), dr.earliest,
+                                           dr.latest, dr.after_bulk_days, today)
+        odd &= book.alive
+        k = book.send(odd, "implausible_date", lambda i: why[i])
+        book.log("implausible_date", True, "quarantined", k, _sum(amount_raw[odd]), f"plausible dates: {span}")
+        if k:
+            notes.append(f"{k:,} rows dated outside the plausible range {span} were quarantined, so they cannot move "
+                         "the observation end (cleaning.dates sets the range).")
+    else:
+        book.log("implausible_date", False, "off", 0, 0)
 
     cust = raw["customer_id"].astype(io.STRING).str.strip()
     amount = np.where(np.isnan(amount_raw), 0.0, amount_raw).astype("float64")
@@ -352,21 +447,33 @@ def clean_transactions(
     is_outlier = np.zeros(n, dtype=bool)
     bounds = None
     o = rules.outliers
-    if o.enabled and book.alive.sum() >= 4:
-        lo, hi = bounds = outlier_bounds(amount[book.alive], o.method, o.threshold, o.log_scale)
-        is_outlier = book.alive & ((amount < lo) | (amount > hi))
+    absurd = book.alive & (np.abs(amount) > o.ceiling) if o.enabled and o.ceiling else np.zeros(n, dtype=bool)
+    if o.enabled and (book.alive & ~absurd).sum() >= 4:
+        lo, hi = bounds = outlier_bounds(amount[book.alive & ~absurd], o.method, o.threshold, o.log_scale)
+        is_outlier = book.alive & ~absurd & ((amount < lo) | (amount > hi))
         detail = f"{o.method}, threshold {o.threshold:g}{' on log amounts' if o.log_scale else ''}: kept range {lo:,.2f} to {hi:,.2f}"
+    else:
+        lo, hi, detail = -np.inf, np.inf, ""
+    if absurd.any():
+        detail += (f"; {int(absurd.sum()):,} amounts above the ceiling {o.ceiling:,.0f} "
+                   f"({'quarantined' if o.action != 'flag' else 'flagged'}, never rewritten)")
+    if o.enabled and (bounds is not None or absurd.any()):
         if o.action == "drop":
             k = book.send(is_outlier, "outliers", f"amount outside {lo:,.2f} to {hi:,.2f} ({o.method})")
-            book.log("outliers", True, "quarantined", k, _sum(amount_raw[is_outlier]), detail)
+            k += book.send(absurd, "outliers", f"amount above the ceiling {o.ceiling:,.0f}")
+            book.log("outliers", True, "quarantined", k, _sum(amount_raw[is_outlier | absurd]), detail.lstrip("; "))
             is_outlier[:] = False
         elif o.action == "cap":
+            k_abs = book.send(absurd, "outliers", f"amount above the ceiling {o.ceiling:,.0f}: not capped (an "
+                                                  "absurd value is not rewritten)")
             capped = np.clip(amount, lo, hi)
             adj_cap[is_outlier] = capped[is_outlier] - amount[is_outlier]
             amount[is_outlier] = capped[is_outlier]
-            book.log("outliers", True, "capped", is_outlier.sum(), _sum(adj_cap), detail)
+            book.log("outliers", True, "capped", is_outlier.sum() + k_abs, _sum(adj_cap) + _sum(amount_raw[absurd]),
+                     detail.lstrip("; "))
         else:
-            book.log("outliers", True, "flagged", is_outlier.sum(), _sum(amount[is_outlier]), detail)
+            is_outlier |= absurd
+            book.log("outliers", True, "flagged", is_outlier.sum(), _sum(amount[is_outlier]), detail.lstrip("; "))
     else:
         book.log("outliers", o.enabled, "off" if not o.enabled else "too few rows", 0, 0)
 
@@ -498,11 +605,15 @@ def _quarantine_frame(raw: pd.DataFrame, book: _Book, amount_raw: np.ndarray, am
         q = pd.DataFrame(columns=[ROW, "rule", "reason", *[c for c in cols if c != ROW], "amount_value",
                                   "amount_after_netting"])
     if len(malformed):
-        m = pd.DataFrame({ROW: pd.NA, "rule": "malformed_line",
-                          "reason": [f"line {ln}: expected {e} fields, found {g}" for ln, e, g in
+        rows = malformed[ROW] if ROW in malformed.columns else pd.Series(pd.NA, index=malformed.index)
+        m = pd.DataFrame({ROW: rows.to_numpy(), "rule": "malformed_line",
+                          "reason": [f"file row {ln}: expected {e} fields, found {g}" for ln, e, g in
                                      zip(malformed["line"], malformed["expected"], malformed["got"])],
                           "raw_line": malformed["text"].astype(str).to_numpy()})
-        q = pd.concat([m, q], ignore_index=True)
+        if "customer_id" in malformed.columns:
+            m["customer_id"] = malformed["customer_id"].astype(str).to_numpy()
+        q = pd.concat([m, q], ignore_index=True).sort_values(ROW, kind="stable", na_position="first")
+        q = q.reset_index(drop=True)
     return q
 
 
@@ -538,7 +649,8 @@ def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
     if len(raw) == 0:
         raise InputDataError(f"{study.resolve(study.inputs.transactions.path)} has no data rows.")
     spec = study.inputs.transactions
-    result = clean_transactions(raw, study.cleaning, malformed, spec.date_format, spec.decimal, spec.thousands)
+    result = clean_transactions(raw, study.cleaning, malformed, spec.date_format, spec.decimal, spec.thousands,
+                                spec.allow_exponent)
     check_reconciliation(result)
     if len(result.clean) == 0:
         sample = result.quarantine.head(5).to_string()

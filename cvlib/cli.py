@@ -37,23 +37,44 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(params: str, overrides: list[str]) -> int:
-    from cvlib import io
-    from cvlib.cleaning import parse_amounts, parse_dates
+    from cvlib import io, privacy
+    from cvlib.cleaning import parse_amounts_explained, parse_dates
+    from cvlib.errors import InputDataError
     from cvlib.params import load_study
 
     study = load_study(params, overrides)
+    io.check_inputs(study)
     print(f"{params}: parameters valid (study {study.study!r}, client {study.client!r})")
     raw, bad = io.read_transactions(study, nrows=2000)
+    scrub = (lambda t: t)
+    if study.privacy.pseudonymize_ids:
+        ids = set(raw["customer_id"].astype(str)) | (set(bad["customer_id"]) if "customer_id" in bad else set())
+        scrub = privacy.Scrubber(ids, privacy.load_key(study)).scrub
     spec = study.inputs.transactions
+    path = study.resolve(spec.path)
     dates, notes = parse_dates(raw["date"], spec.date_format)
-    amounts = parse_amounts(raw["amount"], spec.decimal, spec.thousands)
+    amounts, why = parse_amounts_explained(raw["amount"], spec.decimal, spec.thousands, spec.allow_exponent)
     n = len(raw)
-    print(f"transactions: {study.resolve(spec.path)}: columns found; first {n:,} rows: "
+    for label, ok, col in (("dates", dates.notna(), "date"), ("amounts", amounts.notna(), "amount")):
+        if n and not ok.any():
+            sample = raw.drop(columns=[io.ROW]).head(5).to_string(index=False)
+            raise InputDataError(scrub(
+                f"inputs.transactions: none of the first {n:,} {label} in {path} can be read (column "
+                f"{getattr(spec.columns, col)!r}). First rows:\n{sample}\n"
+                + ("Check date_format in the params file." if col == "date" else
+                   "Check decimal, thousands and the amount column mapping in the params file.")))
+    print(f"transactions: {path}: columns found; first {n:,} rows: "
           f"{int(dates.notna().sum()):,} dates and {int(amounts.notna().sum()):,} amounts readable")
     for note in notes:
         print(f"  {note}")
+    unreadable = why[amounts.isna()]
+    if len(unreadable):
+        first = raw["amount"][amounts.isna()].iloc[0]
+        print(scrub(f"  {len(unreadable):,} amount(s) cannot be read exactly and will be quarantined, e.g. "
+                    f"{first!r}: {unreadable.iloc[0]}"))
     if len(bad):
-        print(f"  {len(bad)} malformed line(s) in the sample, e.g. line {bad['line'].iloc[0]}: {bad['text'].iloc[0]!r}")
+        print(scrub(f"  {len(bad)} malformed line(s) in the sample, e.g. file row {bad['line'].iloc[0]}: "
+                    f"{bad['text'].iloc[0]!r}"))
     for name in ("customers", "feedback"):
         t = io.read_attributes(study, name)
         if t is not None:

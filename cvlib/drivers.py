@@ -15,22 +15,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import churn, io
 from cvlib.params import Drivers, Study
 
 Z95 = 1.959963984540054
 
 
 # --------------------------------------------------------------------------- retention facts
+def contract_ends(attrs: pd.DataFrame, column: str = "contract_end") -> pd.Series:
+    """customer_id -> contract end date (NaT: still active), from the customers table's configured column."""
+    a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id").set_index("customer_id")
+    if column not in a.columns:
+        return pd.Series(pd.NaT, index=a.index, dtype="datetime64[ns]")
+    return pd.to_datetime(a[column], errors="coerce", format="mixed")
+
+
 def churn_flags(rfm: pd.DataFrame, cfg: Drivers, attrs: pd.DataFrame | None = None,
-                end: pd.Timestamp | None = None) -> pd.DataFrame:
+                end: pd.Timestamp | None = None, end_column: str = "contract_end") -> pd.DataFrame:
     """Per customer: churned (bool), eligible (observed long enough to be judged), duration in days."""
     d = rfm[["customer_id", "recency", "tenure", "frequency", "first_purchase", "last_purchase"]].copy()
     d["customer_id"] = d["customer_id"].astype(str)
     if cfg.churn == "contracts" and attrs is not None:
-        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).set_index("customer_id")
-        stop = pd.to_datetime(a.get("contract_end"), errors="coerce", format="mixed").reindex(d["customer_id"])
-        d["churned"] = stop.notna().to_numpy()
+        stop = contract_ends(attrs, end_column).reindex(d["customer_id"])
+        at = end if end is not None else pd.Timestamp(rfm["last_purchase"].max())
+        d["churned"] = (stop.notna() & (stop <= at)).to_numpy()  # ended on or before the observation end
         d["eligible"] = True
     else:
         d["churned"] = d["recency"] > cfg.churn_days
@@ -447,6 +455,7 @@ class DriversResult:
     linear_r2: float | None
     collinear: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    risk: "churn.ChurnRisk | None" = None
 
 
 def group_series(study: Study, rfm: pd.DataFrame, attrs: pd.DataFrame | None) -> pd.Series:
@@ -468,7 +477,13 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
         notes.append(f"drivers.group_by {study.drivers.group_by!r} is neither an RFM column nor an attribute: "
                      "groups are RFM segments.")
     groups = group_series(study, rfm, attrs)
-    flags = churn_flags(rfm, cfg, attrs)
+    end = pd.Timestamp(rfm["last_purchase"].max()).normalize() if "end" not in rfm.attrs else rfm.attrs["end"]
+    end_col = study.clv.contracts.end_column
+    flags = churn_flags(rfm, cfg, attrs, end, end_col)
+    ce = contract_ends(attrs, end_col) if cfg.churn == "contracts" and attrs is not None else None
+    unit = 7.0 if study.rfm.time_unit == "weeks" else 1.0
+    risk = churn.churn_risk(tx, end, cfg.churn_days, cfg, attrs, fb, ce, unit)
+    notes += risk.notes
     rates = retention_rates(flags, rfm)
     rates_by = retention_rates(flags, rfm, groups)
     km, logrank = km_curves(flags, groups)
@@ -478,7 +493,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     ds = driver_set(pd.Index(flags["customer_id"]), attrs, fb, early_behaviour(tx, cfg.early_days), cfg)
     notes += ds.notes
     rows = []
-    churn = None
+    churn_cm = None
     eligible = flags.set_index("customer_id")["eligible"]
     churned = flags.set_index("customer_id")["churned"]
     el = eligible.to_numpy()
@@ -486,7 +501,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     if isinstance(cm, str):
         notes.append(f"Churn classifier skipped: {cm}.")
     else:
-        churn = cm
+        churn_cm = cm
         rows.append(cm.importance)
     linear_r2 = None
     ipa_df = None
@@ -504,8 +519,8 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
             if ds.ratings and len(lin):
                 imp = lin[lin["method"].str.startswith("LMG")].set_index("driver")["importance"]
                 ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean())
-    elif churn is not None and ds.ratings:
-        imp = churn.importance[churn.importance["method"].str.startswith("permutation")].set_index("driver")["importance"]
+    elif churn_cm is not None and ds.ratings:
+        imp = churn_cm.importance[churn_cm.importance["method"].str.startswith("permutation")].set_index("driver")["importance"]
         ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean())
     drivers = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["driver", "method", "importance", "ci_low", "ci_high"])
@@ -513,7 +528,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     drivers["mean_rating"] = drivers["driver"].map(means)
     drivers = drivers[["driver", "method", "importance", "ci_low", "ci_high", "mean_rating"]]
     return DriversResult(flags, rates, rates_by, cohort_matrix(tx, "customers"), cohort_matrix(tx, "revenue"), km,
-                         logrank, survey, drivers, ipa_df, churn, linear_r2, ds.collinear, notes)
+                         logrank, survey, drivers, ipa_df, churn_cm, linear_r2, ds.collinear, notes, risk)
 
 
 def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str]) -> tuple[pd.DataFrame, float]:
@@ -542,23 +557,28 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
     run_dir = Path(run_dir)
     tx = io.read_stage(run_dir, "transactions_clean.parquet")
     rfm = io.read_stage(run_dir, "rfm.parquet")
+    if (run_dir / "rfm.json").exists():
+        rfm.attrs["end"] = pd.Timestamp(io.read_json(run_dir / "rfm.json")["end"]).normalize()
     clv = io.read_stage(run_dir, "clv.parquet", optional=True)
     attrs = io.read_attributes(study, "customers")
     fb = io.read_attributes(study, "feedback")
     res = build_drivers(study, tx, rfm, clv, attrs, fb)
     io.write_parquet(res.drivers, run_dir / "drivers.parquet")
-    risk = pd.DataFrame({"customer_id": res.flags["customer_id"].astype(io.STRING)})
-    if res.churn is not None:
-        risk["churn_probability"] = risk["customer_id"].astype(str).map(res.churn.probabilities).to_numpy()
-    else:
-        risk["churn_probability"] = np.nan
-    risk["churned"] = res.flags["churned"].to_numpy()
+    sc = res.risk.scores.set_index("customer_id").reindex(res.flags["customer_id"].astype(str))
+    risk = pd.DataFrame({"customer_id": res.flags["customer_id"].astype(io.STRING),
+                         "churn_probability": sc["churn_probability"].to_numpy(),
+                         "churned": res.flags["churned"].to_numpy(),
+                         "within_cycle": sc["within_cycle"].fillna(False).astype(bool).to_numpy(),
+                         "cycle_days": sc["cycle_days"].to_numpy()})
     io.write_parquet(risk, run_dir / "churn_risk.parquet")
     nps_all = None
     if res.survey is not None and "nps_points" in res.survey.columns:
         nps_all = float(res.survey.loc[res.survey["group"] == "all customers", "nps_points"].iloc[0])
     io.write_json({"rates": res.rates.to_dict("records"), "logrank": res.logrank, "nps": nps_all,
                    "auc": None if res.churn is None else res.churn.auc, "linear_r2": res.linear_r2,
+                   "churn_risk": {"method": res.risk.method, "validation": res.risk.validation,
+                                  "auc": res.risk.auc_model, "auc_purchase_model": res.risk.auc_baseline,
+                                  "horizon_days": res.risk.horizon_days, "cutoffs": res.risk.cutoffs},
                    "notes": res.notes}, run_dir / "drivers.json")
     return res
 

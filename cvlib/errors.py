@@ -24,3 +24,9 @@ class StageError(CvlibError):
     """A stage notebook failed; the message points to its rendered HTML."""
 
     exit_code = 1
+
+
+class StageInputError(StageError):
+    """A stage notebook stopped on a problem with the input data or parameters (exit code 2)."""
+
+    exit_code = 2

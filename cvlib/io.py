@@ -86,7 +86,19 @@ def _delimiter(path: Path, table: TableInput, fmt: str) -> str:
     return ";" if first.count(";") > first.count(",") else ","
 
 
-def _read_delimited(path: Path, table: TableInput, fmt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _check_header(names: list[str], path: Path, name: str) -> None:
+    """InputDataError when the file's column names repeat (the columns could not be told apart)."""
+    seen: dict[str, list[int]] = {}
+    for i, n in enumerate(names, 1):
+        seen.setdefault(n, []).append(i)
+    dups = {n: pos for n, pos in seen.items() if len(pos) > 1}
+    if dups:
+        listed = "; ".join(f"{n!r} in columns {', '.join(map(str, pos))}" for n, pos in dups.items())
+        raise InputDataError(f"inputs.{name}: the header of {path} repeats column names ({listed}). Rename the "
+                             "columns in the file so that each name is unique, then run again.")
+
+
+def _read_delimited(path: Path, table: TableInput, fmt: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CSV/TSV through pyarrow (fast), capturing malformed lines instead of failing."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -99,52 +111,88 @@ def _read_delimited(path: Path, table: TableInput, fmt: str) -> tuple[pd.DataFra
         return "skip"
 
     encoding = table.encoding.lower().replace("_", "-")
-    read_opts = pacsv.ReadOptions(encoding="utf8" if encoding in {"utf-8", "utf8", "utf-8-sig"} else table.encoding,
-                                  block_size=1 << 24)
-    parse_opts = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False)
+    codec = "utf8" if encoding in {"utf-8", "utf8", "utf-8-sig"} else table.encoding
     try:
-        with open(path, "rb") as fh:
-            header = fh.readline()
-        header_text = header.decode(table.encoding, errors="replace").lstrip("\ufeff").rstrip("\r\n")
-        names = [h.strip().strip('"') for h in header_text.split(delimiter)]
-        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False,
-                                       quoted_strings_can_be_null=False, null_values=[])
-        tbl = pacsv.read_csv(path, read_options=read_opts, parse_options=parse_opts, convert_options=convert)
+        if table.header:
+            with open(path, "rb") as fh:
+                header = fh.readline()
+            header_text = header.decode(table.encoding, errors="replace").lstrip("\ufeff").rstrip("\r\n")
+            names = [h.strip().strip('"') for h in header_text.split(delimiter)]
+            _check_header(names, path, name)
+        else:
+            names = list(table.names or [])
+
+        def read(threads: bool) -> Any:
+            opts = pacsv.ReadOptions(encoding=codec, block_size=1 << 24, use_threads=threads,
+                                     column_names=None if table.header else names)
+            convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False,
+                                           quoted_strings_can_be_null=False, null_values=[])
+            parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False)
+            return pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
+
+        tbl = read(True)
+        if any(b["line"] is None for b in bad):  # threaded parsing does not know line numbers: find them
+            bad.clear()
+            tbl = read(False)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise InputDataError(
-            f"Cannot read {path} as {fmt.upper()} (encoding {table.encoding!r}, delimiter {delimiter!r}): {exc}. "
-            "Check the encoding (utf-8, utf-8-sig, gbk, gb18030, latin-1) and the delimiter in the params file."
+            f"Cannot read inputs.{name} file {path} as {fmt.upper()} (encoding {table.encoding!r}, delimiter "
+            f"{delimiter!r}): {exc}. Check the encoding (utf-8, utf-8-sig, gbk, gb18030, latin-1), the delimiter and "
+            f"the header option in the params file."
         ) from None
     tbl = tbl.rename_columns([c.strip().lstrip("\ufeff") for c in tbl.column_names])
     df = tbl.to_pandas(types_mapper=lambda t: STRING if t == pa.string() else None)
     malformed = pd.DataFrame(bad, columns=["line", "text", "expected", "got"])
+    # best-effort fields of each malformed line (a plain split), so its customer id can be shown or hidden
+    malformed["fields"] = [str(t).split(delimiter) for t in malformed["text"]]
+    malformed.attrs["names"] = names
+    first = 2 if table.header else 1  # the file row number of the first data row (pyarrow skips empty lines)
+    malformed[ROW] = (malformed["line"] - (first - 1)).astype("int64")
+    if len(malformed):
+        rows = np.arange(first, first + len(df) + len(malformed))
+        good = rows[~np.isin(rows, malformed["line"].to_numpy())] - (first - 1)
+        df.insert(0, ROW, good.astype("int64"))
     return df, malformed
 
 
 def read_raw(study: Study, table: TableInput, name: str, nrows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read a client file with every column as text. Returns (rows, malformed lines)."""
+    """Read a client file with every column as text. Returns (rows, malformed lines).
+
+    `source_row` numbers the data rows of the file from 1 (the header row not counted, nor empty lines)."""
     path = study.resolve(table.path)
     fmt = detect_format(path, table)
-    empty_bad = pd.DataFrame(columns=["line", "text", "expected", "got"])
+    empty_bad = pd.DataFrame(columns=["line", "text", "expected", "got", ROW])
+    header = 0 if table.header else None
+    names = None if table.header else table.names
     try:
         if fmt in {"csv", "tsv"} and nrows is not None:  # a sample: no need to parse the whole file
-            df = pd.read_csv(path, sep=_delimiter(path, table, fmt), dtype=str, encoding=table.encoding, nrows=nrows,
-                             keep_default_na=False, na_values=[], on_bad_lines="skip").astype(STRING)
+            sep = _delimiter(path, table, fmt)
+            if table.header:
+                _check_header(_header_names(path, table, sep), path, name)
+            df = pd.read_csv(path, sep=sep, dtype=str, encoding=table.encoding, nrows=nrows, header=header,
+                             names=names, keep_default_na=False, na_values=[], on_bad_lines="skip").astype(STRING)
             df.columns = [str(c).lstrip("\ufeff") for c in df.columns]
             bad = empty_bad
         elif fmt in {"csv", "tsv"}:
-            df, bad = _read_delimited(path, table, fmt)
+            df, bad = _read_delimited(path, table, fmt, name)
         elif fmt == "whitespace":
-            df = pd.read_csv(path, sep=r"\s+", dtype=str, encoding=table.encoding, nrows=nrows,
-                             keep_default_na=False, na_values=[])
+            if table.header:
+                _check_header(_header_names(path, table, None), path, name)
+            df = pd.read_csv(path, sep=r"\s+", dtype=str, encoding=table.encoding, nrows=nrows, header=header,
+                             names=names, keep_default_na=False, na_values=[])
             df = df.astype(STRING)
             bad = empty_bad
         elif fmt == "excel":
-            df = pd.read_excel(path, sheet_name=table.sheet or 0, dtype=str, nrows=nrows, keep_default_na=False)
+            if table.header:
+                head = pd.read_excel(path, sheet_name=table.sheet or 0, dtype=str, nrows=1, header=None)
+                _check_header([str(v).strip() for v in head.iloc[0].tolist()] if len(head) else [], path, name)
+            df = pd.read_excel(path, sheet_name=table.sheet or 0, dtype=str, nrows=nrows, keep_default_na=False,
+                               header=header, names=names)
             df = df.astype(STRING)
             bad = empty_bad
         else:
             df = pd.read_parquet(path)
+            _check_header([str(c) for c in df.columns], path, name)
             if nrows is not None:
                 df = df.head(nrows)
             bad = empty_bad
@@ -153,11 +201,20 @@ def read_raw(study: Study, table: TableInput, name: str, nrows: int | None = Non
     except (UnicodeDecodeError, ValueError, OSError) as exc:
         raise InputDataError(
             f"Cannot read inputs.{name} file {path} as {fmt}: {exc}. "
-            "Check inputs.{name}.format and .encoding in the params file."
+            f"Check inputs.{name}.format, .encoding and .header in the params file."
         ) from None
     df.columns = [str(c).strip() for c in df.columns]
-    df.insert(0, ROW, np.arange(1, len(df) + 1, dtype="int64"))
+    if ROW not in df.columns:
+        df.insert(0, ROW, np.arange(1, len(df) + 1, dtype="int64"))
     return df, bad
+
+
+def _header_names(path: Path, table: TableInput, sep: str | None) -> list[str]:
+    """The column names in the first line of a text file (split on sep, or on white space)."""
+    with open(path, "rb") as fh:
+        first = fh.readline().decode(table.encoding, errors="replace").lstrip("\ufeff").strip("\r\n")
+    parts = first.split() if sep is None else first.split(sep)
+    return [p.strip().strip('"') for p in parts]
 
 
 def check_columns(df: pd.DataFrame, wanted: dict[str, str], path: Path, key: str) -> None:
@@ -185,13 +242,21 @@ def _attribute_mapping(spec: AttributeInput) -> dict[str, str]:
 
 
 def check_inputs(study: Study) -> None:
-    """Read a sample of every input table and check that each mapped column is there (InputDataError if not)."""
-    read_transactions(study, nrows=50)
+    """Read a sample of every input table and check that each mapped column is there and that it has data
+    rows (InputDataError if not)."""
+    tx, _ = read_transactions(study, nrows=50)
+    tables = [("transactions", tx)]
     for name in ("customers", "feedback"):
         spec = getattr(study.inputs, name)
         if spec is not None:
             df, _ = read_raw(study, spec, name, nrows=50)
             check_columns(df, _attribute_mapping(spec), study.resolve(spec.path), f"inputs.{name}")
+            tables.append((name, df))
+    for name, df in tables:
+        if len(df) == 0:
+            spec = getattr(study.inputs, name)
+            raise InputDataError(f"inputs.{name}: {study.resolve(spec.path)} has a header but no data rows. "
+                                 "Check that the export is complete (and the path points at the right file).")
 
 
 def read_transactions(study: Study, nrows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -202,6 +267,10 @@ def read_transactions(study: Study, nrows: int | None = None) -> tuple[pd.DataFr
     check_columns(df, mapping, study.resolve(spec.path), "inputs.transactions")
     out = df[[ROW, *mapping.values()]].copy()
     out.columns = [ROW, *mapping.keys()]
+    names = bad.attrs.get("names") or []
+    if len(bad) and "fields" in bad.columns and spec.columns.customer_id in names:
+        k = names.index(spec.columns.customer_id)
+        bad["customer_id"] = [f[k].strip().strip('"') if len(f) > k else "" for f in bad["fields"]]
     return out, bad
 
 

@@ -52,6 +52,16 @@ class TableInput(_Model):
     date_format: str | list[str] | None = Field(
         None, description="strftime format(s) tried in order; None: inferred and reported"
     )
+    header: bool = Field(True, description="the first row holds the column names; false: give them in `names`")
+    names: list[str] | None = Field(None, description="column names of a file without a header row")
+
+    @model_validator(mode="after")
+    def _names(self) -> "TableInput":
+        if not self.header and not self.names:
+            raise ValueError("header is false, so the column names must be given in `names` (in file order)")
+        if self.names is not None and len(set(self.names)) != len(self.names):
+            raise ValueError(f"names {self.names} repeat a column name")
+        return self
 
     @field_validator("encoding")
     @classmethod
@@ -74,6 +84,7 @@ class TableInput(_Model):
 
 class TransactionsInput(TableInput):
     columns: TransactionColumns
+    allow_exponent: bool = Field(False, description="read amounts written in exponent notation (1.5e3)")
 
 
 class AttributeInput(TableInput):
@@ -94,8 +105,22 @@ class Inputs(_Model):
 
 # --------------------------------------------------------------------------- privacy
 class Privacy(_Model):
+    """Pseudonyms are keyed HMAC-SHA256 of each id; the key is read from an environment variable or a key
+    file and is never written into any output."""
+
     pseudonymize_ids: bool = False
-    salt: str = Field("cvlib", description="salt for the id hashes shown in reports")
+    key_env: str = Field("CVLIB_PSEUDONYM_KEY", description="environment variable holding the key")
+    key_file: str | None = Field(None, description="file holding the key (relative to the params file)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_salt(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "salt" in data:
+            raise ValueError("privacy.salt is no longer used: a salt written in the params file (and shown in the "
+                             "reports) lets anyone reverse the pseudonyms. Put a secret key in the environment "
+                             "variable named by privacy.key_env (default CVLIB_PSEUDONYM_KEY) or in a file named by "
+                             "privacy.key_file, and remove privacy.salt")
+        return data
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -127,12 +152,24 @@ class TestIdsRule(_Model):
     ids: list[str] = Field(default_factory=list)
 
 
+class DatesRule(_Model):
+    """Dates outside the plausible range are quarantined: before `earliest`, after `latest` (default: the run
+    date), or more than `after_bulk_days` after the 99th percentile of the file's dates."""
+
+    enabled: bool = True
+    earliest: dt.date = dt.date(1980, 1, 1)
+    latest: dt.date | None = Field(None, description="None: the day the study runs")
+    after_bulk_days: int | None = Field(365, ge=1, description="None: no check against the bulk of the data")
+
+
 class OutlierRule(_Model):
     enabled: bool = True
     method: Literal["iqr", "zscore", "quantile"] = "iqr"
     threshold: float = Field(3.0, gt=0, description="iqr: k x IQR; zscore: |z|; quantile: upper quantile in (0.5, 1)")
     action: Literal["flag", "cap", "drop"] = "flag"
     log_scale: bool = Field(True, description="judge amounts on the log scale (amounts are right-skewed)")
+    ceiling: float | None = Field(1e9, gt=0, allow_inf_nan=False,
+                                  description="amounts above this are outliers whatever the method says")
 
     @model_validator(mode="after")
     def _quantile_range(self) -> "OutlierRule":
@@ -144,6 +181,7 @@ class OutlierRule(_Model):
 class Cleaning(_Model):
     duplicates: Toggle = Field(default_factory=Toggle)
     returns: ReturnsRule = Field(default_factory=ReturnsRule)
+    dates: DatesRule = Field(default_factory=DatesRule)
     non_positive: Toggle = Field(default_factory=Toggle)
     window: WindowRule = Field(default_factory=WindowRule)
     test_ids: TestIdsRule = Field(default_factory=TestIdsRule)
@@ -188,6 +226,13 @@ class BinEdges(_Model):
     frequency: list[float] | None = None
     monetary: list[float] | None = None
 
+    @field_validator("recency", "frequency", "monetary")
+    @classmethod
+    def _ascending(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(b <= a for a, b in zip(v, v[1:]))):
+            raise ValueError(f"bin edges {v} must be a non-empty list of strictly increasing values")
+        return v
+
 
 class Pyramid(_Model):
     cuts: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.20], description="cumulative customer shares")
@@ -197,7 +242,7 @@ class Pyramid(_Model):
     def _sizes(self) -> "Pyramid":
         if len(self.names) != len(self.cuts) + 1:
             raise ValueError(f"pyramid needs {len(self.cuts) + 1} names for {len(self.cuts)} cuts")
-        if sorted(self.cuts) != self.cuts or not all(0 < c < 1 for c in self.cuts):
+        if any(b <= a for a, b in zip(self.cuts, self.cuts[1:])) or not all(0 < c < 1 for c in self.cuts):
             raise ValueError("pyramid cuts must be increasing shares between 0 and 1")
         return self
 
@@ -264,6 +309,10 @@ class ClvTiers(_Model):
     def _sizes(self) -> "ClvTiers":
         if len(self.names) != len(self.cuts) + 1:
             raise ValueError(f"clv tiers need {len(self.cuts) + 1} names for {len(self.cuts)} cuts")
+        if any(b <= a for a, b in zip(self.cuts, self.cuts[1:])) or not all(0 < c < 1 for c in self.cuts):
+            raise ValueError(f"clv tier cuts {self.cuts} must be increasing shares between 0 and 1")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"clv tier names {self.names} must differ")
         return self
 
 
@@ -382,6 +431,13 @@ class Value(_Model):
             if len(w.ahp.matrix) != len(cols):
                 raise ValueError(f"the AHP matrix is {len(w.ahp.matrix)}x{len(w.ahp.matrix)} but there are "
                                  f"{len(cols)} indicators ({', '.join(cols)})")
+            from cvlib.value import ahp_weights
+
+            ahp = ahp_weights(w.ahp.matrix)
+            if not ahp["consistent"] and not w.ahp.allow_inconsistent:
+                raise ValueError(f"the AHP comparison matrix is inconsistent: consistency ratio {ahp['cr']:.3f} "
+                                 "(must be below 0.10). Revise the judgements, or set "
+                                 "value.weights.ahp.allow_inconsistent: true to go on anyway")
         if w.method == "fixed":
             missing = [c for c in cols if c not in w.fixed]
             if missing:
@@ -417,17 +473,27 @@ class Drivers(_Model):
 
 # --------------------------------------------------------------------------- strategy
 class GroupRule(_Model):
-    """A strategic group: customers for whom `when` (a pandas expression over the customer table) is true.
+    """A strategic group: customers for whom `when` (a rule in cvlib.expr over the customer table) is true.
     Rules are tried in order; the first that matches wins."""
 
     name: str
     objective: Literal["wider", "longer", "deeper"]
-    when: str
+    when: str = Field(description="a rule in cvlib's expression language (see cvlib.expr), e.g. "
+                                  "\"churn_probability >= 0.5 and clv_tier != 'Low'\"")
+
+    @field_validator("when")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        from cvlib.expr import parse
+
+        parse(v)  # ExpressionError is a ValueError: pydantic names the key
+        return v
 
 
 def _default_groups() -> list[GroupRule]:
     return [
-        GroupRule(name="churn risk", objective="longer", when="churn_probability >= 0.5 and clv_tier != 'Low'"),
+        GroupRule(name="churn risk", objective="longer",
+                  when="churn_probability >= 0.5 and clv_tier != 'Low' and not within_cycle"),
         GroupRule(name="high value", objective="longer", when="clv_tier == 'High'"),
         GroupRule(name="growth potential", objective="deeper", when="value_cell == 'Develop' or trend > 0.25"),
         GroupRule(name="stable", objective="deeper", when="clv_tier == 'Medium'"),
@@ -437,7 +503,7 @@ def _default_groups() -> list[GroupRule]:
 class Action(_Model):
     name: str
     groups: list[str] = Field(description="strategic groups the action is for")
-    cost_per_customer: float = Field(ge=0)
+    cost_per_customer: float = Field(ge=0, allow_inf_nan=False)
     uplift: float = Field(ge=0, le=5, description="expected relative gain on the value it acts on")
     applies_to: Literal["clv", "value_at_risk"] = Field("clv", description="value the uplift applies to")
     channel: str = ""
@@ -463,8 +529,9 @@ class Strategy(_Model):
     groups: list[GroupRule] = Field(default_factory=_default_groups)
     default_group: str = Field("low value", description="customers no rule matched")
     default_objective: Literal["wider", "longer", "deeper"] = "wider"
-    actions: list[Action] = Field(default_factory=_default_actions)
-    budget: float = Field(50_000.0, ge=0, description="total budget for the actions, in the study currency")
+    actions: list[Action] = Field(default_factory=_default_actions, min_length=1)
+    budget: float = Field(50_000.0, gt=0, allow_inf_nan=False,
+                          description="total budget for the actions, in the study currency")
     sensitivity: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5],
                                      description="multipliers of every uplift for the sensitivity chart")
 
@@ -484,7 +551,9 @@ class Report(_Model):
 
 
 class Study(_Model):
-    study: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="short name, used for the report folder")
+    study: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$",
+                       description="short plain name (letters, digits, _ . -; not starting with '.'), "
+                                   "used for the report folder")
     client: str
     currency: str = "USD"
     inputs: Inputs
@@ -499,6 +568,29 @@ class Study(_Model):
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Study":
+        """Checks that span sections: everything that does not need the data is refused before a run."""
+        if self.rfm.frequency == "orders" and not self.inputs.transactions.columns.order_id:
+            raise ValueError("rfm.frequency is 'orders' but inputs.transactions.columns.order_id is not mapped; "
+                             "map the order id column or use frequency: days")
+        from cvlib.expr import ExpressionError, check_names, parse
+        from cvlib.strategy import RULE_COLUMNS, rule_categories
+
+        categories = rule_categories(self)
+        for i, g in enumerate(self.strategy.groups):
+            rule = parse(g.when)
+            try:
+                check_names(rule, RULE_COLUMNS)
+            except ExpressionError as exc:
+                raise ValueError(f"strategy.groups.{i}.when (group {g.name!r}): {exc}") from None
+            for col, value in rule.literals():
+                allowed = categories.get(col)
+                if allowed is not None and value not in allowed:
+                    raise ValueError(f"strategy.groups.{i}.when (group {g.name!r}) tests {col} == {value!r}, but "
+                                     f"no customer can have that {col}: the names are {sorted(allowed)}")
+        return self
 
     def resolve(self, path: str) -> Path:
         """Absolute path of an input file (relative paths are relative to the params file)."""
@@ -605,7 +697,10 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
             ctx = e.get("ctx") or {}
             if "expected" in ctx:
                 allowed = f" Allowed: {ctx['expected']}."
-            lines.append(f"  - {key}: {e['msg']} (got {e.get('input')!r}).{allowed}")
+            msg = e["msg"].removeprefix("Value error, ")
+            got = repr(e.get("input"))
+            got = f" (got {got})" if len(got) <= 120 and not isinstance(e.get("input"), dict) else ""
+            lines.append(f"  - {key}: {msg}{got}.{allowed}" if key else f"  - {msg}.")
     return "\n".join(lines)
 
 

@@ -5,7 +5,6 @@ text such as ``<script>`` is shown as text in every rendered report.
 """
 from __future__ import annotations
 
-import hashlib
 import html
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML
 
+from cvlib import privacy
 from cvlib.params import Study
 
 ID_COLUMNS = ("customer_id",)
@@ -28,23 +28,18 @@ def setup(study: Study | None = None) -> None:
     pd.set_option("display.width", 200)
 
 
-def pseudonym(ids: pd.Series, salt: str) -> pd.Series:
-    """Salted, truncated SHA-256 of each id: stable across runs with the same salt."""
-    uniques = pd.Series(ids.astype(str).unique())
-    hashed = uniques.map(lambda v: "c_" + hashlib.sha256(f"{salt}:{v}".encode()).hexdigest()[:10])
-    return ids.astype(str).map(dict(zip(uniques, hashed)))
-
-
 def for_display(df: pd.DataFrame, study: Study | None) -> pd.DataFrame:
-    """Copy of df with customer ids pseudonymised when the study asks for it."""
+    """Copy of df with customer ids pseudonymised when the study asks for it (keyed HMAC, see
+    `cvlib.privacy`; the runner also scrubs ids from every other text of the rendered report)."""
     if study is None or not study.privacy.pseudonymize_ids:
         return df
+    key = privacy.load_key(study)
     out = df.copy()
     for col in ID_COLUMNS:
         if col in out.columns:
-            out[col] = pseudonym(out[col], study.privacy.salt)
+            out[col] = privacy.pseudonyms(out[col], key)
     if out.index.name in ID_COLUMNS:
-        out.index = pseudonym(out.index.to_series(), study.privacy.salt).to_numpy()
+        out.index = privacy.pseudonyms(out.index.to_series(), key).to_numpy()
     return out
 
 

@@ -488,7 +488,7 @@ def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
     tree = DecisionTreeClassifier(max_depth=cfg.tree_depth, random_state=cfg.seed).fit(Xtr, ytr)
     acc = float(tree.score(Xte, yte))
     rules_text = export_text(tree, feature_names=["recency_days", "frequency", "monetary"],
-                             class_names=[f"{i}: {names[i]}" for i in sorted(names.index)], decimals=1)
+                             class_names=[f"{i}: {names[i]}" for i in tree.classes_], decimals=1)
     return ClusterResult(labels, k, scores, prof.reset_index(), sil_s, rules_text, acc)
 
 

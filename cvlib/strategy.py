@@ -14,9 +14,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import expr, io
 from cvlib.errors import ParamError
 from cvlib.params import Action, Strategy, Study
+
+# the columns of the customer table that group rules can use (a test checks customer_table makes exactly these)
+RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "monetary", "monetary_mean", "tenure",
+                "x", "t_x", "T", "monetary_value", "r_score", "f_score", "m_score", "segment", "abc_class",
+                "value_tier", "cluster", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier",
+                "churn_probability", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
+                "value_at_risk")
+
+
+def rule_categories(study: Study) -> dict[str, set]:
+    """The values each category column of the customer table can take, from the study's parameters."""
+    from cvlib.value import cell_names
+
+    m = study.value.matrix
+    return {"segment": {s.name for s in study.rfm.segments} | {"Other"},
+            "clv_tier": set(study.clv.tiers.names), "abc_class": {"A", "B", "C"},
+            "value_tier": set(study.rfm.pyramid.names),
+            "value_cell": set(cell_names(m.size, m.names).values()) | {"unknown"}}
 
 
 # --------------------------------------------------------------------------- the customer table
@@ -29,12 +47,23 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
     d = d.join(c[[k for k in c.columns if k not in d.columns]], how="left")
     d["clv_tier"] = d["clv_tier"].astype(str)
     d["segment"] = d["segment"].astype(str)
-    if risk is not None and risk["churn_probability"].notna().any():
-        r = risk.assign(customer_id=risk["customer_id"].astype(str)).set_index("customer_id")["churn_probability"]
-        d["churn_probability"] = r.reindex(d.index).fillna(1 - d["p_alive"].fillna(0.5))
+    rk = risk.assign(customer_id=risk["customer_id"].astype(str)).set_index("customer_id") if risk is not None else None
+    if rk is not None and rk["churn_probability"].notna().any():
+        d["churn_probability"] = rk["churn_probability"].reindex(d.index)
+        missing = int(d["churn_probability"].isna().sum())
+        if missing:
+            notes.append(f"{missing:,} customers have no churn probability from the drivers stage: they are in no "
+                         "rule that tests churn_probability.")
     else:
-        d["churn_probability"] = (1 - d["p_alive"]).fillna(0.5)
-        notes.append("No churn model from the drivers stage: churn probability is 1 - P(alive) from the CLV model.")
+        d["churn_probability"] = np.nan
+        notes.append("No churn risk from the drivers stage: rules on churn_probability match nobody.")
+    if rk is not None and "within_cycle" in rk.columns:
+        d["within_cycle"] = rk["within_cycle"].reindex(d.index).fillna(False).astype(bool)
+        d["cycle_days"] = rk["cycle_days"].reindex(d.index)
+    else:  # the customer's own cycle from the RFM columns: mean days between purchase occasions
+        cyc = (d["tenure"] - d["recency"]) / (d["frequency"] - 1).where(d["frequency"] > 1)
+        d["cycle_days"] = cyc.fillna(cyc.median())
+        d["within_cycle"] = (d["recency"] <= d["cycle_days"]).fillna(False)
     if value is not None:
         v = value.assign(customer_id=value["customer_id"].astype(str)).set_index("customer_id")
         d = d.join(v[[k for k in ("value_cell", "profit", "value_score") if k in v.columns]], how="left")
@@ -47,7 +76,7 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
         d["trend"] = spend_trend(tx).reindex(d.index).fillna(0.0)
     else:
         d["trend"] = 0.0
-    d["value_at_risk"] = d["clv"] * d["churn_probability"]
+    d["value_at_risk"] = (d["clv"] * d["churn_probability"]).fillna(0.0)
     return d.reset_index(), notes
 
 
@@ -57,11 +86,10 @@ def assign_groups(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
     objective = pd.Series(cfg.default_objective, index=df.index, dtype="object")
     for rule in cfg.groups:
         try:
-            hit = df.eval(rule.when, engine="python")
-        except Exception as exc:
-            raise ParamError(f"strategy.groups: rule {rule.name!r} ({rule.when!r}) cannot be evaluated: {exc}. "
-                             f"Columns: {', '.join(map(str, df.columns))}.") from None
-        hit = pd.Series(hit, index=df.index).fillna(False).astype(bool) & group.isna()
+            hit = expr.evaluate(rule.when, df)
+        except (expr.ExpressionError, TypeError) as exc:
+            raise ParamError(f"strategy.groups: rule {rule.name!r} ({rule.when!r}) cannot be evaluated: {exc}") from None
+        hit = hit & group.isna()
         group[hit] = rule.name
         objective[hit] = rule.objective
     rest = group.isna()
@@ -98,12 +126,21 @@ def action_table(df: pd.DataFrame, cfg: Strategy, horizon_months: int, multiplie
     return pd.DataFrame(rows)
 
 
+MAX_BINARIES = 3_000  # above this many (customer, action) candidates the allocation is solved greedily (LP bound)
+
+
 @dataclass
 class Allocation:
     plan: pd.DataFrame      # group, action, customers_targeted, cost, expected_incremental_value, net_value
     total_cost: float
     total_value: float
     net_value: float
+    chosen: pd.DataFrame = field(default_factory=pd.DataFrame)  # customer_id, group, action, expected_gain, cost
+    method: str = "exact"   # exact: one binary per customer x action; blocks: above MAX_BINARIES candidates
+    status: str = ""
+
+
+CHOSEN_COLUMNS = ["customer_id", "group", "action", "expected_gain", "cost"]
 
 
 def _options(df: pd.DataFrame, cfg: Strategy, multiplier: float) -> list[dict]:
@@ -113,74 +150,157 @@ def _options(df: pd.DataFrame, cfg: Strategy, multiplier: float) -> list[dict]:
         for g in a.groups:
             sub = df[df["group"] == g]
             if len(sub):
-                gain = gains(sub, a, multiplier).sort_values(ascending=False)
+                gain = gains(sub, a, multiplier).sort_values(ascending=False, kind="stable")
                 opts.append({"group": g, "action": a.name, "cost": a.cost_per_customer, "gains": gain})
     return opts
 
 
+def _candidates(df: pd.DataFrame, opts: list[dict]) -> pd.DataFrame:
+    """Every (customer, action) pair worth considering: expected gain above the action's cost (a pair that
+    loses money never belongs to an optimal plan)."""
+    parts = []
+    for i, o in enumerate(opts):
+        g = o["gains"]
+        keep = g > o["cost"]
+        if keep.any():
+            parts.append(pd.DataFrame({"row": g.index[keep], "option": i, "expected_gain": g[keep].to_numpy(),
+                                       "cost": float(o["cost"])}))
+    if not parts:
+        return pd.DataFrame(columns=["row", "option", "expected_gain", "cost"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _plan_from(chosen: pd.DataFrame, opts: list[dict]) -> pd.DataFrame:
+    """One row per (group, action): what the chosen customers cost and deliver (zeros where none)."""
+    base = pd.DataFrame([{"group": o["group"], "action": o["action"]} for o in opts],
+                        columns=["group", "action"])
+    agg = chosen.groupby(["group", "action"], sort=False).agg(customers_targeted=("expected_gain", "size"),
+                                                              cost=("cost", "sum"),
+                                                              expected_incremental_value=("expected_gain", "sum"))
+    plan = base.merge(agg.reset_index(), on=["group", "action"], how="left").fillna(
+        {"customers_targeted": 0, "cost": 0.0, "expected_incremental_value": 0.0})
+    plan["customers_targeted"] = plan["customers_targeted"].astype(int)
+    plan["net_value"] = plan["expected_incremental_value"] - plan["cost"]
+    return plan
+
+
+def _allocation(df: pd.DataFrame, opts: list[dict], picks: pd.DataFrame, method: str, status: str) -> Allocation:
+    """An Allocation whose figures are the sums over exactly the chosen (customer, action) pairs."""
+    chosen = pd.DataFrame({"customer_id": df.loc[picks["row"], "customer_id"].to_numpy(),
+                           "group": [opts[i]["group"] for i in picks["option"]],
+                           "action": [opts[i]["action"] for i in picks["option"]],
+                           "expected_gain": picks["expected_gain"].to_numpy(dtype=float),
+                           "cost": picks["cost"].to_numpy(dtype=float)}, columns=CHOSEN_COLUMNS)
+    plan = _plan_from(chosen, opts)
+    cost, value = float(chosen["cost"].sum()), float(chosen["expected_gain"].sum())
+    return Allocation(plan, cost, value, value - cost, chosen, method, status)
+
+
+def _greedy(cand: pd.DataFrame, budget: float) -> tuple[pd.DataFrame, float]:
+    """Multiple-choice knapsack by its LP relaxation (Sinha and Zoltners): each customer's options on the upper
+    convex hull of (cost, net gain) become increments, taken in order of net gain per unit cost while the budget
+    allows; then any later increment that still fits. Returns the chosen rows and the LP bound on the optimum."""
+    c = cand.assign(net=cand["expected_gain"] - cand["cost"]).sort_values(["row", "cost", "net"],
+                                                                          ascending=[True, True, False])
+    inc_rows, inc_cost, inc_net, inc_idx, inc_seq = [], [], [], [], []
+    for row, grp in c.groupby("row", sort=False):
+        costs, nets, idx = grp["cost"].to_numpy(), grp["net"].to_numpy(), grp.index.to_numpy()
+        hull = []  # (cost, net, index) on the upper convex hull, starting from (0, 0)
+        for k in range(len(costs)):
+            if hull and nets[k] <= hull[-1][1]:
+                continue  # dominated: costs more, gains no more
+            while hull:
+                c0, n0 = (hull[-2][0], hull[-2][1]) if len(hull) > 1 else (0.0, 0.0)
+                c1, n1 = hull[-1][0], hull[-1][1]
+                # drop the last point when it lies below the line from the previous one to this one
+                if (n1 - n0) * (costs[k] - c0) <= (nets[k] - n0) * (c1 - c0):
+                    hull.pop()
+                else:
+                    break
+            hull.append((costs[k], nets[k], idx[k]))
+        pc, pn = 0.0, 0.0
+        for seq, (hc, hn, hi) in enumerate(hull):
+            inc_rows.append(row), inc_cost.append(hc - pc), inc_net.append(hn - pn), inc_idx.append(hi)
+            inc_seq.append(seq)
+            pc, pn = hc, hn
+    inc = pd.DataFrame({"row": inc_rows, "dcost": inc_cost, "dnet": inc_net, "idx": inc_idx, "seq": inc_seq})
+    eff = np.where(inc["dcost"] > 0, inc["dnet"] / np.where(inc["dcost"] > 0, inc["dcost"], 1), np.inf)
+    inc = inc.assign(eff=eff).sort_values(["eff", "seq"], ascending=[False, True], kind="stable")
+    left, bound, fractional = float(budget), 0.0, False
+    level: dict = {}
+    chosen: dict = {}
+    for r, dc, dn, i, q in zip(inc["row"], inc["dcost"], inc["dnet"], inc["idx"], inc["seq"]):
+        if level.get(r, -1) != q - 1:
+            continue  # its customer's previous option was not taken
+        if dc <= left + 1e-9:
+            left -= dc
+            level[r], chosen[r] = q, i
+            if not fractional:
+                bound += dn
+        elif not fractional:
+            fractional = True
+            bound += dn * max(left, 0.0) / dc
+    return c.loc[list(chosen.values())], bound + 0.0
+
+
 def allocate(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multiplier: float = 1.0,
-             blocks: int = 10) -> Allocation:
+             max_binaries: int = MAX_BINARIES) -> Allocation:
     """Maximise expected net value (gain - cost) under the budget; each customer gets at most one action.
 
-    Each (group, action)'s customers are cut into `blocks` blocks by expected gain (best first), and an
-    integer program chooses how many customers of each block to target."""
+    Up to `max_binaries` (customer, action) pairs worth considering: an integer program with one binary per pair,
+    one row per customer (at most one action) and the budget row, solved to optimality by scipy's `milp` (HiGHS).
+    Above that size: the multiple-choice knapsack's LP relaxation, solved greedily, less its one fractional
+    customer (then any option that still fits); its distance from the LP bound is reported. Either way the
+    reported value is the sum over the chosen customers, so the target list delivers it to the cent."""
     from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_array
+
+    from cvlib.errors import StageError
 
     budget = cfg.budget if budget is None else budget
     opts = _options(df, cfg, multiplier)
-    if not opts:
-        return Allocation(pd.DataFrame(columns=["group", "action", "customers_targeted", "cost",
-                                                "expected_incremental_value", "net_value"]), 0.0, 0.0, 0.0)
-    var_opt, var_gain, var_cap, var_cost, var_group = [], [], [], [], []
-    for i, o in enumerate(opts):
-        chunks = [c for c in np.array_split(o["gains"].to_numpy(), min(blocks, len(o["gains"]))) if len(c)]
-        for ch in chunks:
-            var_opt.append(i)
-            var_gain.append(float(ch.mean()))
-            var_cap.append(len(ch))
-            var_cost.append(o["cost"])
-            var_group.append(o["group"])
-    gain, cap, cost = np.array(var_gain), np.array(var_cap, float), np.array(var_cost)
-    n = len(gain)
-    groups = sorted(set(var_group))
-    rows = [cost]  # budget
-    ub = [budget]
-    for g in groups:  # at most one action per customer: a group's targets cannot exceed its size
-        rows.append(np.array([1.0 if vg == g else 0.0 for vg in var_group]))
-        ub.append(float((df["group"] == g).sum()))
-    res = milp(c=-(gain - cost), constraints=LinearConstraint(np.vstack(rows), -np.inf, np.array(ub)),
-               integrality=np.ones(n), bounds=Bounds(np.zeros(n), cap))
-    x = np.round(res.x).astype(int) if res.x is not None else np.zeros(n, dtype=int)
-    plan = []
-    for i, o in enumerate(opts):
-        idx = [k for k in range(n) if var_opt[k] == i]
-        k_n = int(sum(x[k] for k in idx))
-        value = float(sum(x[k] * gain[k] for k in idx))
-        plan.append({"group": o["group"], "action": o["action"], "customers_targeted": k_n, "cost": k_n * o["cost"],
-                     "expected_incremental_value": value, "net_value": value - k_n * o["cost"]})
-    p = pd.DataFrame(plan)
-    return Allocation(p, float(p["cost"].sum()), float(p["expected_incremental_value"].sum()),
-                      float(p["net_value"].sum()))
+    cand = _candidates(df, opts)
+    if cand.empty:
+        return _allocation(df, opts, cand, "exact", "no customer's expected gain exceeds an action's cost")
+    if len(cand) > max_binaries:
+        picks, bound = _greedy(cand, budget)
+        net = float((picks["expected_gain"] - picks["cost"]).sum())
+        gap = max(bound - net, 0.0)
+        status = (f"greedy on {len(cand):,} pairs: within {gap:,.2f} ({gap / bound:.2%}) of the LP bound "
+                  f"{bound:,.2f}" if bound > 0 else "greedy")
+        return _allocation(df, opts, picks[["row", "option", "expected_gain", "cost"]], "greedy", status)
+    n = len(cand)
+    rows = pd.factorize(cand["row"])[0]
+    a_cust = csr_array((np.ones(n), (rows, np.arange(n))), shape=(rows.max() + 1, n))
+    cost = cand["cost"].to_numpy(dtype=float)
+    res = milp(c=-(cand["expected_gain"].to_numpy(dtype=float) - cost),
+               constraints=[LinearConstraint(a_cust, -np.inf, 1.0), LinearConstraint(cost[None, :], -np.inf, budget)],
+               integrality=np.ones(n), bounds=Bounds(np.zeros(n), np.ones(n)), options={"time_limit": 60})
+    if res.x is None or res.status not in (0, 1):
+        raise StageError(f"The budget allocation could not be solved ({res.message}; {n:,} variables, budget "
+                         f"{budget:,.2f}). Check strategy.budget and the actions' costs.")
+    picks = cand[np.round(res.x).astype(bool)]
+    status = "optimal" if res.status == 0 else f"stopped at the time limit, best plan found ({res.message})"
+    return _allocation(df, opts, picks[["row", "option", "expected_gain", "cost"]], "exact", status)
 
 
 def even_split(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multiplier: float = 1.0) -> Allocation:
-    """The naive plan: the budget split evenly across every (group, action), best customers first."""
+    """The naive plan: the budget split evenly across every (group, action), best customers first, each customer
+    at most once (its figures, too, are the sums over the customers it picks)."""
     budget = cfg.budget if budget is None else budget
     opts = _options(df, cfg, multiplier)
     share = budget / len(opts) if opts else 0.0
-    used: dict[str, int] = {}
-    plan = []
-    for o in opts:
-        size = int((df["group"] == o["group"]).sum())
-        left = size - used.get(o["group"], 0)
-        k_n = min(left, int(share // o["cost"]) if o["cost"] > 0 else left)
-        used[o["group"]] = used.get(o["group"], 0) + k_n
-        value = float(o["gains"].iloc[:k_n].sum())
-        plan.append({"group": o["group"], "action": o["action"], "customers_targeted": k_n, "cost": k_n * o["cost"],
-                     "expected_incremental_value": value, "net_value": value - k_n * o["cost"]})
-    p = pd.DataFrame(plan)
-    return Allocation(p, float(p["cost"].sum()), float(p["expected_incremental_value"].sum()),
-                      float(p["net_value"].sum()))
+    taken: set = set()
+    picks = []
+    for i, o in enumerate(opts):
+        g = o["gains"][~o["gains"].index.isin(taken)]
+        k_n = min(len(g), int(share // o["cost"]) if o["cost"] > 0 else len(g))
+        top = g.iloc[:k_n]
+        taken.update(top.index)
+        picks.append(pd.DataFrame({"row": top.index, "option": i, "expected_gain": top.to_numpy(),
+                                   "cost": float(o["cost"])}))
+    p = pd.concat(picks, ignore_index=True) if picks else pd.DataFrame(columns=["row", "option", "expected_gain", "cost"])
+    return _allocation(df, opts, p, "even split", "")
 
 
 def sensitivity(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
@@ -233,31 +353,21 @@ def top_drivers(drivers: pd.DataFrame | None, n: int = 3) -> dict[str, str]:
 
 
 def target_list(df: pd.DataFrame, alloc: Allocation, cfg: Strategy, currency: str) -> pd.DataFrame:
-    """The customers chosen for each action (highest expected gain first) with a reason, for the CRM."""
-    acts = {a.name: a for a in cfg.actions}
-    parts = []
-    taken: set[str] = set()  # one action per customer
-    plan = alloc.plan.assign(per_customer=alloc.plan["expected_incremental_value"]
-                             / alloc.plan["customers_targeted"].replace(0, np.nan))
-    for _, row in plan.sort_values("per_customer", ascending=False).iterrows():
-        k_n = int(row["customers_targeted"])
-        if k_n <= 0:
-            continue
-        a = acts[row["action"]]
-        sub = df[(df["group"] == row["group"]) & ~df["customer_id"].isin(taken)].copy()
-        sub["expected_gain"] = gains(sub, a)
-        sub = sub.sort_values("expected_gain", ascending=False).head(k_n)
-        taken.update(sub["customer_id"])
-        sub["action"] = a.name
-        sub["reason"] = [f"{seg} segment; CLV {clv:,.0f} {currency}; churn probability {p:.0%}; expected gain "
-                         f"{gain:,.0f} {currency} for {a.cost_per_customer:,.0f} {currency}"
-                         for seg, clv, p, gain in zip(sub["segment"], sub["clv"], sub["churn_probability"],
-                                                      sub["expected_gain"])]
-        parts.append(sub[["customer_id", "group", "action", "clv", "churn_probability", "expected_gain", "reason"]])
-    if not parts:
-        return pd.DataFrame(columns=["customer_id", "group", "action", "clv", "churn_probability", "expected_gain",
-                                     "reason"])
-    return pd.concat(parts, ignore_index=True)
+    """The customers the allocation chose, with their action and a reason, for the CRM (highest expected gain
+    first within each action). Exactly the allocation's (customer, action) pairs: the list delivers the plan."""
+    cols = ["customer_id", "group", "action", "clv", "churn_probability", "expected_gain", "cost", "reason"]
+    if alloc.chosen.empty:
+        return pd.DataFrame(columns=cols)
+    info = df.set_index("customer_id")[["segment", "clv", "churn_probability"]]
+    t = alloc.chosen.join(info, on="customer_id")
+    order = {a.name: i for i, a in enumerate(cfg.actions)}
+    t = t.assign(_o=t["action"].map(order)).sort_values(["_o", "expected_gain"], ascending=[True, False],
+                                                         kind="stable")
+    t["reason"] = [f"{seg} segment; CLV {clv:,.0f} {currency}; churn probability {p:.0%}; expected gain "
+                   f"{gain:,.0f} {currency} for {cost:,.2f} {currency}"
+                   for seg, clv, p, gain, cost in zip(t["segment"], t["clv"], t["churn_probability"],
+                                                      t["expected_gain"], t["cost"])]
+    return t[cols].reset_index(drop=True)
 
 
 def write_targets(targets: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
@@ -325,8 +435,14 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
                      run_dir / "strategy_groups.parquet")
     io.write_csv(res.playbook, run_dir / "playbook.csv")
     write_targets(res.targets, run_dir)
-    io.write_json({"budget": study.strategy.budget, "allocation": res.allocation.plan.to_dict("records"),
-                   "total_cost": res.allocation.total_cost, "expected_incremental_value": res.allocation.total_value,
-                   "net_value": res.allocation.net_value, "even_split_net_value": res.even.net_value,
+    a = res.allocation
+    io.write_json({"budget": study.strategy.budget, "allocation": a.plan.to_dict("records"),
+                   "method": a.method, "solver_status": a.status,
+                   "total_cost": a.total_cost, "expected_incremental_value": a.total_value,
+                   "net_value": a.net_value, "even_split_net_value": res.even.net_value,
+                   "even_split_cost": res.even.total_cost,
+                   "target_list": {"customers": len(res.targets),
+                                   "expected_incremental_value": float(res.targets["expected_gain"].sum()),
+                                   "cost": float(res.targets["cost"].sum())},
                    "playbook": res.playbook.to_dict("records"), "notes": res.notes}, run_dir / "strategy.json")
     return res

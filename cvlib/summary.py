@@ -107,6 +107,7 @@ def findings(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
         cost, val = st["total_cost"], st["expected_incremental_value"]
         roi = (val - cost) / cost if cost else np.nan
         out.append((f"The recommended plan spends {cost:,.0f} of a {st['budget']:,.0f} {currency} budget for an expected "
-                    f"{val:,.0f} {currency} of extra value (ROI {roi:.0%}), against {st['even_split_net_value']:,.0f} "
-                    f"{currency} net for an even split.", "05_strategy.html"))
+                    f"{val:,.0f} {currency} of extra value, {val - cost:,.0f} {currency} net of its cost (ROI {roi:.0%}), "
+                    f"against {st['even_split_net_value']:,.0f} {currency} net for an even split of the budget.",
+                    "05_strategy.html"))
     return out

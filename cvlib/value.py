@@ -226,9 +226,14 @@ def value_cells(current: pd.Series, potential: pd.Series, size: int = 2, current
         return pd.Series(np.asarray(levels, dtype=object)[idx], index=s.index)
 
     c, p = cut(current, current_cuts), cut(potential, potential_cuts)
-    key = c + "/" + p
-    table = {**(CELL_NAMES_2 if size == 2 else {}), **(names or {})}
-    return key.map(lambda k: table.get(k, f"current {k.split('/')[0]}, potential {k.split('/')[1]}"))
+    return (c + "/" + p).map(cell_names(size, names))
+
+
+def cell_names(size: int = 2, names: dict[str, str] | None = None) -> dict[str, str]:
+    """Name of every cell 'current/potential' of the grid (the defaults, overridden by `names`)."""
+    levels = ["low", "high"] if size == 2 else ["low", "medium", "high"]
+    table = {f"{c}/{p}": f"current {c}, potential {p}" for c in levels for p in levels}
+    return {**table, **(CELL_NAMES_2 if size == 2 else {}), **(names or {})}
 
 
 def cell_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -41,3 +41,26 @@ def write_study(tmp: Path, rows: list[dict] | pd.DataFrame, *, name: str = "t", 
 @pytest.fixture
 def study_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def run_notebook_inprocess(nb_path: Path, **parameters: Any) -> dict:
+    """Execute a stage notebook's code cells in this process (no kernel), the parameters cell replaced by
+    `parameters`: a fast check that every cell of the report runs on some data. Returns the namespace."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "parameters" in cell.metadata.get("tags", []):
+            exec(compile(cell.source, f"{nb_path.name}:parameters", "exec"), ns)
+            ns.update(parameters)
+            continue
+        exec(compile(cell.source, f"{nb_path.name}:cell", "exec"), ns)
+        plt.close("all")
+    return ns

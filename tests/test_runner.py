@@ -125,7 +125,7 @@ def hostile_study(tmp_path: Path, pseudonymize: bool) -> Path:
     rows.append({"customer": "zz", "date": "<b>bad</b>", "amount": "1", "product": "p"})
     return write_study(tmp_path, rows, name="hostile",
                        columns={"customer_id": "customer", "date": "date", "amount": "amount", "product": "product"},
-                       extra={"privacy": {"pseudonymize_ids": pseudonymize, "salt": "s1"}})
+                       extra={"privacy": {"pseudonymize_ids": pseudonymize}})
 
 
 def test_hostile_client_text_is_escaped(tmp_path):
@@ -137,7 +137,8 @@ def test_hostile_client_text_is_escaped(tmp_path):
     assert "&lt;b&gt;bad&lt;/b&gt;" in page
 
 
-def test_pseudonymized_ids_in_html_real_ids_in_exports(tmp_path):
+def test_pseudonymized_ids_in_html_real_ids_in_exports(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVLIB_PSEUDONYM_KEY", "k" * 32)
     res = run_study(hostile_study(tmp_path, True), reports_dir=tmp_path / "reports",
                     notebooks_dir=ROOT / "notebooks", stages=["cleaning"])
     page = (res.run_dir / "01_cleaning.html").read_text(encoding="utf-8")
@@ -173,7 +174,7 @@ def test_no_rows_left_fails_the_cleaning_stage_clearly(tmp_path, capsys):
                          extra={"cleaning": {"window": {"start": "2025-01-01"}}})
     code = main(["run", str(params), "--reports-dir", str(tmp_path / "r"), "--notebooks-dir", str(ROOT / "notebooks")])
     err = capsys.readouterr().err
-    assert code == 1 and "Stage 'cleaning' failed" in err and "No rows survived cleaning" in err
+    assert code == 2 and "Stage 'cleaning' failed" in err and "No rows survived cleaning" in err
 
 
 def test_later_stage_alone_takes_inputs_from_latest_run(tmp_path):

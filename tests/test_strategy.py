@@ -30,12 +30,12 @@ def test_every_customer_in_exactly_one_group_first_rule_wins():
         {"name": "risk", "objective": "longer", "when": "churn_probability >= 0.5 and clv_tier != 'Low'"},
         {"name": "top", "objective": "longer", "when": "clv_tier == 'High'"},
         {"name": "mid", "objective": "deeper", "when": "clv_tier == 'Medium'"}], "default_group": "rest",
-        "actions": []})
+        "actions": [{"name": "a", "groups": ["rest"], "cost_per_customer": 1, "uplift": 0.1}]})
     out = strategy.assign_groups(df, cfg)
     assert out["group"].tolist() == ["risk", "mid", "rest", "top", "rest"]
     assert out["objective"].tolist() == ["longer", "deeper", "wider", "longer", "wider"]
     bad = Strategy.model_validate({"groups": [{"name": "x", "objective": "wider", "when": "no_such_column > 1"}],
-                                   "actions": []})
+                                   "actions": [{"name": "a", "groups": ["x"], "cost_per_customer": 1, "uplift": 0.1}]})
     with pytest.raises(ParamError, match="rule 'x'"):
         strategy.assign_groups(df, bad)
 
@@ -70,7 +70,7 @@ def brute_force(df: pd.DataFrame, cfg: Strategy) -> float:
     return best
 
 
-@pytest.mark.parametrize("budget", [0, 15, 37, 60, 500])
+@pytest.mark.parametrize("budget", [0.5, 15, 37, 60, 500])
 def test_allocation_matches_brute_force_and_respects_budget(budget):
     df = frame({"g1": 3, "g2": 4}, {"g1": 200.0, "g2": 60.0})
     cfg = small_cfg(budget)
@@ -80,7 +80,7 @@ def test_allocation_matches_brute_force_and_respects_budget(budget):
 
 
 @settings(max_examples=40, deadline=None)
-@given(budget=st.floats(0, 2000), n1=st.integers(1, 30), n2=st.integers(1, 30), clv1=st.floats(1, 1000),
+@given(budget=st.floats(0.01, 2000), n1=st.integers(1, 30), n2=st.integers(1, 30), clv1=st.floats(1, 1000),
        clv2=st.floats(1, 1000))
 def test_allocation_never_exceeds_budget_or_group_sizes(budget, n1, n2, clv1, clv2):
     df = frame({"g1": n1, "g2": n2}, {"g1": clv1, "g2": clv2})
@@ -126,3 +126,87 @@ def test_write_targets_csv_and_workbook(tmp_path):
     assert pd.read_csv(csv, dtype=str)["customer_id"].tolist() == ["007", "008"]  # real ids, zeros kept
     book = pd.read_excel(xlsx, sheet_name=None, dtype=str)
     assert len(book) == 2 and sum(len(s) for s in book.values()) == 2
+
+
+def brute_force_per_customer(df: pd.DataFrame, cfg: Strategy) -> float:
+    """Best net value over every assignment of at most one action to each customer (gains differ per customer)."""
+    options = []
+    for _, c in df.iterrows():
+        opts = [(0.0, 0.0)]
+        for a in cfg.actions:
+            if c["group"] in a.groups:
+                base = c["clv"] if a.applies_to == "clv" else c["value_at_risk"]
+                opts.append((a.uplift * max(base, 0.0), a.cost_per_customer))
+        options.append(opts)
+    best = 0.0
+    for combo in product(*options):
+        cost = sum(o[1] for o in combo)
+        if cost <= cfg.budget + 1e-9:
+            best = max(best, sum(o[0] for o in combo) - cost)
+    return best
+
+
+def random_instance(rng: np.random.Generator) -> tuple[pd.DataFrame, Strategy]:
+    n1, n2 = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+    df = frame({"g1": n1, "g2": n2})
+    df["clv"] = rng.uniform(0, 300, len(df)).round(2)
+    df["churn_probability"] = rng.uniform(0, 1, len(df)).round(3)
+    df["value_at_risk"] = df["clv"] * df["churn_probability"]
+    cfg = Strategy.model_validate({
+        "groups": [{"name": "g1", "objective": "longer", "when": "clv > 0"}], "default_group": "g2",
+        "budget": float(rng.uniform(5, 120)),
+        "actions": [{"name": "a", "groups": ["g1"], "cost_per_customer": float(rng.uniform(1, 30)),
+                     "uplift": float(rng.uniform(0.01, 0.5)), "applies_to": "value_at_risk"},
+                    {"name": "b", "groups": ["g1", "g2"], "cost_per_customer": float(rng.uniform(1, 30)),
+                     "uplift": float(rng.uniform(0.01, 0.3))},
+                    {"name": "c", "groups": ["g1", "g2"], "cost_per_customer": float(rng.uniform(1, 30)),
+                     "uplift": float(rng.uniform(0.01, 0.3))}]})
+    return df, cfg
+
+
+def test_allocation_is_the_brute_force_optimum_on_heterogeneous_instances_and_delivers_what_it_reports():
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        df, cfg = random_instance(rng)
+        alloc = strategy.allocate(df, cfg)
+        best = brute_force_per_customer(df, cfg)
+        assert alloc.net_value == pytest.approx(best, abs=1e-6), trial
+        assert alloc.total_cost <= cfg.budget + 1e-9
+        targets = strategy.target_list(df, alloc, cfg, "EUR")
+        assert targets["customer_id"].is_unique
+        delivered = float((targets["expected_gain"] - targets["cost"]).sum())
+        assert delivered == pytest.approx(alloc.net_value, abs=1e-9)  # the list delivers what the plan reports
+        assert float(targets["expected_gain"].sum()) == pytest.approx(alloc.total_value, abs=1e-9)
+        assert alloc.plan["net_value"].sum() == pytest.approx(alloc.net_value, abs=1e-9)
+        even = strategy.even_split(df, cfg)
+        assert even.net_value <= alloc.net_value + 1e-9 and even.total_cost <= cfg.budget + 1e-9
+
+
+def test_large_instances_are_solved_greedily_within_the_lp_bound_never_counting_a_customer_twice():
+    rng = np.random.default_rng(3)
+    df = frame({"g1": 300, "g2": 500})
+    df["clv"] = rng.lognormal(4, 1, len(df))
+    df["value_at_risk"] = df["clv"] * rng.uniform(0, 1, len(df))
+    cfg = small_cfg(2000, uplifts=(0.2, 0.15, 0.1))
+    exact = strategy.allocate(df, cfg, max_binaries=10_000)
+    greedy = strategy.allocate(df, cfg, max_binaries=60)
+    assert exact.method == "exact" and greedy.method == "greedy" and "LP bound" in greedy.status
+    for a in (exact, greedy):
+        t = strategy.target_list(df, a, cfg, "EUR")
+        assert t["customer_id"].is_unique and a.total_cost <= 2000 + 1e-9
+        assert float((t["expected_gain"] - t["cost"]).sum()) == pytest.approx(a.net_value, abs=1e-6)
+    assert exact.net_value - 1e-6 <= greedy.net_value + df["clv"].max() * 0.2 and greedy.net_value <= exact.net_value + 1e-6
+    assert greedy.net_value >= 0.995 * exact.net_value
+
+
+def test_greedy_is_near_the_brute_force_optimum_on_small_instances():
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        df, cfg = random_instance(rng)
+        best = brute_force_per_customer(df, cfg)
+        g = strategy.allocate(df, cfg, max_binaries=0)
+        assert g.total_cost <= cfg.budget + 1e-9 and g.net_value <= best + 1e-6
+        bound = float(g.status.split("LP bound ")[1].replace(",", "")) if "LP bound" in g.status else g.net_value
+        assert bound >= best - 1e-2  # the LP bound is an upper bound on the optimum
+        t = strategy.target_list(df, g, cfg, "EUR")
+        assert float((t["expected_gain"] - t["cost"]).sum()) == pytest.approx(g.net_value, abs=1e-9)

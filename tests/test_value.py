@@ -27,12 +27,13 @@ def test_ahp_inconsistent_matrix_is_flagged_and_stops_unless_allowed():
     circular = [[1, 9, 1 / 9], [1 / 9, 1, 9], [9, 1 / 9, 1]]
     assert not value.ahp_weights(circular)["consistent"]
     ind = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [4.0, 1, 2, 3], "c": [2.0, 2, 1, 5]})
-    cfg = Value.model_validate({"indicators": [{"column": "a", "group": "current"}, {"column": "b", "group": "current"},
-                                              {"column": "c", "group": "potential"}],
-                                "weights": {"method": "ahp", "ahp": {"matrix": circular}}})
-    with pytest.raises(ParamError, match="consistency ratio"):
-        value.score_customers(ind, cfg)
-    cfg.weights.ahp.allow_inconsistent = True
+    spec = {"indicators": [{"column": "a", "group": "current"}, {"column": "b", "group": "current"},
+                           {"column": "c", "group": "potential"}],
+            "weights": {"method": "ahp", "ahp": {"matrix": circular}}}
+    with pytest.raises(ValueError, match="consistency ratio"):  # refused when the parameters are read
+        Value.model_validate(spec)
+    spec["weights"]["ahp"]["allow_inconsistent"] = True
+    cfg = Value.model_validate(spec)
     s = value.score_customers(ind, cfg)
     assert any("inconsistent" in n for n in s.notes)
 

@@ -1,0 +1,318 @@
+"""Churn risk from each customer's current state, validated out of time.
+
+A customer "churns" when they make no purchase in the next `horizon` days (or, for contracts, when their
+contract ends in that time). The design is a time split:
+
+- features as of a cutoff (recency, frequency, spend, tenure, the customer's own purchase cycle and how far
+  past it they are, the purchase model's P(alive), attributes and survey answers given by then);
+- the label: churned in the horizon after the cutoff;
+- trained at `end - 2 horizon`, tested at `end - horizon` (out of time), then refitted at `end - horizon` and
+  used to score every customer with the same features computed at the observation end.
+
+The purchase model's own forecast, P(no purchase in the horizon) = 1 - P(alive) (1 - ((alpha + T) /
+(alpha + T + h))^(r + x)) under BG/NBD, is the baseline; the better of the two on the out-of-time test is used,
+and the report says which. BG/NBD's P(alive) is 1 for every customer without a repeat purchase (a property of the
+model, not evidence), so it is left out (missing) for them as a feature.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MIN_CLASS = 20
+
+
+@dataclass
+class ChurnRisk:
+    scores: pd.DataFrame            # customer_id, churn_probability, churned, recency, cycle_days, within_cycle
+    method: str                     # "classifier" | "purchase model" | "none"
+    validation: str                 # how the AUCs were measured
+    auc_model: float
+    auc_baseline: float
+    calibration: pd.DataFrame       # decile of predicted risk: mean predicted, observed churn, customers
+    by_recency: pd.DataFrame        # recency decile: mean recency, mean churn probability, customers
+    n_train: int = 0
+    n_test: int = 0
+    horizon_days: int = 0
+    cutoffs: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- per-customer state at a date
+def purchase_days(tx: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+    """Distinct (customer, day) purchase occasions on or before `at`."""
+    d = tx.loc[tx["date"] <= at, ["customer_id", "date"]]
+    d = d.assign(customer_id=d["customer_id"].astype(str), day=d["date"].dt.normalize())
+    return d.drop_duplicates(["customer_id", "day"])[["customer_id", "day"]].sort_values(["customer_id", "day"])
+
+
+def cycles(days: pd.DataFrame) -> pd.DataFrame:
+    """Per customer: occasions, first and last day, median and mean gap between purchases, gap variation."""
+    g = days.groupby("customer_id", sort=False)["day"]
+    out = pd.DataFrame({"occasions": g.size(), "first": g.min(), "last": g.max()})
+    gaps = days.assign(gap=g.diff().dt.days).dropna(subset=["gap"])
+    gg = gaps.groupby("customer_id")["gap"]
+    out["median_gap"] = gg.median().reindex(out.index)
+    out["mean_gap"] = gg.mean().reindex(out.index)
+    out["gap_cv"] = (gg.std(ddof=0) / gg.mean()).reindex(out.index)
+    return out
+
+
+def state_at(tx: pd.DataFrame, at: pd.Timestamp, unit_days: float = 7.0) -> pd.DataFrame:
+    """Behaviour features of every customer who bought on or before `at`, as of `at`."""
+    days = purchase_days(tx, at)
+    c = cycles(days)
+    spend = tx.loc[tx["date"] <= at].assign(customer_id=lambda d: d["customer_id"].astype(str)).groupby(
+        "customer_id")["amount"].sum()
+    out = pd.DataFrame(index=c.index)
+    out["recency_days"] = (at.normalize() - c["last"]).dt.days.astype(float)
+    out["tenure_days"] = (at.normalize() - c["first"]).dt.days.astype(float)
+    out["occasions"] = c["occasions"].astype(float)
+    out["log_spend"] = np.log1p(spend.reindex(c.index).clip(lower=0).to_numpy())
+    out["log_mean_spend"] = np.log1p((spend.reindex(c.index) / c["occasions"]).clip(lower=0).to_numpy())
+    out["median_gap_days"] = c["median_gap"]
+    out["gap_cv"] = c["gap_cv"]
+    out["recency_over_cycle"] = out["recency_days"] / c["median_gap"].where(c["median_gap"] > 0)
+    out["rate_per_year"] = (c["occasions"] - 1) / np.maximum(out["tenure_days"], 1.0) * 365.25
+    # the purchase model's view at `at`: x, t_x, T in `unit_days`
+    out["x"] = c["occasions"] - 1.0
+    out["t_x"] = (c["last"] - c["first"]).dt.days / unit_days
+    out["T"] = out["tenure_days"] / unit_days
+    return out
+
+
+def label_after(tx: pd.DataFrame, at: pd.Timestamp, horizon_days: int, customers: pd.Index) -> pd.Series:
+    """True for customers with no purchase in (at, at + horizon]."""
+    window = tx[(tx["date"] > at) & (tx["date"] <= at + pd.Timedelta(days=horizon_days))]
+    active = set(window["customer_id"].astype(str))
+    return pd.Series(~customers.isin(list(active)), index=customers)
+
+
+def usual_cycle(state: pd.DataFrame) -> pd.Series:
+    """Each customer's usual purchase interval in days: their own median gap, shrunk toward the typical cycle
+    when they have few gaps; one-time buyers get the typical cycle (median over repeat buyers)."""
+    own = state["median_gap_days"]
+    typical = float(own.median()) if own.notna().any() else np.nan
+    gaps = (state["occasions"] - 1).clip(lower=0)
+    k = 2.0  # pseudo-gaps of the typical cycle
+    shrunk = (own * gaps + typical * k) / (gaps + k)
+    return shrunk.where(own.notna(), typical)
+
+
+# --------------------------------------------------------------------------- the purchase model baseline
+def _bgnbd_at(state: pd.DataFrame):
+    from cvlib.models import BetaGeoNBD
+
+    return BetaGeoNBD().fit(state[["x", "t_x", "T"]])
+
+
+def baseline_risk(model, state: pd.DataFrame, horizon_days: float, unit_days: float) -> np.ndarray:
+    """BG/NBD's P(no purchase in the next horizon) for each customer."""
+    r, alpha = model.params_["r"], model.params_["alpha"]
+    h = horizon_days / unit_days
+    x, T = state["x"].to_numpy(), state["T"].to_numpy()
+    p_alive = model.p_alive(state[["x", "t_x", "T"]])
+    none_if_alive = np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + h)))
+    return 1 - p_alive * (1 - none_if_alive)
+
+
+def with_p_alive(state: pd.DataFrame, model) -> pd.DataFrame:
+    """State plus the model's P(alive), left missing where it carries no evidence (no repeat purchase)."""
+    p = model.p_alive(state[["x", "t_x", "T"]]) if model is not None else np.full(len(state), np.nan)
+    return state.assign(p_alive=np.where(state["x"].to_numpy() > 0, p, np.nan))
+
+
+# --------------------------------------------------------------------------- features from attributes and surveys
+def extra_features(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame | None, at: pd.Timestamp,
+                   exclude: list[str], nps_col: str | None, complaints_col: str | None) -> pd.DataFrame:
+    """Numeric attributes, categorical ones as codes, and survey answers given on or before `at` (means, a
+    count, complaints per survey), missing where a customer gave none."""
+    out = pd.DataFrame(index=customers)
+    if attrs is not None:
+        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id")
+        a = a.set_index("customer_id").reindex(customers)
+        for col in a.columns:
+            if col in exclude or pd.api.types.is_datetime64_any_dtype(a[col]):
+                continue
+            if pd.api.types.is_numeric_dtype(a[col]):
+                out[f"attr_{col}"] = a[col].astype(float)
+            elif a[col].nunique() <= 12:
+                codes = pd.Categorical(a[col].astype("string").fillna("missing")).codes.astype(float)
+                out[f"attr_{col}"] = codes
+    if fb is not None:
+        f = fb.assign(customer_id=fb["customer_id"].astype(str))
+        if "date" in f.columns:
+            f = f[f["date"].isna() | (f["date"] <= at)]
+        num = [c for c in f.columns if c not in {"customer_id", "date"} and pd.api.types.is_numeric_dtype(f[c])
+               and c not in exclude]
+        if num:
+            g = f.groupby("customer_id")
+            means = g[num].mean().reindex(customers)
+            for c in num:
+                if c == complaints_col:
+                    out["complaints_per_survey"] = means[c]
+                else:
+                    out[f"survey_{c}"] = means[c]
+            out["surveys_answered"] = g.size().reindex(customers).fillna(0).astype(float)
+    return out
+
+
+# --------------------------------------------------------------------------- fit and score
+def _classifier(seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_depth=3, learning_rate=0.06, max_iter=250, l2_regularization=1.0,
+                                          min_samples_leaf=40, random_state=seed)
+
+
+def _calibrated(seed: int, n: int):
+    from sklearn.calibration import CalibratedClassifierCV
+
+    return CalibratedClassifierCV(_classifier(seed), method="isotonic" if n >= 2000 else "sigmoid", cv=3)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    ok = np.isfinite(p)
+    if ok.sum() < 2 or len(np.unique(y[ok])) < 2:
+        return float("nan")
+    return float(roc_auc_score(y[ok], p[ok]))
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Mean predicted churn probability against the observed churn rate, by decile of prediction."""
+    d = pd.DataFrame({"p": p, "y": y.astype(float)}).dropna()
+    if d.empty:
+        return pd.DataFrame(columns=["decile", "customers", "mean_predicted", "observed_churn"])
+    d["decile"] = pd.qcut(d["p"].rank(method="first"), min(bins, len(d)), labels=False) + 1
+    t = d.groupby("decile").agg(customers=("y", "size"), mean_predicted=("p", "mean"), observed_churn=("y", "mean"))
+    return t.reset_index()
+
+
+def by_recency_decile(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean churn probability by decile of recency (1 = bought most recently)."""
+    d = scores.dropna(subset=["churn_probability"])
+    if d.empty:
+        return pd.DataFrame(columns=["recency_decile", "customers", "mean_recency_days", "mean_churn_probability"])
+    q = pd.qcut(d["recency"].rank(method="first"), min(10, len(d)), labels=False) + 1
+    t = d.assign(recency_decile=q).groupby("recency_decile").agg(
+        customers=("recency", "size"), mean_recency_days=("recency", "mean"),
+        mean_churn_probability=("churn_probability", "mean"))
+    return t.reset_index()
+
+
+def _frame(tx, at, horizon, attrs, fb, cfg, unit_days, label: bool):
+    state = state_at(tx, at, unit_days)
+    model = None
+    if (state["x"] > 0).sum() >= 10:
+        try:
+            model = _bgnbd_at(state)
+        except Exception:  # the baseline is optional: without it the classifier goes on
+            model = None
+    state = with_p_alive(state, model)
+    feats = state.drop(columns=["x", "t_x", "T"]).join(
+        extra_features(state.index, attrs, fb, at, cfg.exclude, cfg.feedback.nps, cfg.feedback.complaints))
+    base = baseline_risk(model, state, horizon, unit_days) if model is not None else np.full(len(state), np.nan)
+    y = label_after(tx, at, horizon, state.index).to_numpy() if label else None
+    return state, feats, base, y
+
+
+def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attrs: pd.DataFrame | None = None,
+               fb: pd.DataFrame | None = None, contract_end: pd.Series | None = None,
+               unit_days: float = 7.0) -> ChurnRisk:
+    """Every customer's probability of churning in the next `horizon_days` after `end` (see the module doc)."""
+    notes: list[str] = []
+    end = pd.Timestamp(end).normalize()
+    h = int(horizon_days)
+    tx = tx[tx["date"] <= end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")]
+    start = tx["date"].min().normalize()
+    c1, c2 = end - pd.Timedelta(days=h), end - pd.Timedelta(days=2 * h)
+    seed = cfg.seed
+
+    state_end, feats_end, base_end, _ = _frame(tx, end, h, attrs, fb, cfg, unit_days, label=False)
+    cycle = usual_cycle(state_end)
+    scores = pd.DataFrame({"customer_id": state_end.index, "recency": state_end["recency_days"].to_numpy(),
+                           "cycle_days": cycle.to_numpy()})
+    scores["within_cycle"] = (scores["recency"] <= scores["cycle_days"].fillna(-1)).to_numpy()
+    if contract_end is not None:  # contracts: churned once the contract has ended
+        ce = contract_end.reindex(state_end.index)
+        scores["churned"] = (ce.notna() & (ce <= end)).to_numpy()
+    else:
+        scores["churned"] = (scores["recency"] > h).to_numpy()
+
+    def contract_label(at: pd.Timestamp, idx: pd.Index) -> np.ndarray:
+        ce = contract_end.reindex(idx)
+        return (ce.notna() & (ce > at) & (ce <= at + pd.Timedelta(days=h))).to_numpy()
+
+    def usable(at: pd.Timestamp) -> bool:
+        return at - start >= pd.Timedelta(days=30)
+
+    method, validation = "none", "not validated"
+    auc_m = auc_b = float("nan")
+    cal = pd.DataFrame()
+    n_train = n_test = 0
+    proba = np.full(len(state_end), np.nan)
+    if usable(c1):
+        s1, f1, b1, y1 = _frame(tx, c1, h, attrs, fb, cfg, unit_days, label=True)
+        if contract_end is not None:
+            y1 = contract_label(c1, s1.index)
+            alive1 = ~(contract_end.reindex(s1.index).fillna(pd.Timestamp.max) <= c1).to_numpy()
+            s1, f1, b1, y1 = s1[alive1], f1[alive1], b1[alive1], y1[alive1]
+        k1 = int(y1.sum())
+        if min(k1, len(y1) - k1) >= MIN_CLASS:
+            cols = list(f1.columns)
+            if usable(c2):
+                s2, f2, b2, y2 = _frame(tx, c2, h, attrs, fb, cfg, unit_days, label=True)
+                if contract_end is not None:
+                    y2 = contract_label(c2, s2.index)
+                    alive2 = ~(contract_end.reindex(s2.index).fillna(pd.Timestamp.max) <= c2).to_numpy()
+                    f2, y2 = f2[alive2], y2[alive2]
+                k2 = int(y2.sum())
+            else:
+                k2 = 0
+            if usable(c2) and min(k2, len(y2) - k2) >= MIN_CLASS:
+                f2 = f2.reindex(columns=cols)
+                cols = [c for c in cols if f2[c].notna().any() and f1[c].notna().any()]  # a column with no value
+                clf = _calibrated(seed, len(y2)).fit(f2[cols], y2)
+                p_test = clf.predict_proba(f1[cols])[:, 1]
+                validation = (f"out of time: trained on customers as of {c2.date()} (churn in the {h} days after), "
+                              f"tested on customers as of {c1.date()} (churn in the {h} days up to {end.date()})")
+                n_train, n_test = len(y2), len(y1)
+            else:
+                from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+                cols = [c for c in cols if f1[c].notna().any()]
+                folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+                p_test = cross_val_predict(_calibrated(seed, len(y1)), f1[cols], y1, cv=folds,
+                                           method="predict_proba")[:, 1]
+                validation = (f"in time (5-fold cross-validation as of {c1.date()}): the data do not cover two "
+                              f"horizons of {h} days with enough churners for an out-of-time test")
+                n_train = n_test = len(y1)
+                notes.append("Churn risk is validated in time only: " + validation.split(": ", 1)[1] + ".")
+            auc_m, auc_b = _auc(y1, p_test), _auc(y1, b1)
+            use_model = not (np.isfinite(auc_b) and auc_b > auc_m)
+            cal = calibration_table(y1, p_test if use_model else b1)
+            if use_model:
+                method = "classifier"
+                final = _calibrated(seed, len(y1)).fit(f1[cols], y1)
+                proba = final.predict_proba(feats_end.reindex(columns=cols))[:, 1]
+            else:
+                method = "purchase model"
+                proba = base_end
+        else:
+            notes.append(f"Too few churners ({k1}) or stayers ({len(y1) - k1}) as of {c1.date()} to fit a churn "
+                         f"classifier (need {MIN_CLASS} of each).")
+    else:
+        notes.append(f"The data cover less than {h + 30} days: churn risk over {h} days cannot be learnt from them.")
+    if method == "none" and np.isfinite(base_end).any():
+        method, proba = "purchase model", base_end
+        notes.append("Churn risk is the purchase model's forecast (BG/NBD: probability of no purchase in the horizon).")
+    scores["churn_probability"] = proba
+    if contract_end is not None:
+        scores.loc[scores["churned"], "churn_probability"] = 1.0
+    scores["customer_id"] = scores["customer_id"].astype(str)
+    return ChurnRisk(scores, method, validation, auc_m, auc_b, cal, by_recency_decile(scores), n_train, n_test, h,
+                     {"train": str(c2.date()), "test": str(c1.date()), "score": str(end.date())}, notes)
