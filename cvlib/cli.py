@@ -43,6 +43,8 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
     from cvlib.params import load_study
 
     study = load_study(params, overrides)
+    if study.privacy.pseudonymize_ids:
+        privacy.load_key(study)  # refuses a pseudonymised study without a (long enough) key
     io.check_inputs(study)
     print(f"{params}: parameters valid (study {study.study!r}, client {study.client!r})")
     raw, bad = io.read_transactions(study, nrows=2000)

@@ -145,9 +145,19 @@ def customer_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg:
         exp_spend = spend.expected_spend(summary)
     else:
         exp_spend = np.where(summary["frequency"] > 0, summary["monetary"] / summary["frequency"], 0.0)
-    return pd.DataFrame({"customer_id": summary["customer_id"].to_numpy(), "p_alive": purchase.p_alive(summary),
+    return pd.DataFrame({"customer_id": summary["customer_id"].to_numpy(), "p_alive": evidence_p_alive(purchase, summary),
                          "expected_purchases": exp_n, "expected_spend": exp_spend,
                          "clv": cfg.margin * exp_spend * disc_n})
+
+
+def evidence_p_alive(purchase, summary: pd.DataFrame) -> np.ndarray:
+    """The model's P(alive), left missing where it carries no evidence: BG/NBD gives P(alive) = 1 to every
+    customer without a repeat purchase (dropout can only follow a purchase), whenever they bought. The CLV of
+    those customers still uses the model as fitted; only the P(alive) shown and used as an indicator is left out."""
+    p = purchase.p_alive(summary)
+    if isinstance(purchase, BetaGeoNBD):
+        p = np.where(summary["x"].to_numpy() > 0, p, np.nan)
+    return p
 
 
 def fallback_clv(rfm: pd.DataFrame, cfg: Clv, retention: float) -> pd.DataFrame:

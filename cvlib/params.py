@@ -413,7 +413,7 @@ class ValueMatrix(_Model):
 class Value(_Model):
     profitability: Profitability = Field(default_factory=Profitability)
     indicators: list[Indicator] = Field(default_factory=_default_indicators)
-    normalisation: Literal["minmax", "rank"] = "rank"
+    normalisation: Literal["minmax", "rank"] = "minmax"
     weights: Weights = Field(default_factory=Weights)
     matrix: ValueMatrix = Field(default_factory=ValueMatrix)
 
@@ -425,6 +425,11 @@ class Value(_Model):
         if {i.group for i in self.indicators} != {"current", "potential"}:
             raise ValueError("indicators need at least one 'current' and one 'potential' indicator")
         w = self.weights
+        ranked = [i.column for i in self.indicators if (i.normalisation or self.normalisation) == "rank"]
+        if w.method == "entropy" and ranked:
+            raise ValueError(f"entropy weights need indicators that keep their spread, but {ranked} are rank-"
+                             "normalised: percentile ranks are spread evenly by construction, so every entropy "
+                             "weight would be the same. Use normalisation: minmax, or weights.method ahp or fixed")
         if w.method == "ahp":
             if w.ahp is None:
                 raise ValueError("weights.method is 'ahp' but weights.ahp.matrix is missing")

@@ -107,8 +107,16 @@ def normalise(x: pd.Series, method: str, direction: str = "higher") -> pd.Series
     else:
         lo, hi = v.min(), v.max()
         out = (v - lo) / (hi - lo) if hi > lo else v * 0 + 0.5
-    out = out.fillna(0.5)
-    return 1 - out if direction == "lower" else out
+    return 1 - out if direction == "lower" else out  # missing stays missing: it is left out of the score
+
+
+def weighted_score(norm: pd.DataFrame, w: pd.Series) -> pd.Series:
+    """0-100 score: the weighted mean of the normalised indicators each customer has (weights rescaled over
+    the indicators present; 50 when none is)."""
+    have = norm.notna()
+    total = have.mul(w, axis=1).sum(axis=1)
+    score = norm.fillna(0).mul(w, axis=1).sum(axis=1) / total.where(total > 0)
+    return (100 * score).fillna(50.0)
 
 
 def ahp_weights(matrix: np.ndarray | list[list[float]]) -> dict[str, object]:
@@ -198,8 +206,14 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
     for g in ("current", "potential"):
         gc = [c for c in cols if group[c] == g]
         gw = w[gc] / w[gc].sum() if w[gc].sum() > 0 else pd.Series(1 / len(gc), index=gc)
-        out[f"{g}_value_score"] = 100 * norm[gc].mul(gw).sum(axis=1)
-    out["value_score"] = 100 * norm[cols].mul(w).sum(axis=1)
+        out[f"{g}_value_score"] = weighted_score(norm[gc], gw)
+    out["value_score"] = weighted_score(norm[cols], w)
+    for c in cols:
+        k = int(norm[c].isna().sum())
+        if k:
+            notes.append(f"Indicator {c!r} is missing for {k:,} customers (for p_alive: customers without a repeat "
+                         "purchase, for whom BG/NBD's P(alive) is 1 by construction); their scores use the other "
+                         "indicators, weights rescaled.")
     for c in ("current_value_score", "potential_value_score", "value_score"):
         out[c.replace("_score", "_rank")] = out[c].rank(ascending=False, method="min").astype(int)
     labels = {i.column: i.label or i.column for i in cfg.indicators}
@@ -293,8 +307,24 @@ def run_value(study: Study, run_dir: str | Path) -> ValueResult:
                    "weights": res.scores.weights.to_dict("records"),
                    "ahp": None if ahp is None else {"lambda_max": ahp["lambda_max"], "ci": ahp["ci"], "cr": ahp["cr"],
                                                     "consistent": ahp["consistent"]},
-                   "whale_curve": res.whale_facts, "notes": res.notes}, run_dir / "value.json")
+                   "whale_curve": res.whale_facts, "notes": res.notes,
+                   "churn_by_cell": churn_by_cell(res.customers, rfm, study.drivers.churn_days).to_dict("records")},
+                  run_dir / "value.json")
     return res
+
+
+def churn_by_cell(value_df: pd.DataFrame, rfm: pd.DataFrame, churn_days: int) -> pd.DataFrame:
+    """Churn rate (no purchase in the last `churn_days`, among customers observed that long) and mean potential
+    score per value cell: a potential score that means something has lower churn in its high cells."""
+    d = value_df[["customer_id", "value_cell", "potential_value_score"]].merge(
+        rfm[["customer_id", "recency", "tenure"]], on="customer_id")
+    d = d[d["tenure"] >= churn_days]
+    if d.empty:
+        return pd.DataFrame(columns=["value_cell", "customers", "churn_rate", "mean_potential_score"])
+    g = d.assign(churned=d["recency"] > churn_days).groupby("value_cell").agg(
+        customers=("churned", "size"), churn_rate=("churned", "mean"),
+        mean_potential_score=("potential_value_score", "mean"))
+    return g.sort_values("mean_potential_score", ascending=False).reset_index()
 
 
 def matrix_cuts(res: ValueResult, study: Study) -> tuple[list[float], list[float]]:

@@ -78,6 +78,23 @@ def test_example_study_end_to_end(tmp_path):
     groups = pd.read_parquet(run / "strategy_groups.parquet")
     assert len(groups) == len(rfm) and groups["group"].notna().all()
     assert "Headline figures" in index and "Key findings" in index and "05_strategy.html" in index
+    # decisions checked against the data (issue #11)
+    risk = risk.merge(rfm[["customer_id", "recency", "segment"]], on="customer_id")
+    dec = pd.qcut(risk["recency"].rank(method="first"), 10, labels=False)
+    by_dec = risk.groupby(dec)["churn_probability"].mean()
+    assert by_dec.is_monotonic_increasing or by_dec.corr(pd.Series(range(10), index=by_dec.index),
+                                                         method="spearman") > 0.95
+    at_risk = groups[groups["group"] == "churn risk"].merge(risk, on="customer_id")
+    assert len(at_risk) and not at_risk["within_cycle"].any()  # nobody inside their own purchase cycle
+    assert (at_risk["recency"] > at_risk["cycle_days"]).all()
+    st = json.loads((run / "strategy.json").read_text())
+    assert targets["expected_gain"].sum() == pytest.approx(st["expected_incremental_value"], abs=0.005)
+    assert (targets["expected_gain"] - targets["cost"]).sum() == pytest.approx(st["net_value"], abs=0.005)
+    cells = pd.DataFrame(json.loads((run / "value.json").read_text())["churn_by_cell"]).set_index("value_cell")
+    high, low = cells.loc[["Keep and grow", "Develop"], "churn_rate"], cells.loc[["Maintain", "Reduce cost to serve"],
+                                                                                 "churn_rate"]
+    assert high.max() < low.min()
+    assert clv.loc[clv["customer_id"].isin(rfm.loc[rfm["x"] == 0, "customer_id"]), "p_alive"].isna().all()
     # value assessment
     value_page = (run / "03b_value.html").read_text(encoding="utf-8")
     for section in ("Profitability", "Weighted value index", "AHP consistency ratio", "Value matrix"):

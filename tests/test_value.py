@@ -106,9 +106,33 @@ def test_scores_range_groups_and_direction():
     assert s.customers.loc["d", "value_rank"] == 1
     per = Value.model_validate({"indicators": [{"column": "rev", "group": "current", "normalisation": "rank"},
                                               {"column": "pot", "group": "potential"}],
-                                "normalisation": "minmax", "weights": {"method": "entropy"}})
+                                "normalisation": "minmax", "weights": {"method": "fixed", "fixed": {"rev": 1, "pot": 1}}})
     skewed = pd.DataFrame({"rev": [1.0, 2, 3, 1000], "pot": [1.0, 2, 3, 1000]}, index=list("abcd"))
     sc = value.score_customers(skewed, per)
     assert sc.weights.set_index("column")["normalisation"].to_dict() == {"rev": "rank", "pot": "minmax"}
     assert sc.customers.loc["b", "current_value_score"] == pytest.approx(100 / 3)  # rank: evenly spaced
     assert sc.customers.loc["b", "potential_value_score"] < 1  # min-max: squashed by the outlier
+
+
+def test_entropy_on_rank_normalised_indicators_is_refused():
+    spec = {"indicators": [{"column": "rev", "group": "current"}, {"column": "pot", "group": "potential"}],
+            "normalisation": "rank", "weights": {"method": "entropy"}}
+    with pytest.raises(ValueError, match="spread evenly by construction"):
+        Value.model_validate(spec)
+    # on min-max indicators entropy weights follow the spread: the more dispersed indicator weighs more
+    cfg = Value.model_validate({**spec, "normalisation": "minmax"})
+    ind = pd.DataFrame({"rev": [1.0, 1, 1, 1, 1, 1, 1, 50], "pot": [1.0, 2, 3, 4, 5, 6, 7, 8]})
+    w = value.score_customers(ind, cfg).weights.set_index("column")["weight"]
+    assert w["rev"] > w["pot"] and w.sum() == pytest.approx(1.0)
+
+
+def test_missing_indicator_is_left_out_with_weights_rescaled():
+    cfg = Value.model_validate({"indicators": [{"column": "a", "group": "current"}, {"column": "b", "group": "potential"},
+                                              {"column": "p", "group": "potential"}],
+                                "normalisation": "minmax", "weights": {"method": "fixed",
+                                                                       "fixed": {"a": 1, "b": 1, "p": 3}}})
+    ind = pd.DataFrame({"a": [0.0, 1, 2], "b": [0.0, 1, 2], "p": [np.nan, 0.0, 1.0]}, index=list("xyz"))
+    s = value.score_customers(ind, cfg).customers
+    # x has no p: its potential score is b alone (0), not b and a filled-in p
+    assert s.loc["x", "potential_value_score"] == pytest.approx(0.0)
+    assert s.loc["y", "potential_value_score"] == pytest.approx(100 * (0.5 * 1 + 0 * 3) / 4)

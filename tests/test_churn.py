@@ -1,0 +1,58 @@
+"""Churn risk from the customer's current state (issue #11): a time split, validated out of time."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cvlib import churn
+from cvlib.params import Drivers
+
+
+def book(n: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """Customers buying at their own rate until they quit at a random time (known truth: quitters churn)."""
+    rng = np.random.default_rng(seed)
+    start, end = pd.Timestamp("2021-01-01"), pd.Timestamp("2023-12-31")
+    rows = []
+    for i in range(n):
+        rate = rng.gamma(2.0, 1 / 40)  # purchases per day
+        first = start + pd.Timedelta(days=int(rng.integers(0, 400)))
+        quit_at = first + pd.Timedelta(days=float(rng.exponential(500)))
+        t = first
+        while t <= min(quit_at, end):
+            rows.append((f"c{i}", t, float(rng.gamma(2, 20))))
+            t = t + pd.Timedelta(days=max(1.0, float(rng.exponential(1 / rate))))
+    return pd.DataFrame(rows, columns=["customer_id", "date", "amount"])
+
+
+def test_churn_risk_is_validated_out_of_time_and_rises_with_recency():
+    tx = book()
+    end = tx["date"].max().normalize()
+    r = churn.churn_risk(tx, end, 120, Drivers())
+    assert r.validation.startswith("out of time") and r.method in {"classifier", "purchase model"}
+    assert r.auc_model > 0.7 and r.auc_baseline > 0.6
+    assert r.by_recency["mean_churn_probability"].iloc[-1] > r.by_recency["mean_churn_probability"].iloc[0] + 0.3
+    s = r.scores.set_index("customer_id")
+    assert s["churn_probability"].between(0, 1).all() and len(s) == tx["customer_id"].nunique()
+    # customers who bought in the last days are within their cycle and far below the long-lapsed in risk
+    recent = s[s["recency"] <= 3]
+    lapsed = s[s["recency"] > 400]
+    assert recent["within_cycle"].all() and recent["churn_probability"].mean() < lapsed["churn_probability"].mean()
+
+
+def test_state_is_computed_only_from_what_was_known_at_the_cutoff():
+    tx = pd.DataFrame({"customer_id": ["a", "a", "a", "b"], "amount": [10.0, 20, 30, 5],
+                       "date": pd.to_datetime(["2024-01-01", "2024-01-31", "2024-03-01", "2024-02-01"])})
+    s = churn.state_at(tx, pd.Timestamp("2024-02-15"))
+    assert s.loc["a", "occasions"] == 2 and s.loc["a", "recency_days"] == 15 and s.loc["a", "median_gap_days"] == 30
+    assert np.isnan(s.loc["b", "median_gap_days"]) and s.loc["b", "tenure_days"] == 14
+    lab = churn.label_after(tx, pd.Timestamp("2024-02-15"), 30, s.index)
+    assert lab.to_dict() == {"a": False, "b": True}
+
+
+def test_one_time_buyers_get_the_typical_cycle_and_few_gaps_are_shrunk():
+    st = pd.DataFrame({"median_gap_days": [10.0, 100.0, np.nan], "occasions": [30.0, 2.0, 1.0]}, index=list("xyz"))
+    c = churn.usual_cycle(st)
+    typical = 55.0
+    assert c["z"] == typical
+    assert abs(c["x"] - 10) < abs(c["y"] - 100)  # many gaps: close to their own cycle
+    assert c["y"] == (100 * 1 + typical * 2) / 3
