@@ -121,7 +121,8 @@ def _try_fit(name: str, fit) -> FitOutcome:
     except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
         return FitOutcome(name, None, f"numerical failure: {exc}")
     if not model.converged_:
-        return FitOutcome(name, model, f"did not converge: {model.message_}")
+        why = "fitted but not usable" if model.message_ == model.degeneracy() else "did not converge"
+        return FitOutcome(name, model, f"{why}: {model.message_}")
     return FitOutcome(name, model)
 
 
@@ -320,7 +321,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     else:
         used = "formula"
         notes.append(f"Per-customer CLV uses the formula (yearly revenue x margin x lifetime, capped at the "
-                     f"{cfg.horizon_months}-month horizon) because {cfg.model} could not be fitted.")
+                     f"{cfg.horizon_months}-month horizon) because {cfg.model} could not be used ({purchase.reason}).")
         customers = fallback_clv(rfm, cfg, retention)
         interval = None
     seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})

@@ -94,6 +94,30 @@ class _Fitted:
         self.message_ = ("a parameter ran to its bound (the data do not identify the model)" if at_bound
                          else str(res.message) if not res.success else "converged")
         self.se_ = dict(zip(self.names, _standard_errors(neg_ll, theta, grad)))
+        problem = self.degeneracy() if self.converged_ else ""
+        if problem:
+            self.converged_, self.message_ = False, problem
+
+    shapes: tuple[str, ...] = ()  # shape parameters: one far out means the heterogeneity is not identified
+    MAX_SHAPE = 200.0
+    MIN_RELATIVE_SE = 1e-6
+
+    def degeneracy(self) -> str:
+        """Why a converged fit is still not usable ('' when it is): standard errors that are not finite or are
+        practically zero, or a shape parameter run far out (the data do not identify the model)."""
+        bad_se = [k for k, v in self.se_.items() if not np.isfinite(v)]
+        if bad_se:
+            return (f"standard errors of {', '.join(bad_se)} are not finite: the likelihood is flat there, the data "
+                    "do not identify the parameters")
+        tiny = [k for k, v in self.se_.items() if v < self.MIN_RELATIVE_SE * abs(self.params_[k])]
+        if tiny:
+            return (f"standard errors of {', '.join(f'{k} ({self.se_[k]:.1e})' for k in tiny)} are practically zero: "
+                    "a degenerate fit")
+        far = [k for k in self.shapes if self.params_[k] > self.MAX_SHAPE]
+        if far:
+            return (f"{', '.join(f'{k} = {self.params_[k]:,.0f}' for k in far)} ran far out (above "
+                    f"{self.MAX_SHAPE:.0f}): the data show no heterogeneity the model can estimate")
+        return ""
 
     def summary(self) -> pd.DataFrame:
         """Parameters with standard errors."""
@@ -133,6 +157,7 @@ class BetaGeoNBD(_Fitted):
     all in one time unit."""
 
     names = ("r", "alpha", "a", "b")
+    shapes = ("r", "a", "b")
 
     @staticmethod
     def _prepare(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, w: np.ndarray) -> dict:
@@ -201,8 +226,10 @@ class BetaGeoNBD(_Fitted):
         r, alpha, a, b = (self.params_[k] for k in self.names)
         t = np.broadcast_to(np.asarray(t, dtype=float), x.shape)
         z = t / (alpha + T + t)
-        hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, z)
-        first = (a + b + x - 1) / (a - 1) * (1 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp)
+        # ((alpha + T) / (alpha + T + t))^(r + x) 2F1(r + x, b + x; a + b + x - 1; z), by Euler's transformation
+        # (1 - z)^(c - a - b) 2F1(c - a, c - b; c; z): the same value without overflow for heavy buyers (large x)
+        hyp = np.exp((a - 1) * np.log1p(-z)) * special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+        first = (a + b + x - 1) / (a - 1) * (1 - hyp)
         return first * self.p_alive(frame)
 
     def expected_new(self, t: np.ndarray) -> np.ndarray:
@@ -219,6 +246,7 @@ class ParetoNBD(_Fitted):
     dropout rate ~ Gamma(s, beta). fit(frame) uses x, t_x, T."""
 
     names = ("r", "alpha", "s", "beta")
+    shapes = ("r", "s")
 
     @staticmethod
     def _log_A0(r, alpha, s, beta, x, t_x, T):
@@ -278,6 +306,15 @@ class ParetoNBD(_Fitted):
             growth = (beta + T) / (s - 1) * (1 - ((beta + T) / (beta + T + t)) ** (s - 1))
         return (r + x) / (alpha + T) * growth * self.p_alive(frame)
 
+    def expected_new(self, t: np.ndarray) -> np.ndarray:
+        """E[X(t)]: expected purchases in (0, t] of a customer just acquired,
+        r beta / (alpha (s - 1)) (1 - (beta / (beta + t))^(s - 1)) (Fader and Hardie's Pareto/NBD note, eq. 17)."""
+        r, alpha, s, beta = (self.params_[k] for k in self.names)
+        t = np.asarray(t, dtype=float)
+        if abs(s - 1) < 1e-9:
+            return r * beta / alpha * np.log((beta + t) / beta)
+        return r * beta / (alpha * (s - 1)) * (1 - (beta / (beta + t)) ** (s - 1))
+
 
 # --------------------------------------------------------------------------- Gamma-Gamma
 class GammaGamma(_Fitted):
@@ -286,6 +323,7 @@ class GammaGamma(_Fitted):
     fit(frame) uses x (repeat transactions, > 0) and monetary_value (their mean value)."""
 
     names = ("p", "q", "gamma")
+    shapes = ("p", "q")
 
     def _terms(self, log_theta, x, m, grad=True):
         p, q, g = np.exp(log_theta)
@@ -339,6 +377,7 @@ class ShiftedBetaGeometric(_Fitted):
     after that many periods; False if still active: right-censored)."""
 
     names = ("alpha", "beta")
+    shapes = ("alpha", "beta")
 
     @staticmethod
     def _log_p(alpha, beta, t):

@@ -173,3 +173,58 @@ def test_stage_without_repeat_purchases_falls_back_to_formula(tmp_path):
     assert res.used == "formula"
     assert any("could not be fitted" in n for n in res.notes) and any("bgnbd: not used" in n for n in res.notes)
     assert res.customers["clv"].notna().all() and len(res.customers) == 40
+
+
+def test_bgnbd_predictions_stay_finite_for_heavy_buyers_and_equal_the_direct_form(cdnow_cal):
+    from scipy import special
+
+    m = BetaGeoNBD().fit(cdnow_cal)
+    r, alpha, a, b = (m.params_[k] for k in m.names)
+    heavy = pd.DataFrame({"x": [1000.0], "t_x": [519.0], "T": [520.0]})
+    assert np.isfinite(m.predict(heavy, 520)).all() and m.predict(heavy, 520)[0] > 100
+    # moderate customers: the transformed form equals the textbook one (FHL 2005, eq. 10)
+    d = pd.DataFrame({"x": [0.0, 1, 2, 7, 20], "t_x": [0.0, 10, 30.43, 35, 38], "T": [38.86] * 5})
+    t, x, T = 39.0, d["x"].to_numpy(), d["T"].to_numpy()
+    direct = ((a + b + x - 1) / (a - 1) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x)
+                                         * special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))))
+    p_alive = np.where(x > 0, 1 / (1 + a / (b + x - 1) * ((alpha + T) / (alpha + d["t_x"].to_numpy())) ** (r + x)), 1)
+    assert m.predict(d, t) == pytest.approx(direct * p_alive, rel=1e-9)
+
+
+def test_paretonbd_expected_new_matches_simulation():
+    m = ParetoNBD()
+    m.params_ = {"r": 0.553, "alpha": 10.58, "s": 0.606, "beta": 11.67}  # FH's CDNOW estimates
+    rng = np.random.default_rng(0)
+    n, t = 400_000, 39.0
+    lam = rng.gamma(0.553, 1 / 10.58, n)
+    life = rng.exponential(1 / rng.gamma(0.606, 1 / 11.67, n))
+    mc = rng.poisson(lam * np.minimum(life, t)).mean()
+    assert m.expected_new(np.array([t]))[0] == pytest.approx(mc, rel=0.02)
+
+
+def test_degenerate_fits_are_not_ok_and_say_why(cdnow_cal):
+    m = BetaGeoNBD().fit(cdnow_cal)
+    assert m.converged_ and m.degeneracy() == ""
+    m.se_ = {**m.se_, "b": 1e-153}
+    assert "practically zero" in m.degeneracy()
+    m.se_ = {**m.se_, "b": float("nan")}
+    assert "not finite" in m.degeneracy()
+    m.se_ = {k: 0.1 for k in m.names}
+    m.params_ = {**m.params_, "b": 425.0}
+    assert "b = 425 ran far out" in m.degeneracy()
+
+
+def test_paretonbd_as_the_customer_model_runs_with_a_calibration_split(tmp_path):
+    from cvlib.cleaning import run_cleaning
+    from cvlib.params import load_study
+    from tests.conftest import ROOT
+
+    study = load_study(ROOT / "params" / "cdnow.yaml", {"clv.model": "paretonbd", "clv.bootstrap": 0})
+    run_cleaning(study, tmp_path)
+    rfm.run_rfm(study, tmp_path)
+    res = clv.run_clv(study, tmp_path)
+    out = pd.read_parquet(tmp_path / "clv.parquet")
+    assert out["clv"].notna().all() and out["p_alive"].between(0, 1).all()  # Pareto/NBD: P(alive) < 1 at x = 0 too
+    model = __import__("json").loads((tmp_path / "clv_model.json").read_text())
+    assert model["used_for_customer_clv"] == "paretonbd" and model["holdout"]["model"] == "paretonbd"
+    assert res is not None
