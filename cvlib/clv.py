@@ -321,7 +321,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     else:
         used = "formula"
         notes.append(f"Per-customer CLV uses the formula (yearly revenue x margin x lifetime, capped at the "
-                     f"{cfg.horizon_months}-month horizon) because {cfg.model} could not be used ({purchase.reason}).")
+                     f"{cfg.horizon_months}-month horizon) because {cfg.model} could not be fitted or used ({purchase.reason}).")
         customers = fallback_clv(rfm, cfg, retention)
         interval = None
     seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})
