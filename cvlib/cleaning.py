@@ -418,12 +418,16 @@ def clean_transactions(
         book.log("returns", False, "off", 0, 0)
 
     # 5. zero or negative amounts left
+    written_zero = (amount_raw == 0) & (adj_net == 0)
     if rules.non_positive.enabled:
-        nonpos = book.alive & (amount <= 0)
+        kept_zero = book.alive & written_zero if rules.non_positive.keep_zero else np.zeros(n, dtype=bool)
+        nonpos = book.alive & (amount <= 0) & ~kept_zero
         k = book.send(nonpos, "non_positive", lambda i: np.where(
             adj_net[i] < 0, "amount is zero or negative after netting returns",
             np.where(amount[i] < 0, "negative amount", "zero amount")))
-        book.log("non_positive", True, "quarantined", k, _sum(amount_raw[nonpos]))
+        book.log("non_positive", True, "quarantined", k, _sum(amount_raw[nonpos]),
+                 f"{int(kept_zero.sum()):,} purchases written as 0 kept as purchase occasions (no revenue)"
+                 if kept_zero.any() else "")
     else:
         book.log("non_positive", False, "off", 0, 0)
 
@@ -448,9 +452,10 @@ def clean_transactions(
     bounds = None
     o = rules.outliers
     absurd = book.alive & (np.abs(amount) > o.ceiling) if o.enabled and o.ceiling else np.zeros(n, dtype=bool)
-    if o.enabled and (book.alive & ~absurd).sum() >= 4:
-        lo, hi = bounds = outlier_bounds(amount[book.alive & ~absurd], o.method, o.threshold, o.log_scale)
-        is_outlier = book.alive & ~absurd & ((amount < lo) | (amount > hi))
+    judged = book.alive & ~absurd & (amount > 0)  # $0 purchase occasions are not amounts to judge or cap
+    if o.enabled and judged.sum() >= 4:
+        lo, hi = bounds = outlier_bounds(amount[judged], o.method, o.threshold, o.log_scale)
+        is_outlier = judged & ((amount < lo) | (amount > hi))
         detail = f"{o.method}, threshold {o.threshold:g}{' on log amounts' if o.log_scale else ''}: kept range {lo:,.2f} to {hi:,.2f}"
     else:
         lo, hi, detail = -np.inf, np.inf, ""

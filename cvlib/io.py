@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -229,6 +230,9 @@ def check_columns(df: pd.DataFrame, wanted: dict[str, str], path: Path, key: str
         hint = f" Did you mean {close[0]!r}?" if close else ""
         lines.append(f"  - {key}.columns.{field}: column {col!r} is not in the file.{hint}")
     lines.append(f"  Columns in the file: {', '.join(map(repr, available))}.")
+    if available and all(re.fullmatch(r"[\d.,:/ +-]+", str(c)) for c in available):
+        lines.append("  Those 'names' look like data: the file seems to have no header row. Set header: false and "
+                     "give the columns in order under names (its first row is then read as data, not lost).")
     lines.append("  Fix the mapping in the params file (names are case- and space-sensitive).")
     raise InputDataError("\n".join(lines))
 

@@ -152,6 +152,15 @@ class TestIdsRule(_Model):
     ids: list[str] = Field(default_factory=list)
 
 
+class NonPositiveRule(_Model):
+    """Amounts that are zero or negative after netting are quarantined, except (with keep_zero) amounts written
+    as zero: a $0 purchase (a free item, a voucher) is a purchase occasion for the purchase models, though it
+    adds nothing to revenue."""
+
+    enabled: bool = True
+    keep_zero: bool = True
+
+
 class DatesRule(_Model):
     """Dates outside the plausible range are quarantined: before `earliest`, after `latest` (default: the run
     date), or more than `after_bulk_days` after the 99th percentile of the file's dates."""
@@ -182,7 +191,7 @@ class Cleaning(_Model):
     duplicates: Toggle = Field(default_factory=Toggle)
     returns: ReturnsRule = Field(default_factory=ReturnsRule)
     dates: DatesRule = Field(default_factory=DatesRule)
-    non_positive: Toggle = Field(default_factory=Toggle)
+    non_positive: NonPositiveRule = Field(default_factory=lambda: NonPositiveRule())
     window: WindowRule = Field(default_factory=WindowRule)
     test_ids: TestIdsRule = Field(default_factory=TestIdsRule)
     outliers: OutlierRule = Field(default_factory=OutlierRule)

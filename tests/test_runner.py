@@ -250,3 +250,27 @@ def test_notebooks_are_clean_and_thin():
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), nb_path.name
         assert not any(line.lstrip().startswith(("def ", "class ")) for c in code for line in c.source.splitlines())
         assert nb.cells[0].cell_type == "markdown"
+
+
+def test_cdnow_sample_without_header_reproduces_published_bgnbd_through_cvlib_run(tmp_path, capsys):
+    """FHL 2005 through the whole pipeline: a headerless file read with `header: false`, $0 purchases kept as
+    purchase occasions, the calibration-period fit equal to the published estimates (3 s.f.)."""
+    code = main(["run", str(ROOT / "params" / "cdnow_sample.yaml"), "--stages", "cleaning", "rfm", "clv",
+                 "--reports-dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    run = tmp_path / "cdnow_sample" / "latest"
+    cleaning = json.loads((run / "cleaning.json").read_text())
+    assert cleaning["summary"]["rows_in"] == 6919 and cleaning["summary"]["customers"] == 2357  # no row lost
+    zero = [a for a in cleaning["audit"] if a["rule"] == "non_positive"][0]
+    assert "written as 0 kept as purchase occasions" in zero["detail"]
+    fit = json.loads((run / "clv_model.json").read_text())["holdout"]["calibration_fit"]["bgnbd"]
+    for k, v in {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}.items():
+        assert float(f"{fit['params'][k]:.3g}") == float(f"{v:.3g}"), (k, fit["params"][k])
+    assert round(fit["loglik"], 1) == -9582.4
+
+
+def test_a_headerless_file_read_with_a_header_is_refused_with_a_hint(tmp_path, capsys):
+    params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "5"}], name="nohead")
+    (tmp_path / "tx.csv").write_text("00001,2024-01-01,5\n00002,2024-01-02,7\n", encoding="utf-8")
+    assert main(["validate", str(params)]) == 2
+    assert "seems to have no header row. Set header: false" in capsys.readouterr().err
