@@ -263,16 +263,40 @@ def p_alive_matrix(model, max_x: int, T: float, steps: int = 20) -> pd.DataFrame
 
 
 # --------------------------------------------------------------------------- contracts (sBG)
+def completed_periods(start: pd.Series, at: pd.Series, period_months: int) -> pd.Series:
+    """Whole periods from `start` to `at`, counted on the calendar (anniversaries), so leap years add nothing."""
+    months = (at.dt.year - start.dt.year) * 12 + (at.dt.month - start.dt.month) - (at.dt.day < start.dt.day)
+    return (months // period_months).clip(lower=0)
+
+
 def contract_periods(attrs: pd.DataFrame, cfg, end: pd.Timestamp) -> pd.DataFrame:
-    """Periods paid and churn flag per contract from start/end columns (empty end = active)."""
+    """Per contract: completed renewals, periods paid, churned (an end date on or before the observation end;
+    empty = active), and `periods`, the sBG fit's count: periods paid by a churned contract (its end on the
+    anniversary or the day before counts the same), completed renewals survived by an active one (an active client
+    seven months into year one has survived none)."""
     start = pd.to_datetime(attrs[cfg.start_column], errors="coerce", format="mixed")
     stop = pd.to_datetime(attrs[cfg.end_column], errors="coerce", format="mixed")
     churned = stop.notna() & (stop <= end)
-    last = stop.where(churned, end)
-    months = (last - start).dt.days / DAYS_PER_MONTH
-    periods = np.maximum(np.ceil(months / cfg.period_months), 1)
-    out = pd.DataFrame({"customer_id": attrs["customer_id"], "periods": periods, "churned": churned})
-    return out[start.notna()].reset_index(drop=True)
+    at = stop.where(churned, pd.Timestamp(end))
+    survived = completed_periods(start, at, cfg.period_months)
+    paid_churned = completed_periods(start, at - pd.Timedelta(days=1), cfg.period_months) + 1
+    periods = np.where(churned, paid_churned, survived)
+    out = pd.DataFrame({"customer_id": attrs["customer_id"], "periods": periods, "churned": churned,
+                        "renewals": np.where(churned, paid_churned - 1, survived),
+                        "periods_paid": np.where(churned, paid_churned, survived + 1)})
+    out = out[start.notna()].reset_index(drop=True)
+    return out.astype({"periods": int, "renewals": int, "periods_paid": int})
+
+
+def expected_remaining(m: ShiftedBetaGeometric, periods_paid: np.ndarray) -> tuple[np.ndarray, str]:
+    """Undiscounted expected further periods; infinite (with a note saying why) when sBG alpha <= 1, where the
+    sum of survival probabilities diverges: a truncated sum would be an arbitrary number."""
+    if m.params_["alpha"] <= 1:
+        return np.full(len(periods_paid), np.inf), (
+            f"The expected remaining lifetime without discounting is infinite (sBG alpha = {m.params_['alpha']:.2f} "
+            "<= 1: some contracts are expected never to end); the discounted expected residual lifetime (DERL) is "
+            "finite and is what the contract CLV uses.")
+    return m.derl(periods_paid, 0.0), ""
 
 
 def fit_contracts(periods: pd.DataFrame) -> FitOutcome:
@@ -384,8 +408,10 @@ def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame
     else:
         value = yearly_revenue(rfm.set_index("customer_id")) * c.period_months / 12
     active["value_per_period"] = active["customer_id"].astype(str).map(value).fillna(0).to_numpy()
-    active["expected_remaining_periods"] = m.derl(active["periods"].to_numpy(), 0.0)
-    active["derl_periods"] = m.derl(active["periods"].to_numpy(), per_period_discount)
+    active["expected_remaining_periods"], note = expected_remaining(m, active["periods_paid"].to_numpy())
+    if note:
+        notes.append(note)
+    active["derl_periods"] = m.derl(active["periods_paid"].to_numpy(), per_period_discount)
     active["contract_clv"] = study.clv.margin * active["value_per_period"] * active["derl_periods"]
     t = np.arange(0, 11)
     curve = pd.DataFrame({"period": t, "survival": m.survival(t), "retention": np.r_[np.nan, m.retention(t[1:])]})

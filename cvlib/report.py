@@ -46,6 +46,8 @@ def for_display(df: pd.DataFrame, study: Study | None) -> pd.DataFrame:
 def _fmt(v: Any, kind: str, currency: str) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT:
         return "–"
+    if isinstance(v, (float, np.floating)) and np.isinf(v):
+        return "∞" if v > 0 else "−∞"
     if kind == "money":
         return f"{v:,.2f}"
     if kind == "pct":

@@ -228,3 +228,36 @@ def test_paretonbd_as_the_customer_model_runs_with_a_calibration_split(tmp_path)
     model = __import__("json").loads((tmp_path / "clv_model.json").read_text())
     assert model["used_for_customer_clv"] == "paretonbd" and model["holdout"]["model"] == "paretonbd"
     assert res is not None
+
+
+def test_contract_periods_count_completed_renewals_on_the_calendar():
+    from cvlib.params import Contracts
+
+    attrs = pd.DataFrame({
+        "customer_id": ["seven_months", "anniversary", "day_before", "mid_year_two", "leap", "active_3y"],
+        "contract_start": ["2024-01-01", "2021-03-01", "2021-03-01", "2021-03-01", "2020-02-29", "2021-06-15"],
+        "contract_end": [None, "2022-03-01", "2022-02-28", "2022-09-01", "2021-02-28", None]})
+    p = clv.contract_periods(attrs, Contracts(enabled=True), pd.Timestamp("2024-08-01")).set_index("customer_id")
+    assert p.loc["seven_months", ["periods", "churned", "renewals"]].tolist() == [0, False, 0]  # survived no renewal
+    assert p.loc["anniversary", "periods"] == p.loc["day_before", "periods"] == 1  # both paid one period
+    assert p.loc["anniversary", "churned"] and p.loc["day_before", "churned"]
+    assert p.loc["mid_year_two", "periods"] == 2  # started a second period, then left
+    assert p.loc["leap", "periods"] == 1  # leap years add no period
+    assert p.loc["active_3y", ["periods", "periods_paid"]].tolist() == [3, 4]
+    # an end date after the observation end is still active
+    later = clv.contract_periods(attrs, Contracts(enabled=True), pd.Timestamp("2022-02-01")).set_index("customer_id")
+    assert not later.loc["anniversary", "churned"] and later.loc["anniversary", "periods"] == 0
+
+
+def test_infinite_expected_lifetime_is_said_not_truncated():
+    m = ShiftedBetaGeometric()
+    m.params_ = {"alpha": 0.7, "beta": 1.2}
+    assert np.isfinite(m.derl(np.array([1.0]), 0.1)).all()
+    values, note = clv.expected_remaining(m, np.array([1, 3]))
+    assert np.isinf(values).all() and "infinite" in note and "alpha = 0.70" in note
+    m.params_ = {"alpha": 3.0, "beta": 2.0}  # E[T] = (alpha + beta - 1) / (alpha - 1) = 2 periods in all
+    values, note = clv.expected_remaining(m, np.array([1]))  # after paying the first: 2 - 1 further periods
+    assert note == "" and values[0] == pytest.approx((3.0 + 2.0 - 1) / (3.0 - 1) - 1, rel=1e-4)
+    from cvlib import report
+
+    assert report._fmt(np.inf, "auto", "") == "∞"
