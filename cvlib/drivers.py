@@ -128,6 +128,27 @@ def csat(scores: pd.Series, scale: int = 5) -> dict[str, float]:
     return {"n": n, "csat": p, "ci_low": mid - half, "ci_high": mid + half}
 
 
+def cluster_bootstrap(values: pd.Series, clusters: pd.Series, stat, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of stat(values) resampling whole customers (clusters) with replacement: answers of one
+    customer are not independent, so an interval that treats them as such is too narrow."""
+    d = pd.DataFrame({"v": pd.to_numeric(values, errors="coerce").to_numpy(), "c": clusters.to_numpy()}).dropna()
+    if d.empty:
+        return float("nan"), float("nan")
+    codes, _ = pd.factorize(d["c"])
+    order = np.argsort(codes, kind="stable")
+    v = d["v"].to_numpy()[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1]
+    sizes = np.diff(np.r_[starts, len(v)])
+    rng = np.random.default_rng(seed)
+    k = len(starts)
+    draws = []
+    for _ in range(n):
+        pick = rng.integers(0, k, k)
+        idx = np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in pick])
+        draws.append(stat(pd.Series(v[idx])))
+    return interval(np.array(draws), stat(pd.Series(v)))
+
+
 def survey_table(fb: pd.DataFrame, cfg: Drivers, groups: pd.Series | None = None) -> pd.DataFrame:
     """NPS, CSAT and complaint rate (with intervals) overall and per group."""
     f = fb.assign(customer_id=fb["customer_id"].astype(str))
@@ -135,13 +156,18 @@ def survey_table(fb: pd.DataFrame, cfg: Drivers, groups: pd.Series | None = None
     c = cfg.feedback
     rows = []
     for name, sub in [("all customers", f), *list(f.groupby("group"))]:
-        r = {"group": name, "responses": len(sub)}
+        r = {"group": name, "responses": len(sub), "customers": sub["customer_id"].nunique()}
+        repeated = r["customers"] < r["responses"]  # customers answered more than once: resample customers
         if c.nps and c.nps in sub:
             n = nps(sub[c.nps])
-            r.update(nps_points=n["nps"], nps_ci_low=n["ci_low"], nps_ci_high=n["ci_high"])
+            lo, hi = (cluster_bootstrap(sub[c.nps], sub["customer_id"], lambda x: nps(x)["nps"], 400, cfg.seed)
+                      if repeated else (n["ci_low"], n["ci_high"]))
+            r.update(nps_points=n["nps"], nps_ci_low=lo, nps_ci_high=hi)
         if c.csat and c.csat in sub:
             k = csat(sub[c.csat], c.csat_scale)
-            r.update(csat=k["csat"], csat_ci_low=k["ci_low"], csat_ci_high=k["ci_high"])
+            lo, hi = (cluster_bootstrap(sub[c.csat], sub["customer_id"], lambda x: csat(x, c.csat_scale)["csat"],
+                                        400, cfg.seed) if repeated else (k["ci_low"], k["ci_high"]))
+            r.update(csat=k["csat"], csat_ci_low=lo, csat_ci_high=hi)
         if c.complaints and c.complaints in sub:
             r.update(share_with_complaints=float((sub[c.complaints].fillna(0) > 0).mean()),
                      complaints_per_response=float(sub[c.complaints].fillna(0).mean()))
@@ -206,9 +232,19 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
             parts.append(means[col].rename(col))
             groups[col] = [col]
             ratings.append(col)
-        if c.complaints and c.complaints in f.columns:
-            parts.append(f.groupby("customer_id")[c.complaints].sum().reindex(customers).rename("complaints"))
+        if c.complaints and c.complaints in f.columns:  # a rate per survey: not a sum that grows with tenure
+            per = f.groupby("customer_id")[c.complaints].mean().reindex(customers).rename("complaints")
+            parts.append(per)
             groups["complaints"] = ["complaints"]
+        answered = f.groupby("customer_id").size().reindex(customers).notna()
+        if (~answered).any() and answered.any():
+            # customers without a survey get the median rating where a model needs one; this indicator carries
+            # "answered no survey", so that cannot pose as the effect of a rating
+            parts.append(answered.astype(float).rename("answered_a_survey"))
+            groups["answered_a_survey"] = ["answered_a_survey"]
+            notes.append(f"{int((~answered).sum()):,} of {len(customers):,} customers answered no survey: their "
+                         "ratings are missing. Linear analyses use respondents only; the churn classifier fills "
+                         "ratings with the median and carries the driver 'answered_a_survey'.")
     for col in early.columns:
         parts.append(early[col].reindex(customers).astype(float).rename(col))
         groups[col] = [col]
@@ -329,8 +365,26 @@ def relative_weights(X: pd.DataFrame, y: pd.Series, groups: dict[str, list[str]]
     return pd.Series({g: float(w[cols].sum()) for g, cols in groups.items()})
 
 
-def bootstrap_importance(fn, X: pd.DataFrame, y: pd.Series, groups: dict, n: int, seed: int) -> pd.DataFrame:
-    """95% percentile intervals of an importance function over bootstrap resamples of customers."""
+def interval(draws: np.ndarray, estimate: float) -> tuple[float, float]:
+    """95% bias-corrected percentile interval of resampled values around `estimate`. The correction moves the
+    percentiles by how far the resamples sit to one side of the estimate; where they all do, the interval is
+    extended to the estimate, so an interval always contains its estimate."""
+    from scipy.stats import norm
+
+    d = np.asarray(draws, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) == 0 or not np.isfinite(estimate):
+        return float("nan"), float("nan")
+    share = (np.sum(d < estimate) + 0.5 * np.sum(d == estimate)) / len(d)
+    z0 = norm.ppf(np.clip(share, 1 / (2 * len(d)), 1 - 1 / (2 * len(d))))
+    lo, hi = np.quantile(d, norm.cdf(2 * z0 + norm.ppf([0.025, 0.975])))
+    return float(min(lo, estimate)), float(max(hi, estimate))
+
+
+def bootstrap_importance(fn, X: pd.DataFrame, y: pd.Series, groups: dict, n: int, seed: int,
+                         estimate: pd.Series | None = None) -> pd.DataFrame:
+    """95% intervals of an importance function over bootstrap resamples of customers (bias-corrected
+    percentiles around the full-sample estimate, see `interval`)."""
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n):
@@ -339,7 +393,9 @@ def bootstrap_importance(fn, X: pd.DataFrame, y: pd.Series, groups: dict, n: int
     if not draws:
         return pd.DataFrame({"ci_low": np.nan, "ci_high": np.nan}, index=list(groups))
     d = pd.DataFrame(draws)
-    return pd.DataFrame({"ci_low": d.quantile(0.025), "ci_high": d.quantile(0.975)})
+    est = estimate if estimate is not None else fn(X, y, groups)
+    bounds = {k: interval(d[k].to_numpy(), float(est[k])) for k in d.columns}
+    return pd.DataFrame(bounds, index=["ci_low", "ci_high"]).T
 
 
 # --------------------------------------------------------------------------- binary importance
@@ -372,8 +428,9 @@ def permutation_importance_groups(model, X: pd.DataFrame, y: np.ndarray, groups:
             perm = rng.permutation(len(X))
             Xp[cols] = X[cols].to_numpy()[perm]
             drops.append(base - roc_auc_score(y, model.predict_proba(Xp)[:, 1]))
-        rows[g] = {"importance": float(np.mean(drops)), "ci_low": float(np.percentile(drops, 2.5)),
-                   "ci_high": float(np.percentile(drops, 97.5))}
+        mean = float(np.mean(drops))
+        rows[g] = {"importance": mean, "ci_low": min(float(np.percentile(drops, 2.5)), mean),
+                   "ci_high": max(float(np.percentile(drops, 97.5)), mean)}
     return pd.DataFrame(rows).T
 
 
@@ -503,6 +560,13 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     else:
         churn_cm = cm
         rows.append(cm.importance)
+        missing = int(ds.X[el].isna().any(axis=1).sum())
+        notes.append(f"Churn classifier: n = {cm.n:,} customers observed long enough ({cm.churners:,} churners); "
+                     f"{missing:,} of them miss a driver, filled with the median for the classifier.")
+        # the same decomposition as for the other outcomes: Shapley shares of R² of a linear probability model
+        lin_churn, _ = linear_drivers(ds, churned[eligible], cfg, notes, "churn (linear probability model)",
+                                      "churn ")
+        rows.append(lin_churn)
     linear_r2 = None
     ipa_df = None
     if cfg.outcome in {"nps", "clv"}:
@@ -514,7 +578,8 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
         if y is None:
             notes.append(f"Outcome {cfg.outcome!r} is not available: linear driver analysis skipped.")
         else:
-            lin, linear_r2 = linear_drivers(ds, y, cfg, notes)
+            lin, linear_r2 = linear_drivers(ds, y, cfg, notes, cfg.outcome.upper() if cfg.outcome == "nps"
+                                            else "predicted CLV")
             rows.append(lin)
             if ds.ratings and len(lin):
                 imp = lin[lin["method"].str.startswith("LMG")].set_index("driver")["importance"]
@@ -531,21 +596,31 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
                          logrank, survey, drivers, ipa_df, churn_cm, linear_r2, ds.collinear, notes, risk)
 
 
-def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str]) -> tuple[pd.DataFrame, float]:
-    """LMG and relative weights (with bootstrap intervals) for a continuous outcome."""
+def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str], outcome: str = "",
+                   prefix: str = "") -> tuple[pd.DataFrame, float]:
+    """LMG and relative weights (with bootstrap intervals) for an outcome, on the customers who have the outcome
+    and every driver (their number and the number dropped are stated in the notes)."""
     X = ds.X.reindex(y.index)
     ok = X.notna().all(axis=1) & y.notna()
-    X, yv = X[ok].reset_index(drop=True), y[ok].reset_index(drop=True)
-    if len(X) < max(30, 3 * X.shape[1]):
-        notes.append(f"Only {len(X)} customers with the outcome and every driver: linear importance skipped.")
+    X, yv = X[ok].reset_index(drop=True), y[ok].astype(float).reset_index(drop=True)
+    groups = {g: cols for g, cols in ds.groups.items() if X[cols].nunique().max() > 1}
+    dropped_groups = sorted(set(ds.groups) - set(groups))
+    X = X[[c for cols in groups.values() for c in cols]]
+    what = outcome or "the outcome"
+    notes.append(f"Linear analysis of {what}: n = {len(X):,} customers; {int((~ok).sum()):,} of {len(ok):,} dropped "
+                 "for a missing driver or outcome" + (f"; constant among them, so left out: "
+                                                       f"{', '.join(dropped_groups)}" if dropped_groups else "") + ".")
+    if len(X) < max(30, 3 * X.shape[1]) or not groups:
+        notes.append(f"Only {len(X)} customers with {what} and every driver: linear importance skipped.")
         return pd.DataFrame(columns=["driver", "method", "importance", "ci_low", "ci_high"]), float("nan")
     lmg_fn = lambda a, b, g: lmg(a, b, g, cfg.max_exact, cfg.permutations, cfg.seed)  # noqa: E731
-    l = lmg_fn(X, yv, ds.groups)
-    rw = relative_weights(X, yv, ds.groups)
-    how = "exact" if len(ds.groups) <= cfg.max_exact else f"{cfg.permutations} sampled orderings"
+    l = lmg_fn(X, yv, groups)
+    rw = relative_weights(X, yv, groups)
+    how = "exact" if len(groups) <= cfg.max_exact else f"{cfg.permutations} sampled orderings"
     out = []
-    for name, imp, fn in ((f"LMG share of R² ({how})", l, lmg_fn), ("relative weight (Johnson)", rw, relative_weights)):
-        ci = bootstrap_importance(fn, X, yv, ds.groups, cfg.bootstrap, cfg.seed)
+    for name, imp, fn in ((f"{prefix}LMG share of R² ({how})", l, lmg_fn),
+                          (f"{prefix}relative weight (Johnson)", rw, relative_weights)):
+        ci = bootstrap_importance(fn, X, yv, groups, cfg.bootstrap, cfg.seed, imp)
         out.append(pd.DataFrame({"driver": imp.index, "method": name, "importance": imp.to_numpy(),
                                  "ci_low": ci["ci_low"].reindex(imp.index).to_numpy(),
                                  "ci_high": ci["ci_high"].reindex(imp.index).to_numpy()}))

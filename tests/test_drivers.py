@@ -158,3 +158,57 @@ def test_agency_example_is_deterministic_and_messy():
     assert bills.duplicated().any() and (bills["client_id"] == "").any()
     assert bills["invoice_id"].str.startswith("CN-").any() and bills["date"].str.contains("/").any()
     assert bills["amount"].str.startswith("$").any()
+
+
+def test_nps_interval_is_clustered_by_customer_when_customers_answer_more_than_once():
+    from cvlib.params import Drivers
+
+    rng = np.random.default_rng(0)
+    # 60 customers, each answering 10 times with their own fixed score: 600 answers but only 60 opinions
+    own = rng.integers(0, 11, 60)
+    fb = pd.DataFrame({"customer_id": np.repeat([f"c{i}" for i in range(60)], 10), "nps": np.repeat(own, 10)})
+    t = drivers.survey_table(fb, Drivers()).set_index("group").loc["all customers"]
+    naive = drivers.nps(fb["nps"])
+    once = drivers.nps(pd.Series(own))
+    width = t["nps_ci_high"] - t["nps_ci_low"]
+    assert width > 2 * (naive["ci_high"] - naive["ci_low"])  # the naive interval pretends to 600 opinions
+    assert abs(width - (once["ci_high"] - once["ci_low"])) < 0.35 * width  # about the width of 60 opinions
+    assert t["nps_ci_low"] <= t["nps_points"] <= t["nps_ci_high"] and t["customers"] == 60
+
+
+def test_bootstrap_intervals_always_contain_their_estimate():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        draws = rng.normal(rng.normal(), 1, 40) + rng.choice([0, 5])  # sometimes every draw is far to one side
+        est = float(rng.normal())
+        lo, hi = drivers.interval(draws, est)
+        assert lo <= est <= hi
+
+
+def test_survey_drivers_carry_a_missing_indicator_and_complaints_are_a_rate():
+    from cvlib.params import Drivers
+
+    customers = pd.Index(["a", "b", "c", "d"])
+    fb = pd.DataFrame({"customer_id": ["a", "a", "b", "c"], "quality": [4.0, 2, 5, 3], "complaints": [2, 0, 1, 0]})
+    early = pd.DataFrame({"first_order_value": [1.0, 2, 3, 4]}, index=customers)
+    ds = drivers.driver_set(customers, None, fb, early, Drivers())
+    assert ds.X["answered_a_survey"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert ds.X.loc["a", "complaints"] == 1.0  # 2 complaints over 2 surveys, not a sum of 2
+    assert np.isnan(ds.X.loc["d", "quality"])
+
+
+def test_answering_no_survey_does_not_pose_as_a_rating_effect():
+    from cvlib.params import Drivers
+
+    rng = np.random.default_rng(4)
+    n = 1500
+    customers = pd.Index([f"c{i}" for i in range(n)])
+    answered = rng.random(n) < 0.5
+    churned = pd.Series(rng.random(n) < np.where(answered, 0.15, 0.6), index=customers)  # only answering matters
+    fb = pd.DataFrame({"customer_id": customers[answered], "quality": rng.integers(1, 6, answered.sum()).astype(float)})
+    early = pd.DataFrame({"first_order_value": rng.gamma(2, 50, n)}, index=customers)
+    ds = drivers.driver_set(customers, None, fb, early, Drivers())
+    cm = drivers.churn_model(ds, churned, Drivers())
+    perm = cm.importance[cm.importance["method"].str.startswith("permutation")].set_index("driver")["importance"]
+    assert perm.idxmax() == "answered_a_survey"
+    assert perm["quality"] < 0.25 * perm["answered_a_survey"]
