@@ -184,6 +184,7 @@ class DriverSet:
     ratings: list[str]            # drivers that are survey ratings
     notes: list[str] = field(default_factory=list)
     collinear: pd.DataFrame = field(default_factory=pd.DataFrame)
+    respondents: pd.Series | None = None  # customers the analyses use (respondents when surveys are drivers)
 
 
 def early_behaviour(tx: pd.DataFrame, days: int) -> pd.DataFrame:
@@ -205,6 +206,7 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
 
     Constant or entirely missing drivers are dropped with a note; near-collinear pairs are reported."""
     parts, groups, ratings, notes = [], {}, [], []
+    respondents = pd.Series(True, index=customers)
     c = cfg.feedback
     skip = set(cfg.exclude) | {"customer_id", "date"}
     if attrs is not None:
@@ -236,15 +238,7 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
             per = f.groupby("customer_id")[c.complaints].mean().reindex(customers).rename("complaints")
             parts.append(per)
             groups["complaints"] = ["complaints"]
-        answered = f.groupby("customer_id").size().reindex(customers).notna()
-        if (~answered).any() and answered.any():
-            # customers without a survey get the median rating where a model needs one; this indicator carries
-            # "answered no survey", so that cannot pose as the effect of a rating
-            parts.append(answered.astype(float).rename("answered_a_survey"))
-            groups["answered_a_survey"] = ["answered_a_survey"]
-            notes.append(f"{int((~answered).sum()):,} of {len(customers):,} customers answered no survey: their "
-                         "ratings are missing. Linear analyses use respondents only; the churn classifier fills "
-                         "ratings with the median and carries the driver 'answered_a_survey'.")
+        respondents = f.groupby("customer_id").size().reindex(customers).notna()
     for col in early.columns:
         parts.append(early[col].reindex(customers).astype(float).rename(col))
         groups[col] = [col]
@@ -268,7 +262,14 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
     if len(collinear):
         notes.append(f"{len(collinear)} pair(s) of drivers are nearly collinear (|r| >= 0.8): their importances "
                      "share what they have in common; see the table.")
-    return DriverSet(X, groups, [r for r in ratings if r in groups], notes, collinear)
+    rated = [r for r in ratings if r in groups] or ("complaints" in groups)
+    if rated and (~respondents).any():
+        notes.append(f"{int((~respondents).sum()):,} of {len(customers):,} customers answered no survey: the driver "
+                     "analyses use the {0:,} respondents only, so that answering no survey (or how its missing "
+                     "ratings would be filled) cannot pose as the effect of a rating.".format(int(respondents.sum())))
+    else:
+        respondents = pd.Series(True, index=customers)
+    return DriverSet(X, groups, [r for r in ratings if r in groups], notes, collinear, respondents)
 
 
 def collinear_pairs(X: pd.DataFrame, threshold: float = 0.8) -> pd.DataFrame:
@@ -554,6 +555,9 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     eligible = flags.set_index("customer_id")["eligible"]
     churned = flags.set_index("customer_id")["churned"]
     el = eligible.to_numpy()
+    if ds.respondents is not None:
+        el = el & ds.respondents.reindex(eligible.index).fillna(False).to_numpy(dtype=bool)
+        eligible = pd.Series(el, index=eligible.index)
     cm = churn_model(DriverSet(ds.X[el], ds.groups, ds.ratings), churned[eligible], cfg, ds.X[~el])
     if isinstance(cm, str):
         notes.append(f"Churn classifier skipped: {cm}.")
