@@ -131,11 +131,17 @@ def test_non_positive_window_and_test_ids():
     rows = [("a", "2024-01-01", "0"), ("b", "2023-12-31", "5"), ("c", "2024-02-01", "5"), ("TEST1", "2024-01-10", "9"),
             ("d", "2024-01-31", "7")]
     r = rules(returns={"enabled": False}, window={"start": "2024-01-01", "end": "2024-01-31"},
-              test_ids={"ids": ["TEST1"]})
+              test_ids={"ids": ["TEST1"]}, non_positive={"keep_zero": False})
     res = clean_transactions(raw(rows), r)
     assert res.quarantine.set_index("customer_id")["rule"].to_dict() == {
         "a": "non_positive", "b": "window", "c": "window", "TEST1": "test_ids"}
     assert res.clean["customer_id"].tolist() == ["d"] and res.balanced
+    # by default a purchase written as 0 stays, as a purchase occasion with no revenue
+    kept = clean_transactions(raw(rows), rules(returns={"enabled": False}, window={"start": "2024-01-01",
+                                                                                    "end": "2024-01-31"},
+                                               test_ids={"ids": ["TEST1"]}))
+    assert kept.clean["customer_id"].tolist() == ["a", "d"] and kept.clean["amount"].tolist() == [0.0, 7.0]
+    assert kept.balanced
 
 
 @pytest.mark.parametrize("method,threshold", [("iqr", 1.5), ("zscore", 2.0), ("quantile", 0.9)])
@@ -195,7 +201,9 @@ def test_every_row_and_cent_is_accounted_for(rows, dup_idx, action, outlier, win
     assert recon.loc["kept", "amount"] == pytest.approx(res.clean["amount"].sum(), abs=0.005)
     assert recon.loc["kept", "rows"] == len(res.clean) and recon.loc["quarantined", "rows"] == len(res.quarantine)
     assert res.balanced
-    assert (res.clean["amount"] > 0).all()
+    zero_rows = set(frame.loc[parse_amounts(frame["amount"]) == 0, ROW])
+    assert ((res.clean["amount"] > 0) | res.clean[ROW].isin(zero_rows)).all()  # $0 purchases: occasions, kept
+    assert (res.clean.loc[res.clean[ROW].isin(zero_rows), "amount"] == 0).all()
     assert set(res.quarantine["rule"]) <= {"unparseable_date", "unparseable_amount", "missing_customer_id",
                                            "returns", "non_positive", "window", "outliers"}
 
