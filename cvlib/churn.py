@@ -41,9 +41,14 @@ class ChurnRisk:
 
 
 # --------------------------------------------------------------------------- per-customer state at a date
+def _next_day(at: pd.Timestamp) -> pd.Timestamp:
+    """Midnight after the day of `at`: 'on or before the cutoff day' includes that whole day."""
+    return pd.Timestamp(at).normalize() + pd.Timedelta(days=1)
+
+
 def purchase_days(tx: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
     """Distinct (customer, day) purchase occasions on or before `at`."""
-    d = tx.loc[tx["date"] <= at, ["customer_id", "date"]]
+    d = tx.loc[tx["date"] < _next_day(at), ["customer_id", "date"]]
     d = d.assign(customer_id=d["customer_id"].astype(str), day=d["date"].dt.normalize())
     return d.drop_duplicates(["customer_id", "day"])[["customer_id", "day"]].sort_values(["customer_id", "day"])
 
@@ -64,7 +69,7 @@ def state_at(tx: pd.DataFrame, at: pd.Timestamp, unit_days: float = 7.0) -> pd.D
     """Behaviour features of every customer who bought on or before `at`, as of `at`."""
     days = purchase_days(tx, at)
     c = cycles(days)
-    spend = tx.loc[tx["date"] <= at].assign(customer_id=lambda d: d["customer_id"].astype(str)).groupby(
+    spend = tx.loc[tx["date"] < _next_day(at)].assign(customer_id=lambda d: d["customer_id"].astype(str)).groupby(
         "customer_id")["amount"].sum()
     out = pd.DataFrame(index=c.index)
     out["recency_days"] = (at.normalize() - c["last"]).dt.days.astype(float)
@@ -85,7 +90,7 @@ def state_at(tx: pd.DataFrame, at: pd.Timestamp, unit_days: float = 7.0) -> pd.D
 
 def label_after(tx: pd.DataFrame, at: pd.Timestamp, horizon_days: int, customers: pd.Index) -> pd.Series:
     """True for customers with no purchase in (at, at + horizon]."""
-    window = tx[(tx["date"] > at) & (tx["date"] <= at + pd.Timedelta(days=horizon_days))]
+    window = tx[(tx["date"] >= _next_day(at)) & (tx["date"] < _next_day(at + pd.Timedelta(days=horizon_days)))]
     active = set(window["customer_id"].astype(str))
     return pd.Series(~customers.isin(list(active)), index=customers)
 

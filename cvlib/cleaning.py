@@ -474,8 +474,8 @@ def clean_transactions(
             capped = np.clip(amount, lo, hi)
             adj_cap[is_outlier] = capped[is_outlier] - amount[is_outlier]
             amount[is_outlier] = capped[is_outlier]
-            book.log("outliers", True, "capped", is_outlier.sum() + k_abs, _sum(adj_cap) + _sum(amount_raw[absurd]),
-                     detail.lstrip("; "))
+            extra = f"; {_sum(amount_raw[absurd]):,.2f} above the ceiling quarantined" if k_abs else ""
+            book.log("outliers", True, "capped", is_outlier.sum() + k_abs, _sum(adj_cap), detail.lstrip("; ") + extra)
         else:
             is_outlier |= absurd
             book.log("outliers", True, "flagged", is_outlier.sum(), _sum(amount[is_outlier]), detail.lstrip("; "))

@@ -507,7 +507,7 @@ class GroupRule(_Model):
 def _default_groups() -> list[GroupRule]:
     return [
         GroupRule(name="churn risk", objective="longer",
-                  when="churn_probability >= 0.5 and clv_tier != 'Low' and not within_cycle"),
+                  when="churn_probability >= 0.5 and clv_tier != 'Low' and not within_cycle and not churned"),
         GroupRule(name="high value", objective="longer", when="clv_tier == 'High'"),
         GroupRule(name="growth potential", objective="deeper", when="value_cell == 'Develop' or trend > 0.25"),
         GroupRule(name="stable", objective="deeper", when="clv_tier == 'Medium'"),

@@ -138,10 +138,10 @@ def study_ids(study: "Study") -> set[str]:
     return ids
 
 
-def scrubber_for(study: "Study") -> Scrubber | None:
-    """The study's scrubber, or None when it does not pseudonymise."""
+def scrubber_for(study: "Study") -> Scrubber:
+    """The study's scrubber (one that changes nothing when the study does not pseudonymise)."""
     if not study.privacy.pseudonymize_ids:
-        return None
+        return Scrubber([], b"")
     return Scrubber(study_ids(study), load_key(study))
 
 

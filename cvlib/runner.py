@@ -289,18 +289,8 @@ def _progress(msg: str) -> None:
     print(f"cvlib: {msg}", file=sys.stderr, flush=True)
 
 
-class _Say:
-    """Progress and error text for stderr, with customer ids scrubbed when the study pseudonymises."""
-
-    def __init__(self, scrubber: Any = None) -> None:
-        self.scrubber = scrubber
-
-    def __call__(self, text: str) -> str:
-        return self.scrubber.scrub(text) if self.scrubber is not None else text
-
-
 def _execute(nb_in: Path, out_nb: Path, parameters: dict, cwd: Path, runtime: Path, tty: bool,
-             scrub: "_Say") -> None:
+             scrubber: Any) -> None:
     """Run one stage notebook with papermill into a private folder, scrub its outputs, move it into place.
 
     The unscrubbed notebook never enters the run folder; the scrubbed one is written even when the stage
@@ -317,8 +307,8 @@ def _execute(nb_in: Path, out_nb: Path, parameters: dict, cwd: Path, runtime: Pa
         error = exc
     if tmp_nb.exists():
         nb = nbformat.read(tmp_nb, as_version=4)
-        if scrub.scrubber is not None:
-            scrub.scrubber.scrub_notebook(nb)
+        if scrubber.ids:
+            scrubber.scrub_notebook(nb)
         io.write_text(nbformat.writes(nb), out_nb)
         tmp_nb.unlink(missing_ok=True)
     if error is not None:
@@ -341,7 +331,8 @@ def run_study(
     params_file = Path(params_file).resolve()
     study = load_study(params_file, overrides)
     io.check_inputs(study)  # mapped columns present, data rows there: before anything runs
-    scrub = _Say(privacy.scrubber_for(study))  # refuses a pseudonymised study without a key
+    scrubber = privacy.scrubber_for(study)  # refuses a pseudonymised study without a key
+    scrub = scrubber.scrub
     root = project_root(params_file)
     nb_dir = Path(notebooks_dir) if notebooks_dir else root / "notebooks"
     selected = select_stages(stages, nb_dir)
@@ -375,7 +366,7 @@ def run_study(
             try:
                 _execute(nb_dir / s.notebook, out_nb,
                          {"params_file": str(params_file), "overrides": _jsonable(override_dict),
-                          "run_dir": str(run_dir), "build_missing": False}, nb_dir, runtime, tty, scrub)
+                          "run_dir": str(run_dir), "build_missing": False}, nb_dir, runtime, tty, scrubber)
                 sr.status = "ok"
             except Exception as exc:
                 sr.status = "failed"

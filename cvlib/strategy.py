@@ -22,7 +22,7 @@ from cvlib.params import Action, Strategy, Study
 RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "monetary", "monetary_mean", "tenure",
                 "x", "t_x", "T", "monetary_value", "r_score", "f_score", "m_score", "segment", "abc_class",
                 "value_tier", "cluster", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier",
-                "churn_probability", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
+                "churn_probability", "churned", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
                 "value_at_risk")
 
 
@@ -57,6 +57,8 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
     else:
         d["churn_probability"] = np.nan
         notes.append("No churn risk from the drivers stage: rules on churn_probability match nobody.")
+    d["churned"] = (rk["churned"].reindex(d.index).fillna(False).astype(bool) if rk is not None and "churned" in rk
+                    else False)  # without the drivers stage nobody is known to have churned
     if rk is not None and "within_cycle" in rk.columns:
         d["within_cycle"] = rk["within_cycle"].reindex(d.index).fillna(False).astype(bool)
         d["cycle_days"] = rk["cycle_days"].reindex(d.index)
