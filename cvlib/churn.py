@@ -245,6 +245,9 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
     if contract_end is not None:  # contracts: churned once the contract has ended
         ce = contract_end.reindex(state_end.index)
         scores["churned"] = (ce.notna() & (ce <= end)).to_numpy()
+        # churn is a renewal decision, not a gap in purchases: a client billed last week can still be about not to
+        # renew, so the purchase cycle does not shield anyone
+        scores["within_cycle"] = False
     else:
         scores["churned"] = (scores["recency"] > h).to_numpy()
 

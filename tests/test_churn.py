@@ -56,3 +56,18 @@ def test_one_time_buyers_get_the_typical_cycle_and_few_gaps_are_shrunk():
     assert c["z"] == typical
     assert abs(c["x"] - 10) < abs(c["y"] - 100)  # many gaps: close to their own cycle
     assert c["y"] == (100 * 1 + typical * 2) / 3
+
+
+def test_contract_churn_is_a_renewal_decision_not_a_purchase_gap():
+    tx = book(600, seed=2)
+    end = tx["date"].max().normalize()
+    ids = tx["customer_id"].drop_duplicates()
+    rng = np.random.default_rng(0)
+    ended = pd.Series(pd.NaT, index=ids.to_numpy(), dtype="datetime64[ns]")
+    pick = rng.random(len(ids)) < 0.3
+    ended[pick] = end - pd.to_timedelta(rng.integers(0, 600, pick.sum()), unit="D")
+    r = churn.churn_risk(tx, end, 120, Drivers(), contract_end=ended)
+    s = r.scores.set_index("customer_id")
+    assert not s["within_cycle"].any()  # a recent bill does not shield a client from not renewing
+    assert (s.loc[s["churned"], "churn_probability"] == 1.0).all()
+    assert s["churned"].sum() == int((ended.dropna() <= end).sum())
