@@ -1,4 +1,4 @@
-"""The `cvlib` command: run, validate, example."""
+"""The `cvlib` command: run, validate, compare, package, example."""
 from __future__ import annotations
 
 import argparse
@@ -14,10 +14,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a study's stage notebooks and render the reports")
-    run.add_argument("params", help="the study's YAML file, e.g. params/cdnow.yaml")
+    run.add_argument("params", help="the study's YAML file, e.g. params/cdnow.yaml, or a run's "
+                                    "reports/<study>/<run>/params.yaml to rerun exactly that study")
     run.add_argument("--stages", nargs="+", metavar="STAGE",
-                     help="run only these stages (cleaning rfm clv value drivers strategy); each input they "
-                          "need comes from the newest earlier run of the study that has it")
+                     help="rerun these stages (cleaning rfm clv value drivers strategy) even if nothing they depend "
+                          "on changed; every other stage is reused when unchanged and run otherwise")
+    run.add_argument("--force", action="store_true", help="rerun every stage (reuse nothing)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter, e.g. --set cleaning.outliers.method=iqr (repeatable)")
     run.add_argument("--with-code", action="store_true", help="show the code cells in the HTML reports")
@@ -27,6 +29,20 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check parameters and input files without running")
     val.add_argument("params")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    cmp = sub.add_parser("compare", help="what changed between two runs of a study: parameters and headline figures")
+    cmp.add_argument("study", help="the study's name (its folder under reports/) or its params file")
+    cmp.add_argument("runs", nargs="*", metavar="RUN", help="two run ids, older first (default: the two newest "
+                     "complete runs)")
+    cmp.add_argument("--reports-dir", default="reports", help="where the study's run folders are (default: reports)")
+    cmp.add_argument("--out", help="where to write the HTML (default: reports/<study>/compare-<A>-<B>.html)")
+
+    pkg = sub.add_parser("package", help="one zip of a run's HTML reports, target lists and quarantine file, "
+                                         "for the client")
+    pkg.add_argument("study", help="the study's name (its folder under reports/) or its params file")
+    pkg.add_argument("run", nargs="?", help="the run id (default: the latest complete run)")
+    pkg.add_argument("--reports-dir", default="reports", help="where the study's run folders are (default: reports)")
+    pkg.add_argument("--out", help="the zip to write (default: reports/<study>/<study>-<run>.zip)")
 
     ex = sub.add_parser("example", help="write an example data set and its params file")
     ex.add_argument("name", choices=["cdnow", "agency"], help="which example: the CDNOW purchases, or a synthetic "
@@ -84,6 +100,36 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_compare(study: str, run_ids: list[str], reports_dir: str, out: str | None) -> int:
+    from cvlib import pages, runs
+    from cvlib.errors import ParamError
+
+    folder = runs.study_folder(study, Path(reports_dir))
+    if len(run_ids) not in (0, 2):
+        raise ParamError("cvlib compare: give two runs (RUN_A RUN_B) or none (the two newest complete runs).")
+    a, b = (runs.find_run(folder, r) for r in run_ids) if run_ids else runs.two_newest(folder)
+    c = runs.compare(a, b)
+    print(c.table())
+    path = pages.write_compare(c, Path(out) if out else folder / f"compare-{a.name}-{b.name}.html")
+    print(f"\nwrote {path}")
+    return 0
+
+
+def cmd_package(study: str, run: str | None, reports_dir: str, out: str | None) -> int:
+    from cvlib import runs
+
+    run_dir = runs.find_run(runs.study_folder(study, Path(reports_dir)), run)
+    path = runs.package(run_dir, Path(out) if out else None)
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    print(f"wrote {path}: {len(names)} files from run {run_dir.name}")
+    for n in names:
+        print(f"  {n}")
+    return 0
+
+
 def cmd_example(name: str, dest: str, seed: int = 7) -> int:
     from cvlib.params import DATA_DIR
 
@@ -108,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from cvlib.runner import run_study
 
-            run_study(args.params, args.stages, args.overrides, args.with_code, args.reports_dir, args.notebooks_dir)
+            run_study(args.params, args.stages, args.overrides, args.with_code, args.reports_dir, args.notebooks_dir,
+                      force=args.force)
             return 0
+        if args.command == "compare":
+            return cmd_compare(args.study, args.runs, args.reports_dir, args.out)
+        if args.command == "package":
+            return cmd_package(args.study, args.run, args.reports_dir, args.out)
         if args.command == "validate":
             return cmd_validate(args.params, args.overrides)
         if args.command == "example":

@@ -636,8 +636,9 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
     run_dir = Path(run_dir)
     tx = io.read_stage(run_dir, "transactions_clean.parquet")
     rfm = io.read_stage(run_dir, "rfm.parquet")
-    if (run_dir / "rfm.json").exists():
-        rfm.attrs["end"] = pd.Timestamp(io.read_json(run_dir / "rfm.json")["end"]).normalize()
+    info = io.read_stage_json(run_dir, "rfm.json", optional=True)
+    if info is not None:
+        rfm.attrs["end"] = pd.Timestamp(info["end"]).normalize()
     clv = io.read_stage(run_dir, "clv.parquet", optional=True)
     attrs = io.read_attributes(study, "customers")
     fb = io.read_attributes(study, "feedback")

@@ -11,7 +11,8 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -304,8 +305,30 @@ def read_attributes(study: Study, name: str) -> pd.DataFrame | None:
 
 
 # --------------------------------------------------------------------------- writing
+#: while `track_files()` is active: every run-folder file a stage reads or writes, as (action, path)
+_ACCESS: list[tuple[str, str]] | None = None
+
+
+@contextmanager
+def track_files() -> Iterator[list[tuple[str, str]]]:
+    """Record the files read through `stage_file`/`read_stage` and written through the writers below
+    (the stage registry's check: every stage reads and writes exactly what it declares)."""
+    global _ACCESS
+    previous, _ACCESS = _ACCESS, []
+    try:
+        yield _ACCESS
+    finally:
+        _ACCESS = previous
+
+
+def _note(action: str, path: Path) -> None:
+    if _ACCESS is not None:
+        _ACCESS.append((action, str(Path(path).resolve())))
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
+    _note("write", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -356,6 +379,24 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def make_zip_reproducible(path: Path) -> None:
+    """Rewrite a zip-based file (xlsx) in place with fixed member times and document dates, so the same
+    content gives the same bytes (a rerun's outputs can be compared by sha256)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = [(i, z.read(i.filename)) for i in z.infolist()]
+    stamp = b"2000-01-01T00:00:00Z"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for info, data in members:
+            if info.filename == "docProps/core.xml":
+                data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(<)", rb"\g<1>" + stamp + rb"\g<2>", data)
+            fixed = zipfile.ZipInfo(info.filename, date_time=(2000, 1, 1, 0, 0, 0))
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            fixed.external_attr = info.external_attr
+            z.writestr(fixed, data)
+
+
 def write_text(text: str, path: str | Path) -> Path:
     """Write a text file atomically."""
     return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
@@ -368,6 +409,7 @@ def read_json(path: str | Path) -> Any:
 def stage_file(run_dir: str | Path, name: str) -> Path:
     """Path of a stage output in the run folder; a clear error when an earlier stage has not written it."""
     path = Path(run_dir) / name
+    _note("read", path)
     if not path.exists():
         raise InputDataError(
             f"{path} does not exist: the stage that writes {name} has not run in this run folder. "
@@ -381,9 +423,18 @@ def read_stage(run_dir: str | Path, name: str, optional: bool = False,
     """A stage output (parquet) from the run folder, its text columns Arrow-backed (no Python string
     objects: 10M customer ids stay compact and take the fast paths). None if optional and not written."""
     if optional and not (Path(run_dir) / name).exists():
+        _note("read", Path(run_dir) / name)
         return None
     with pd.option_context("mode.string_storage", "pyarrow"):
         return pd.read_parquet(stage_file(run_dir, name), columns=columns)
+
+
+def read_stage_json(run_dir: str | Path, name: str, optional: bool = False) -> Any:
+    """A stage's JSON output from the run folder (None if optional and not written)."""
+    if optional and not (Path(run_dir) / name).exists():
+        _note("read", Path(run_dir) / name)
+        return None
+    return read_json(stage_file(run_dir, name))
 
 
 def fingerprint(path: str | Path) -> dict[str, Any]:

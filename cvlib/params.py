@@ -626,8 +626,21 @@ class Study(_Model):
                 tables[name] = t
         return tables
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    def resolved(self) -> dict[str, Any]:
+        """The study as plain data with every file path absolute (dates as ISO text): what a run used,
+        re-runnable from any folder."""
+        data = self.model_dump(mode="json")
+        for name in self.input_tables():
+            path = data["inputs"][name]["path"]
+            if not path.startswith(EXAMPLE_PREFIX):
+                data["inputs"][name]["path"] = str(self.resolve(path))
+        if data["privacy"].get("key_file"):
+            data["privacy"]["key_file"] = str(self.resolve(data["privacy"]["key_file"]))
+        return data
+
+    def to_yaml(self, resolved: bool = False) -> str:
+        data = self.resolved() if resolved else self.model_dump(mode="json")
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 # --------------------------------------------------------------------------- loading

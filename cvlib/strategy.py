@@ -392,6 +392,7 @@ def write_targets(targets: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
                 targets.to_excel(xw, sheet_name="targets", index=False)
             for action, sub in targets.groupby("action", sort=False):
                 sub.to_excel(xw, sheet_name=sheet(str(action), used), index=False)
+        io.make_zip_reproducible(p)
 
     xlsx = io._atomic(run_dir / "targets.xlsx", write)
     return csv, xlsx

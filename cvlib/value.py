@@ -298,7 +298,7 @@ def run_value(study: Study, run_dir: str | Path) -> ValueResult:
     tx = io.read_stage(run_dir, "transactions_clean.parquet")
     rfm = io.read_stage(run_dir, "rfm.parquet")
     clv = io.read_stage(run_dir, "clv.parquet")
-    retention = io.read_json(io.stage_file(run_dir, "clv_model.json"))["assumptions"]["yearly_retention"]
+    retention = io.read_stage_json(run_dir, "clv_model.json")["assumptions"]["yearly_retention"]
     res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"),
                       io.read_attributes(study, "customers"))
     io.write_parquet(res.customers, run_dir / "value.parquet")

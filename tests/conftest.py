@@ -64,3 +64,21 @@ def run_notebook_inprocess(nb_path: Path, **parameters: Any) -> dict:
         exec(compile(cell.source, f"{nb_path.name}:cell", "exec"), ns)
         plt.close("all")
     return ns
+
+
+def small_book(tmp: Path, name: str = "small", n_customers: int = 60, seed: int = 1,
+               extra: dict | None = None) -> Path:
+    """A seeded two-year purchase book of `n_customers` (1-7 purchases each) and its params file, with the
+    slow estimates (bootstraps, the Pareto/NBD comparison) off: the smallest study every stage runs on."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_customers):
+        for d in np.sort(rng.integers(0, 700, rng.integers(1, 8))):
+            rows.append({"customer": f"c{c:03d}", "date": str((pd.Timestamp("2022-01-01") + pd.Timedelta(days=int(d))).date()),
+                         "amount": f"{rng.gamma(2, 30):.2f}"})
+    params = {"clv": {"bootstrap": 0, "compare_paretonbd": False}, "drivers": {"bootstrap": 0}}
+    for k, v in (extra or {}).items():
+        params[k] = {**params.get(k, {}), **v} if isinstance(v, dict) else v
+    return write_study(tmp, rows, name=name, extra=params)

@@ -18,7 +18,6 @@ from cvlib import expr, privacy
 from cvlib.cleaning import clean_transactions, parse_amounts_explained
 from cvlib.cli import main
 from cvlib.params import Cleaning, load_study
-from cvlib.runner import run_study
 from tests.conftest import ROOT, run_notebook_inprocess, write_study
 
 NB = ROOT / "notebooks"
@@ -355,28 +354,7 @@ def test_four_concurrent_runs_of_two_studies_all_succeed(tmp_path):
 
 
 # --------------------------------------------------------------------------- 7. runs that cannot mix
-def test_stages_refuse_upstream_from_another_input_or_a_killed_run(tmp_path, capsys):
-    rows = [{"customer": f"c{i % 7}", "date": f"2024-01-{i % 28 + 1:02d}", "amount": str(5 + i)} for i in range(60)]
-    params = write_study(tmp_path, rows, name="mix")
-    reports = tmp_path / "r"
-    first = run_study(params, reports_dir=reports, notebooks_dir=NB, stages=["cleaning"])
-    rec = json.loads((first.run_dir / "run.json").read_text())
-    assert rec["status"] == "complete" and rec["inputs"][0]["sha256"]
-    # the client sends a new file: the old clean data must not be used
-    write_study(tmp_path, rows[:-5], name="mix")
-    assert main(["run", str(params), "--stages", "rfm", "--reports-dir", str(reports), "--notebooks-dir", str(NB)]) == 2
-    err = capsys.readouterr().err
-    assert "input files differ" in err
-    # a different cleaning parameter also refuses
-    write_study(tmp_path, rows, name="mix")
-    assert main(["run", str(params), "--stages", "rfm", "--set", "cleaning.outliers.threshold=2", "--reports-dir",
-                 str(reports), "--notebooks-dir", str(NB)]) == 2
-    assert "parameters differ in cleaning" in capsys.readouterr().err
-    # a killed run (still marked running) is not a source
-    rec["status"] = "running"
-    (first.run_dir / "run.json").write_text(json.dumps(rec))
-    assert main(["run", str(params), "--stages", "rfm", "--reports-dir", str(reports), "--notebooks-dir", str(NB)]) == 2
-    assert "that run is running" in capsys.readouterr().err
+# (reuse only from runs with the same inputs and parameters: tests/test_runs.py)
 
 
 # --------------------------------------------------------------------------- 8. small data never crashes

@@ -194,12 +194,18 @@ def test_no_rows_left_fails_the_cleaning_stage_clearly(tmp_path, capsys):
     assert code == 2 and "Stage 'cleaning' failed" in err and "No rows survived cleaning" in err
 
 
-def test_later_stage_alone_takes_inputs_from_latest_run(tmp_path):
+def test_a_named_stage_reruns_and_the_others_are_reused(tmp_path):
     params = write_study(tmp_path, [{"customer": f"c{i % 7}", "date": f"2024-01-{i % 28 + 1:02d}", "amount": str(5 + i)}
                                     for i in range(60)], name="partial")
-    first = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=ROOT / "notebooks", stages=["cleaning"])
-    second = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=ROOT / "notebooks", stages=["rfm"])
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    for f in ("01_cleaning.ipynb", "02_rfm.ipynb"):
+        shutil.copy(ROOT / "notebooks" / f, nb_dir)
+    first = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=nb_dir)
+    second = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=nb_dir, stages=["rfm"])
     assert second.ok and second.run_dir != first.run_dir
+    assert [(s.stage.name, s.status) for s in second.stages] == [("cleaning", "reused"), ("rfm", "ok")]
+    assert second.stage("rfm").reason == "named in --stages"
     assert (second.run_dir / "transactions_clean.parquet").exists() and (second.run_dir / "rfm.parquet").exists()
     assert errors_in(second.run_dir / "02_rfm.ipynb") == []
 

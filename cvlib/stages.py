@@ -1,0 +1,101 @@
+"""The stage registry: each stage of a study declared once.
+
+The runner (what runs, what is reused, what is copied), the notebooks' ``require``, the
+index links and the summary's links are all derived from ``STAGES``. A test runs every
+stage and checks that it reads and writes exactly the files declared here.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+#: parameter sections every stage's report depends on (names, currency, table sizes, id display)
+COMMON_SECTIONS: tuple[str, ...] = ("study", "client", "currency", "report", "privacy")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its notebook, the files it reads (required / optional) and writes, the input tables it
+    reads directly, the parameter sections it depends on, and the cvlib function that computes it."""
+
+    name: str
+    notebook: str
+    title: str
+    function: str  # "module:function", called as function(study, run_dir)
+    reads: tuple[str, ...] = ()  # run-folder files it needs
+    optional: tuple[str, ...] = ()  # run-folder files it reads when an earlier stage wrote them
+    writes: tuple[str, ...] = ()  # files it always writes
+    may_write: tuple[str, ...] = ()  # files it writes when the study asks for them
+    tables: tuple[str, ...] = ()  # input tables (inputs.<table>) it reads itself
+    sections: tuple[str, ...] = ()  # parameter sections besides COMMON_SECTIONS
+
+    @property
+    def html(self) -> str:
+        return self.notebook.replace(".ipynb", ".html")
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.writes + self.may_write
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.reads + self.optional
+
+    @property
+    def all_sections(self) -> tuple[str, ...]:
+        return COMMON_SECTIONS + self.sections
+
+    def build(self) -> Callable:
+        """The cvlib function that computes the stage's outputs."""
+        module, func = self.function.split(":")
+        return getattr(importlib.import_module(module), func)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("cleaning", "01_cleaning.ipynb", "Data cleaning", "cvlib.cleaning:run_cleaning",
+          writes=("transactions_clean.parquet", "quarantine.csv", "cleaning.json"),
+          tables=("transactions",), sections=("inputs", "cleaning")),
+    Stage("rfm", "02_rfm.ipynb", "RFM and segmentation", "cvlib.rfm:run_rfm",
+          reads=("transactions_clean.parquet",),
+          writes=("rfm.parquet", "clv_summary.parquet", "rfm.json"), may_write=("clv_calibration.parquet",),
+          sections=("rfm",)),
+    Stage("clv", "03_clv.ipynb", "Customer lifetime value", "cvlib.clv:run_clv",
+          reads=("transactions_clean.parquet", "rfm.parquet", "clv_summary.parquet"),
+          optional=("clv_calibration.parquet",), writes=("clv.parquet", "clv_model.json"),
+          tables=("customers",), sections=("inputs", "rfm", "clv")),
+    Stage("value", "03b_value.ipynb", "Customer value assessment", "cvlib.value:run_value",
+          reads=("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"),
+          writes=("value.parquet", "value.json"), tables=("customers",),
+          sections=("inputs", "clv", "drivers", "value")),
+    Stage("drivers", "04_loyalty_drivers.ipynb", "Loyalty and retention drivers", "cvlib.drivers:run_drivers",
+          reads=("transactions_clean.parquet", "rfm.parquet"), optional=("rfm.json", "clv.parquet"),
+          writes=("drivers.parquet", "churn_risk.parquet", "drivers.json"), tables=("customers", "feedback"),
+          sections=("inputs", "rfm", "clv", "drivers")),
+    Stage("strategy", "05_strategy.ipynb", "Strategy recommendations", "cvlib.strategy:run_strategy",
+          reads=("rfm.parquet", "clv.parquet"),
+          optional=("value.parquet", "churn_risk.parquet", "drivers.parquet", "transactions_clean.parquet"),
+          writes=("strategy_groups.parquet", "playbook.csv", "targets.csv", "targets.xlsx", "strategy.json"),
+          sections=("rfm", "clv", "value", "strategy")),
+)
+
+#: files a client receives in a package (besides the HTML reports)
+CLIENT_FILES: tuple[str, ...] = ("targets.csv", "targets.xlsx", "playbook.csv", "quarantine.csv")
+
+
+def by_name(name: str) -> Stage:
+    """The stage called `name` (a clear error listing the stages otherwise)."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")
+
+
+def producer(file: str) -> Stage | None:
+    """The stage that writes `file` (None for a file no stage writes)."""
+    return next((s for s in STAGES if file in s.outputs), None)
+
+
+def html_of(name: str) -> str:
+    """The rendered report of stage `name` (for links)."""
+    return by_name(name).html

@@ -1,0 +1,83 @@
+"""The stage registry (cvlib.stages) is the one stage contract: every stage reads and writes exactly the files
+it declares, runs on its required inputs alone, and the notebooks, the runner and the links follow it."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cvlib import io, summary
+from cvlib.stages import STAGES, by_name, producer
+from tests.conftest import ROOT, run_notebook_inprocess, small_book
+
+NB = ROOT / "notebooks"
+
+
+def _names(access: list[tuple[str, str]], action: str, run_dir: Path) -> set[str]:
+    root = str(run_dir.resolve())
+    return {Path(p).name for a, p in access if a == action and str(Path(p).parent) == root}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """Every stage notebook run in order into one folder, with the files each one read and wrote."""
+    tmp = tmp_path_factory.mktemp("registry")
+    params = small_book(tmp, extra={"rfm": {"calibration_end": "2023-06-30"}})
+    run_dir = tmp / "run"
+    seen = {}
+    for s in STAGES:
+        with io.track_files() as access:
+            run_notebook_inprocess(NB / s.notebook, params_file=str(params), run_dir=str(run_dir),
+                                   build_missing=False, overrides={})
+        seen[s.name] = (_names(access, "read", run_dir), _names(access, "write", run_dir))
+    return params, run_dir, seen
+
+
+@pytest.mark.parametrize("stage", [s.name for s in STAGES])
+def test_each_stage_reads_and_writes_exactly_what_it_declares(reference, stage):
+    _, _, seen = reference
+    s = by_name(stage)
+    reads, writes = seen[stage]
+    assert reads == set(s.inputs), f"{stage} read {sorted(reads)}, declares {sorted(s.inputs)}"
+    assert set(s.writes) <= writes <= set(s.outputs), f"{stage} wrote {sorted(writes)}, declares {sorted(s.outputs)}"
+    for f in s.inputs:  # every file a stage reads is written by an earlier stage
+        src = producer(f)
+        assert src is not None and STAGES.index(src) < STAGES.index(s), (stage, f)
+
+
+@pytest.mark.parametrize("stage", [s.name for s in STAGES if s.reads])
+def test_each_stage_runs_on_its_required_inputs_alone(reference, tmp_path, stage):
+    params, ref_dir, _ = reference
+    s = by_name(stage)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for f in s.reads:
+        shutil.copy2(ref_dir / f, alone / f)
+    run_notebook_inprocess(NB / s.notebook, params_file=str(params), run_dir=str(alone), build_missing=False,
+                           overrides={})
+    assert all((alone / f).exists() for f in s.writes)
+
+
+def test_notebooks_require_their_own_stage_and_the_links_are_the_registry_reports(reference):
+    for s in STAGES:
+        source = "\n".join(c.source for c in nbformat.read(NB / s.notebook, as_version=4).cells
+                           if c.cell_type == "code")
+        calls = re.findall(r"require\(study, run_dir, \"(\w+)\"", source)
+        assert calls == ([s.name] if s.reads else []), s.notebook
+        assert "read_stage(" not in source or all(
+            f in s.inputs for f in re.findall(r"read_stage\(run_dir, \"([\w.]+)\"", source)), s.notebook
+    _, run_dir, _ = reference
+    links = {link for _, link in summary.findings(run_dir, "EUR")}
+    assert links and links <= {s.html for s in STAGES}
+
+
+def test_a_notebook_opened_by_hand_builds_what_it_misses(reference, tmp_path):
+    params, _, _ = reference
+    run_dir = tmp_path / "by-hand"
+    run_notebook_inprocess(NB / "05_strategy.ipynb", params_file=str(params), run_dir=str(run_dir),
+                           build_missing=True, overrides={})
+    for s in STAGES:  # optional inputs too: the report is the one the runner gives
+        assert all((run_dir / f).exists() for f in s.writes), s.name
