@@ -43,7 +43,8 @@ def comparison_view(c: runs.Comparison) -> dict:
                      "b": format_figure(f["b"], f["kind"], c.currency),
                      "difference": format_figure(d, f["kind"], c.currency, signed=True),
                      "direction": "" if not d else "up" if d > 0 else "down"})
-    return {"study": c.study, "run_a": c.run_a, "run_b": c.run_b, "figures": figs, "stages": c.stages,
+    stages = [(name, STATUS_TEXT.get(a, a), STATUS_TEXT.get(b, b)) for name, a, b in c.stages]
+    return {"study": c.study, "run_a": c.run_a, "run_b": c.run_b, "figures": figs, "stages": stages,
             "params": [(k, runs._short(a), runs._short(b)) for k, a, b in c.params]}
 
 

@@ -427,10 +427,12 @@ def run_study(
                 for rest in result.stages[i:]:
                     rest.status = "skipped"
                 pages.write_index(ctx, result, history, scrubber.scrub)
-                out_html = run_dir / s.html
-                where = out_html if out_html.exists() else run_dir / s.notebook
+                out_html, out_nb = run_dir / s.html, run_dir / s.notebook
+                where = (f"The rendered notebook shows the error: {out_html}" if out_html.exists() else
+                         f"The executed notebook shows the error: {out_nb}" if out_nb.exists() else
+                         "The notebook did not start, so no notebook was written.")
                 err = StageInputError if sr.ename in {"InputDataError", "ParamError"} else StageError
-                raise err(f"Stage '{s.name}' failed: {sr.error}\nThe rendered notebook shows the error: {where}\n"
+                raise err(f"Stage '{s.name}' failed: {sr.error}\n{where}\n"
                           f"Outputs of the earlier stages are kept in {run_dir}; 'latest' still points to the last "
                           "complete run.")
             if sr.status == "ok":
@@ -440,8 +442,9 @@ def run_study(
     pages.write_index(ctx, result, history, scrubber.scrub)
     point_latest(run_dir)
     ran = [s.stage.name for s in result.stages if s.status == "ok"]
-    _progress(f"done ({len(ran)} stage(s) ran: {', '.join(ran) or 'none'}; the others reused): "
-              f"{run_dir / 'index.html'}")
+    kept = [s.stage.name for s in result.stages if s.status == "reused"]
+    _progress(f"done: ran {', '.join(ran) or 'no stage'}" + (f"; reused {', '.join(kept)}" if kept else "")
+              + f" -> {run_dir / 'index.html'}")
     return result
 
 

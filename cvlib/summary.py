@@ -43,8 +43,8 @@ def format_figure(v: float | None, kind: str, currency: str, signed: bool = Fals
         return f"{sign}{100 * v:.1f}" + (" points" if signed else "%")
     if kind == "points":
         return f"{'+' if v > 0 else ''}{v:.0f} points"  # NPS is always shown with its sign
-    if kind == "money":
-        return f"{sign}{v:,.0f} {currency}"
+    if kind == "money":  # whole units, cents below 100 (a mean CLV of 10.47 is not "10")
+        return f"{sign}{v:,.2f} {currency}" if abs(v) < 100 else f"{sign}{v:,.0f} {currency}"
     return f"{sign}{v:,.0f}"
 
 
