@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from cvlib import io
-from cvlib.models import BetaGeoNBD, FitOutcome, GammaGamma, ModelFitError, ParetoNBD, ShiftedBetaGeometric
+from cvlib.models import (BetaGeoNBD, FitOutcome, GammaGamma, ModelFitError, ParetoNBD, ShiftedBetaGeometric,
+                           patterns)
 from cvlib.params import Clv, Study
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -127,16 +128,17 @@ def _try_fit(name: str, fit) -> FitOutcome:
 
 
 def discounted_purchases(model, summary: pd.DataFrame, months: int, unit: str, discount_rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """(expected purchases over the horizon, their sum discounted month by month) per customer."""
+    """(expected purchases over the horizon, their sum discounted month by month) per customer, computed once
+    per distinct (x, t_x, T) pattern."""
+    (x, t_x, T), inv = patterns(*(summary[c].to_numpy(dtype=float) for c in ("x", "t_x", "T")))
+    u = pd.DataFrame({"x": x, "t_x": t_x, "T": T})
     per_month = DAYS_PER_MONTH / UNIT_DAYS[unit]
-    prev = np.zeros(len(summary))
-    disc = np.zeros(len(summary))
     monthly = (1 + discount_rate) ** (1 / 12) - 1
-    for k in range(1, months + 1):
-        cum = model.predict(summary, k * per_month)
-        disc += (cum - prev) / (1 + monthly) ** k
-        prev = cum
-    return prev, disc
+    k = np.arange(1, months + 1)
+    cum = model.cumulative(u, k * per_month)  # months x patterns
+    step = np.diff(np.vstack([np.zeros(len(u)), cum]), axis=0)
+    disc = (step / ((1 + monthly) ** k)[:, None]).sum(axis=0)
+    return cum[-1][inv], disc[inv]
 
 
 def customer_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg: Clv, unit: str) -> pd.DataFrame:
@@ -172,24 +174,37 @@ def fallback_clv(rfm: pd.DataFrame, cfg: Clv, retention: float) -> pd.DataFrame:
                          "clv": np.asarray(formula_clv(yr, cfg.margin, lifetime, 0.0, cfg.discount_rate))})
 
 
-def bootstrap_total(summary: pd.DataFrame, cfg: Clv, unit: str, name: str, with_spend: bool) -> tuple[float, float] | None:
-    """95% interval of total predicted CLV from refits on customers resampled with replacement."""
+def bootstrap_total(summary: pd.DataFrame, cfg: Clv, unit: str, name: str, with_spend: bool,
+                    full: FitOutcome | None = None, full_spend: FitOutcome | None = None) -> tuple[float, float] | None:
+    """95% interval of total predicted CLV from refits on customers resampled with replacement.
+
+    A resample is a vector of counts (how often each customer was drawn), so each refit is a weighted fit on
+    the distinct (x, t_x, T) patterns, warm-started from the full fit (`full`): the same estimator as refitting
+    on the resampled rows, without building them. The total is over the observed customers, as before."""
     if cfg.bootstrap == 0:
         return None
     rng = np.random.default_rng(cfg.seed)
     totals = []
     base = summary.reset_index(drop=True)
+    n = len(base)
+    (x, t_x, T), inv = patterns(*(base[c].to_numpy(dtype=float) for c in ("x", "t_x", "T")))
+    pat = pd.DataFrame({"x": x, "t_x": t_x, "T": T})
+    own_mean = np.where(base["frequency"] > 0, base["monetary"] / base["frequency"].where(base["frequency"] > 0, 1), 0.0)
+    start = full.model if full is not None and full.ok else None
+    spend_start = full_spend.model if full_spend is not None and full_spend.ok else None
     for _ in range(cfg.bootstrap):
-        idx = rng.integers(0, len(base), len(base))
-        sample = base.iloc[idx]
+        counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
         try:
-            m = MODELS[name]().fit(sample)
-            s = GammaGamma().fit(sample) if with_spend else None
+            m = MODELS[name]().fit(pat, weights=np.bincount(inv, weights=counts, minlength=len(pat)), start=start,
+                                   errors=False)
+            s = GammaGamma().fit(base, weights=counts, start=spend_start, errors=False) if with_spend else None
         except ModelFitError:
             continue
         if not m.converged_:
             continue
-        totals.append(customer_clv(base, m, s, cfg, unit)["clv"].sum())
+        _, disc = discounted_purchases(m, pat, cfg.horizon_months, unit, cfg.discount_rate)
+        spend = s.expected_spend(base) if s is not None else own_mean
+        totals.append(float(np.sum(cfg.margin * spend * disc[inv])))
     if len(totals) < max(10, cfg.bootstrap // 2):
         return None
     lo, hi = np.percentile(totals, [2.5, 97.5])
@@ -341,7 +356,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
         customers = customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, unit)
         if not spend.ok:
             notes.append("Spend per purchase is each customer's own mean (Gamma-Gamma could not be used).")
-        interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok)
+        interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok, purchase, spend)
     else:
         used = "formula"
         notes.append(f"Per-customer CLV uses the formula (yearly revenue x margin x lifetime, capped at the "

@@ -193,8 +193,9 @@ def early_behaviour(tx: pd.DataFrame, days: int) -> pd.DataFrame:
     first = d.groupby("customer_id")["date"].transform("min")
     early = d[d["date"] < first + pd.Timedelta(days=days)]
     first_day = early[early["date"].dt.normalize() == first.loc[early.index].dt.normalize()]
+    days_bought = early[["customer_id"]].assign(day=early["date"].dt.normalize()).drop_duplicates()
     out = pd.DataFrame({"first_order_value": first_day.groupby("customer_id")["amount"].sum(),
-                        "early_purchases": early.groupby("customer_id")["date"].apply(lambda s: s.dt.normalize().nunique())})
+                        "early_purchases": days_bought.groupby("customer_id").size()})
     if "product" in d.columns:
         out["early_service_lines"] = early.groupby("customer_id")["product"].nunique()
     return out

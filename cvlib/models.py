@@ -33,17 +33,49 @@ def _check(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, ...]
     return tuple(frame[c].to_numpy(dtype=np.float64) for c in cols)
 
 
+def patterns(*cols: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The distinct rows of the given columns and, for each original row, the index of its pattern.
+
+    Customers with the same (x, t_x, T) share every likelihood and prediction term, so models work on the
+    patterns (weighted by how many customers have each) and map results back: on CDNOW 23,570 customers
+    are 5,100 patterns. Rows are hashed column by column (pandas.factorize), in linear time."""
+    arrays = [np.asarray(c, dtype=float) for c in cols]
+    if len(arrays[0]) == 0:
+        return tuple(arrays), np.zeros(0, dtype=np.intp)
+    key = np.zeros(len(arrays[0]), dtype=np.int64)
+    for a in arrays:
+        codes, uniq = pd.factorize(a, use_na_sentinel=False)
+        key, _ = pd.factorize(key * len(uniq) + codes)  # renumbered each time: no overflow with many columns
+    key = key.astype(np.intp)
+    # factorize numbers codes in order of first appearance: a row is a pattern's first where the code is new
+    seen = np.maximum.accumulate(key)
+    first = np.flatnonzero(np.r_[True, seen[1:] > seen[:-1]])
+    return tuple(a[first] for a in arrays), key
+
+
 def _purchase_data(frame: pd.DataFrame, weights: np.ndarray | None, model: str) -> tuple[np.ndarray, ...]:
-    """x, t_x, T and weights, checked: enough customers, some repeat purchases, 0 <= t_x <= T, T > 0."""
+    """x, t_x, T and weights of the distinct (x, t_x, T) patterns, checked: enough customers, some repeat
+    purchases, 0 <= t_x <= T, T > 0. Customers with weight 0 (left out of a bootstrap resample) drop out."""
     x, t_x, T = _check(frame, ("x", "t_x", "T"))
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+    keep = w > 0
+    x, t_x, T, w = x[keep], t_x[keep], T[keep], w[keep]
     if len(x) < 10:
         raise ModelFitError(f"only {len(x)} customers: too few to fit {model} (need at least 10)")
     if not (x > 0).any():
         raise ModelFitError(f"no customer made a repeat purchase: {model} cannot separate purchase rate from dropout")
     if np.any(T <= 0) or np.any(t_x > T + 1e-9):
         raise ModelFitError("T must be positive and t_x <= T for every customer")
-    return x, t_x, T, w
+    (x, t_x, T), inv = patterns(x, t_x, T)
+    return x, t_x, T, np.bincount(inv, weights=w, minlength=len(x))
+
+
+def _start(model: "_Fitted", start: "dict[str, float] | _Fitted | None", default: list[float]) -> np.ndarray:
+    """Log starting values: the default guess, or a fitted model's parameters (a warm start)."""
+    if start is None:
+        return np.log(default)
+    p = start.params_ if isinstance(start, _Fitted) else start
+    return np.clip(np.log([p[k] for k in model.names]), -LOG_BOUND + 0.5, LOG_BOUND - 0.5)
 
 
 def _hessian(f, theta: np.ndarray, eps: float = 1e-4) -> np.ndarray:
@@ -84,7 +116,7 @@ class _Fitted:
     names: tuple[str, ...] = ()
     params_: dict[str, float]
 
-    def _finish(self, res: optimize.OptimizeResult, neg_ll, n: int, grad=None) -> None:
+    def _finish(self, res: optimize.OptimizeResult, neg_ll, n: int, grad=None, errors: bool = True) -> None:
         theta = res.x
         self.params_ = dict(zip(self.names, np.exp(theta)))
         self.loglik_ = float(-res.fun)
@@ -93,7 +125,9 @@ class _Fitted:
         self.converged_ = bool(res.success) and not at_bound and np.isfinite(res.fun)
         self.message_ = ("a parameter ran to its bound (the data do not identify the model)" if at_bound
                          else str(res.message) if not res.success else "converged")
-        self.se_ = dict(zip(self.names, _standard_errors(neg_ll, theta, grad)))
+        self.se_ = dict(zip(self.names, _standard_errors(neg_ll, theta, grad) if errors else
+                            np.full(len(theta), np.nan)))
+        self.errors_ = errors  # False: standard errors skipped (bootstrap refits), not checked below
         problem = self.degeneracy() if self.converged_ else ""
         if problem:
             self.converged_, self.message_ = False, problem
@@ -105,11 +139,11 @@ class _Fitted:
     def degeneracy(self) -> str:
         """Why a converged fit is still not usable ('' when it is): standard errors that are not finite or are
         practically zero, or a shape parameter run far out (the data do not identify the model)."""
-        bad_se = [k for k, v in self.se_.items() if not np.isfinite(v)]
+        bad_se = [k for k, v in self.se_.items() if not np.isfinite(v)] if getattr(self, "errors_", True) else []
         if bad_se:
             return (f"standard errors of {', '.join(bad_se)} are not finite: the likelihood is flat there, the data "
                     "do not identify the parameters")
-        tiny = [k for k, v in self.se_.items() if v < self.MIN_RELATIVE_SE * abs(self.params_[k])]
+        tiny = [k for k, v in self.se_.items() if np.isfinite(v) and v < self.MIN_RELATIVE_SE * abs(self.params_[k])]
         if tiny:
             return (f"standard errors of {', '.join(f'{k} ({self.se_[k]:.1e})' for k in tiny)} are practically zero: "
                     "a degenerate fit")
@@ -204,13 +238,17 @@ class BetaGeoNBD(_Fitted):
         g = np.array([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
         return value, -g
 
-    def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None) -> "BetaGeoNBD":
+    def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None,
+            start: "dict[str, float] | _Fitted | None" = None, errors: bool = True) -> "BetaGeoNBD":
+        """Maximum likelihood on the distinct (x, t_x, T) patterns; `start` warm-starts from other parameters;
+        errors=False skips the standard errors (bootstrap refits)."""
         x, t_x, T, w = _purchase_data(frame, weights, "BG/NBD")
         data = self._prepare(x, t_x, T, w)
         fun = lambda th: self._terms(th, data)  # noqa: E731
-        x0 = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, 1.0])
+        x0 = _start(self, start, [1.0, max(float(np.average(T, weights=w)), 1e-3), 1.0, 1.0])
         res = _minimize(fun, x0, jac=True)
-        self._finish(res, lambda th: self._terms(th, data, grad=False), int(w.sum()), grad=lambda th: fun(th)[1])
+        self._finish(res, lambda th: self._terms(th, data, grad=False), int(w.sum()), grad=lambda th: fun(th)[1],
+                     errors=errors)
         return self
 
     def p_alive(self, frame: pd.DataFrame) -> np.ndarray:
@@ -225,12 +263,24 @@ class BetaGeoNBD(_Fitted):
         x, t_x, T = _check(frame, ("x", "t_x", "T"))
         r, alpha, a, b = (self.params_[k] for k in self.names)
         t = np.broadcast_to(np.asarray(t, dtype=float), x.shape)
+        return self._first(x, T, t) * self.p_alive(frame)
+
+    def _first(self, x: np.ndarray, T: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """E[purchases in the next t | alive], a function of x, T and t (not t_x)."""
+        r, alpha, a, b = (self.params_[k] for k in self.names)
         z = t / (alpha + T + t)
         # ((alpha + T) / (alpha + T + t))^(r + x) 2F1(r + x, b + x; a + b + x - 1; z), by Euler's transformation
         # (1 - z)^(c - a - b) 2F1(c - a, c - b; c; z): the same value without overflow for heavy buyers (large x)
         hyp = np.exp((a - 1) * np.log1p(-z)) * special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
-        first = (a + b + x - 1) / (a - 1) * (1 - hyp)
-        return first * self.p_alive(frame)
+        return (a + b + x - 1) / (a - 1) * (1 - hyp)
+
+    def cumulative(self, frame: pd.DataFrame, ts: np.ndarray) -> np.ndarray:
+        """Expected purchases in the next t, for each t in ts (rows) and customer (columns): the
+        hypergeometric part once per distinct (x, T), P(alive) once per customer."""
+        x, t_x, T = _check(frame, ("x", "t_x", "T"))
+        (ux, uT), inv = patterns(x, T)
+        tt = np.asarray(ts, dtype=float)[:, None]
+        return self._first(ux[None, :], uT[None, :], tt)[:, inv] * self.p_alive(frame)[None, :]
 
     def expected_new(self, t: np.ndarray) -> np.ndarray:
         """E[X(t)]: expected repeat purchases in (0, t] of a customer just acquired."""
@@ -280,14 +330,20 @@ class ParetoNBD(_Fitted):
         v = -np.sum(w * (base + lse))
         return v if np.isfinite(v) else 1e300
 
-    def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None) -> "ParetoNBD":
+    def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None,
+            start: "dict[str, float] | _Fitted | None" = None, errors: bool = True) -> "ParetoNBD":
+        """Maximum likelihood on the distinct (x, t_x, T) patterns: Nelder-Mead from a default guess, then
+        L-BFGS-B; with `start` (a warm start from a nearby fit) L-BFGS-B alone."""
         x, t_x, T, w = _purchase_data(frame, weights, "Pareto/NBD")
         fun = lambda th: self._neg_ll(th, x, t_x, T, w)  # noqa: E731
-        x0 = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, max(float(np.mean(T)), 1e-3)])
-        res = optimize.minimize(fun, x0, method="Nelder-Mead",
-                                options={"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-9, "adaptive": True})
-        res = _minimize(fun, res.x, jac=False) if np.all(np.abs(res.x) < LOG_BOUND) else res
-        self._finish(res, fun, int(w.sum()))
+        mean_T = max(float(np.average(T, weights=w)), 1e-3)
+        x0 = _start(self, start, [1.0, mean_T, 1.0, mean_T])
+        if start is None:
+            res = optimize.minimize(fun, x0, method="Nelder-Mead",
+                                    options={"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-9, "adaptive": True})
+            x0 = res.x
+        res = _minimize(fun, x0, jac=False) if np.all(np.abs(x0) < LOG_BOUND) else res
+        self._finish(res, fun, int(w.sum()), errors=errors)
         return self
 
     def p_alive(self, frame: pd.DataFrame) -> np.ndarray:
@@ -305,6 +361,17 @@ class ParetoNBD(_Fitted):
         else:
             growth = (beta + T) / (s - 1) * (1 - ((beta + T) / (beta + T + t)) ** (s - 1))
         return (r + x) / (alpha + T) * growth * self.p_alive(frame)
+
+    def cumulative(self, frame: pd.DataFrame, ts: np.ndarray) -> np.ndarray:
+        """Expected purchases in the next t, for each t in ts (rows) and customer (columns); P(alive) once."""
+        x, t_x, T = _check(frame, ("x", "t_x", "T"))
+        r, alpha, s, beta = (self.params_[k] for k in self.names)
+        t = np.asarray(ts, dtype=float)[:, None]
+        if abs(s - 1) < 1e-9:
+            growth = (beta + T) * np.log((beta + T + t) / (beta + T))
+        else:
+            growth = (beta + T) / (s - 1) * (1 - ((beta + T) / (beta + T + t)) ** (s - 1))
+        return (r + x) / (alpha + T) * growth * self.p_alive(frame)[None, :]
 
     def expected_new(self, t: np.ndarray) -> np.ndarray:
         """E[X(t)]: expected purchases in (0, t] of a customer just acquired,
@@ -325,32 +392,36 @@ class GammaGamma(_Fitted):
     names = ("p", "q", "gamma")
     shapes = ("p", "q")
 
-    def _terms(self, log_theta, x, m, grad=True):
+    def _terms(self, log_theta, x, m, w, grad=True):
         p, q, g = np.exp(log_theta)
         px = p * x
         lg = np.log(g + m * x)
         ll = (special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q) + q * np.log(g)
               + (px - 1) * np.log(m) + px * np.log(x) - (px + q) * lg)
-        value = -np.sum(ll)
+        value = -np.dot(w, ll)
         if not grad:
             return value
         dpq = special.digamma(px + q)
-        d_p = np.sum(x * (dpq - special.digamma(px) + np.log(m) + np.log(x) - lg))
-        d_q = np.sum(dpq - special.digamma(q) + np.log(g) - lg)
-        d_g = np.sum(q / g - (px + q) / (g + m * x))
+        d_p = np.dot(w, x * (dpq - special.digamma(px) + np.log(m) + np.log(x) - lg))
+        d_q = np.dot(w, dpq - special.digamma(q) + np.log(g) - lg)
+        d_g = np.dot(w, q / g - (px + q) / (g + m * x))
         return value, -np.array([d_p * p, d_q * q, d_g * g])
 
-    def fit(self, frame: pd.DataFrame) -> "GammaGamma":
+    def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None,
+            start: "dict[str, float] | _Fitted | None" = None, errors: bool = True) -> "GammaGamma":
+        """Maximum likelihood over the customers with repeat purchases (optionally weighted; `start` warm-starts)."""
         x, m = _check(frame, ("x", "monetary_value"))
-        keep = (x > 0) & (m > 0)
-        x, m = x[keep], m[keep]
+        w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+        keep = (x > 0) & (m > 0) & (w > 0)
+        x, m, w = x[keep], m[keep], w[keep]
         if len(x) < 10:
             raise ModelFitError(f"only {len(x)} customers with repeat purchases: too few to fit Gamma-Gamma")
         if np.allclose(m, m[0]):
             raise ModelFitError("every customer's mean spend is the same: Gamma-Gamma has no heterogeneity to fit")
-        fun = lambda th: self._terms(th, x, m)  # noqa: E731
-        res = _minimize(fun, np.log([1.0, 1.0, max(float(np.mean(m)), 1e-3)]), jac=True)
-        self._finish(res, lambda th: self._terms(th, x, m, grad=False), len(x), grad=lambda th: fun(th)[1])
+        fun = lambda th: self._terms(th, x, m, w)  # noqa: E731
+        res = _minimize(fun, _start(self, start, [1.0, 1.0, max(float(np.mean(m)), 1e-3)]), jac=True)
+        self._finish(res, lambda th: self._terms(th, x, m, w, grad=False), int(w.sum()), grad=lambda th: fun(th)[1],
+                     errors=errors)
         if self.converged_ and self.params_["q"] <= 1:
             self.converged_ = False
             self.message_ = "q <= 1: the population mean spend is not finite"

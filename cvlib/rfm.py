@@ -438,7 +438,7 @@ def _label(z: pd.Series) -> str:
 
 def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
     """K-means on log, standardised R/F/M: k fixed or chosen by silhouette; profile, labels and a tree."""
-    from sklearn.metrics import silhouette_samples, silhouette_score
+    from sklearn.metrics import pairwise_distances, silhouette_samples, silhouette_score
     from sklearn.model_selection import train_test_split
     from sklearn.tree import DecisionTreeClassifier, export_text
 
@@ -455,11 +455,15 @@ def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
     lo, hi = (cfg.k, cfg.k) if cfg.k else cfg.k_range
     hi = min(hi, distinct - 1, len(Xs) - 1)
     rows = []
+    dist = None  # the sample's distance matrix: the scaling does not depend on k, so it is computed once
     for k in range(max(lo, 2), hi + 1):
         pipe = cluster_pipeline(k, cfg.seed).fit(Xs)
         lab = pipe[-1].labels_
-        sil = silhouette_score(pipe[:-1].transform(Xs), lab, random_state=cfg.seed) if len(set(lab)) > 1 else np.nan
+        if dist is None:
+            dist = pairwise_distances(pipe[:-1].transform(Xs))
+        sil = silhouette_score(dist, lab, metric="precomputed") if len(set(lab)) > 1 else np.nan
         rows.append({"k": k, "inertia": pipe[-1].inertia_, "silhouette": sil})
+    del dist
     scores = pd.DataFrame(rows)
     if scores.empty:
         empty.notes.append("Clusters not computed: too few distinct customers for the k range.")

@@ -205,8 +205,14 @@ def _greedy(cand: pd.DataFrame, budget: float) -> tuple[pd.DataFrame, float]:
     c = cand.assign(net=cand["expected_gain"] - cand["cost"]).sort_values(["row", "cost", "net"],
                                                                           ascending=[True, True, False])
     inc_rows, inc_cost, inc_net, inc_idx, inc_seq = [], [], [], [], []
-    for row, grp in c.groupby("row", sort=False):
-        costs, nets, idx = grp["cost"].to_numpy(), grp["net"].to_numpy(), grp.index.to_numpy()
+    rows_a = c["row"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, rows_a[1:] != rows_a[:-1]]) if len(rows_a) else np.zeros(0, dtype=int)
+    ends = np.r_[starts[1:], len(rows_a)]
+    all_rows, all_costs = rows_a.tolist(), c["cost"].to_numpy(dtype=float).tolist()
+    all_nets, all_idx = c["net"].to_numpy(dtype=float).tolist(), c.index.to_numpy().tolist()
+    for s0, e0 in zip(starts.tolist(), ends.tolist()):  # one customer's options (plain lists: fast)
+        row = all_rows[s0]
+        costs, nets, idx = all_costs[s0:e0], all_nets[s0:e0], all_idx[s0:e0]
         hull = []  # (cost, net, index) on the upper convex hull, starting from (0, 0)
         for k in range(len(costs)):
             if hull and nets[k] <= hull[-1][1]:
