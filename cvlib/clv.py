@@ -347,6 +347,10 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     which = ("bgnbd", "paretonbd") if cfg.compare_paretonbd else (cfg.model,)
     which = tuple(dict.fromkeys((cfg.model, *which)))
     fits = fit_models(summary, cfg, which)
+    if "paretonbd" in which and len(summary) > cfg.max_fit_customers:
+        notes.append(f"Pareto/NBD is fitted on a random sample of {cfg.max_fit_customers:,} of the {len(summary):,} "
+                     "customers (clv.max_fit_customers): its likelihood costs a hypergeometric function per customer. "
+                     "BG/NBD and Gamma-Gamma use every customer.")
     for f in fits.values():
         if not f.ok:
             notes.append(f"{f.name}: not used, {f.reason}.")

@@ -61,18 +61,17 @@ def retention_rates(flags: pd.DataFrame, rfm: pd.DataFrame, by: pd.Series | None
 def cohort_matrix(tx: pd.DataFrame, value: str = "customers", max_months: int = 24) -> pd.DataFrame:
     """Cohort (month of first purchase) x months since: share of the cohort active (customers) or
     revenue relative to the cohort's first month (revenue)."""
-    d = tx[["customer_id", "date", "amount"]].copy()
-    d["month"] = d["date"].dt.to_period("M")
-    first = d.groupby("customer_id")["month"].transform("min")
-    d["cohort"] = first
-    d["k"] = (d["month"] - first).apply(lambda x: x.n).astype(int)
+    codes = pd.factorize(tx["customer_id"])[0]
+    month = (tx["date"].dt.year * 12 + tx["date"].dt.month - 1).to_numpy()  # months since year 0, as integers
+    first = pd.Series(month).groupby(codes).transform("min").to_numpy()
+    d = pd.DataFrame({"customer": codes, "cohort": first, "k": month - first, "amount": tx["amount"].to_numpy()})
     d = d[d["k"] <= max_months]
     if value == "customers":
-        t = d.groupby(["cohort", "k"])["customer_id"].nunique().unstack(fill_value=0)
+        t = d.groupby(["cohort", "k"])["customer"].nunique().unstack(fill_value=0)
     else:
         t = d.groupby(["cohort", "k"])["amount"].sum().unstack(fill_value=0.0)
     t = t.div(t[0], axis=0)
-    t.index = t.index.astype(str)
+    t.index = pd.Index([f"{c // 12:04d}-{c % 12 + 1:02d}" for c in t.index], name="cohort")  # as Period("1997-01")
     t.columns.name = "months since first purchase"
     return t
 

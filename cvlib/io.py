@@ -379,24 +379,6 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def make_zip_reproducible(path: Path) -> None:
-    """Rewrite a zip-based file (xlsx) in place with fixed member times and document dates, so the same
-    content gives the same bytes (a rerun's outputs can be compared by sha256)."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as z:
-        members = [(i, z.read(i.filename)) for i in z.infolist()]
-    stamp = b"2000-01-01T00:00:00Z"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for info, data in members:
-            if info.filename == "docProps/core.xml":
-                data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(<)", rb"\g<1>" + stamp + rb"\g<2>", data)
-            fixed = zipfile.ZipInfo(info.filename, date_time=(2000, 1, 1, 0, 0, 0))
-            fixed.compress_type = zipfile.ZIP_DEFLATED
-            fixed.external_attr = info.external_attr
-            z.writestr(fixed, data)
-
-
 def write_text(text: str, path: str | Path) -> Path:
     """Write a text file atomically."""
     return _atomic(Path(path), lambda p: p.write_text(text, encoding="utf-8"))

@@ -297,6 +297,7 @@ class ParetoNBD(_Fitted):
 
     names = ("r", "alpha", "s", "beta")
     shapes = ("r", "s")
+    WARM_PATTERNS = 2_000  # above this many distinct (x, t_x, T), start from a fit on this many of them
 
     @staticmethod
     def _log_A0(r, alpha, s, beta, x, t_x, T):
@@ -332,13 +333,24 @@ class ParetoNBD(_Fitted):
 
     def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None,
             start: "dict[str, float] | _Fitted | None" = None, errors: bool = True) -> "ParetoNBD":
-        """Maximum likelihood on the distinct (x, t_x, T) patterns: Nelder-Mead from a default guess, then
-        L-BFGS-B; with `start` (a warm start from a nearby fit) L-BFGS-B alone."""
+        """Maximum likelihood on the distinct (x, t_x, T) patterns: BFGS (Nelder-Mead when BFGS fails) from a
+        default guess, or from a fit on a subsample when there are many patterns, then L-BFGS-B; with `start`
+        (a warm start from a nearby fit, as in bootstrap refits) L-BFGS-B alone."""
         x, t_x, T, w = _purchase_data(frame, weights, "Pareto/NBD")
         fun = lambda th: self._neg_ll(th, x, t_x, T, w)  # noqa: E731
+        bootstrap_refit = start is not None  # given a nearby fit, the bounded polish alone
         mean_T = max(float(np.average(T, weights=w)), 1e-3)
+        if start is None and len(x) > self.WARM_PATTERNS:
+            # many distinct histories: the search starts from a fit on a seeded subsample of them, so the
+            # expensive full likelihood is only evaluated near its optimum (the optimum itself is unchanged)
+            pick = np.sort(np.random.default_rng(0).choice(len(x), self.WARM_PATTERNS, replace=False))
+            sub = pd.DataFrame({"x": x[pick], "t_x": t_x[pick], "T": T[pick]})
+            try:
+                start = ParetoNBD().fit(sub, weights=w[pick], errors=False)
+            except ModelFitError:
+                start = None
         x0 = _start(self, start, [1.0, mean_T, 1.0, mean_T])
-        if start is None:
+        if not bootstrap_refit:
             # BFGS (numerical gradient) gets near the optimum in about a third of Nelder-Mead's evaluations; when
             # it wanders off (a non-finite likelihood, a parameter past its bound) Nelder-Mead starts again
             with np.errstate(all="ignore"):

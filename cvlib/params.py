@@ -333,7 +333,8 @@ class Clv(_Model):
     discount_rate: float = Field(0.10, ge=0, lt=1, description="annual, applied month by month")
     bootstrap: int = Field(100, ge=0, le=2000, description="resamples for the interval of total CLV (0: off)")
     seed: int = 0
-    max_fit_customers: int = Field(200_000, ge=1000, description="Pareto/NBD is fitted on a sample above this")
+    max_fit_customers: int = Field(25_000, ge=1000, description="Pareto/NBD is fitted on a random sample above "
+                                   "this (its likelihood costs a hypergeometric function per customer)")
     tiers: ClvTiers = Field(default_factory=ClvTiers)
     formula: FormulaClv = Field(default_factory=FormulaClv)
     contracts: Contracts = Field(default_factory=Contracts)

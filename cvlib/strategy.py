@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cvlib import expr, io
+from cvlib import xlsx as xlsx_writer
 from cvlib.errors import ParamError
 from cvlib.params import Action, Strategy, Study
 
@@ -379,7 +380,7 @@ def target_list(df: pd.DataFrame, alloc: Allocation, cfg: Strategy, currency: st
 
 
 def write_targets(targets: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
-    """targets.csv and targets.xlsx (one sheet per action), real customer ids."""
+    """targets.csv and targets.xlsx (one sheet per action; cvlib.xlsx, fast and reproducible), real customer ids."""
     csv = io.write_csv(targets, run_dir / "targets.csv")
 
     def sheet(name: str, used: set[str]) -> str:
@@ -393,12 +394,9 @@ def write_targets(targets: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
 
     def write(p: Path) -> None:
         used: set[str] = set()
-        with pd.ExcelWriter(p, engine="openpyxl") as xw:
-            if targets.empty:
-                targets.to_excel(xw, sheet_name="targets", index=False)
-            for action, sub in targets.groupby("action", sort=False):
-                sub.to_excel(xw, sheet_name=sheet(str(action), used), index=False)
-        io.make_zip_reproducible(p)
+        sheets = {"targets": targets} if targets.empty else {
+            sheet(str(action), used): sub for action, sub in targets.groupby("action", sort=False)}
+        xlsx_writer.write_xlsx(sheets, p)
 
     xlsx = io._atomic(run_dir / "targets.xlsx", write)
     return csv, xlsx

@@ -82,3 +82,16 @@ def small_book(tmp: Path, name: str = "small", n_customers: int = 60, seed: int 
     for k, v in (extra or {}).items():
         params[k] = {**params.get(k, {}), **v} if isinstance(v, dict) else v
     return write_study(tmp, rows, name=name, extra=params)
+
+
+def notebooks_up_to(tmp: Path, last: str) -> Path:
+    """A notebooks folder holding the stage notebooks up to stage `last` (a run then has those stages only)."""
+    import shutil
+
+    from cvlib.stages import STAGES, by_name
+
+    folder = tmp / f"notebooks-to-{last}"
+    folder.mkdir(exist_ok=True)
+    for s in STAGES[:STAGES.index(by_name(last)) + 1]:
+        shutil.copy(ROOT / "notebooks" / s.notebook, folder)
+    return folder

@@ -18,7 +18,7 @@ from cvlib import expr, privacy
 from cvlib.cleaning import clean_transactions, parse_amounts_explained
 from cvlib.cli import main
 from cvlib.params import Cleaning, load_study
-from tests.conftest import ROOT, run_notebook_inprocess, write_study
+from tests.conftest import ROOT, notebooks_up_to, run_notebook_inprocess, write_study
 
 NB = ROOT / "notebooks"
 CDNOW = ROOT / "params" / "cdnow.yaml"
@@ -247,7 +247,7 @@ def test_source_rows_stay_right_after_a_malformed_line(tmp_path):
 
 def test_all_returns_stop_the_run_with_exit_2(tmp_path, capsys):
     params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "-5"}] * 3, name="allreturns")
-    code = main(["run", str(params), "--stages", "cleaning", "--reports-dir", str(tmp_path / "r"),
+    code = main(["run", str(params), "--reports-dir", str(tmp_path / "r"),
                  "--notebooks-dir", str(NB)])
     err = capsys.readouterr().err
     assert code == 2 and "No rows survived cleaning" in err and "tx.csv" in err
@@ -338,8 +338,9 @@ def test_four_concurrent_runs_of_two_studies_all_succeed(tmp_path):
         paths.append(write_study(d, [{"customer": f"c{i % 9}", "date": f"2024-01-{i % 28 + 1:02d}",
                                       "amount": str(5 + i)} for i in range(80)], name=name))
     reports = tmp_path / "reports"
-    procs = [subprocess.Popen([sys.executable, "-m", "cvlib", "run", str(p), "--stages", "cleaning", "rfm",
-                               "--reports-dir", str(reports), "--notebooks-dir", str(NB)],
+    nb = notebooks_up_to(tmp_path, "rfm")
+    procs = [subprocess.Popen([sys.executable, "-m", "cvlib", "run", str(p), "--reports-dir", str(reports),
+                               "--notebooks-dir", str(nb)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
              for p in paths * 2]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -350,7 +351,7 @@ def test_four_concurrent_runs_of_two_studies_all_succeed(tmp_path):
         for r in runs:
             assert json.loads((r / "run.json").read_text())["status"] == "complete"
             assert (r / "02_rfm.html").exists() and len(pd.read_parquet(r / "rfm.parquet")) == 9
-    assert not list(NB.glob("kernel-*")) and not list(NB.glob("*.json"))  # no sockets left beside the notebooks
+    assert not list(nb.glob("kernel-*")) and not list(nb.glob("*.json"))  # no sockets left beside the notebooks
 
 
 # --------------------------------------------------------------------------- 7. runs that cannot mix
