@@ -6,7 +6,8 @@
 
 `cdnow` and `generated` time `cvlib run` (kernel start and HTML included, `--force` so nothing is reused) in a
 fresh process each, with the peak RSS of its largest process, and print each stage's seconds from run.json.
-`generated` writes a messy client CSV of --rows transactions of rows/10 customers (benchmarks/common.py).
+`generated` writes a messy client CSV of about --rows transactions of rows/10 customers who buy and drop out as
+BG/NBD assumes (benchmarks/common.py), so the purchase models are fitted and bootstrapped.
 `--threads` runs each measurement with CVLIB_THREADS set to each value (1: the default; auto: the libraries'
 own thread counts), interleaved. `profile` prints the 12 most expensive functions of each stage.
 """
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def generated_params(rows: int, folder: Path) -> Path:
-    csv = messy_transactions(rows, rows // 10, DATA / f"messy_{rows}.csv")
+    csv = messy_transactions(rows, rows // 10, DATA / f"buyers_{rows}.csv", behaviour="bgnbd")
     params = folder / f"generated_{rows}.yaml"
     params.write_text(f"""study: generated_{rows}
 client: benchmark

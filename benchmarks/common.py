@@ -14,14 +14,40 @@ import pyarrow.csv as pacsv
 DATA = Path(__file__).parent / "_data"
 
 
-def messy_transactions(n_rows: int, n_customers: int, path: Path, seed: int = 0) -> Path:
+def buying_customers(n_rows: int, n_customers: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(customer, day) of about n_rows purchases by n_customers who behave as BG/NBD assumes: each joins on a
+    day of the first year, buys at a Gamma-distributed rate (mean n_rows / n_customers purchases a year) and
+    after each purchase drops out with a Beta-distributed probability, over three years. The purchase models
+    are identified on it (on uniformly random purchases they are not), so the CLV stage does its full work."""
+    per_year = n_rows / n_customers
+    lam = rng.gamma(0.8, per_year / 0.8 / 365.0 * 0.75, n_customers)  # purchases a day
+    p = rng.beta(0.5, 7.0, n_customers)
+    now = rng.uniform(0, 365, n_customers)
+    cust_parts, day_parts = [np.arange(n_customers)], [now.copy()]
+    active = np.arange(n_customers)
+    while len(active):
+        alive = rng.random(len(active)) >= p[active]  # after each purchase, drop out with probability p
+        active = active[alive]
+        now[active] += rng.exponential(1 / np.maximum(lam[active], 1e-6))
+        active = active[now[active] < 3 * 365]
+        cust_parts.append(active)
+        day_parts.append(now[active].copy())
+    return np.concatenate(cust_parts), np.concatenate(day_parts).astype(np.int64)
+
+
+def messy_transactions(n_rows: int, n_customers: int, path: Path, seed: int = 0, behaviour: str = "uniform") -> Path:
     """A client-style CSV: text ids, ISO dates, amounts with 2 decimals, order ids, ~1% mess
-    (unreadable dates and amounts, missing ids, exact duplicates, returns)."""
+    (unreadable dates and amounts, missing ids, exact duplicates, returns). `behaviour`: "uniform" (random
+    customer and day per row) or "bgnbd" (customers who buy and drop out, `buying_customers`)."""
     if path.exists():
         return path
     rng = np.random.default_rng(seed)
-    cust = rng.integers(0, n_customers, n_rows)
-    days = rng.integers(0, 3 * 365, n_rows)
+    if behaviour == "bgnbd":
+        cust, days = buying_customers(n_rows, n_customers, rng)
+        n_rows = len(cust)
+    else:
+        cust = rng.integers(0, n_customers, n_rows)
+        days = rng.integers(0, 3 * 365, n_rows)
     dates = (np.datetime64("2021-01-01") + days.astype("timedelta64[D]")).astype(str).astype(object)
     amount = np.round(rng.lognormal(3.5, 1.0, n_rows), 2)
     order = np.arange(n_rows)

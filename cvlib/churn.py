@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cvlib import io
+
 MIN_CLASS = 20
 
 
@@ -49,7 +51,7 @@ def _next_day(at: pd.Timestamp) -> pd.Timestamp:
 def purchase_days(tx: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
     """Distinct (customer, day) purchase occasions on or before `at`."""
     d = tx.loc[tx["date"] < _next_day(at), ["customer_id", "date"]]
-    d = d.assign(customer_id=d["customer_id"].astype(str), day=d["date"].dt.normalize())
+    d = d.assign(customer_id=io.as_ids(d["customer_id"]), day=d["date"].dt.normalize())
     return d.drop_duplicates(["customer_id", "day"])[["customer_id", "day"]].sort_values(["customer_id", "day"])
 
 
@@ -69,7 +71,7 @@ def state_at(tx: pd.DataFrame, at: pd.Timestamp, unit_days: float = 7.0) -> pd.D
     """Behaviour features of every customer who bought on or before `at`, as of `at`."""
     days = purchase_days(tx, at)
     c = cycles(days)
-    spend = tx.loc[tx["date"] < _next_day(at)].assign(customer_id=lambda d: d["customer_id"].astype(str)).groupby(
+    spend = tx.loc[tx["date"] < _next_day(at)].assign(customer_id=lambda d: io.as_ids(d["customer_id"])).groupby(
         "customer_id")["amount"].sum()
     out = pd.DataFrame(index=c.index)
     out["recency_days"] = (at.normalize() - c["last"]).dt.days.astype(float)

@@ -250,7 +250,7 @@ def weekly_tracking(cal: pd.DataFrame, tx: pd.DataFrame, model, unit: str, holdo
     from cvlib.rfm import occasions
 
     ids = set(cal["customer_id"].astype(str))
-    t = tx[tx["customer_id"].astype(str).isin(ids) & (tx["date"] < pd.Timestamp(holdout_end) + pd.Timedelta(days=1))]
+    t = tx[io.as_ids(tx["customer_id"]).isin(ids) & (tx["date"] < pd.Timestamp(holdout_end) + pd.Timedelta(days=1))]
     occ = occasions(t, "days")
     start_day = int(occ["day"].min())
     first_day = occ.groupby("customer")["day"].transform("min")

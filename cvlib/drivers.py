@@ -188,7 +188,7 @@ class DriverSet:
 
 def early_behaviour(tx: pd.DataFrame, days: int) -> pd.DataFrame:
     """First order value, purchases and service lines in each customer's first `days` days."""
-    d = tx.assign(customer_id=tx["customer_id"].astype(str))
+    d = tx.assign(customer_id=io.as_ids(tx["customer_id"]))
     first = d.groupby("customer_id")["date"].transform("min")
     early = d[d["date"] < first + pd.Timedelta(days=days)]
     first_day = early[early["date"].dt.normalize() == first.loc[early.index].dt.normalize()]

@@ -23,6 +23,12 @@ from cvlib.errors import InputDataError
 from cvlib.params import AttributeInput, Study, TableInput, TransactionsInput
 
 STRING = pd.StringDtype("pyarrow")
+
+
+def as_ids(ids: pd.Series) -> pd.Series:
+    """Customer ids as Arrow-backed text: a no-op for the stage files' ids, no Python string per row
+    (`astype(str)` on 10M transactions makes 10M of them: seconds and gigabytes)."""
+    return ids if ids.dtype == STRING else ids.astype(str).astype(STRING)
 ROW = "source_row"  # 1-based data row number in the client's file (header excluded)
 
 

@@ -327,6 +327,8 @@ class ParetoNBD(_Fitted):
         return base, first, second, lse
 
     def _neg_ll(self, log_theta, x, t_x, T, w):
+        if np.any(np.abs(log_theta) > LOG_BOUND + 1):
+            return 1e300  # far outside the parameter box: not worth a (slow) hypergeometric evaluation
         base, _, _, lse = self._loglik_terms(log_theta, x, t_x, T)
         v = -np.sum(w * (base + lse))
         return v if np.isfinite(v) else 1e300
@@ -349,14 +351,31 @@ class ParetoNBD(_Fitted):
                 start = ParetoNBD().fit(sub, weights=w[pick], errors=False)
             except ModelFitError:
                 start = None
+            if start is not None and (start.degeneracy() or not start.converged_):
+                # already unidentified on the subsample (e.g. no sign of dropout): the full likelihood, slowest
+                # exactly there, is not worth evaluating; the model is reported as not usable
+                self.params_, self.loglik_, self.n_ = start.params_, float("nan"), int(w.sum())
+                self.se_ = {k: float("nan") for k in self.names}
+                self.errors_, self.converged_ = False, False
+                self.message_ = (f"on a seeded subsample of {self.WARM_PATTERNS:,} customer histories the fit was "
+                                 f"already not usable ({start.degeneracy() or start.message_}), so it was not "
+                                 "repeated on every customer")
+                return self
         x0 = _start(self, start, [1.0, mean_T, 1.0, mean_T])
         if not bootstrap_refit:
             # BFGS (numerical gradient) gets near the optimum in about a third of Nelder-Mead's evaluations; when
             # it wanders off (a non-finite likelihood, a parameter past its bound) Nelder-Mead starts again
+            shape_at = [self.names.index(k) for k in self.shapes]
+
+            def run_out(xk) -> None:  # a shape parameter far past MAX_SHAPE: the model is not identified, stop
+                if np.any(np.asarray(xk)[shape_at] > np.log(10 * self.MAX_SHAPE)):
+                    raise StopIteration
+
             with np.errstate(all="ignore"):
-                res = optimize.minimize(fun, x0, method="BFGS", options={"gtol": 1e-6, "maxiter": 500})
+                res = optimize.minimize(fun, x0, method="BFGS", callback=run_out,
+                                        options={"gtol": 1e-6, "maxiter": 500})
             if not (np.all(np.abs(res.x) < LOG_BOUND) and np.isfinite(res.fun) and res.fun < 1e299):
-                res = optimize.minimize(fun, x0, method="Nelder-Mead",
+                res = optimize.minimize(fun, x0, method="Nelder-Mead", callback=run_out,
                                         options={"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-9, "adaptive": True})
             x0 = res.x
         res = _minimize(fun, x0, jac=False) if np.all(np.abs(x0) < LOG_BOUND) else res

@@ -39,7 +39,7 @@ def profitability(tx: pd.DataFrame, rfm: pd.DataFrame, cfg: Value, default_margi
 
     Cost to serve is yearly, charged for the time each customer has been a customer (at least a month)."""
     cost = direct_cost(tx, cfg.profitability.margin_by_line, default_margin)
-    ids = tx["customer_id"].astype(str)
+    ids = io.as_ids(tx["customer_id"])
     g = pd.DataFrame({"revenue": tx["amount"].groupby(ids).sum(), "direct_cost": cost.groupby(ids).sum()})
     tenure = rfm.set_index(rfm["customer_id"].astype(str))["tenure"].reindex(g.index).fillna(0)
     years = np.maximum(tenure.to_numpy(dtype=float), 30.0) / 365.0
@@ -92,7 +92,7 @@ def spend_trend(tx: pd.DataFrame) -> pd.Series:
     """Recent against earlier spend: log((spend in the last half of the period + 1) / (earlier half + 1))."""
     start, end = tx["date"].min(), tx["date"].max()
     mid = start + (end - start) / 2
-    ids = tx["customer_id"].astype(str)
+    ids = io.as_ids(tx["customer_id"])
     recent = tx["amount"].where(tx["date"] > mid, 0.0).groupby(ids).sum()
     earlier = tx["amount"].where(tx["date"] <= mid, 0.0).groupby(ids).sum()
     return np.log((recent + 1) / (earlier + 1))
