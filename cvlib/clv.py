@@ -211,6 +211,44 @@ def bootstrap_total(summary: pd.DataFrame, cfg: Clv, unit: str, name: str, with_
     return float(lo), float(hi)
 
 
+def delta_interval(summary: pd.DataFrame, cfg: Clv, unit: str, purchase, spend) -> tuple[float, float] | None:
+    """95% interval of total predicted CLV by the delta method: the total as a function of the purchase and spend
+    models' log parameters, its gradient by central differences, their covariance from each fit's Hessian (the
+    two likelihoods are separate, so the covariance is block-diagonal). Valid for large numbers of customers,
+    which is where it replaces the resampling bootstrap. None without a covariance."""
+    import copy
+
+    models = [m for m in (purchase, spend) if m is not None]
+    if any(getattr(m, "log_cov_", None) is None for m in models):
+        return None
+    base = summary.reset_index(drop=True)
+    own_mean = np.where(base["frequency"] > 0, base["monetary"] / base["frequency"].where(base["frequency"] > 0, 1), 0.0)
+    theta = np.concatenate([np.log([m.params_[k] for k in m.names]) for m in models])
+    sizes = [len(m.names) for m in models]
+
+    def total(th: np.ndarray) -> float:
+        parts = np.split(th, np.cumsum(sizes)[:-1])
+        ms = []
+        for m, part in zip(models, parts):
+            c = copy.copy(m)
+            c.params_ = dict(zip(m.names, np.exp(part)))
+            ms.append(c)
+        _, disc = discounted_purchases(ms[0], base, cfg.horizon_months, unit, cfg.discount_rate)
+        spend_v = ms[1].expected_spend(base) if len(ms) > 1 else own_mean
+        return float(np.sum(cfg.margin * spend_v * disc))
+
+    h = 1e-4
+    grad = np.array([(total(theta + h * e) - total(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
+    cov = np.zeros((len(theta), len(theta)))
+    i = 0
+    for m, k in zip(models, sizes):
+        cov[i:i + k, i:i + k] = m.log_cov_
+        i += k
+    sd = float(np.sqrt(max(grad @ cov @ grad, 0.0)))
+    mid = total(theta)
+    return mid - 1.96 * sd, mid + 1.96 * sd
+
+
 # --------------------------------------------------------------------------- holdout validation
 @dataclass
 class Holdout:
@@ -332,6 +370,7 @@ class ClvResult:
     holdout: Holdout | None
     holdout_fits: dict[str, FitOutcome] | None
     interval: tuple[float, float] | None
+    interval_how: str
     contracts: dict | None
     notes: list[str] = field(default_factory=list)
 
@@ -360,13 +399,20 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
         customers = customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, unit)
         if not spend.ok:
             notes.append("Spend per purchase is each customer's own mean (Gamma-Gamma could not be used).")
-        interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok, purchase, spend)
+        if len(summary) > cfg.bootstrap_max_customers and cfg.bootstrap:
+            interval = delta_interval(summary, cfg, unit, purchase.model, spend.model if spend.ok else None)
+            interval_how = (f"delta method from the fits' Hessians: with {len(summary):,} customers (above "
+                            f"clv.bootstrap_max_customers = {cfg.bootstrap_max_customers:,}) resampling refits are "
+                            "not run")
+        else:
+            interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok, purchase, spend)
+            interval_how = f"bootstrap, {cfg.bootstrap} resamples of the customers"
     else:
         used = "formula"
         notes.append(f"Per-customer CLV uses the formula (yearly revenue x margin x lifetime, capped at the "
                      f"{cfg.horizon_months}-month horizon) because {cfg.model} could not be fitted or used ({purchase.reason}).")
         customers = fallback_clv(rfm, cfg, retention)
-        interval = None
+        interval, interval_how = None, ""
     seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})
     customers = customers.astype({"customer_id": str}).merge(seg, on="customer_id", how="left")
     customers["clv_tier"] = value_tiers(customers["clv"], cfg.tiers.cuts, cfg.tiers.names)
@@ -404,7 +450,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     if cfg.contracts.enabled:
         contracts = contract_summary(study, attrs, rfm2, tx, notes)
     return ClvResult(customers, fits, used, retention, how, overall, by_seg, by_chan, holdout, hfits, interval,
-                     contracts, notes)
+                     interval_how, contracts, notes)
 
 
 def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame, tx: pd.DataFrame,
@@ -469,6 +515,7 @@ def model_report(study: Study, res: ClvResult) -> dict:
             "calibration_fit": {k: f.model.to_dict() if f.model else None for k, f in (res.holdout_fits or {}).items()}},
         "total_clv": float(res.customers["clv"].sum()),
         "total_clv_95pct_interval": res.interval,
+        "total_clv_interval_method": res.interval_how,
         "contracts": None if not res.contracts else {"params": res.contracts["model"].params_,
                                                      "se": res.contracts["model"].se_},
         "notes": res.notes,

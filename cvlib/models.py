@@ -98,18 +98,20 @@ def _hessian_from_grad(grad, theta: np.ndarray, eps: float = 1e-5) -> np.ndarray
     return (h + h.T) / 2
 
 
-def _standard_errors(neg_ll, log_theta: np.ndarray, grad=None) -> np.ndarray:
-    """Standard errors of the parameters (delta method from the Hessian on the log scale)."""
+def _standard_errors(neg_ll, log_theta: np.ndarray, grad=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Standard errors of the parameters (delta method from the Hessian on the log scale), and the covariance
+    matrix of the log parameters (None when the Hessian is not that of a proper maximum)."""
+    nan = np.full(len(log_theta), np.nan)
     try:
         with np.errstate(all="ignore"):
             hess = _hessian_from_grad(grad, log_theta) if grad is not None else _hessian(neg_ll, log_theta)
         if not np.all(np.isfinite(hess)) or np.linalg.eigvalsh(hess).min() <= 0:
-            return np.full(len(log_theta), np.nan)  # not a proper maximum: no standard errors
+            return nan, None  # not a proper maximum: no standard errors
         cov = np.linalg.inv(hess)
         var = np.diag(cov)
-        return np.where(var > 0, np.exp(log_theta) * np.sqrt(np.abs(var)), np.nan)
+        return np.where(var > 0, np.exp(log_theta) * np.sqrt(np.abs(var)), np.nan), cov
     except np.linalg.LinAlgError:
-        return np.full(len(log_theta), np.nan)
+        return nan, None
 
 
 class _Fitted:
@@ -125,8 +127,8 @@ class _Fitted:
         self.converged_ = bool(res.success) and not at_bound and np.isfinite(res.fun)
         self.message_ = ("a parameter ran to its bound (the data do not identify the model)" if at_bound
                          else str(res.message) if not res.success else "converged")
-        self.se_ = dict(zip(self.names, _standard_errors(neg_ll, theta, grad) if errors else
-                            np.full(len(theta), np.nan)))
+        se, self.log_cov_ = _standard_errors(neg_ll, theta, grad) if errors else (np.full(len(theta), np.nan), None)
+        self.se_ = dict(zip(self.names, se))
         self.errors_ = errors  # False: standard errors skipped (bootstrap refits), not checked below
         problem = self.degeneracy() if self.converged_ else ""
         if problem:

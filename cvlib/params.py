@@ -332,6 +332,8 @@ class Clv(_Model):
     margin: float = Field(1.0, gt=0, le=1, description="gross margin share of revenue")
     discount_rate: float = Field(0.10, ge=0, lt=1, description="annual, applied month by month")
     bootstrap: int = Field(100, ge=0, le=2000, description="resamples for the interval of total CLV (0: off)")
+    bootstrap_max_customers: int = Field(50_000, ge=1000, description="above this many customers the interval of "
+                                         "total CLV comes from the fits' Hessians (delta method), not from refits")
     seed: int = 0
     max_fit_customers: int = Field(25_000, ge=1000, description="Pareto/NBD is fitted on a random sample above "
                                    "this (its likelihood costs a hypergeometric function per customer)")

@@ -261,3 +261,25 @@ def test_infinite_expected_lifetime_is_said_not_truncated():
     from cvlib import report
 
     assert report._fmt(np.inf, "auto", "") == "∞"
+
+
+def test_delta_method_interval_agrees_with_the_bootstrap_and_patterns_change_nothing(cdnow_cal):
+    """Large studies get the total-CLV interval from the fits' Hessians; on the CDNOW sample it matches the
+    resampling bootstrap's. Fits on distinct (x, t_x, T) patterns equal fits on the rows."""
+    from cvlib.clv import bootstrap_total, delta_interval, fit_models
+    from cvlib.models import patterns
+    from cvlib.params import Clv
+
+    cal = cdnow_cal.assign(frequency=cdnow_cal["x"] + 1, monetary=(cdnow_cal["x"] + 1) * 20.0,
+                           monetary_value=20.0 + cdnow_cal["x"] % 7)
+    cfg = Clv(bootstrap=100)
+    fits = fit_models(cal, cfg, ("bgnbd",))
+    boot = bootstrap_total(cal, cfg, "weeks", "bgnbd", True, fits["bgnbd"], fits["gammagamma"])
+    delta = delta_interval(cal, cfg, "weeks", fits["bgnbd"].model, fits["gammagamma"].model)
+    width = boot[1] - boot[0]
+    assert abs(delta[0] - boot[0]) < 0.15 * width and abs(delta[1] - boot[1]) < 0.15 * width
+    (x, t_x, T), inv = patterns(*(cal[c].to_numpy(float) for c in ("x", "t_x", "T")))
+    assert len(x) < len(cal) and np.array_equal(x[inv], cal["x"].to_numpy(float))
+    rows = BetaGeoNBD().fit(cal)
+    grouped = BetaGeoNBD().fit(pd.DataFrame({"x": x, "t_x": t_x, "T": T}), weights=np.bincount(inv))
+    assert all(abs(rows.params_[k] - grouped.params_[k]) < 1e-6 * rows.params_[k] for k in rows.names)
