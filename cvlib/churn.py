@@ -26,6 +26,22 @@ from cvlib import io
 MIN_CLASS = 20
 
 
+def bounded_sample(y: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Row positions of a stratified random sample of at most `cap` rows (all rows when there are fewer): the
+    classifiers' training and validation cost grows with the rows; the sample keeps the churn share."""
+    n = len(y)
+    if n <= cap:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y).astype(bool)
+    picks = []
+    for cls in (True, False):
+        rows = np.flatnonzero(y == cls)
+        take = max(1, int(round(cap * len(rows) / n)))
+        picks.append(rng.choice(rows, min(take, len(rows)), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
 @dataclass
 class ChurnRisk:
     scores: pd.DataFrame            # customer_id, churn_probability, churned, recency, cycle_days, within_cycle
@@ -238,6 +254,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
     start = tx["date"].min().normalize()
     c1, c2 = end - pd.Timedelta(days=h), end - pd.Timedelta(days=2 * h)
     seed = cfg.seed
+    cap = int(getattr(cfg, "max_model_customers", 100_000))
 
     state_end, feats_end, base_end, _ = _frame(tx, end, h, attrs, fb, cfg, unit_days, label=False)
     cycle = usual_cycle(state_end)
@@ -283,6 +300,15 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
                 k2 = int(y2.sum())
             else:
                 k2 = 0
+            if len(y1) > cap:
+                keep = bounded_sample(y1, cap, seed)
+                s1, f1, b1, y1 = s1.iloc[keep], f1.iloc[keep], b1[keep], y1[keep]
+                notes.append(f"The churn-risk model is trained and validated on stratified random samples of "
+                             f"{cap:,} customers (drivers.max_model_customers); every customer is scored.")
+            if usable(c2) and len(y2) > cap and min(k2, len(y2) - k2) >= MIN_CLASS:
+                keep2 = bounded_sample(y2, cap, seed + 1)
+                f2, y2 = f2.iloc[keep2], y2[keep2]
+                k2 = int(y2.sum())
             if usable(c2) and min(k2, len(y2) - k2) >= MIN_CLASS:
                 f2 = f2.reindex(columns=cols)
                 cols = [c for c in cols if f2[c].notna().any() and f1[c].notna().any()]  # a column with no value

@@ -461,7 +461,9 @@ def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataF
                 "drivers.min_class)")
     if ds.X.shape[1] == 0:
         return "no usable drivers"
-    X = _impute(ds.X)
+    X_all = _impute(ds.X)
+    keep = churn.bounded_sample(y, cfg.max_model_customers, cfg.seed)
+    X, y = X_all.iloc[keep], y[keep]  # the classifiers' rows: every eligible customer, or a stratified sample
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y)
     gbm = HistGradientBoostingClassifier(max_depth=3, learning_rate=0.08, max_iter=200, random_state=cfg.seed)
     gbm.fit(Xtr, ytr)
@@ -479,10 +481,12 @@ def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataF
     proba = cross_val_predict(cal, X, y, cv=folds, method="predict_proba")[:, 1]
     obs, pred = calibration_curve(y, proba, n_bins=10, strategy="quantile")
     probs = pd.Series(proba, index=X.index)
-    if X_new is not None and len(X_new):  # customers too new to be judged: the model fitted on all the others
-        new = X_new.fillna(ds.X.median()).fillna(0.0)
-        probs = pd.concat([probs, pd.Series(cal.fit(X, y).predict_proba(new)[:, 1], index=new.index)])
-    return ChurnModel(auc, imp, probs, pd.DataFrame({"predicted": pred, "observed": obs}), len(y), k1)
+    rest = X_all.drop(index=X.index)
+    new = X_new.fillna(ds.X.median()).fillna(0.0) if X_new is not None else X_all.iloc[:0]
+    if len(rest) or len(new):  # customers outside the sample, and those too new to be judged: the model fitted
+        other = pd.concat([rest, new])  # on the sample scores them
+        probs = pd.concat([probs, pd.Series(cal.fit(X, y).predict_proba(other)[:, 1], index=other.index)])
+    return ChurnModel(auc, imp, probs, pd.DataFrame({"predicted": pred, "observed": obs}), len(y), int(y.sum()))
 
 
 def ipa(importance: pd.Series, ratings_mean: pd.Series) -> pd.DataFrame:
@@ -564,6 +568,10 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     else:
         churn_cm = cm
         rows.append(cm.importance)
+        if cm.n < int(el.sum()):
+            notes.append(f"The churn classifier is trained and validated on a stratified random sample of {cm.n:,} "
+                         f"of the {int(el.sum()):,} customers observed long enough (drivers.max_model_customers); "
+                         "the others are scored by it.")
         missing = int(ds.X[el].isna().any(axis=1).sum())
         notes.append(f"Churn classifier: n = {cm.n:,} customers observed long enough ({cm.churners:,} churners); "
                      f"{missing:,} of them miss a driver, filled with the median for the classifier.")

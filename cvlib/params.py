@@ -484,6 +484,9 @@ class Drivers(_Model):
     bootstrap: int = Field(100, ge=0, le=2000)
     test_size: float = Field(0.3, gt=0.05, lt=0.9)
     min_class: int = Field(20, ge=5, description="fewest churners (and stayers) to fit a classifier")
+    max_model_customers: int = Field(100_000, ge=1000, description="classifiers are trained and validated on a "
+                                     "stratified random sample of this many customers at most (every customer is "
+                                     "scored)")
     seed: int = 0
     feedback: FeedbackColumns = Field(default_factory=FeedbackColumns)
 
