@@ -21,7 +21,7 @@ def extract(run_dir: Path) -> dict:
     j = lambda name: json.loads((run_dir / name).read_text(encoding="utf-8"))  # noqa: E731
     clv, drv, st, rfm = j("clv_model.json"), j("drivers.json"), j("strategy.json"), j("rfm.json")
     models = {name: {"params": m["params"], "se": m["std_errors"]} for name, m in clv["models"].items()
-              if m.get("params")}
+              if m.get("params") and m.get("usable")}  # a fit that is not usable has no meaningful parameters
     lo, hi = clv["total_clv_95pct_interval"] or (None, None)
     d = pd.read_parquet(run_dir / "drivers.parquet")
     return {
@@ -32,7 +32,8 @@ def extract(run_dir: Path) -> dict:
             "churn_auc": drv.get("auc"), "churn_risk_auc": drv["churn_risk"]["auc"], "linear_r2": drv.get("linear_r2"),
             "plan_cost": st["total_cost"], "plan_value": st["expected_incremental_value"],
             "even_split_net_value": st["even_split_net_value"], "gini": rfm["concentration"]["gini"],
-            "clusters": rfm["k"], "holdout_mae": (clv.get("holdout") or {}).get("errors", [{}])[0].get("mae")},
+            "clusters": rfm["k"], "holdout_mae": (clv.get("holdout") or {}).get("errors", [{}])[0].get("mae")} | {
+            f"{name} usable": float(bool(m.get("usable"))) for name, m in clv["models"].items()},
     }
 
 
