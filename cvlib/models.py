@@ -430,19 +430,31 @@ class GammaGamma(_Fitted):
     names = ("p", "q", "gamma")
     shapes = ("p", "q")
 
-    def _terms(self, log_theta, x, m, w, grad=True):
+    @staticmethod
+    def _prepare(x: np.ndarray, m: np.ndarray, w: np.ndarray) -> dict:
+        """Sums that do not depend on the parameters, and the distinct x (the gamma functions' arguments)."""
+        ux, xi = np.unique(x, return_inverse=True)
+        wx = w * x
+        return {"x": x, "m": m, "w": w, "wx": wx, "ux": ux, "Wu": np.bincount(xi, weights=w), "W": float(w.sum()),
+                "S_logm": float(np.dot(w, np.log(m))), "S_x_logm": float(np.dot(wx, np.log(m))),
+                "S_x_logx": float(np.dot(wx, np.log(x)))}
+
+    def _terms(self, log_theta, d: dict, grad=True):
+        """Negative log-likelihood (and its gradient on the log scale); the gamma and digamma functions of
+        p x + q and p x once per distinct x, one logarithm per customer."""
         p, q, g = np.exp(log_theta)
-        px = p * x
-        lg = np.log(g + m * x)
-        ll = (special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q) + q * np.log(g)
-              + (px - 1) * np.log(m) + px * np.log(x) - (px + q) * lg)
-        value = -np.dot(w, ll)
+        pu = p * d["ux"]
+        gm = g + d["m"] * d["x"]
+        lg = np.log(gm)
+        W, Wu = d["W"], d["Wu"]
+        value = -(np.dot(Wu, special.gammaln(pu + q) - special.gammaln(pu)) - W * special.gammaln(q) + W * q * np.log(g)
+                  + p * d["S_x_logm"] - d["S_logm"] + p * d["S_x_logx"] - p * np.dot(d["wx"], lg) - q * np.dot(d["w"], lg))
         if not grad:
             return value
-        dpq = special.digamma(px + q)
-        d_p = np.dot(w, x * (dpq - special.digamma(px) + np.log(m) + np.log(x) - lg))
-        d_q = np.dot(w, dpq - special.digamma(q) + np.log(g) - lg)
-        d_g = np.dot(w, q / g - (px + q) / (g + m * x))
+        dpq = special.digamma(pu + q)
+        d_p = np.dot(Wu * d["ux"], dpq - special.digamma(pu)) + d["S_x_logm"] + d["S_x_logx"] - np.dot(d["wx"], lg)
+        d_q = np.dot(Wu, dpq) - W * special.digamma(q) + W * np.log(g) - np.dot(d["w"], lg)
+        d_g = W * q / g - np.dot(d["w"], (p * d["x"] + q) / gm)
         return value, -np.array([d_p * p, d_q * q, d_g * g])
 
     def fit(self, frame: pd.DataFrame, weights: np.ndarray | None = None,
@@ -456,9 +468,10 @@ class GammaGamma(_Fitted):
             raise ModelFitError(f"only {len(x)} customers with repeat purchases: too few to fit Gamma-Gamma")
         if np.allclose(m, m[0]):
             raise ModelFitError("every customer's mean spend is the same: Gamma-Gamma has no heterogeneity to fit")
-        fun = lambda th: self._terms(th, x, m, w)  # noqa: E731
+        data = self._prepare(x, m, w)
+        fun = lambda th: self._terms(th, data)  # noqa: E731
         res = _minimize(fun, _start(self, start, [1.0, 1.0, max(float(np.mean(m)), 1e-3)]), jac=True)
-        self._finish(res, lambda th: self._terms(th, x, m, w, grad=False), int(w.sum()), grad=lambda th: fun(th)[1],
+        self._finish(res, lambda th: self._terms(th, data, grad=False), int(w.sum()), grad=lambda th: fun(th)[1],
                      errors=errors)
         if self.converged_ and self.params_["q"] <= 1:
             self.converged_ = False
