@@ -297,7 +297,26 @@ def _progress(msg: str) -> None:
 
 RESET_TAG = "cvlib-reset"
 RESET_SOURCE = ("get_ipython().run_line_magic('reset', '-f')\n"
-                "import gc as _gc, matplotlib.pyplot as _plt\n_plt.close('all')\n_gc.collect()\ndel _gc, _plt")
+                "import gc as _gc, matplotlib.pyplot as _plt\n_plt.close('all')\n_gc.collect()\ndel _gc, _plt\n"
+                "from cvlib.runner import release_memory as _release\n_release()\ndel _release")
+
+
+def release_memory() -> None:
+    """Give memory freed by the previous stage back to the system (glibc's and Arrow's allocators keep it
+    otherwise), so one kernel's peak is the largest stage's, not the sum of what the stages left behind."""
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except Exception:  # an allocator without the call
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
 
 
 class StageKernel:
