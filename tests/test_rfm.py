@@ -249,8 +249,23 @@ def test_text_int_key_equal_exactly_when_texts_equal(values):
     assert list(ids) == list(dict.fromkeys(values)) and [ids[c] for c in codes] == values
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.from_regex(r"[0-9]{1,17}", fullmatch=True), min_size=1, max_size=40),
+       st.sampled_from(["CUST-", "C", "id_", "客户-"]))
+def test_prefixed_ids_get_an_exact_key(digits, prefix):
+    values = [prefix + d for d in digits]  # one prefix and digits: CUST-0042 and CUST-42 stay apart
+    key = rfm.text_int_key(pa.array(values, pa.large_string()))
+    assert key is not None or not prefix.isascii()  # an ASCII prefix and digits always get one
+    if key is not None:
+        for i, a in enumerate(values):
+            for j, b in enumerate(values):
+                assert (key[i] == key[j]) == (a == b), (a, b)
+
+
 def test_text_int_key_paths():
     assert rfm.text_int_key(pa.array(["123", "0042", "42"])) is not None  # digits, leading zeros kept apart
+    assert rfm.text_int_key(pa.array(["CUST-1", "CUST-01", "CUST-123456"])) is not None  # prefix and digits
+    assert rfm.text_int_key(pa.array(["CUST-1", "CUST-2x", "CUST-123456"])) is None  # not digits after it
     assert rfm.text_int_key(pa.array(["AB12", "CD34"])) is not None  # one length, <= 8 bytes
     assert rfm.text_int_key(pa.array(["a", "bb"])) is None  # text of several lengths: dictionary-encoded
     assert rfm.text_int_key(pa.array(["123456789", "abcdefghi"])) is None  # longer than 8 bytes
