@@ -254,7 +254,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
     start = tx["date"].min().normalize()
     c1, c2 = end - pd.Timedelta(days=h), end - pd.Timedelta(days=2 * h)
     seed = cfg.seed
-    cap = int(getattr(cfg, "max_model_customers", 100_000))
+    cap = cfg.max_model_customers
 
     state_end, feats_end, base_end, _ = _frame(tx, end, h, attrs, fb, cfg, unit_days, label=False)
     cycle = usual_cycle(state_end)

@@ -141,13 +141,26 @@ def discounted_purchases(model, summary: pd.DataFrame, months: int, unit: str, d
     return cum[-1][inv], disc[inv]
 
 
+def own_mean_spend(summary: pd.DataFrame) -> np.ndarray:
+    """Each customer's own mean spend per purchase occasion (0 without one): the spend when Gamma-Gamma is not used."""
+    f = summary["frequency"]
+    return np.where(f > 0, summary["monetary"] / f.where(f > 0, 1), 0.0)
+
+
+def _spend(spend: GammaGamma | None, summary: pd.DataFrame) -> np.ndarray:
+    return spend.expected_spend(summary) if spend is not None else own_mean_spend(summary)
+
+
+def total_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg: Clv, unit: str) -> float:
+    """Predicted CLV over the horizon summed over the customers (what the intervals are about)."""
+    _, disc = discounted_purchases(purchase, summary, cfg.horizon_months, unit, cfg.discount_rate)
+    return float(np.sum(cfg.margin * _spend(spend, summary) * disc))
+
+
 def customer_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg: Clv, unit: str) -> pd.DataFrame:
     """p_alive, expected purchases and spend, and CLV over the horizon for each customer."""
     exp_n, disc_n = discounted_purchases(purchase, summary, cfg.horizon_months, unit, cfg.discount_rate)
-    if spend is not None:
-        exp_spend = spend.expected_spend(summary)
-    else:
-        exp_spend = np.where(summary["frequency"] > 0, summary["monetary"] / summary["frequency"], 0.0)
+    exp_spend = _spend(spend, summary)
     return pd.DataFrame({"customer_id": summary["customer_id"].to_numpy(), "p_alive": evidence_p_alive(purchase, summary),
                          "expected_purchases": exp_n, "expected_spend": exp_spend,
                          "clv": cfg.margin * exp_spend * disc_n})
@@ -189,7 +202,6 @@ def bootstrap_total(summary: pd.DataFrame, cfg: Clv, unit: str, name: str, with_
     n = len(base)
     (x, t_x, T), inv = patterns(*(base[c].to_numpy(dtype=float) for c in ("x", "t_x", "T")))
     pat = pd.DataFrame({"x": x, "t_x": t_x, "T": T})
-    own_mean = np.where(base["frequency"] > 0, base["monetary"] / base["frequency"].where(base["frequency"] > 0, 1), 0.0)
     start = full.model if full is not None and full.ok else None
     spend_start = full_spend.model if full_spend is not None and full_spend.ok else None
     for _ in range(cfg.bootstrap):
@@ -202,9 +214,7 @@ def bootstrap_total(summary: pd.DataFrame, cfg: Clv, unit: str, name: str, with_
             continue
         if not m.converged_:
             continue
-        _, disc = discounted_purchases(m, pat, cfg.horizon_months, unit, cfg.discount_rate)
-        spend = s.expected_spend(base) if s is not None else own_mean
-        totals.append(float(np.sum(cfg.margin * spend * disc[inv])))
+        totals.append(total_clv(base, m, s, cfg, unit))
     if len(totals) < max(10, cfg.bootstrap // 2):
         return None
     lo, hi = np.percentile(totals, [2.5, 97.5])
@@ -222,7 +232,6 @@ def delta_interval(summary: pd.DataFrame, cfg: Clv, unit: str, purchase, spend) 
     if any(getattr(m, "log_cov_", None) is None for m in models):
         return None
     base = summary.reset_index(drop=True)
-    own_mean = np.where(base["frequency"] > 0, base["monetary"] / base["frequency"].where(base["frequency"] > 0, 1), 0.0)
     theta = np.concatenate([np.log([m.params_[k] for k in m.names]) for m in models])
     sizes = [len(m.names) for m in models]
 
@@ -233,9 +242,7 @@ def delta_interval(summary: pd.DataFrame, cfg: Clv, unit: str, purchase, spend) 
             c = copy.copy(m)
             c.params_ = dict(zip(m.names, np.exp(part)))
             ms.append(c)
-        _, disc = discounted_purchases(ms[0], base, cfg.horizon_months, unit, cfg.discount_rate)
-        spend_v = ms[1].expected_spend(base) if len(ms) > 1 else own_mean
-        return float(np.sum(cfg.margin * spend_v * disc))
+        return total_clv(base, ms[0], ms[1] if len(ms) > 1 else None, cfg, unit)
 
     h = 1e-4
     grad = np.array([(total(theta + h * e) - total(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])

@@ -425,11 +425,19 @@ def read_stage_json(run_dir: str | Path, name: str, optional: bool = False) -> A
     return read_json(stage_file(run_dir, name))
 
 
-def fingerprint(path: str | Path) -> dict[str, Any]:
-    """sha256 and size of a file, for the run's index page."""
-    h = hashlib.sha256()
+def sha256_file(path: str | Path) -> str | None:
+    """sha256 of a file, read in chunks (None when there is no such file)."""
     p = Path(path)
+    if not p.exists():
+        return None
+    h = hashlib.sha256()
     with open(p, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return {"path": str(p), "sha256": h.hexdigest(), "bytes": p.stat().st_size}
+    return h.hexdigest()
+
+
+def fingerprint(path: str | Path) -> dict[str, Any]:
+    """sha256 and size of a file, for the run's index page."""
+    p = Path(path)
+    return {"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size}

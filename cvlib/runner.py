@@ -212,7 +212,7 @@ def stage_depends(stage: Stage, params: dict, run_dir: Path, notebook: Path, tab
         "cvlib": code_digest(),
         "context": _digest(context),  # library versions, rendering options, pseudonym key id
         "params": {sec: _digest(params.get(sec)) for sec in stage.all_sections},
-        "files": {f: runs.file_sha(run_dir / f) for f in stage.inputs},
+        "files": {f: io.sha256_file(run_dir / f) for f in stage.inputs},
         "tables": {t: tables.get(t) for t in stage.tables},
     }
 
@@ -409,7 +409,7 @@ def _run_stage(sr: StageRun, i: int, n: int, ctx: _Context, kernel: StageKernel,
             raise StageError(f"the notebook did not write {', '.join(missing)}, which stage {s.name!r} declares "
                              "(cvlib.stages)")
         sr.status = "ok"
-        sr.outputs = {f: runs.file_sha(run_dir / f) for f in s.outputs if (run_dir / f).exists()}
+        sr.outputs = {f: io.sha256_file(run_dir / f) for f in s.outputs if (run_dir / f).exists()}
     except Exception as exc:
         sr.status = "failed"
         sr.ename = str(getattr(exc, "ename", type(exc).__name__))

@@ -2,7 +2,6 @@
 package of a run that goes to the client."""
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,17 +11,6 @@ from cvlib import io
 from cvlib.errors import ParamError
 from cvlib.params import Study
 from cvlib.stages import CLIENT_FILES, STAGES, Stage
-
-
-def file_sha(path: Path) -> str | None:
-    """sha256 of a file (None when there is no such file)."""
-    if not path.exists():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fingerprints(study: Study) -> list[dict[str, Any]]:
@@ -78,7 +66,7 @@ class Runs:
                     continue
                 if not all((d / f).exists() for f in (stage.notebook, stage.html)):
                     continue
-                if all(file_sha(d / f) == sha for f, sha in outputs.items()):
+                if all(io.sha256_file(d / f) == sha for f, sha in outputs.items()):
                     return Source(d, e, e.get("reused_from") or d.name, (rec.get("started") or "").replace("T", " ")[:16])
         return None
 
@@ -245,7 +233,7 @@ def package(run_dir: Path, out: Path | None = None) -> Path:
     prefix = f"{rec['study']}-{run_dir.name}/"
     manifest = [f"Customer value study {rec['study']} for {rec.get('client', '')}, run {run_dir.name}.",
                 "Open index.html first.", "", "file  bytes  sha256"]
-    manifest += [f"{f}  {(run_dir / f).stat().st_size}  {file_sha(run_dir / f)}" for f in files]
+    manifest += [f"{f}  {(run_dir / f).stat().st_size}  {io.sha256_file(run_dir / f)}" for f in files]
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
