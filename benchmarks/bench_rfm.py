@@ -2,9 +2,10 @@
 
 10M transactions of 1M customers, occasions by distinct days and by distinct orders (target: <= 5 s,
 <= 3 GB peak), beside a DuckDB GROUP BY on the same parquet file in the same run (peer; `pip install
-duckdb` first). Customer ids come in three shapes, because each takes its own encoding path:
+duckdb` first). Customer ids come in four shapes, because each takes its own encoding path:
 `numeric` (7 digits, zero-padded: read as numbers), `code` (8 characters such as C0012345: packed
-bytes) and `text` (CUST-12345 of varying length: Arrow's dictionary encoding). Each measurement runs in
+bytes), `text` (CUST-12345 of varying length: the digits after the prefix read as numbers) and `hash`
+(u3f2a9c01 of varying length: Arrow's dictionary encoding). Each measurement runs in
 a fresh process; peak memory is the process's max RSS, the loaded data included.
 """
 from __future__ import annotations
@@ -53,7 +54,9 @@ print(f"duckdb {dt:.2f}s customers={len(df)}")
 
 ID_SHAPES = {"numeric": lambda c: np.char.zfill(c.astype(str), 7),
              "code": lambda c: np.char.add("C", np.char.zfill(c.astype(str), 7)),
-             "text": lambda c: np.char.add("CUST-", c.astype(str))}
+             "text": lambda c: np.char.add("CUST-", c.astype(str)),
+             # hashed ids of several lengths (web or CRM keys): no integer key, Arrow's dictionary encoding
+             "hash": lambda c: np.char.add("u", np.char.mod("%x", (c * 2654435761) % 2**40))}
 
 
 def make(rows: int, customers: int, ids: str = "numeric") -> Path:
