@@ -109,12 +109,12 @@ def _digits_after(arr, skip: int, width: int, chunk: int = 1 << 18) -> np.ndarra
     offsets, data = io.string_buffers(arr)
     n = len(offsets) - 1
     out = np.empty(n, np.int64)
-    start, pos, lens = (np.empty(min(n, chunk), np.int64) for _ in range(3))
+    start, pos = np.empty(min(n, chunk), np.int64), np.empty(min(n, chunk), np.int64)
     digit, valid, bad = np.empty(len(start), np.uint8), np.empty(len(start), bool), np.empty(len(start), bool)
-    lead_zero = False
+    lead_zero = False  # a value of several digits starting with '0' ('007')
     for a in range(0, n, chunk):
         m = min(chunk, n - a)
-        st, ps, ln, dg, ok, bd = start[:m], pos[:m], lens[:m], digit[:m], valid[:m], bad[:m]
+        st, ps, dg, ok, bd = start[:m], pos[:m], digit[:m], valid[:m], bad[:m]
         val, end = out[a:a + m], offsets[a + 1:a + m + 1]
         np.add(offsets[a:a + m], skip, out=st)
         np.subtract(end, width, out=ps)
@@ -131,13 +131,13 @@ def _digits_after(arr, skip: int, width: int, chunk: int = 1 << 18) -> np.ndarra
             val *= 10
             val += dg
             ps += 1
-        np.subtract(end, st, out=ln)
         np.take(data, st, out=dg, mode="clip")
-        lead_zero = lead_zero or bool(((dg == 48) & (ln > 1)).any())
-    lens = np.diff(offsets) - skip if lead_zero else None
-    if lead_zero and lens.min() != lens.max():  # '007' and '7' told apart by length (< 10**17 * 20: no overflow)
-        out *= 20
-        out += lens
+        lead_zero = lead_zero or bool(((dg == 48) & (end - st > 1)).any())
+    if lead_zero:
+        n_digits = np.diff(offsets) - skip
+        if n_digits.min() != n_digits.max():  # '007' and '7' told apart by length (< 10**17 * 20: no overflow)
+            out *= 20
+            out += n_digits
     return out
 
 
