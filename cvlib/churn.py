@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import i18n, io
 
 MIN_CLASS = 20
 
@@ -277,7 +277,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
     def usable(at: pd.Timestamp) -> bool:
         return at - start >= pd.Timedelta(days=30)
 
-    method, validation = "none", "not validated"
+    method, validation = "none", i18n.t("churn.not_validated")
     auc_m = auc_b = float("nan")
     cal = pd.DataFrame()
     n_train = n_test = 0
@@ -303,8 +303,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
             if len(y1) > cap:
                 keep = bounded_sample(y1, cap, seed)
                 s1, f1, b1, y1 = s1.iloc[keep], f1.iloc[keep], b1[keep], y1[keep]
-                notes.append(f"The churn-risk model is trained and validated on stratified random samples of "
-                             f"{cap:,} customers (drivers.max_model_customers); every customer is scored.")
+                notes.append(i18n.t("churn.sampled", n=f"{cap:,}"))
             if usable(c2) and len(y2) > cap and min(k2, len(y2) - k2) >= MIN_CLASS:
                 keep2 = bounded_sample(y2, cap, seed + 1)
                 f2, y2 = f2.iloc[keep2], y2[keep2]
@@ -314,8 +313,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
                 cols = [c for c in cols if f2[c].notna().any() and f1[c].notna().any()]  # a column with no value
                 clf = _calibrated(seed, len(y2)).fit(f2[cols], y2)
                 p_test = clf.predict_proba(f1[cols])[:, 1]
-                validation = (f"out of time: trained on customers as of {c2.date()} (churn in the {h} days after), "
-                              f"tested on customers as of {c1.date()} (churn in the {h} days up to {end.date()})")
+                validation = i18n.t("churn.out_of_time", train=i18n.date(c2), test=i18n.date(c1), h=h, end=i18n.date(end))
                 n_train, n_test = len(y2), len(y1)
             else:
                 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -324,10 +322,9 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
                 folds = StratifiedKFold(5, shuffle=True, random_state=seed)
                 p_test = cross_val_predict(_calibrated(seed, len(y1)), f1[cols], y1, cv=folds,
                                            method="predict_proba")[:, 1]
-                validation = (f"in time (5-fold cross-validation as of {c1.date()}): the data do not cover two "
-                              f"horizons of {h} days with enough churners for an out-of-time test")
+                validation = i18n.t("churn.in_time", at=i18n.date(c1), h=h)
                 n_train = n_test = len(y1)
-                notes.append("Churn risk is validated in time only: " + validation.split(": ", 1)[1] + ".")
+                notes.append(i18n.t("churn.in_time_note", h=h))
             auc_m, auc_b = _auc(y1, p_test), _auc(y1, b1)
             use_model = not (np.isfinite(auc_b) and auc_b > auc_m)
             cal = calibration_table(y1, p_test if use_model else b1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import i18n, io
 from cvlib.errors import InputDataError
 from cvlib.io import ROW
 from cvlib.params import Cleaning, Study
@@ -130,7 +130,7 @@ def parse_dates(s: pd.Series, formats: str | list[str] | None = None) -> tuple[p
     for i, n_rows in enumerate(rows):
         if n_rows:
             fmt = order[i]
-            note = f"date format {fmt} ({'given' if given else 'inferred'}) read {n_rows:,} rows"
+            note = i18n.t("cleaning.date_format_given" if given else "cleaning.date_format_inferred", fmt=fmt, n=f"{n_rows:,}")
             alt = AMBIGUOUS.get(fmt)
             vals = texts[which == i]
             if not given and alt and pd.to_datetime(vals, format=alt, errors="coerce").notna().all():
@@ -375,7 +375,7 @@ def clean_transactions(
                                            dr.latest, dr.after_bulk_days, today)
         odd &= book.alive
         k = book.send(odd, "implausible_date", lambda i: np.asarray(why[i], dtype=object))
-        book.log("implausible_date", True, "quarantined", k, _sum(amount_raw[odd]), f"plausible dates: {span}")
+        book.log("implausible_date", True, "quarantined", k, _sum(amount_raw[odd]), i18n.t("cleaning.plausible", span=span))
         if k:
             notes.append(f"{k:,} rows dated outside the plausible range {span} were quarantined, so they cannot move "
                          "the observation end (cleaning.dates sets the range).")
@@ -415,7 +415,7 @@ def clean_transactions(
         else:
             k_net, k_unmatched, changed = _net_returns(book, is_ret, cust, order, dates, amount, adj_net, raw, rules)
             book.log("returns", True, "netted", k_net, _sum(amount_raw[book.outcome == NETTED]),
-                     f"{changed:,} purchases reduced; {k_unmatched:,} returns without a matching purchase quarantined")
+                     i18n.t("cleaning.netted", changed=f"{changed:,}", unmatched=f"{k_unmatched:,}"))
     else:
         book.log("returns", False, "off", 0, 0)
 
@@ -428,7 +428,7 @@ def clean_transactions(
             adj_net[i] < 0, "amount is zero or negative after netting returns",
             np.where(amount[i] < 0, "negative amount", "zero amount")))
         book.log("non_positive", True, "quarantined", k, _sum(amount_raw[nonpos]),
-                 f"{int(kept_zero.sum()):,} purchases written as 0 kept as purchase occasions (no revenue)"
+                 i18n.t("cleaning.kept_zero", n=f"{int(kept_zero.sum()):,}")
                  if kept_zero.any() else "")
     else:
         book.log("non_positive", False, "off", 0, 0)
@@ -458,7 +458,8 @@ def clean_transactions(
     if o.enabled and judged.sum() >= 4:
         lo, hi = bounds = outlier_bounds(amount[judged], o.method, o.threshold, o.log_scale)
         is_outlier = judged & ((amount < lo) | (amount > hi))
-        detail = f"{o.method}, threshold {o.threshold:g}{' on log amounts' if o.log_scale else ''}: kept range {lo:,.2f} to {hi:,.2f}"
+        detail = i18n.t("cleaning.outlier_log" if o.log_scale else "cleaning.outlier", method=o.method,
+                        threshold=f"{o.threshold:g}", lo=f"{lo:,.2f}", hi=f"{hi:,.2f}")
     else:
         lo, hi, detail = -np.inf, np.inf, ""
     if absurd.any():

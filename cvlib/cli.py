@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter, e.g. --set cleaning.outliers.method=iqr (repeatable)")
     run.add_argument("--with-code", action="store_true", help="show the code cells in the HTML reports")
+    run.add_argument("--client", action="store_true", help="render the reports for the client: without the "
+                     "consultant's notes (parameters to set, sections with nothing to show) and the parameter dump")
     run.add_argument("--reports-dir", help="where run folders go (default: reports/ beside notebooks/)")
     run.add_argument("--notebooks-dir", help="where the stage notebooks are (default: notebooks/)")
 
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             from cvlib.runner import run_study
 
             run_study(args.params, args.stages, args.overrides, args.with_code, args.reports_dir, args.notebooks_dir,
-                      force=args.force)
+                      force=args.force, client=args.client)
             return 0
         if args.command == "compare":
             return cmd_compare(args.study, args.runs, args.reports_dir, args.out)

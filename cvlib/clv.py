@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import i18n, io
 from cvlib.models import (BetaGeoNBD, FitOutcome, GammaGamma, ModelFitError, ParetoNBD, ShiftedBetaGeometric,
                            patterns)
 from cvlib.params import Clv, Study
@@ -50,16 +50,16 @@ def yearly_retention(tx: pd.DataFrame) -> tuple[float, str]:
     end, start = tx["date"].max(), tx["date"].min()
     window = min(365.0, (end - start).days / 2)
     if window < 30:
-        return float("nan"), "less than two months of data: retention cannot be measured"
+        return float("nan"), i18n.t("clv.retention_short")
     w = pd.Timedelta(days=window)
     prev = set(tx.loc[(tx["date"] > end - 2 * w) & (tx["date"] <= end - w), "customer_id"])
     cur = set(tx.loc[tx["date"] > end - w, "customer_id"])
     if not prev:
-        return float("nan"), "no customers active in the earlier window"
+        return float("nan"), i18n.t("clv.retention_no_prev")
     r_w = len(prev & cur) / len(prev)
     r = r_w ** (365.0 / window) if r_w > 0 else 0.0
-    how = f"{len(prev & cur):,} of {len(prev):,} customers active in a {window:.0f}-day window bought again in the next"
-    return float(min(r, 0.99)), how + ("" if window == 365 else f" ({r_w:.1%}, scaled to a year)")
+    how = i18n.t("clv.retention_how", n=f"{len(prev & cur):,}", of=f"{len(prev):,}", days=f"{window:.0f}")
+    return float(min(r, 0.99)), how + ("" if window == 365 else i18n.t("clv.retention_scaled", r=i18n.pct(r_w)))
 
 
 def yearly_revenue(rfm: pd.DataFrame) -> pd.Series:
@@ -408,12 +408,10 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
             notes.append("Spend per purchase is each customer's own mean (Gamma-Gamma could not be used).")
         if len(summary) > cfg.bootstrap_max_customers and cfg.bootstrap:
             interval = delta_interval(summary, cfg, unit, purchase.model, spend.model if spend.ok else None)
-            interval_how = (f"delta method from the fits' Hessians: with {len(summary):,} customers (above "
-                            f"clv.bootstrap_max_customers = {cfg.bootstrap_max_customers:,}) resampling refits are "
-                            "not run")
+            interval_how = i18n.t("clv.interval_delta", n=f"{len(summary):,}", cap=f"{cfg.bootstrap_max_customers:,}")
         else:
             interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok, purchase, spend)
-            interval_how = f"bootstrap, {cfg.bootstrap} resamples of the customers"
+            interval_how = i18n.t("clv.interval_bootstrap", n=cfg.bootstrap)
     else:
         used = "formula"
         notes.append(f"Per-customer CLV uses the formula (yearly revenue x margin x lifetime, capped at the "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import churn, io
+from cvlib import churn, i18n, io
 from cvlib.params import Drivers, Study
 
 Z95 = 1.959963984540054
@@ -60,7 +60,8 @@ def retention_rates(flags: pd.DataFrame, rfm: pd.DataFrame, by: pd.Series | None
 
 def cohort_matrix(tx: pd.DataFrame, value: str = "customers", max_months: int = 24) -> pd.DataFrame:
     """Cohort (month of first purchase) x months since: share of the cohort active (customers) or
-    revenue relative to the cohort's first month (revenue)."""
+    revenue relative to the cohort's first month (revenue). Cells after the data's last month are NaN (not
+    observed), so a young cohort does not show as 0% retained."""
     codes = pd.factorize(tx["customer_id"])[0]
     month = (tx["date"].dt.year * 12 + tx["date"].dt.month - 1).to_numpy()  # months since year 0, as integers
     first = pd.Series(month).groupby(codes).transform("min").to_numpy()
@@ -70,7 +71,11 @@ def cohort_matrix(tx: pd.DataFrame, value: str = "customers", max_months: int = 
         t = d.groupby(["cohort", "k"])["customer"].nunique().unstack(fill_value=0)
     else:
         t = d.groupby(["cohort", "k"])["amount"].sum().unstack(fill_value=0.0)
+    t = t.reindex(columns=range(0, int(min(max_months, month.max() - first.min())) + 1), fill_value=0)
     t = t.div(t[0], axis=0)
+    # months after the data's last month were never observed: blank, not 0% retention
+    unobserved = (t.index.to_numpy()[:, None] + t.columns.to_numpy()[None, :]) > month.max()
+    t = t.mask(unobserved)
     t.index = pd.Index([f"{c // 12:04d}-{c % 12 + 1:02d}" for c in t.index], name="cohort")  # as Period("1997-01")
     t.columns.name = "months since first purchase"
     return t
@@ -260,13 +265,11 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
     X = X[keep]
     collinear = collinear_pairs(X)
     if len(collinear):
-        notes.append(f"{len(collinear)} pair(s) of drivers are nearly collinear (|r| >= 0.8): their importances "
-                     "share what they have in common; see the table.")
+        notes.append(i18n.t("drivers.note_collinear", n=len(collinear)))
     rated = [r for r in ratings if r in groups] or ("complaints" in groups)
     if rated and (~respondents).any():
-        notes.append(f"{int((~respondents).sum()):,} of {len(customers):,} customers answered no survey: the driver "
-                     "analyses use the {0:,} respondents only, so that answering no survey (or how its missing "
-                     "ratings would be filled) cannot pose as the effect of a rating.".format(int(respondents.sum())))
+        notes.append(i18n.t("drivers.note_respondents", n=f"{int((~respondents).sum()):,}", of=f"{len(customers):,}",
+                            k=f"{int(respondents.sum()):,}"))
     else:
         respondents = pd.Series(True, index=customers)
     return DriverSet(X, groups, [r for r in ratings if r in groups], notes, collinear, respondents)
@@ -551,7 +554,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     km, logrank = km_curves(flags, groups)
     survey = survey_table(fb, cfg, groups) if fb is not None else None
     if fb is None:
-        notes.append("No feedback table (inputs.feedback): NPS, CSAT, complaint rates and rating drivers are skipped.")
+        notes.append(i18n.t("drivers.note_no_feedback"))
     ds = driver_set(pd.Index(flags["customer_id"]), attrs, fb, early_behaviour(tx, cfg.early_days), cfg)
     notes += ds.notes
     rows = []
@@ -564,19 +567,16 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
         eligible = pd.Series(el, index=eligible.index)
     cm = churn_model(DriverSet(ds.X[el], ds.groups, ds.ratings), churned[eligible], cfg, ds.X[~el])
     if isinstance(cm, str):
-        notes.append(f"Churn classifier skipped: {cm}.")
+        notes.append(i18n.t("drivers.note_classifier_skipped", why=cm))
     else:
         churn_cm = cm
         rows.append(cm.importance)
         if cm.n < int(el.sum()):
-            notes.append(f"The churn classifier is trained and validated on a stratified random sample of {cm.n:,} "
-                         f"of the {int(el.sum()):,} customers observed long enough (drivers.max_model_customers); "
-                         "the others are scored by it.")
+            notes.append(i18n.t("drivers.note_classifier_sample", n=f"{cm.n:,}", of=f"{int(el.sum()):,}"))
         missing = int(ds.X[el].isna().any(axis=1).sum())
-        notes.append(f"Churn classifier: n = {cm.n:,} customers observed long enough ({cm.churners:,} churners); "
-                     f"{missing:,} of them miss a driver, filled with the median for the classifier.")
+        notes.append(i18n.t("drivers.note_classifier", n=f"{cm.n:,}", k=f"{cm.churners:,}", missing=f"{missing:,}"))
         # the same decomposition as for the other outcomes: Shapley shares of R² of a linear probability model
-        lin_churn, _ = linear_drivers(ds, churned[eligible], cfg, notes, "churn (linear probability model)",
+        lin_churn, _ = linear_drivers(ds, churned[eligible], cfg, notes, i18n.t("drivers.churn_lpm"),
                                       "churn ")
         rows.append(lin_churn)
     linear_r2 = None
@@ -588,10 +588,10 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
         elif cfg.outcome == "clv" and clv is not None:
             y = clv.set_index(clv["customer_id"].astype(str))["clv"]
         if y is None:
-            notes.append(f"Outcome {cfg.outcome!r} is not available: linear driver analysis skipped.")
+            notes.append(i18n.t("drivers.note_no_outcome", outcome=i18n.label(cfg.outcome)))
         else:
             lin, linear_r2 = linear_drivers(ds, y, cfg, notes, cfg.outcome.upper() if cfg.outcome == "nps"
-                                            else "predicted CLV")
+                                            else i18n.t("drivers.predicted_clv"))
             rows.append(lin)
             if ds.ratings and len(lin):
                 imp = lin[lin["method"].str.startswith("LMG")].set_index("driver")["importance"]
@@ -618,12 +618,12 @@ def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str], 
     groups = {g: cols for g, cols in ds.groups.items() if X[cols].nunique().max() > 1}
     dropped_groups = sorted(set(ds.groups) - set(groups))
     X = X[[c for cols in groups.values() for c in cols]]
-    what = outcome or "the outcome"
-    notes.append(f"Linear analysis of {what}: n = {len(X):,} customers; {int((~ok).sum()):,} of {len(ok):,} dropped "
-                 "for a missing driver or outcome" + (f"; constant among them, so left out: "
-                                                       f"{', '.join(dropped_groups)}" if dropped_groups else "") + ".")
+    what = outcome or i18n.t("drivers.the_outcome")
+    notes.append(i18n.t("drivers.note_linear", what=what, n=f"{len(X):,}", dropped=f"{int((~ok).sum()):,}", of=f"{len(ok):,}")
+                 + (i18n.t("drivers.note_constant", names=", ".join(i18n.label(g) for g in dropped_groups))
+                    if dropped_groups else "") + i18n.t("drivers.full_stop"))
     if len(X) < max(30, 3 * X.shape[1]) or not groups:
-        notes.append(f"Only {len(X)} customers with {what} and every driver: linear importance skipped.")
+        notes.append(i18n.t("drivers.note_too_few", n=len(X), what=what))
         return pd.DataFrame(columns=["driver", "method", "importance", "ci_low", "ci_high"]), float("nan")
     lmg_fn = lambda a, b, g: lmg(a, b, g, cfg.max_exact, cfg.permutations, cfg.seed)  # noqa: E731
     l = lmg_fn(X, yv, groups)

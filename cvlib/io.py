@@ -358,6 +358,19 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     return _atomic(Path(path), lambda p: df.to_parquet(p, index=False))
 
 
+RATIO_WORDS = ("probability", "rate", "share", "uplift", "roi", "p_alive", "weight")
+
+
+def rounded_for_export(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy for a file a person opens (target lists, playbook): amounts to the cent, probabilities, rates
+    and shares to 4 decimals, instead of every float digit."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(4 if any(w in str(c) for w in RATIO_WORDS) else 2)
+    return out
+
+
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a DataFrame to UTF-8 CSV (with BOM, so Excel opens non-ASCII text) atomically."""
     return _atomic(Path(path), lambda p: df.to_csv(p, index=False, encoding="utf-8-sig"))

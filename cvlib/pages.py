@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from cvlib import io, runs
+from cvlib import i18n, io, runs
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -16,16 +16,24 @@ if TYPE_CHECKING:
     from cvlib.runner import RunResult, _Context
 
 TEMPLATES = Path(__file__).parent / "templates" / "pages"
-STATUS_TEXT = {"ok": "ran", "reused": "reused", "failed": "failed", "skipped": "not run (an earlier stage failed)",
-               "pending": "not run", "running": "running"}
+STATUS = ("ok", "reused", "failed", "skipped", "pending", "running")
+
+
+def status_text(status: str) -> str:
+    """A stage's status in the report language ('ran', 'reused', ...)."""
+    return i18n.t(f"status.{status}") if status in STATUS else status
 
 
 @functools.cache
 def environment() -> "Environment":
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True,
-                       default_for_string=True), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    from cvlib import i18n
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True,
+                      default_for_string=True), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(t=i18n.t, lang=i18n.current)
+    return env
 
 
 def render(template: str, **context: Any) -> str:
@@ -43,7 +51,7 @@ def comparison_view(c: runs.Comparison) -> dict:
                      "b": format_figure(f["b"], f["kind"], c.currency),
                      "difference": format_figure(d, f["kind"], c.currency, signed=True),
                      "direction": "" if not d else "up" if d > 0 else "down"})
-    stages = [(name, STATUS_TEXT.get(a, a), STATUS_TEXT.get(b, b)) for name, a, b in c.stages]
+    stages = [(name, status_text(a), status_text(b)) for name, a, b in c.stages]
     return {"study": c.study, "run_a": c.run_a, "run_b": c.run_b, "figures": figs, "stages": stages,
             "params": [(k, runs._short(a), runs._short(b)) for k, a, b in c.params]}
 
@@ -54,7 +62,7 @@ def write_compare(c: runs.Comparison, out: Path) -> Path:
 
 def _count(v: Any) -> str:
     if isinstance(v, bool):
-        return "yes" if v else "no"
+        return i18n.word(v)
     if isinstance(v, float):
         return f"{v:,.2f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
@@ -69,31 +77,107 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
 
     run_dir = result.run_dir
     manifest = write_record(ctx, result, "complete" if result.ok else "failed")
+    i18n.use(ctx.study.report.language)
+    finish_stage_pages(ctx, result)
     currency = ctx.study.currency
     headline, findings, error = [], [], ""
     try:
         headline = summary.headline(run_dir, currency)
         rendered = {s.html for s in result.stages if s.html}
-        findings = [{"text": t, "link": link if link in rendered else ""} for t, link in summary.findings(run_dir, currency)]
+        findings = [{"text": t, "link": link if link.split("#")[0] in rendered else ""}
+                    for t, link in summary.findings(run_dir, currency)]
     except Exception as exc:  # the summary must never hide the stage links
         error = str(exc)
     comparison = None
     previous = history.complete()
     if previous:
         comparison = comparison_view(runs.compare(previous[0][0], run_dir))
-    stages = [{"title": s.stage.title, "html": s.html, "status": s.status, "status_text": STATUS_TEXT[s.status],
+    stages = [{"title": i18n.t(f"stages.{s.stage.name}"), "html": s.html, "status": s.status,
+               "status_text": status_text(s.status),
                "reason": s.reason, "error": s.error,
                "seconds": "" if s.status in {"reused", "skipped", "pending"} else f"{s.seconds:.1f} s"}
               for s in result.stages]
     params_yaml = yaml.safe_dump(runs.strip_paths(ctx.study.resolved()), sort_keys=False, allow_unicode=True)
     page = render(
-        "index.html.j2", study=ctx.study.study, client=ctx.study.client, run=run_dir.name,
-        status=manifest["status"], status_text="complete" if result.ok else "FAILED: not a complete study",
+        "index.html.j2", study=ctx.study.study, client=ctx.study.client, run=run_dir.name, client_view=ctx.client,
+        status=manifest["status"], status_text=i18n.t("index.complete" if result.ok else "index.failed"),
         started=manifest["started"].replace("T", " "), finished=(manifest["finished"] or "").replace("T", " "),
         headline=headline, findings=findings, summary_error=error, stages=stages, comparison=comparison,
         overrides=ctx.overrides, params_yaml=params_yaml,
         inputs=[{"table": f["table"], "file": Path(f["path"]).name, "bytes": f"{f['bytes']:,}", "sha": f["sha256"][:16]}
                 for f in ctx.fps],
-        counts=[(k.replace("_", " "), _count(v)) for k, v in manifest["row_counts"].items() if k != "notes"],
+        counts=[(i18n.label(k), _count(v)) for k, v in manifest["row_counts"].items() if k != "notes"],
         versions=list(manifest["versions"].items()))
     return io.write_text(scrub(page), run_dir / "index.html")
+
+
+def _stage_navigation(ctx: "_Context", result: "RunResult", i: int, html_text: str) -> str:
+    """A stage report with the run's header (study, client, run; links to the index and the previous and next
+    stage reports), a table of contents of its sections, and, for the client (`--client`), without the
+    consultant's notes and without sections left with nothing to show."""
+    from bs4 import BeautifulSoup
+
+    from cvlib import i18n
+    from cvlib.report import CONSULTANT_CLASS
+
+    soup = BeautifulSoup(html_text, "html.parser")
+    for old in soup.select(".cvlib-nav, .cvlib-toc"):
+        old.decompose()
+    if ctx.client:
+        _drop_consultant(soup, CONSULTANT_CLASS)
+    shown = [s for s in result.stages if s.html]
+    me = result.stages[i]
+    pos = shown.index(me) if me in shown else -1
+    prev = shown[pos - 1] if pos > 0 else None
+    nxt = shown[pos + 1] if 0 <= pos < len(shown) - 1 else None
+    toc = []
+    for cell in soup.select(".jp-MarkdownCell"):
+        anchor, head = cell.select_one("a.cvlib-anchor[id]"), cell.find("h2")
+        if anchor is not None and head is not None:
+            toc.append({"id": anchor["id"], "text": head.get_text().replace("¶", "").strip()})
+    snippet = render("stage_nav.html.j2", study=ctx.study.study, client=ctx.study.client, run=result.run_dir.name,
+                     title=i18n.t(f"stages.{me.stage.name}"),
+                     prev={"html": prev.html, "title": i18n.t(f"stages.{prev.stage.name}")} if prev else None,
+                     next={"html": nxt.html, "title": i18n.t(f"stages.{nxt.stage.name}")} if nxt else None,
+                     toc=toc, t=i18n.t)
+    frag = BeautifulSoup(snippet, "html.parser")
+    main = soup.find("main") or soup.body
+    toc_div = frag.select_one(".cvlib-toc")
+    intro = soup.select_one(".jp-MarkdownCell")
+    if toc_div is not None:
+        toc_div.extract()
+        (intro.insert_after(toc_div) if intro is not None else main.insert(0, toc_div))
+    main.insert(0, frag)
+    if soup.html is not None:
+        soup.html["lang"] = "zh-CN" if i18n.current() == "zh" else "en"
+    if soup.title is not None:
+        soup.title.string = f"{i18n.t(f'stages.{me.stage.name}')} - {ctx.study.study}"
+    return str(soup)
+
+
+def _drop_consultant(soup: Any, css_class: str) -> None:
+    """Remove the consultant's notes, then every section (a level-2 heading and the cells up to the next one)
+    with no output left."""
+    for note in soup.select(f"div.{css_class}"):
+        holder = note.find_parent(class_="jp-OutputArea-child") or note
+        holder.decompose()
+    cells = soup.select("main > .jp-Cell, body > .jp-Cell")
+    sections: list[list[Any]] = []
+    for cell in cells:
+        if "jp-MarkdownCell" in cell.get("class", []) and cell.find("h2") is not None:
+            sections.append([cell])
+        elif sections:
+            sections[-1].append(cell)
+    for sec in sections:
+        if not any(c.select(".jp-OutputArea-child") for c in sec[1:]):
+            for c in sec:
+                c.decompose()
+
+
+def finish_stage_pages(ctx: "_Context", result: "RunResult") -> None:
+    """Give every stage report of the run its header, contents and links (reused reports included: they get
+    this run's header)."""
+    for i, sr in enumerate(result.stages):
+        if sr.html and (result.run_dir / sr.html).exists():
+            path = result.run_dir / sr.html
+            io.write_text(_stage_navigation(ctx, result, i, path.read_text(encoding="utf-8")), path)

@@ -568,6 +568,8 @@ class Strategy(_Model):
 # --------------------------------------------------------------------------- study
 class Report(_Model):
     top_n: int = Field(10, ge=1, le=100, description="rows shown in 'top' tables")
+    language: Literal["en", "zh"] = Field("en", description="language of the reports: en (English) or zh "
+                                          "(简体中文); exported files keep English column names")
 
 
 class Study(_Model):

@@ -1,6 +1,8 @@
 """Figures for the reports, all in one seaborn theme. Each returns a matplotlib Figure."""
 from __future__ import annotations
 
+import functools
+
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
@@ -8,51 +10,89 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from cvlib.i18n import label, name
+from cvlib.i18n import text as T
+
 PALETTE = "deep"
 
 
 def _shown_once(fn):
     """Close the figure and return it: a notebook cell then shows it exactly once, as its value."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         fig = fn(*args, **kwargs)
+        number(fig)
         plt.close(fig)
         return fig
 
     return wrapper
 
 
+def number(fig: plt.Figure) -> None:
+    """Put the report's next figure number before the figure's title ('Figure 3. ...', '图 3 ...')."""
+    from cvlib import report
+
+    titled = [a for a in fig.axes if a.get_title()]
+    if titled:
+        a = titled[0] if len(titled) == 1 else None
+        n = report.next_number("figure")
+        if a is not None:
+            a.set_title(T("common.figure_title", n=n, title=a.get_title()))
+        else:  # several panels: the number goes above them all
+            fig.suptitle(T("common.figure_number", n=n), fontweight="bold", x=0.02, ha="left")
+
+
+@functools.cache
+def cjk_font() -> str:
+    """Register the Noto Sans CJK SC font shipped by the `mplfonts` package with matplotlib (once) and return
+    its family name: the fallback for every glyph the theme's Latin font lacks (Chinese names and text)."""
+    from importlib.resources import files
+
+    from matplotlib import font_manager
+
+    path = str(files("mplfonts") / "fonts" / "NotoSansCJKsc-Regular.otf")
+    font_manager.fontManager.addfont(path)
+    return font_manager.FontProperties(fname=path).get_name()
+
+
 def use_theme() -> None:
-    """The one theme every cvlib figure uses."""
+    """The one theme every cvlib figure uses: seaborn's whitegrid, DejaVu Sans with Noto Sans CJK as the
+    fallback font (so Chinese text never turns into boxes), plain numbers on the axes."""
+    import logging
+
+    # Noto Sans CJK ships one weight: bold titles use it at 400, which matplotlib would log on every figure
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
     plt.rcParams.update({
+        "font.family": ["DejaVu Sans", cjk_font()], "axes.formatter.useoffset": False,
+        "axes.unicode_minus": True,
         "figure.figsize": (8, 4.2), "figure.dpi": 100, "savefig.dpi": 100, "axes.titleweight": "bold",
         "axes.titlesize": 12, "text.parse_math": False, "figure.autolayout": True,
     })
 
 
-def _money_axis(ax: plt.Axes, currency: str, axis: str = "y") -> None:
+def _money_axis(ax: plt.Axes, currency: str, axis: str = "y", text: str | None = None) -> None:
+    """Plain money ticks (thousands separators, no offset or 1e6) and the currency in the axis label."""
     fmt = mticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
-    label = ax.get_ylabel() if axis == "y" else ax.get_xlabel()
-    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(f"{label} ({currency})")
+    text = text if text is not None else ax.get_ylabel() if axis == "y" else ax.get_xlabel()
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(T("plots.with_currency", text=text, currency=currency))
 
 
 @_shown_once
 def monthly_activity(monthly: pd.DataFrame, currency: str) -> plt.Figure:
     """Monthly revenue (bars) and active customers (line)."""
     fig, ax = plt.subplots()
-    ax.bar(monthly["month"], monthly["revenue"], width=20, color=sns.color_palette()[0], label="revenue")
-    ax.set_ylabel("revenue")
+    ax.bar(monthly["month"], monthly["revenue"], width=20, color=sns.color_palette()[0], label=T("plots.revenue"))
+    ax.set_ylabel(T("plots.revenue"))
     _money_axis(ax, currency)
     ax2 = ax.twinx()
-    ax2.plot(monthly["month"], monthly["active_customers"], color=sns.color_palette()[3], marker="o", label="active customers")
-    ax2.set_ylabel("active customers (count)")
+    ax2.plot(monthly["month"], monthly["active_customers"], color=sns.color_palette()[3], marker="o", label=T("plots.active_customers"))
+    ax2.set_ylabel(T("plots.active_customers_count"))
+    ax2.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax2.grid(False)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%b\n%Y"))
-    ax.set_title("Monthly revenue and active customers")
+    ax.set_title(T("plots.monthly_title"))
     fig.legend(loc="upper right", bbox_to_anchor=(0.9, 0.88))
     return fig
 
@@ -66,13 +106,13 @@ def amount_distribution(amounts: pd.Series, currency: str, bounds: tuple[float, 
     ax.hist(a, bins=bins, color=sns.color_palette()[0])
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
-    ax.set_xlabel(f"transaction amount ({currency}, log scale)")
-    ax.set_ylabel("transactions (count)")
+    ax.set_xlabel(T("plots.amount_axis", currency=currency))
+    ax.set_ylabel(T("plots.transactions_count"))
     if bounds:
         for b in bounds:
             if np.isfinite(b) and b > 0:
                 ax.axvline(b, color=sns.color_palette()[3], ls="--")
-    ax.set_title("Transaction amounts")
+    ax.set_title(T("plots.amounts_title"))
     return fig
 
 
@@ -81,14 +121,14 @@ def segment_bars(table: pd.DataFrame) -> plt.Figure:
     """Share of customers against share of revenue per segment."""
     t = table.melt(id_vars="segment", value_vars=["share_of_customers", "share_of_revenue"], var_name="share",
                    value_name="value")
-    t["segment"] = t["segment"].astype(str)
-    t["share"] = t["share"].map({"share_of_customers": "customers", "share_of_revenue": "revenue"})
+    t["segment"] = t["segment"].astype(str).map(name)
+    t["share"] = t["share"].map({"share_of_customers": T("plots.customers"), "share_of_revenue": T("plots.revenue")})
     t["value"] *= 100
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(table), 4) + 1))
     sns.barplot(data=t, y="segment", x="value", hue="share", ax=ax, orient="h")
-    ax.set_xlabel("share (%)")
+    ax.set_xlabel(T("plots.share_pct"))
     ax.set_ylabel("")
-    ax.set_title("Segments: share of customers and of revenue")
+    ax.set_title(T("plots.segments_title"))
     return fig
 
 
@@ -96,8 +136,10 @@ def segment_bars(table: pd.DataFrame) -> plt.Figure:
 def heatmap(table: pd.DataFrame, title: str, fmt: str = ",.0f", cbar_label: str = "") -> plt.Figure:
     """A labelled heatmap of a small grid (e.g. R x F)."""
     fig, ax = plt.subplots(figsize=(max(6.5, 0.75 * table.shape[1] + 2.5), max(4.5, 0.4 * table.shape[0] + 1.5)))
-    sns.heatmap(table.astype(float), annot=True, fmt=fmt, cmap="Blues", ax=ax, cbar_kws={"label": cbar_label})
-    ax.set_title(title)
+    sns.heatmap(table.astype(float), annot=True, fmt=fmt, cmap="Blues", ax=ax, cbar_kws={"label": label(T(cbar_label))})
+    ax.set_ylabel(label(str(table.index.name or "")))
+    ax.set_xlabel(label(str(table.columns.name or "")))
+    ax.set_title(T(title))
     return fig
 
 
@@ -105,14 +147,14 @@ def heatmap(table: pd.DataFrame, title: str, fmt: str = ",.0f", cbar_label: str 
 def pareto(curve: pd.DataFrame, top20: float) -> plt.Figure:
     """Cumulative revenue share against customer share, with the 20% line and equality diagonal."""
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    ax.plot(curve["customer_share"] * 100, curve["revenue_share"] * 100, label="customers ranked by revenue")
-    ax.plot([0, 100], [0, 100], ls=":", color="grey", label="equal spend")
+    ax.plot(curve["customer_share"] * 100, curve["revenue_share"] * 100, label=T("plots.pareto_curve"))
+    ax.plot([0, 100], [0, 100], ls=":", color="grey", label=T("plots.equal_spend"))
     ax.axvline(20, ls="--", color=sns.color_palette()[3])
-    ax.annotate(f"top 20% make {top20:.0%}", (20, top20 * 100), xytext=(30, top20 * 100 - 15),
+    ax.annotate(T("plots.top20", share=f"{top20:.0%}"), (20, top20 * 100), xytext=(30, max(top20 * 100 - 15, 5)),
                 arrowprops={"arrowstyle": "->"})
-    ax.set_xlabel("customers (cumulative %, highest revenue first)")
-    ax.set_ylabel("revenue (cumulative %)")
-    ax.set_title("Value concentration (Pareto curve)")
+    ax.set_xlabel(T("plots.pareto_x"))
+    ax.set_ylabel(T("plots.pareto_y"))
+    ax.set_title(T("plots.pareto_title"))
     ax.legend(loc="lower right")
     return fig
 
@@ -122,13 +164,13 @@ def elbow_silhouette(scores: pd.DataFrame, chosen: int) -> plt.Figure:
     """Inertia (elbow) and mean silhouette against k, the chosen k marked."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     a1.plot(scores["k"], scores["inertia"], marker="o")
-    a1.set_xlabel("k (clusters)")
-    a1.set_ylabel("inertia (within-cluster sum of squares)")
-    a1.set_title("Elbow")
+    a1.set_xlabel(T("plots.k"))
+    a1.set_ylabel(T("plots.inertia"))
+    a1.set_title(T("plots.elbow"))
     a2.plot(scores["k"], scores["silhouette"], marker="o", color=sns.color_palette()[1])
-    a2.set_xlabel("k (clusters)")
-    a2.set_ylabel("mean silhouette (-1 to 1)")
-    a2.set_title("Silhouette")
+    a2.set_xlabel(T("plots.k"))
+    a2.set_ylabel(T("plots.mean_silhouette"))
+    a2.set_title(T("plots.silhouette"))
     for a in (a1, a2):
         a.axvline(chosen, ls="--", color="grey")
     return fig
@@ -141,13 +183,13 @@ def silhouette(samples: pd.DataFrame) -> plt.Figure:
     y = 0
     for c, g in samples.groupby("cluster"):
         v = np.sort(g["silhouette"].to_numpy())
-        ax.fill_betweenx(np.arange(y, y + len(v)), 0, v, alpha=0.8, label=f"cluster {c}")
+        ax.fill_betweenx(np.arange(y, y + len(v)), 0, v, alpha=0.8, label=T("plots.cluster", c=c))
         y += len(v) + 20
     ax.axvline(samples["silhouette"].mean(), ls="--", color="grey")
-    ax.set_xlabel("silhouette value (-1 to 1)")
-    ax.set_ylabel("sampled customers")
+    ax.set_xlabel(T("plots.silhouette_value"))
+    ax.set_ylabel(T("plots.sampled_customers"))
     ax.set_yticks([])
-    ax.set_title("Silhouette by cluster")
+    ax.set_title(T("plots.silhouette_title"))
     ax.legend(loc="lower right")
     return fig
 
@@ -161,9 +203,9 @@ def clv_distribution(clv: pd.Series, currency: str, horizon_months: int) -> plt.
     ax.hist(v, bins=bins, color=sns.color_palette()[2])
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x:,.0f}" if x >= 1 else f"{x:g}"))
-    ax.set_xlabel(f"{horizon_months}-month CLV per customer ({currency}, log scale)")
-    ax.set_ylabel("customers (count)")
-    ax.set_title("Distribution of customer lifetime value")
+    ax.set_xlabel(T("plots.clv_axis", h=horizon_months, currency=currency))
+    ax.set_ylabel(T("plots.customers_count"))
+    ax.set_title(T("plots.clv_title"))
     return fig
 
 
@@ -171,11 +213,11 @@ def clv_distribution(clv: pd.Series, currency: str, horizon_months: int) -> plt.
 def bars(table: pd.DataFrame, x: str, y: str, title: str, xlabel: str, ylabel: str) -> plt.Figure:
     """A simple horizontal bar chart of one value per group."""
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(table), 4) + 1))
-    t = table.assign(**{x: table[x].astype(str)})
+    t = table.assign(**{x: table[x].astype(str).map(name)})
     sns.barplot(data=t, y=x, x=y, ax=ax, orient="h", color=sns.color_palette()[0])
-    ax.set_xlabel(ylabel)
-    ax.set_ylabel(xlabel)
-    ax.set_title(title)
+    ax.set_xlabel(T(ylabel))
+    ax.set_ylabel(T(xlabel))
+    ax.set_title(T(title))
     return fig
 
 
@@ -183,11 +225,13 @@ def bars(table: pd.DataFrame, x: str, y: str, title: str, xlabel: str, ylabel: s
 def actual_vs_predicted(table: pd.DataFrame, x: str, xlabel: str, ylabel: str, title: str) -> plt.Figure:
     """Grouped bars of `actual` and `predicted` per value of x."""
     t = table.melt(id_vars=x, value_vars=["actual", "predicted"], var_name="series", value_name="value")
+    t["series"] = t["series"].map({"actual": T("plots.actual"), "predicted": T("plots.model")})
     fig, ax = plt.subplots()
     sns.barplot(data=t, x=x, y="value", hue="series", ax=ax)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.legend(title="")
+    ax.set_xlabel(T(xlabel))
+    ax.set_ylabel(T(ylabel))
+    ax.set_title(T(title))
     return fig
 
 
@@ -195,14 +239,14 @@ def actual_vs_predicted(table: pd.DataFrame, x: str, xlabel: str, ylabel: str, t
 def tracking(track: pd.DataFrame, split_week: float | None, unit_label: str = "week") -> plt.Figure:
     """Cumulative actual and predicted repeat purchases over time, the calibration end marked."""
     fig, ax = plt.subplots()
-    ax.plot(track["week"], track["actual"], label="actual")
-    ax.plot(track["week"], track["predicted"], ls="--", label="model")
+    ax.plot(track["week"], track["actual"], label=T("plots.actual"))
+    ax.plot(track["week"], track["predicted"], ls="--", label=T("plots.model"))
     if split_week:
         ax.axvline(split_week, color="grey", ls=":")
-        ax.annotate("end of calibration", (split_week, ax.get_ylim()[1] * 0.05), rotation=90, ha="right")
-    ax.set_xlabel(f"{unit_label} since the start of the data")
-    ax.set_ylabel("cumulative repeat purchases (count)")
-    ax.set_title("Tracking: cumulative repeat purchases")
+        ax.annotate(T("plots.end_of_calibration"), (split_week, ax.get_ylim()[1] * 0.05), rotation=90, ha="right")
+    ax.set_xlabel(T("plots.since_start", unit=label(unit_label)))
+    ax.set_ylabel(T("plots.cumulative_repeat"))
+    ax.set_title(T("plots.tracking_title"))
     ax.legend()
     return fig
 
@@ -212,9 +256,9 @@ def survival_curve(curve: pd.DataFrame, period_months: int) -> plt.Figure:
     """Projected share of a cohort still under contract (sBG)."""
     fig, ax = plt.subplots()
     ax.plot(curve["period"], curve["survival"] * 100, marker="o")
-    ax.set_xlabel(f"renewal periods ({period_months} months each)")
-    ax.set_ylabel("contracts still active (%)")
-    ax.set_title("Projected contract survival (shifted-beta-geometric)")
+    ax.set_xlabel(T("plots.renewal_periods", m=period_months))
+    ax.set_ylabel(T("plots.contracts_active"))
+    ax.set_title(T("plots.survival_title"))
     return fig
 
 
@@ -226,12 +270,13 @@ def whale_curve(curve: pd.DataFrame, facts: dict) -> plt.Figure:
     ax.axhline(100, ls=":", color="grey")
     ax.scatter([facts["peak_at_customer_share"] * 100], [facts["peak_pct_of_total"]], color=sns.color_palette()[3],
                zorder=3)
-    ax.annotate(f"peak: {facts['peak_pct_of_total']:.0f}% of total profit", (facts["peak_at_customer_share"] * 100,
-                                                                            facts["peak_pct_of_total"]),
-                xytext=(10, -25), textcoords="offset points")
-    ax.set_xlabel("customers (cumulative %, most profitable first)")
-    ax.set_ylabel("cumulative profit (% of total)")
-    ax.set_title("Profitability (whale) curve")
+    right = facts["peak_at_customer_share"] > 0.6  # keep the note inside the axes
+    ax.annotate(T("plots.whale_peak", pct=f"{facts['peak_pct_of_total']:.0f}"),
+                (facts["peak_at_customer_share"] * 100, facts["peak_pct_of_total"]),
+                xytext=(-10 if right else 10, -25), textcoords="offset points", ha="right" if right else "left")
+    ax.set_xlabel(T("plots.whale_x"))
+    ax.set_ylabel(T("plots.whale_y"))
+    ax.set_title(T("plots.whale_title"))
     return fig
 
 
@@ -239,17 +284,18 @@ def whale_curve(curve: pd.DataFrame, facts: dict) -> plt.Figure:
 def value_matrix(df: pd.DataFrame, cuts_x: list[float], cuts_y: list[float], sample: int = 5000) -> plt.Figure:
     """Scatter of current against potential value score with the grid lines, coloured by cell."""
     d = df.sample(min(sample, len(df)), random_state=0) if len(df) > sample else df
-    fig, ax = plt.subplots(figsize=(7, 6))
+    d = d.assign(value_cell=d["value_cell"].astype(str).map(name))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     sns.scatterplot(data=d, x="current_value_score", y="potential_value_score", hue="value_cell", s=12,
                     alpha=0.6, ax=ax, linewidth=0)
     for c in cuts_x:
         ax.axvline(c, color="grey", ls="--")
     for c in cuts_y:
         ax.axhline(c, color="grey", ls="--")
-    ax.set_xlabel("current value score (0-100)")
-    ax.set_ylabel("potential value score (0-100)")
-    ax.set_title("Customer value matrix")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="cell")
+    ax.set_xlabel(T("plots.current_score"))
+    ax.set_ylabel(T("plots.potential_score"))
+    ax.set_title(T("plots.matrix_title"))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title=T("plots.cell"))
     return fig
 
 
@@ -259,10 +305,11 @@ def cohort_heatmap(table: pd.DataFrame, title: str, cbar_label: str) -> plt.Figu
     t = table.astype(float) * 100
     annot = t.shape[0] * t.shape[1] <= 200
     fig, ax = plt.subplots(figsize=(max(7, 0.4 * t.shape[1] + 2), max(4, 0.25 * t.shape[0] + 1.5)))
-    sns.heatmap(t, annot=annot, fmt=".0f", cmap="Blues", ax=ax, cbar_kws={"label": cbar_label}, vmin=0,
+    sns.heatmap(t, annot=annot, fmt=".0f", cmap="Blues", ax=ax, cbar_kws={"label": T(cbar_label)}, vmin=0,
                 vmax=min(100, float(np.nanmax(t.iloc[:, 1:].to_numpy())) if t.shape[1] > 1 else 100))
-    ax.set_ylabel("cohort (month of first purchase)")
-    ax.set_title(title)
+    ax.set_ylabel(T("plots.cohort"))
+    ax.set_xlabel(T("plots.months_since"))
+    ax.set_title(T(title))
     return fig
 
 
@@ -271,27 +318,28 @@ def km_plot(curves: pd.DataFrame, test: dict) -> plt.Figure:
     """Kaplan-Meier retention curves by group, with the log-rank p-value."""
     fig, ax = plt.subplots()
     for g, d in curves.groupby("group"):
-        ax.step(d["days"], d["survival"] * 100, where="post", label=f"{g} (n={int(d['customers'].iloc[0]):,})")
-    ax.set_xlabel("days since first purchase")
-    ax.set_ylabel("customers not yet churned (%)")
+        ax.step(d["days"], d["survival"] * 100, where="post", label=f"{name(str(g))} (n={int(d['customers'].iloc[0]):,})")
+    ax.set_xlabel(T("plots.days_since_first"))
+    ax.set_ylabel(T("plots.not_churned"))
     p = test.get("p_value")
-    ax.set_title("Kaplan-Meier retention" + (f" (log-rank p = {p:.3g})" if p == p and p is not None else ""))
-    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(T("plots.km_title") + (T("plots.logrank_p", p=f"{p:.3g}") if p == p and p is not None else ""))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower left")
     return fig
 
 
 @_shown_once
 def importance(d: pd.DataFrame, title: str, xlabel: str) -> plt.Figure:
     """Driver importance with its interval, largest first."""
-    d = d.assign(order=d["importance"].abs()).sort_values("order", ascending=True)
+    d = d.assign(order=d["importance"].abs(), driver=d["driver"].astype(str).map(label)).sort_values("order", ascending=True)
     fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(d), 4) + 1.2))
     ax.barh(d["driver"], d["importance"], color=sns.color_palette()[0])
     if d["ci_low"].notna().any():
         err = np.vstack([(d["importance"] - d["ci_low"]).clip(lower=0), (d["ci_high"] - d["importance"]).clip(lower=0)])
         ax.errorbar(d["importance"], d["driver"], xerr=np.nan_to_num(err), fmt="none", color="black", capsize=2)
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
+    ax.set_xlabel(T(xlabel))
+    ax.set_title(T(title))
     return fig
 
 
@@ -300,21 +348,25 @@ def ipa_chart(d: pd.DataFrame, scale_label: str) -> plt.Figure:
     """Importance-performance chart with its four named quadrants."""
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     ax.scatter(d["mean_rating"], d["importance"], s=50)
-    for _, r in d.iterrows():
-        ax.annotate(str(r["driver"]), (r["mean_rating"], r["importance"]), xytext=(4, 4), textcoords="offset points",
-                    fontsize=9)
+    # labels alternate above and below their point, so neighbours do not overlap
+    for i, (_, r) in enumerate(d.sort_values("mean_rating").iterrows()):
+        ax.annotate(label(str(r["driver"])), (r["mean_rating"], r["importance"]), xytext=(4, 6 if i % 2 == 0 else -12),
+                    textcoords="offset points", fontsize=8.5)
     mx, my = d["mean_rating"].mean(), d["importance"].mean()
     ax.axvline(mx, color="grey", ls="--")
     ax.axhline(my, color="grey", ls="--")
+    pad_x, pad_y = np.ptp(ax.get_xlim()) * 0.15, np.ptp(ax.get_ylim()) * 0.15
+    ax.set_xlim(ax.get_xlim()[0] - pad_x, ax.get_xlim()[1] + pad_x)
+    ax.set_ylim(ax.get_ylim()[0] - pad_y, ax.get_ylim()[1] + pad_y)
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
-    for x, y, label in ((x1, y1, "keep up the good work"), (x0, y1, "concentrate here"), (x0, y0, "low priority"),
-                        (x1, y0, "possible overkill")):
-        ax.text(x, y, label, ha="right" if x == x1 else "left", va="top" if y == y1 else "bottom", color="grey",
+    for x, y, key in ((x1, y1, "plots.ipa_keep"), (x0, y1, "plots.ipa_concentrate"), (x0, y0, "plots.ipa_low"),
+                      (x1, y0, "plots.ipa_overkill")):
+        ax.text(x, y, T(key), ha="right" if x == x1 else "left", va="top" if y == y1 else "bottom", color="grey",
                 fontsize=9, style="italic")
-    ax.set_xlabel(f"performance: mean rating ({scale_label})")
-    ax.set_ylabel("importance")
-    ax.set_title("Importance-performance")
+    ax.set_xlabel(T("plots.ipa_x", scale=scale_label))
+    ax.set_ylabel(T("plots.importance"))
+    ax.set_title(T("plots.ipa_title"))
     return fig
 
 
@@ -322,11 +374,11 @@ def ipa_chart(d: pd.DataFrame, scale_label: str) -> plt.Figure:
 def calibration(cal: pd.DataFrame) -> plt.Figure:
     """Predicted against observed churn by probability bin."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
-    ax.plot(cal["predicted"], cal["observed"], marker="o", label="model")
-    ax.set_xlabel("predicted churn probability")
-    ax.set_ylabel("observed churn rate")
-    ax.set_title("Calibration of the churn probabilities")
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label=T("plots.perfect_calibration"))
+    ax.plot(cal["predicted"], cal["observed"], marker="o", label=T("plots.model"))
+    ax.set_xlabel(T("plots.predicted_churn"))
+    ax.set_ylabel(T("plots.observed_churn"))
+    ax.set_title(T("plots.calibration_title"))
     ax.legend()
     return fig
 
@@ -334,14 +386,15 @@ def calibration(cal: pd.DataFrame) -> plt.Figure:
 @_shown_once
 def allocation(opt: pd.DataFrame, even: pd.DataFrame, currency: str) -> plt.Figure:
     """Expected net value per group and action: optimised plan against the even split."""
-    t = pd.concat([opt.assign(plan="optimised"), even.assign(plan="even split")])
-    t["option"] = t["group"] + ": " + t["action"]
+    t = pd.concat([opt.assign(plan=T("plots.optimised")), even.assign(plan=T("plots.even_split"))])
+    t["option"] = t["group"].astype(str).map(name) + ": " + t["action"].astype(str).map(name)
     fig, ax = plt.subplots(figsize=(8, 0.5 * max(t["option"].nunique(), 4) + 1.2))
     sns.barplot(data=t, y="option", x="net_value", hue="plan", ax=ax, orient="h")
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_xlabel(f"expected net value (incremental value - cost, {currency})")
+    ax.legend(title="")
+    _money_axis(ax, currency, "x", T("plots.net_value_axis"))
     ax.set_ylabel("")
-    ax.set_title("Budget allocation: optimised against even split")
+    ax.set_title(T("plots.allocation_title"))
     return fig
 
 
@@ -350,11 +403,11 @@ def sensitivity(sens: pd.DataFrame, currency: str) -> plt.Figure:
     """Net value of the optimised and even plans when every uplift assumption moves."""
     fig, ax = plt.subplots()
     x = (sens["uplift_multiplier"] - 1) * 100
-    ax.plot(x, sens["optimised_net_value"], marker="o", label="optimised plan")
-    ax.plot(x, sens["even_split_net_value"], marker="s", ls="--", label="even split")
+    ax.plot(x, sens["optimised_net_value"], marker="o", label=T("plots.optimised_plan"))
+    ax.plot(x, sens["even_split_net_value"], marker="s", ls="--", label=T("plots.even_split"))
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("change in every uplift assumption (%)")
-    ax.set_ylabel(f"expected net value ({currency})")
-    ax.set_title("Sensitivity to the uplift assumptions")
+    ax.set_xlabel(T("plots.uplift_change"))
+    _money_axis(ax, currency, "y", T("plots.expected_net_value"))
+    ax.set_title(T("plots.sensitivity_title"))
     ax.legend()
     return fig

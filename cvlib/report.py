@@ -6,26 +6,58 @@ text such as ``<script>`` is shown as text in every rendered report.
 from __future__ import annotations
 
 import html
+import logging
+import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from IPython.display import HTML
 
-from cvlib import privacy
+from cvlib import i18n, privacy
 from cvlib.params import Study
 
 ID_COLUMNS = ("customer_id",)
 
 
-def setup(study: Study | None = None) -> None:
-    """Apply the shared figure theme and table display options (call once per notebook)."""
-    from cvlib import plots
+WARNINGS_LOG = "warnings.log"
 
+
+def setup(study: Study | None = None, run_dir: str | Path | None = None) -> None:
+    """Apply the study's report language, the shared figure theme and table display options, and send
+    Python warnings to `warnings.log` in the run folder instead of the report (call once per notebook)."""
+    from cvlib import i18n, plots
+
+    i18n.use(study.report.language if study is not None else "en")
     plots.use_theme()
+    _counts.update(table=0, figure=0)
+    capture_warnings(Path(run_dir) / WARNINGS_LOG if run_dir is not None else None)
     pd.set_option("display.max_columns", 50)
     pd.set_option("display.width", 200)
+
+
+def capture_warnings(log: Path | None) -> None:
+    """Route every Python warning and every library log message of level WARNING or above (e.g. matplotlib's
+    font messages) to `log` (appended; nowhere when None): no warning text reaches a report."""
+    logging.captureWarnings(False)  # (re)install logging's warning hook, whatever replaced it since
+    logging.captureWarnings(True)
+    handler: logging.Handler = logging.NullHandler()
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.set_name(WARNINGS_LOG)
+    for logger in (logging.getLogger(), logging.getLogger("py.warnings")):
+        for h in [h for h in logger.handlers if h.get_name() == WARNINGS_LOG]:
+            logger.removeHandler(h)
+            h.close()
+    py = logging.getLogger("py.warnings")
+    py.propagate = True
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, logging.WARNING))
 
 
 def for_display(df: pd.DataFrame, study: Study | None) -> pd.DataFrame:
@@ -46,6 +78,8 @@ def for_display(df: pd.DataFrame, study: Study | None) -> pd.DataFrame:
 def _fmt(v: Any, kind: str, currency: str) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT:
         return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return i18n.word(v)
     if isinstance(v, (float, np.floating)) and np.isinf(v):
         return "∞" if v > 0 else "−∞"
     if kind == "money":
@@ -57,12 +91,24 @@ def _fmt(v: Any, kind: str, currency: str) -> str:
     if kind == "num":
         return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.1f}"
     if isinstance(v, pd.Timestamp):
-        return str(v.date()) if v == v.normalize() else str(v)
+        return i18n.date(v) if v == v.normalize() else str(v)
     if isinstance(v, (float, np.floating)):
         return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+    if isinstance(v, (int, np.integer)):
         return f"{v:,}"
-    return str(v)
+    return i18n.name(str(v))
+
+
+_counts = {"table": 0, "figure": 0}
+
+
+def next_number(kind: str) -> int:
+    """The next table or figure number of this report (numbering restarts with `setup`)."""
+    _counts[kind] += 1
+    return _counts[kind]
+
+
+text = i18n.text
 
 
 def table(
@@ -79,15 +125,15 @@ def table(
     """An HTML table with every cell escaped; money columns get the currency in the header,
     share columns a '%' and any column a unit from `units`."""
     df = for_display(df, study)
-    currency = study.currency if study else ""
+    currency = i18n.symbol(study.currency) if study and i18n.current() == "zh" else study.currency if study else ""
     money, pct, ints = set(money), set(pct), set(ints)
     units = dict(units or {})
     shown = df.head(max_rows)
     kinds = {c: "money" if c in money else "pct" if c in pct else "int" if c in ints else "auto" for c in df.columns}
     header = []
     for c in shown.columns:
-        unit = currency if c in money else "%" if c in pct else units.get(c, "")
-        header.append(html.escape(str(c)) + (f" <span class='unit'>({html.escape(unit)})</span>" if unit else ""))
+        unit = currency if c in money else "%" if c in pct else i18n.label(units[c]) if c in units else ""
+        header.append(html.escape(i18n.label(str(c))) + (f" <span class='unit'>({html.escape(unit)})</span>" if unit else ""))
     rows = []
     for _, r in shown.iterrows():
         cells = "".join(
@@ -96,39 +142,40 @@ def table(
             for c, v in r.items()
         )
         rows.append(f"<tr>{cells}</tr>")
-    cap = f"<caption style='caption-side:top;text-align:left'>{html.escape(caption)}</caption>" if caption else ""
-    more = f"<p><em>{len(df) - max_rows:,} more rows not shown.</em></p>" if len(df) > max_rows else ""
+    cap = ""
+    if caption:
+        numbered = i18n.t("common.table_caption", n=next_number("table"), caption=text(caption))
+        cap = f"<caption style='caption-side:top;text-align:left'>{html.escape(numbered)}</caption>"
+    more = f"<p><em>{html.escape(i18n.t('common.more_rows', n=f'{len(df) - max_rows:,}'))}</em></p>" if len(df) > max_rows else ""
     head = "".join(f"<th>{h}</th>" for h in header)
     return HTML(f"<table class='cvlib'>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}")
 
 
-def say(template: str, **values: Any) -> HTML:
-    """A paragraph from a template; values are escaped (client text is never read as HTML).
-
-    `**bold**` in the template (not in the values) is shown bold."""
-    text = html.escape(template)
-    import re
-
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+def say(key: str, **values: Any) -> HTML:
+    """A paragraph: the catalogue message `key` (or, for text that is not a key, the text itself) with its
+    fields filled; values are escaped (client text is never read as HTML) and `**bold**` in the message (not
+    in the values) is shown bold."""
+    template = html.escape(i18n.t(key) if i18n.is_key(key) else key)
+    template = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", template)
     escaped = {k: html.escape(v if isinstance(v, str) else _fmt(v, "auto", "")) for k, v in values.items()}
-    return HTML(f"<p>{text.format(**escaped)}</p>")
+    return HTML(f"<p>{template.format(**escaped)}</p>")
 
 
 def bullet_list(items: Iterable[str]) -> HTML:
     """A bulleted list of plain (escaped) sentences."""
-    lis = "".join(f"<li>{html.escape(str(i))}</li>" for i in items)
+    lis = "".join(f"<li>{html.escape(text(str(i)))}</li>" for i in items)
     return HTML(f"<ul>{lis}</ul>")
 
 
-def warn(text: str) -> HTML:
+def warn(note: str) -> HTML:
     """A highlighted note: what could not be computed and why."""
     return HTML(f"<div style='border-left:4px solid #c0392b;padding:4px 10px;background:#fdf2f2'>"
-                f"<strong>Note:</strong> {html.escape(text)}</div>")
+                f"<strong>{html.escape(i18n.t('common.note'))}</strong> {html.escape(text(note))}</div>")
 
 
 def money(v: float, study: Study) -> str:
-    """'12,345.67 USD'."""
-    return f"{v:,.2f} {study.currency}"
+    """An amount in the study currency, formatted for the report language ('12,345.67 USD', '¥1.23万')."""
+    return i18n.money(v, study.currency, decimals=None if i18n.current() == "zh" else 2)
 
 
 def pre(text: str) -> HTML:
@@ -140,3 +187,20 @@ def notes(items: Iterable[str]) -> HTML:
     """Each note highlighted (what could not be computed and why); nothing when there are none."""
     items = list(items)
     return HTML("".join(warn(i).data for i in items)) if items else HTML("")
+
+
+CONSULTANT_CLASS = "cvlib-consultant"
+
+
+def consultant(note: str, **values: Any) -> HTML:
+    """A note for the consultant (a parameter to set, a section with nothing to show and why): shown in the
+    consultant's reports, left out of the client's (`cvlib run --client`)."""
+    return HTML(f"<div class='{CONSULTANT_CLASS}' style='color:#555;font-size:0.9em;border-left:3px solid #bbb;"
+                f"padding:2px 8px'><em>{html.escape(i18n.t('common.consultant_note'))}</em> "
+                f"{html.escape(text(note, **values))}</div>")
+
+
+# formats of the report language, for the values put into messages
+label = i18n.label
+pct = i18n.pct
+date = i18n.date

@@ -479,6 +479,7 @@ class ClusterResult:
     silhouette_samples: pd.DataFrame | None
     rules: str = ""
     tree_accuracy: float | None = None
+    tree_rules: list[dict] = field(default_factory=list)  # one per leaf: cluster, label, bounds, customers
     notes: list[str] = field(default_factory=list)
 
 
@@ -558,7 +559,54 @@ def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
     acc = float(tree.score(Xte, yte))
     rules_text = export_text(tree, feature_names=["recency_days", "frequency", "monetary"],
                              class_names=[f"{i}: {names[i]}" for i in tree.classes_], decimals=1)
-    return ClusterResult(labels, k, scores, prof.reset_index(), sil_s, rules_text, acc)
+    return ClusterResult(labels, k, scores, prof.reset_index(), sil_s, rules_text, acc,
+                         tree_leaf_rules(tree, ["recency", "frequency", "monetary"], names))
+
+
+def tree_leaf_rules(tree, features: list[str], names: pd.Series) -> list[dict]:
+    """Each leaf of a fitted decision tree as a rule: the cluster it predicts, that cluster's label, the
+    (lower, upper] bounds on each feature along the path, and the training customers it holds."""
+    t = tree.tree_
+    out: list[dict] = []
+
+    def walk(node: int, bounds: dict[str, tuple[float, float]]) -> None:
+        if t.children_left[node] == -1:
+            cluster = int(tree.classes_[int(np.argmax(t.value[node][0]))])
+            out.append({"cluster": cluster, "label": str(names[cluster]), "bounds": bounds,
+                        "customers": int(t.n_node_samples[node])})
+            return
+        f, thr = features[t.feature[node]], float(t.threshold[node])
+        lo, hi = bounds.get(f, (-np.inf, np.inf))
+        walk(t.children_left[node], {**bounds, f: (lo, min(hi, thr))})
+        walk(t.children_right[node], {**bounds, f: (max(lo, thr), hi)})
+
+    walk(0, {})
+    return sorted(out, key=lambda r: (r["cluster"], -r["customers"]))
+
+
+def rule_sentences(rules: list[dict], currency: str) -> list[str]:
+    """Leaf rules as sentences in the report language: 'Cluster 2 (recent · frequent): recency at most 30 days
+    and more than 3 purchases (1,234 customers in the training sample)'. Leaves of one cluster are listed
+    together; split values of whole-number features (days, purchases) are read as whole numbers."""
+    from cvlib import i18n
+
+    def cond(f: str, lo: float, hi: float) -> str:
+        unit = {"recency": "days", "frequency": "purchases", "monetary": "money"}[f]
+        # days and purchases are whole numbers: x <= 30.5 is x <= 30 and x > 30.5 is "over 30"
+        fmt = (lambda v: i18n.money(v, currency, decimals=0)) if unit == "money" else (lambda v: f"{np.floor(v):,.0f}")
+        if np.isfinite(lo) and np.isfinite(hi):
+            return i18n.t(f"rules.{f}_between", lo=fmt(lo), hi=fmt(hi))
+        if np.isfinite(hi):
+            return i18n.t(f"rules.{f}_at_most", v=fmt(hi))
+        return i18n.t(f"rules.{f}_over", v=fmt(lo))
+
+    out = []
+    for r in rules:
+        conds = [cond(f, *r["bounds"][f]) for f in ("recency", "frequency", "monetary") if f in r["bounds"]]
+        out.append(i18n.t("rules.sentence", cluster=r["cluster"], label=i18n.name(r["label"]),
+                          conditions=i18n.t("rules.and").join(conds) or i18n.t("rules.everyone"),
+                          n=f"{r['customers']:,}"))
+    return out
 
 
 # --------------------------------------------------------------------------- the stage
@@ -627,8 +675,9 @@ def run_rfm(study: Study, run_dir: str | Path) -> RfmResult:
 
 def describe(rfm: pd.DataFrame) -> pd.DataFrame:
     """Distribution of recency, frequency, monetary and tenure (mean and percentiles)."""
-    cols = {"recency": "recency (days)", "frequency": "frequency (occasions)", "monetary": "monetary (total)",
-            "monetary_mean": "monetary (mean per occasion)", "tenure": "tenure (days)"}
+    from cvlib import i18n
+
+    cols = {c: i18n.t(f"rfm.measure_{c}") for c in ("recency", "frequency", "monetary", "monetary_mean", "tenure")}
     d = rfm[list(cols)].describe(percentiles=[0.25, 0.5, 0.75, 0.9]).T.drop(columns="count")
     d.index = [cols[c] for c in d.index]
     return d.reset_index(names="measure")

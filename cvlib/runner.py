@@ -329,12 +329,15 @@ class StageKernel:
         self.runtime = runtime
         self.km: Any = None
 
-    def execute(self, nb_in: Path, out_nb: Path, parameters: dict, cwd: Path, tty: bool) -> None:
-        """Run one notebook with papermill into out_nb (written even when a cell fails)."""
+    def execute(self, nb_in: Path, out_nb: Path, parameters: dict, cwd: Path, tty: bool, language: str = "en") -> None:
+        """Run one notebook with papermill into out_nb (written even when a cell fails), its narrative in the
+        report language."""
         import nbformat
         import papermill as pm
 
-        nb = nbformat.read(nb_in, as_version=4)
+        from cvlib import i18n
+
+        nb = i18n.localise_notebook(nbformat.read(nb_in, as_version=4), nb_in.stem, language)
         nb.cells.insert(0, nbformat.v4.new_code_cell(RESET_SOURCE, metadata={"tags": [RESET_TAG]}))
         staged = self.runtime / f"in-{nb_in.name}"
         nbformat.write(nb, staged)
@@ -357,7 +360,7 @@ class StageKernel:
 
 
 def _execute(kernel: StageKernel, nb_in: Path, out_nb: Path, parameters: dict, cwd: Path, tty: bool,
-             scrubber: Any) -> None:
+             scrubber: Any, language: str = "en") -> None:
     """Run one stage notebook into the kernel's private folder, drop the reset cell, scrub its outputs, move it
     into place. The unscrubbed notebook never enters the run folder; the scrubbed one is written even when the
     stage failed (it shows the error)."""
@@ -366,7 +369,7 @@ def _execute(kernel: StageKernel, nb_in: Path, out_nb: Path, parameters: dict, c
     tmp_nb = kernel.runtime / out_nb.name
     error: Exception | None = None
     try:
-        kernel.execute(nb_in, tmp_nb, parameters, cwd, tty)
+        kernel.execute(nb_in, tmp_nb, parameters, cwd, tty, language)
     except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
         error = exc
     if tmp_nb.exists():
@@ -392,6 +395,7 @@ class _Context:
     forced: set[str]
     with_code: bool
     versions: dict[str, str]
+    client: bool = False  # render for the client: no consultant notes, no parameter dump
 
 
 def _run_stage(sr: StageRun, i: int, n: int, ctx: _Context, kernel: StageKernel, scrubber: Any) -> None:
@@ -403,7 +407,7 @@ def _run_stage(sr: StageRun, i: int, n: int, ctx: _Context, kernel: StageKernel,
     try:
         _execute(kernel, ctx.nb_dir / s.notebook, out_nb,
                  {"params_file": str(run_dir / "params.yaml"), "overrides": {}, "run_dir": str(run_dir),
-                  "build_missing": False}, ctx.nb_dir, sys.stderr.isatty(), scrubber)
+                  "build_missing": False}, ctx.nb_dir, sys.stderr.isatty(), scrubber, ctx.study.report.language)
         missing = [f for f in s.writes if not (run_dir / f).exists()]
         if missing:
             raise StageError(f"the notebook did not write {', '.join(missing)}, which stage {s.name!r} declares "
@@ -428,6 +432,7 @@ def run_study(
     reports_dir: str | Path | None = None,
     notebooks_dir: str | Path | None = None,
     force: bool = False,
+    client: bool = False,
 ) -> RunResult:
     """Validate the study once, write the resolved parameters, then for each stage in order reuse an earlier
     run's result when nothing it depends on changed, or run it (always for `stages` named, and for all with
@@ -455,14 +460,14 @@ def run_study(
     tables = {f["table"]: f["sha256"] for f in fps}
     versions = package_versions()
     params = study.resolved()
-    context = {"versions": versions, "with_code": with_code,
+    context = {"versions": versions, "with_code": with_code, "client": client,
                "key": privacy.key_fingerprint(scrubber.key) if scrubber.key else None}
     run_dir = new_run_dir(reports, study.study)
     io.write_text(f"# Resolved parameters of run {run_dir.name} of study {study.study} (input paths absolute, "
                   f"overrides applied).\n# Rerun: cvlib run {run_dir / 'params.yaml'}\n" + study.to_yaml(resolved=True),
                   run_dir / "params.yaml")
     ctx = _Context(study, run_dir, nb_dir, dt.datetime.now(), list(overrides or []), fps,
-                   {s.name for s in selected} if force else set(names), with_code, versions)
+                   {s.name for s in selected} if force else set(names), with_code, versions, client)
     result = RunResult(run_dir=run_dir, stages=[StageRun(s) for s in selected])
     history = runs.Runs(reports / study.study, exclude=run_dir)
     write_record(ctx, result, "running")  # a killed run stays 'running' and is never used again

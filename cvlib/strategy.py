@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import expr, io
+from cvlib import expr, i18n, io
 from cvlib import xlsx as xlsx_writer
 from cvlib.errors import ParamError
 from cvlib.params import Action, Strategy, Study
@@ -100,8 +100,6 @@ def assign_groups(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
     return df.assign(group=group.astype(str), objective=objective)
 
 
-OBJECTIVES = {"wider": "acquire look-alikes, win back the lapsed", "longer": "retain, extend the lifetime",
-              "deeper": "grow share of wallet: cross-sell, upsell, new service lines"}
 
 
 # --------------------------------------------------------------------------- economics
@@ -275,8 +273,8 @@ def allocate(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multi
         picks, bound = _greedy(cand, budget)
         net = float((picks["expected_gain"] - picks["cost"]).sum())
         gap = max(bound - net, 0.0)
-        status = (f"greedy on {len(cand):,} pairs: within {gap:,.2f} ({gap / bound:.2%}) of the LP bound "
-                  f"{bound:,.2f}" if bound > 0 else "greedy")
+        status = (i18n.t("strategy.greedy_status", n=f"{len(cand):,}", gap=f"{gap:,.2f}", share=i18n.pct(gap / bound, 2),
+                         bound=f"{bound:,.2f}") if bound > 0 else i18n.t("strategy.greedy"))
         return _allocation(df, opts, picks[["row", "option", "expected_gain", "cost"]], "greedy", status)
     n = len(cand)
     rows = pd.factorize(cand["row"])[0]
@@ -330,7 +328,7 @@ def playbook(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
                                 value_at_risk=("value_at_risk", "sum"), objective=("objective", "first"))
     g["share_of_revenue"] = g["revenue"] / g["revenue"].sum()
     acts = {grp: [a for a in cfg.actions if grp in a.groups] for grp in g.index}
-    g["aim"] = g["objective"].map(OBJECTIVES)
+    g["aim"] = g["objective"].map(lambda o: i18n.t(f"strategy.aim_{o}"))
     g["actions"] = [", ".join(a.name for a in acts[grp]) or "none in the action library" for grp in g.index]
     g["channel"] = [", ".join(dict.fromkeys(a.channel for a in acts[grp] if a.channel)) for grp in g.index]
     g["priority"] = [min((a.priority for a in acts[grp]), default=np.nan) for grp in g.index]
@@ -372,15 +370,18 @@ def target_list(df: pd.DataFrame, alloc: Allocation, cfg: Strategy, currency: st
     order = {a.name: i for i, a in enumerate(cfg.actions)}
     t = t.assign(_o=t["action"].map(order)).sort_values(["_o", "expected_gain"], ascending=[True, False],
                                                          kind="stable")
-    t["reason"] = [f"{seg} segment; CLV {clv:,.0f} {currency}; churn probability {p:.0%}; expected gain "
-                   f"{gain:,.0f} {currency} for {cost:,.2f} {currency}"
+    t["reason"] = [i18n.t("strategy.reason", seg=i18n.name(str(seg)), clv=f"{clv:,.0f}", currency=currency,
+                          p=i18n.pct(p, 0), gain=f"{gain:,.0f}", cost=f"{cost:,.2f}")
                    for seg, clv, p, gain, cost in zip(t["segment"], t["clv"], t["churn_probability"],
                                                       t["expected_gain"], t["cost"])]
     return t[cols].reset_index(drop=True)
 
 
 def write_targets(targets: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
-    """targets.csv and targets.xlsx (one sheet per action; cvlib.xlsx, fast and reproducible), real customer ids."""
+    """targets.csv and targets.xlsx (one sheet per action; cvlib.xlsx, fast and reproducible), real customer ids,
+    amounts to the cent. The CSV keeps the stable English column names; the workbook's header row is in the
+    report language."""
+    targets = io.rounded_for_export(targets)
     csv = io.write_csv(targets, run_dir / "targets.csv")
 
     def sheet(name: str, used: set[str]) -> str:
@@ -396,7 +397,7 @@ def write_targets(targets: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
         used: set[str] = set()
         sheets = {"targets": targets} if targets.empty else {
             sheet(str(action), used): sub for action, sub in targets.groupby("action", sort=False)}
-        xlsx_writer.write_xlsx(sheets, p)
+        xlsx_writer.write_xlsx(sheets, p, headers={n: [i18n.label(str(c)) for c in df.columns] for n, df in sheets.items()})
 
     xlsx = io._atomic(run_dir / "targets.xlsx", write)
     return csv, xlsx
@@ -440,16 +441,17 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
                          opt("churn_risk.parquet"), opt("drivers.parquet"), opt("transactions_clean.parquet"))
     io.write_parquet(res.customers[["customer_id", "group", "objective", "clv", "churn_probability", "value_at_risk"]],
                      run_dir / "strategy_groups.parquet")
-    io.write_csv(res.playbook, run_dir / "playbook.csv")
+    io.write_csv(io.rounded_for_export(res.playbook), run_dir / "playbook.csv")
     write_targets(res.targets, run_dir)
     a = res.allocation
+    # the plan's figures are the sums of the target list as written (to the cent): what the CRM list delivers
+    listed = io.rounded_for_export(res.targets)
+    gain, cost = float(listed["expected_gain"].sum()), float(listed["cost"].sum())
     io.write_json({"budget": study.strategy.budget, "allocation": a.plan.to_dict("records"),
                    "method": a.method, "solver_status": a.status,
-                   "total_cost": a.total_cost, "expected_incremental_value": a.total_value,
-                   "net_value": a.net_value, "even_split_net_value": res.even.net_value,
+                   "total_cost": cost, "expected_incremental_value": gain,
+                   "net_value": gain - cost, "even_split_net_value": res.even.net_value,
                    "even_split_cost": res.even.total_cost,
-                   "target_list": {"customers": len(res.targets),
-                                   "expected_incremental_value": float(res.targets["expected_gain"].sum()),
-                                   "cost": float(res.targets["cost"].sum())},
+                   "target_list": {"customers": len(res.targets), "expected_incremental_value": gain, "cost": cost},
                    "playbook": res.playbook.to_dict("records"), "notes": res.notes}, run_dir / "strategy.json")
     return res

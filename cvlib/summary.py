@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import i18n, io
 from cvlib.stages import html_of
 
 
@@ -35,16 +35,17 @@ class Figure:
 
 
 def format_figure(v: float | None, kind: str, currency: str, signed: bool = False) -> str:
-    """A figure rounded for reading: counts and money to whole units, shares to 0.1 points."""
+    """A figure rounded for reading in the report language: counts and money to whole units (cents below
+    100: a mean CLV of 10.47 is not "10"; 万/亿 in Chinese), shares to 0.1 points."""
     if v is None or v != v:
         return "–"
     sign = "+" if signed and v > 0 else ""
     if kind == "share":
-        return f"{sign}{100 * v:.1f}" + (" points" if signed else "%")
-    if kind == "points":
-        return f"{'+' if v > 0 else ''}{v:.0f} points"  # NPS is always shown with its sign
-    if kind == "money":  # whole units, cents below 100 (a mean CLV of 10.47 is not "10")
-        return f"{sign}{v:,.2f} {currency}" if abs(v) < 100 else f"{sign}{v:,.0f} {currency}"
+        return f"{sign}{100 * v:.1f}" + (i18n.t("summary.points") if signed else "%")
+    if kind == "points":  # NPS is always shown with its sign
+        return f"{'+' if v > 0 else ''}{v:.0f}" + i18n.t("summary.points")
+    if kind == "money":
+        return i18n.money(v, currency, signed=signed)
     return f"{sign}{v:,.0f}"
 
 
@@ -56,28 +57,28 @@ def figures(run_dir: str | Path) -> list[Figure]:
     c = _json(run_dir, "cleaning.json")
     if c:
         s = c["summary"]
-        out += [Figure("customers", "customers", s["customers"], "count"),
-                Figure("revenue", "revenue (clean)", s["amount_kept"], "money")]
+        out += [Figure("customers", i18n.t("summary.customers"), s["customers"], "count"),
+                Figure("revenue", i18n.t("summary.revenue"), s["amount_kept"], "money")]
     r = _json(run_dir, "rfm.json")
     if r:
-        out.append(Figure("top20_share", "revenue share of the top 20% of customers",
+        out.append(Figure("top20_share", i18n.t("summary.top20_share"),
                           r["concentration"]["top20_revenue_share"], "share"))
     m = _json(run_dir, "clv_model.json")
     clv = _parquet(run_dir, "clv.parquet")
     if m and clv is not None:
         h = m["assumptions"]["horizon_months"]
-        out.append(Figure("mean_clv", f"mean {h}-month CLV", float(clv["clv"].mean()), "money"))
+        out.append(Figure("mean_clv", i18n.t("summary.mean_clv", h=h), float(clv["clv"].mean()), "money"))
     d = _json(run_dir, "drivers.json")
     if d and d.get("rates"):
-        out.append(Figure("churn_rate", "churn rate", d["rates"][0]["churn_rate"], "share"))
+        out.append(Figure("churn_rate", i18n.t("summary.churn_rate"), d["rates"][0]["churn_rate"], "share"))
     risk = _parquet(run_dir, "churn_risk.parquet")
     if clv is not None and risk is not None and risk["churn_probability"].notna().any():
         v = clv.merge(risk, on="customer_id")
-        out.append(Figure("value_at_risk", "value at risk (CLV x churn probability)",
+        out.append(Figure("value_at_risk", i18n.t("summary.value_at_risk"),
                           float((v["clv"] * v["churn_probability"]).sum()), "money"))
     st = _json(run_dir, "strategy.json")
     if st:
-        out.append(Figure("plan_net_value", "plan net value (expected extra value less its cost)",
+        out.append(Figure("plan_net_value", i18n.t("summary.plan_net_value"),
                           st["net_value"], "money"))
     if d and d.get("nps") is not None:
         out.append(Figure("nps", "NPS", d["nps"], "points"))
@@ -90,7 +91,8 @@ def headline(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
     out = [(f.label, f.text(currency)) for f in figures(run_dir)]
     c = _json(run_dir, "cleaning.json")
     if c:
-        out.insert(2, ("period", f"{c['summary']['first_date']} to {c['summary']['last_date']}"))
+        out.insert(2, (i18n.t("summary.period"), i18n.t("summary.period_value", first=i18n.date(c["summary"]["first_date"]),
+                                                                last=i18n.date(c["summary"]["last_date"]))))
     return out
 
 
@@ -102,13 +104,13 @@ def findings(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
     if c:
         s = c["summary"]
         q = s["rows_quarantined"] + s["rows_duplicates"]
-        out.append((f"{q:,} of {s['rows_in']:,} rows ({q / max(s['rows_in'], 1):.1%}) were set aside or removed in "
-                    "cleaning; every row and amount is accounted for.", html_of("cleaning")))
+        out.append((i18n.t("summary.f_cleaning", q=f"{q:,}", n=f"{s['rows_in']:,}", share=i18n.pct(q / max(s["rows_in"], 1))),
+                    html_of("cleaning") + "#reconciliation"))
     r = _json(run_dir, "rfm.json")
     if r:
         k = r["concentration"]
-        out.append((f"The top 20% of customers make {k['top20_revenue_share']:.0%} of revenue; "
-                    f"{k['customer_share_for_80pct']:.0%} of customers make 80% of it.", html_of("rfm")))
+        out.append((i18n.t("summary.f_concentration", top=i18n.pct(k["top20_revenue_share"], 0),
+                           share=i18n.pct(k["customer_share_for_80pct"], 0)), html_of("rfm") + "#value_concentration"))
     clv = _parquet(run_dir, "clv.parquet")
     m = _json(run_dir, "clv_model.json")
     if clv is not None and m:
@@ -119,33 +121,32 @@ def findings(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
             named = [share.index[0]] + [s for s in ("At Risk", "Can't Lose Them") if s in share.index
                                         and share[s] >= 0.01 and s != share.index[0]]
             for seg in named:
-                out.append((f"{seg} customers hold {share[seg]:.0%} of predicted {h}-month value.", html_of("clv")))
+                out.append((i18n.t("summary.f_segment_value", seg=i18n.name(str(seg)), share=i18n.pct(share[seg], 0), h=h),
+                            html_of("clv") + "#probabilistic_models"))
         hold = m.get("holdout")
         if hold:
-            out.append((f"On the holdout period the {hold['model']} model "
-                        f"{'beat' if hold['beat_naive_baseline'] else 'did not beat'} the naive baseline.",
-                        html_of("clv")))
+            out.append((i18n.t("summary.f_holdout_beat" if hold["beat_naive_baseline"] else "summary.f_holdout_not_beat",
+                               model=i18n.label(hold["model"])), html_of("clv") + "#validation_on_the_holdout_peri"))
     v = _json(run_dir, "value.json")
     if v and v.get("whale_curve", {}).get("loss_making_customers"):
         w = v["whale_curve"]
-        out.append((f"{w['loss_making_customers']:,} customers lose money: together they destroy "
-                    f"{w['destroyed_by_loss_makers']:,.0f} {currency} of profit.", html_of("value")))
+        out.append((i18n.t("summary.f_loss_makers", n=f"{w['loss_making_customers']:,}",
+                           lost=i18n.money(w["destroyed_by_loss_makers"], currency)), html_of("value") + "#profitability"))
     drv = _parquet(run_dir, "drivers.parquet")
     if drv is not None and len(drv):
         p = drv[drv["method"].str.startswith("permutation")]
         if len(p):
-            out.append((f"The strongest churn driver is {p.sort_values('importance').iloc[-1]['driver']}.",
-                        html_of("drivers")))
+            out.append((i18n.t("summary.f_churn_driver", driver=i18n.label(str(p.sort_values("importance").iloc[-1]["driver"]))),
+                        html_of("drivers") + "#what_drives_churn"))
         lmg = drv[drv["method"].str.startswith("LMG")]
         if len(lmg):
-            out.append((f"The strongest driver of the loyalty outcome is "
-                        f"{lmg.sort_values('importance').iloc[-1]['driver']}.", html_of("drivers")))
+            out.append((i18n.t("summary.f_outcome_driver", driver=i18n.label(str(lmg.sort_values("importance").iloc[-1]["driver"]))),
+                        html_of("drivers") + "#what_drives_the_outcome"))
     st = _json(run_dir, "strategy.json")
     if st:
         cost, val = st["total_cost"], st["expected_incremental_value"]
         roi = (val - cost) / cost if cost else np.nan
-        out.append((f"The recommended plan spends {cost:,.0f} of a {st['budget']:,.0f} {currency} budget for an expected "
-                    f"{val:,.0f} {currency} of extra value, {val - cost:,.0f} {currency} net of its cost (ROI {roi:.0%}), "
-                    f"against {st['even_split_net_value']:,.0f} {currency} net for an even split of the budget.",
-                    html_of("strategy")))
+        m = lambda v: i18n.money(v, currency, decimals=0)  # noqa: E731
+        out.append((i18n.t("summary.f_plan", cost=m(cost), budget=m(st["budget"]), value=m(val), net=m(val - cost),
+                           roi=i18n.pct(roi, 0), even=m(st["even_split_net_value"])), html_of("strategy") + "#budget_allocation"))
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import i18n, io
 from cvlib.errors import ParamError
 from cvlib.params import Indicator, Study, Value
 
@@ -199,7 +199,7 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
         w = entropy_weights(norm)
         for c in cols:
             if ind[c].nunique(dropna=True) <= 1:
-                notes.append(f"Indicator {c!r} is the same for every customer: its entropy weight is 0.")
+                notes.append(i18n.t("value.indicator_constant", indicator=i18n.label(c)))
     w = w / w.sum()
     group = {i.column: i.group for i in cfg.indicators}
     out = pd.DataFrame(index=ind.index)
@@ -211,9 +211,7 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
     for c in cols:
         k = int(norm[c].isna().sum())
         if k:
-            notes.append(f"Indicator {c!r} is missing for {k:,} customers (for p_alive: customers without a repeat "
-                         "purchase, for whom BG/NBD's P(alive) is 1 by construction); their scores use the other "
-                         "indicators, weights rescaled.")
+            notes.append(i18n.t("value.indicator_missing", indicator=i18n.label(c), n=f"{k:,}"))
     for c in ("current_value_score", "potential_value_score", "value_score"):
         out[c.replace("_score", "_rank")] = out[c].rank(ascending=False, method="min").astype(int)
     labels = {i.column: i.label or i.column for i in cfg.indicators}
@@ -287,8 +285,7 @@ def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataF
     out["customer_id"] = out["customer_id"].astype(io.STRING)
     notes = list(scores.notes)
     if not (("cost" in tx.columns) or ("margin" in tx.columns) or cfg.profitability.margin_by_line):
-        notes.append(f"Direct cost assumes a gross margin of {study.clv.margin:.0%} on every sale (clv.margin): "
-                     "the data carry no cost or margin.")
+        notes.append(i18n.t("value.assumed_margin", m=i18n.pct(study.clv.margin, 0)))
     return ValueResult(out, whale, facts, scores, notes)
 
 
@@ -338,13 +335,14 @@ def matrix_cuts(res: ValueResult, study: Study) -> tuple[list[float], list[float
 
 def whale_summary(facts: dict, currency: str) -> str:
     """The whale curve in one or two plain sentences."""
-    total = f"{facts['total_profit']:,.2f} {currency}"
+    from cvlib import i18n
+
+    total = i18n.money(facts["total_profit"], currency)
     if facts["loss_making_customers"] == 0:
-        return f"Total profit {total}. No customer loses money at these cost assumptions."
-    return (f"Total profit {total}. The profitable customers alone make {facts['peak_pct_of_total']:.0f}% of it "
-            f"(the peak of the curve, at {facts['peak_at_customer_share']:.0%} of customers); the "
-            f"{facts['loss_making_customers']:,} loss-making customers destroy "
-            f"{facts['destroyed_by_loss_makers']:,.2f} {currency}.")
+        return i18n.t("value.whale_no_losses", total=total)
+    return i18n.t("value.whale", total=total, peak=f"{facts['peak_pct_of_total']:.0f}%",
+                  at=i18n.pct(facts["peak_at_customer_share"], 0), n=f"{facts['loss_making_customers']:,}",
+                  lost=i18n.money(facts["destroyed_by_loss_makers"], currency))
 
 
 def loss_makers(res: ValueResult, n: int) -> pd.DataFrame:

@@ -95,3 +95,19 @@ def notebooks_up_to(tmp: Path, last: str) -> Path:
     for s in STAGES[:STAGES.index(by_name(last)) + 1]:
         shutil.copy(ROOT / "notebooks" / s.notebook, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory):
+    """Run a bundled example study once per test session (the runs are the slowest part of the suite) and
+    return its RunResult: example_run("cdnow") or example_run("cdnow_zh")."""
+    from cvlib.runner import run_study
+
+    done: dict[str, Any] = {}
+
+    def get(name: str) -> Any:
+        if name not in done:
+            done[name] = run_study(ROOT / "params" / f"{name}.yaml", reports_dir=tmp_path_factory.mktemp(name))
+        return done[name]
+
+    return get

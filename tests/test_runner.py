@@ -29,8 +29,8 @@ def errors_in(ipynb: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_example_study_end_to_end(tmp_path):
-    res = run_study(ROOT / "params" / "cdnow.yaml", reports_dir=tmp_path)
+def test_example_study_end_to_end(example_run):
+    res = example_run("cdnow")
     assert res.ok
     run = res.run_dir
     assert (run.parent / "latest").resolve() == run.resolve()

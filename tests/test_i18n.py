@@ -1,0 +1,204 @@
+"""The report language: the catalogues agree with each other and with the notebooks, formats per language,
+Chinese in figures without box glyphs or warnings, warnings kept out of reports."""
+from __future__ import annotations
+
+import ast
+import io as bytes_io
+import json
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvlib import i18n
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+
+
+@pytest.fixture(autouse=True)
+def english_after():
+    yield
+    i18n.use("en")
+
+
+def flat(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def test_catalogues_have_the_same_messages_with_the_same_fields():
+    en, zh = i18n.catalogue("en"), i18n.catalogue("zh")
+    for section in ("text", "labels", "notebooks"):
+        a, b = flat(en[section]), flat(zh[section])
+        assert set(a) == set(b), (section, set(a) ^ set(b))
+        for k in a:
+            assert i18n.fields(a[k]) == i18n.fields(b[k]), (section, k)
+    assert set(en["names"]) <= set(zh["names"])
+    for v in flat(zh["text"]).values():  # every Chinese message has Chinese in it, or is only a number format
+        bare = re.sub(r"\{\w+\}", "", v)
+        assert re.search(r"[\u4e00-\u9fff]", bare) or not re.search(r"[a-z]{4,}", bare), v
+
+
+def test_notebook_markdown_is_the_english_catalogue_and_every_key_used_exists():
+    """JupyterLab shows the notebooks' own markdown: it must be the English catalogue's text (the runner puts
+    the report language's text in its place). Every message key a notebook or a module names must exist."""
+    used: set[str] = set()
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            src = "".join(cell["source"])
+            if cell["cell_type"] == "markdown":
+                key = cell["metadata"].get("cvlib_text")
+                assert key, (nb_path.name, src[:40])
+                assert src.rstrip("\n") == i18n.notebook_text(nb_path.stem, key, "en").rstrip("\n"), (nb_path.name, key)
+            else:
+                used |= {n.value for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Constant)
+                         and isinstance(n.value, str) and KEY.match(n.value)}
+    for py in (ROOT / "cvlib").glob("*.py"):
+        tree = ast.parse(py.read_text(encoding="utf-8"))
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", "")) in ("t", "T", "text") \
+                    and n.args and isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str) \
+                    and KEY.match(n.args[0].value):
+                used.add(n.args[0].value)
+    missing = sorted(k for k in used if not i18n.has(k, "en") and not k.startswith(("params.", "example.")))
+    assert not [k for k in missing if "." in k and not k.endswith((".yaml", ".parquet", ".csv", ".json", ".html"))], missing
+
+
+def test_formats_per_language():
+    i18n.use("en")
+    assert i18n.money(1234.5, "USD") == "1,234 USD" and i18n.money(12.345, "USD") == "12.35 USD"
+    assert i18n.date("2024-05-01") == "2024-05-01"
+    i18n.use("zh")
+    assert i18n.money(1234.5, "CNY", decimals=2) == "¥1,234.50"
+    assert i18n.money(12.5, "CNY") == "¥12.50"
+    assert i18n.money(456_000, "CNY") == "¥45.60万"
+    assert i18n.money(123_456_789, "CNY") == "¥1.23亿"
+    assert i18n.money(-45_600, "CNY") == "-¥4.56万"
+    assert i18n.money(20_000, "CHF") == "2.00万 CHF"  # no common symbol: the code
+    assert i18n.date("2024-05-01") == "2024年5月1日" and i18n.month("2024-05-01") == "2024年5月"
+    assert i18n.word(True) == "是" and i18n.label("churn_probability") == "流失概率"
+    assert i18n.name("Champions") == "冠军客户" and i18n.name("我的细分") == "我的细分"  # names in params as written
+    assert i18n.name("recent · frequent · high spend") == "近期活跃 · 高频 · 高消费"
+
+
+def test_tables_use_labels_words_and_the_report_language():
+    from cvlib import report
+    from cvlib.params import load_study
+
+    study = load_study(ROOT / "params" / "cdnow_zh.yaml")
+    report.setup(study)
+    df = pd.DataFrame({"customer_id": ["a"], "churn_probability": [0.25], "within_cycle": [True],
+                       "revenue": [1234.5]})
+    html = report.table(df, study, money=["revenue"], pct=["churn_probability"], caption="clv.fits_table").data
+    assert "流失概率" in html and "是" in html and "True" not in html and "(¥)" in html
+    assert "表 1" in html and "已拟合的模型" in html and "churn_probability" not in html
+    assert "表 2" in report.table(df, study, caption="x").data  # numbered in order
+
+
+def render(title: str, fonts: list[str] | None = None) -> np.ndarray:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from cvlib import plots
+
+    plots.use_theme()
+    if fonts:
+        plt.rcParams["font.family"] = fonts
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.set_axis_off()
+    ax.text(0.02, 0.5, title, fontsize=20, va="center")
+    buf = bytes_io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return np.asarray(Image.open(buf).convert("L"), dtype=float)
+
+
+def test_chinese_in_figures_draws_real_glyphs_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph warns: here it fails
+        cjk = render("客户价值")
+    from cvlib import plots
+
+    noto = crop(render("客户价值", [plots.cjk_font()]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        boxes = crop(render("客户价值", ["DejaVu Sans"]))  # DejaVu has no CJK: four box glyphs
+    cjk = crop(cjk)
+    assert cjk.shape == noto.shape != boxes.shape  # the theme draws Noto Sans CJK's glyphs, not boxes
+    assert np.corrcoef(cjk.ravel(), noto.ravel())[0, 1] > 0.9  # the same strokes (up to sub-pixel placement)
+
+
+def crop(a: np.ndarray) -> np.ndarray:
+    """The inked part of a rendering."""
+    ink = a < 200
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    return a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def test_warnings_go_to_the_run_log_not_the_report(tmp_path):
+    import logging
+
+    from cvlib import report
+
+    with warnings.catch_warnings():  # pytest records warnings itself: let them reach the handler here
+        warnings.simplefilter("always")
+        report.setup(None, tmp_path)
+        warnings.warn("something odd", UserWarning)
+        logging.getLogger("matplotlib.font_manager").warning("findfont: a font message")
+    log = (tmp_path / report.WARNINGS_LOG).read_text(encoding="utf-8")
+    assert "something odd" in log and "findfont" in log
+    report.capture_warnings(None)
+
+
+def test_cluster_rules_read_as_sentences():
+    from sklearn.tree import DecisionTreeClassifier
+
+    from cvlib import rfm
+
+    X = pd.DataFrame({"recency": [10, 20, 300, 320, 15, 310], "frequency": [5, 6, 1, 2, 7, 1],
+                      "monetary": [100.0, 120, 10, 12, 130, 9]})
+    y = np.array([1, 1, 0, 0, 1, 0])
+    tree = DecisionTreeClassifier(max_depth=1, random_state=0).fit(X, y)
+    rules = rfm.tree_leaf_rules(tree, list(X.columns), pd.Series({0: "lapsed · rare", 1: "recent · frequent"}))
+    text = rfm.rule_sentences(rules, "USD")
+    assert len(text) == 2 and all("Cluster" in s for s in text)
+    assert any("at most" in s for s in text) and any("over" in s or "more than" in s for s in text)
+    assert not any("<=" in s or "|---" in s for s in text)
+    i18n.use("zh")
+    assert all("聚类" in s for s in rfm.rule_sentences(rules, "CNY"))
+
+
+def test_unobserved_cohort_months_are_blank_not_zero():
+    from cvlib.drivers import cohort_matrix
+
+    tx = pd.DataFrame({"customer_id": ["a", "a", "b", "c"],
+                       "date": pd.to_datetime(["2024-01-05", "2024-03-01", "2024-02-10", "2024-03-20"]),
+                       "amount": [1.0, 1.0, 1.0, 1.0]})
+    m = cohort_matrix(tx)
+    assert m.loc["2024-01", 2] == 1.0 and m.loc["2024-01", 1] == 0.0  # observed: a did not buy in February
+    assert np.isnan(m.loc["2024-02", 2]) and np.isnan(m.loc["2024-03", 1])  # after the data's last month
+
+
+def test_exports_are_rounded_with_english_names_and_the_workbook_in_the_report_language(tmp_path):
+    from cvlib import strategy
+
+    i18n.use("zh")
+    t = pd.DataFrame({"customer_id": ["007"], "group": ["g"], "action": ["a"], "clv": [12.3456789],
+                      "churn_probability": [0.123456789], "expected_gain": [1.005], "cost": [0.3], "reason": ["r"]})
+    csv, xlsx = strategy.write_targets(t, tmp_path)
+    back = pd.read_csv(csv, dtype={"customer_id": str})
+    assert list(back.columns) == list(t.columns)  # stable identifiers
+    assert back["clv"].iloc[0] == 12.35 and back["churn_probability"].iloc[0] == 0.1235
+    sheet = pd.read_excel(xlsx, dtype=str)
+    assert list(sheet.columns)[:3] == ["客户编号", "群组", "行动"]
