@@ -336,13 +336,12 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
                 method = "purchase model"
                 proba = base_end
         else:
-            notes.append(f"Too few churners ({k1}) or stayers ({len(y1) - k1}) as of {c1.date()} to fit a churn "
-                         f"classifier (need {MIN_CLASS} of each).")
+            notes.append(i18n.t("churn.too_few", k1=k1, k0=len(y1) - k1, at=i18n.date(c1), need=MIN_CLASS))
     else:
-        notes.append(f"The data cover less than {h + 30} days: churn risk over {h} days cannot be learnt from them.")
+        notes.append(i18n.t("churn.too_short", days=h + 30, h=h))
     if method == "none" and np.isfinite(base_end).any():
         method, proba = "purchase model", base_end
-        notes.append("Churn risk is the purchase model's forecast (BG/NBD: probability of no purchase in the horizon).")
+        notes.append(i18n.t("churn.baseline_used"))
     scores["churn_probability"] = proba
     if contract_end is not None:
         scores.loc[scores["churned"], "churn_probability"] = 1.0

@@ -394,18 +394,16 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     which = tuple(dict.fromkeys((cfg.model, *which)))
     fits = fit_models(summary, cfg, which)
     if "paretonbd" in which and len(summary) > cfg.max_fit_customers:
-        notes.append(f"Pareto/NBD is fitted on a random sample of {cfg.max_fit_customers:,} of the {len(summary):,} "
-                     "customers (clv.max_fit_customers): its likelihood costs a hypergeometric function per customer. "
-                     "BG/NBD and Gamma-Gamma use every customer.")
+        notes.append(i18n.t("clv.note_pnbd_sample", n=f"{cfg.max_fit_customers:,}", of=f"{len(summary):,}"))
     for f in fits.values():
         if not f.ok:
-            notes.append(f"{f.name}: not used, {f.reason}.")
+            notes.append(i18n.t("clv.note_not_used", model=i18n.label(f.name), why=f.reason))
     purchase, spend = fits[cfg.model], fits["gammagamma"]
     if purchase.ok:
         used = cfg.model
         customers = customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, unit)
         if not spend.ok:
-            notes.append("Spend per purchase is each customer's own mean (Gamma-Gamma could not be used).")
+            notes.append(i18n.t("clv.note_own_mean"))
         if len(summary) > cfg.bootstrap_max_customers and cfg.bootstrap:
             interval = delta_interval(summary, cfg, unit, purchase.model, spend.model if spend.ok else None)
             interval_how = i18n.t("clv.interval_delta", n=f"{len(summary):,}", cap=f"{cfg.bootstrap_max_customers:,}")
@@ -414,8 +412,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
             interval_how = i18n.t("clv.interval_bootstrap", n=cfg.bootstrap)
     else:
         used = "formula"
-        notes.append(f"Per-customer CLV uses the formula (yearly revenue x margin x lifetime, capped at the "
-                     f"{cfg.horizon_months}-month horizon) because {cfg.model} could not be fitted or used ({purchase.reason}).")
+        notes.append(i18n.t("clv.note_formula_used", h=cfg.horizon_months, model=i18n.label(cfg.model), why=purchase.reason))
         customers = fallback_clv(rfm, cfg, retention)
         interval, interval_how = None, ""
     seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})
@@ -445,11 +442,9 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
             holdout = validate_holdout(cal, tx, hfits[cfg.model].model, cfg.model, unit,
                                        study.rfm.calibration_end, study.rfm.holdout_end or tx["date"].max())
         else:
-            notes.append(f"Holdout validation skipped: {cfg.model} could not be fitted on the calibration period "
-                         f"({hfits[cfg.model].reason}).")
+            notes.append(i18n.t("clv.note_holdout_skipped", model=i18n.label(cfg.model), why=hfits[cfg.model].reason))
     else:
-        notes.append("No holdout validation: set rfm.calibration_end (and rfm.holdout_end) to check the model "
-                     "against purchases it did not see.")
+        notes.append(i18n.for_consultant("clv.note_no_holdout"))
 
     contracts = None
     if cfg.contracts.enabled:
@@ -463,12 +458,12 @@ def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame
     """sBG fit on contract periods, projected retention, DERL and CLV per contract."""
     c = study.clv.contracts
     if attrs is None or c.start_column not in attrs.columns or c.end_column not in attrs.columns:
-        notes.append(f"Contracts are on but the customers table has no {c.start_column!r}/{c.end_column!r} columns.")
+        notes.append(i18n.for_consultant("clv.note_no_contract_columns", start=c.start_column, end=c.end_column))
         return None
     periods = contract_periods(attrs, c, tx["date"].max())
     fit = fit_contracts(periods)
     if not fit.ok:
-        notes.append(f"sBG retention model not used: {fit.reason}.")
+        notes.append(i18n.t("clv.note_sbg_not_used", why=fit.reason))
         return None
     m: ShiftedBetaGeometric = fit.model
     per_period_discount = (1 + study.clv.discount_rate) ** (c.period_months / 12) - 1

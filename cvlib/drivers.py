@@ -460,10 +460,9 @@ def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataF
     y = churned.astype(int).to_numpy()
     k1, k0 = int(y.sum()), int(len(y) - y.sum())
     if min(k1, k0) < cfg.min_class:
-        return (f"too few churners ({k1}) or stayers ({k0}) to fit a classifier (need {cfg.min_class} of each; "
-                "drivers.min_class)")
+        return i18n.t("drivers.too_few", k1=k1, k0=k0, need=cfg.min_class)
     if ds.X.shape[1] == 0:
-        return "no usable drivers"
+        return i18n.t("drivers.no_usable")
     X_all = _impute(ds.X)
     keep = churn.bounded_sample(y, cfg.max_model_customers, cfg.seed)
     X, y = X_all.iloc[keep], y[keep]  # the classifiers' rows: every eligible customer, or a stratified sample
@@ -554,7 +553,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     km, logrank = km_curves(flags, groups)
     survey = survey_table(fb, cfg, groups) if fb is not None else None
     if fb is None:
-        notes.append(i18n.t("drivers.note_no_feedback"))
+        notes.append(i18n.for_consultant("drivers.note_no_feedback"))
     ds = driver_set(pd.Index(flags["customer_id"]), attrs, fb, early_behaviour(tx, cfg.early_days), cfg)
     notes += ds.notes
     rows = []

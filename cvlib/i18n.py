@@ -27,6 +27,16 @@ SYMBOLS = {"CNY": "¥", "RMB": "¥", "JPY": "¥", "USD": "$", "EUR": "€", "GBP
 _current = "en"
 
 
+class ConsultantNote(str):
+    """A note meant for the consultant (a parameter to set): `report.notes` shows it as a consultant note, which
+    the client's rendering leaves out."""
+
+
+def for_consultant(key: str, **values: Any) -> ConsultantNote:
+    """The message `key` as a consultant note."""
+    return ConsultantNote(t(key, **values))
+
+
 class CatalogueError(KeyError):
     """A message key missing from a catalogue: a programming error, caught by the catalogue tests."""
 

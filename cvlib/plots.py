@@ -28,6 +28,27 @@ def _shown_once(fn):
     return wrapper
 
 
+# names whose colour is fixed, in palette order (the default segments, tiers, cells and groups); any other name
+# gets a colour from a stable hash of its text, so one group has one colour in every figure of every study
+FIXED_COLOURS = ("Champions", "Loyal", "Potential Loyalist", "New", "Promising", "Need Attention", "About to Sleep",
+                 "Can't Lose Them", "At Risk", "Lost", "Hibernating", "Keep and grow", "Develop", "Maintain",
+                 "Reduce cost to serve", "High", "Medium", "Low", "churn risk", "high value", "growth potential",
+                 "stable", "low value")
+
+
+def group_colours(names) -> dict[str, tuple]:
+    """A colour per group name, the same in every study and figure (not the order a figure meets them in)."""
+    import zlib
+
+    pal = sns.color_palette("tab20", 20)
+    out = {}
+    for n in names:
+        n = str(n)
+        i = FIXED_COLOURS.index(n) if n in FIXED_COLOURS else zlib.crc32(n.encode("utf-8"))
+        out[n] = pal[(2 * i + i // 10) % 20]  # dark shades first, then the light ones
+    return out
+
+
 def number(fig: plt.Figure) -> None:
     """Put the report's next figure number before the figure's title ('Figure 3. ...', '图 3 ...')."""
     from cvlib import report
@@ -284,9 +305,10 @@ def whale_curve(curve: pd.DataFrame, facts: dict) -> plt.Figure:
 def value_matrix(df: pd.DataFrame, cuts_x: list[float], cuts_y: list[float], sample: int = 5000) -> plt.Figure:
     """Scatter of current against potential value score with the grid lines, coloured by cell."""
     d = df.sample(min(sample, len(df)), random_state=0) if len(df) > sample else df
+    colours = {name(k): v for k, v in group_colours(d["value_cell"].astype(str).unique()).items()}
     d = d.assign(value_cell=d["value_cell"].astype(str).map(name))
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    sns.scatterplot(data=d, x="current_value_score", y="potential_value_score", hue="value_cell", s=12,
+    sns.scatterplot(data=d, x="current_value_score", y="potential_value_score", hue="value_cell", palette=colours, s=12,
                     alpha=0.6, ax=ax, linewidth=0)
     for c in cuts_x:
         ax.axvline(c, color="grey", ls="--")
@@ -317,8 +339,9 @@ def cohort_heatmap(table: pd.DataFrame, title: str, cbar_label: str) -> plt.Figu
 def km_plot(curves: pd.DataFrame, test: dict) -> plt.Figure:
     """Kaplan-Meier retention curves by group, with the log-rank p-value."""
     fig, ax = plt.subplots()
+    colours = group_colours(curves["group"].unique())
     for g, d in curves.groupby("group"):
-        ax.step(d["days"], d["survival"] * 100, where="post", label=f"{name(str(g))} (n={int(d['customers'].iloc[0]):,})")
+        ax.step(d["days"], d["survival"] * 100, where="post", color=colours[str(g)], label=f"{name(str(g))} (n={int(d['customers'].iloc[0]):,})")
     ax.set_xlabel(T("plots.days_since_first"))
     ax.set_ylabel(T("plots.not_churned"))
     p = test.get("p_value")

@@ -184,9 +184,10 @@ def pre(text: str) -> HTML:
 
 
 def notes(items: Iterable[str]) -> HTML:
-    """Each note highlighted (what could not be computed and why); nothing when there are none."""
+    """Each note highlighted (what could not be computed and why); notes for the consultant (`i18n.for_consultant`)
+    as consultant notes; nothing when there are none."""
     items = list(items)
-    return HTML("".join(warn(i).data for i in items)) if items else HTML("")
+    return HTML("".join((consultant(i) if isinstance(i, i18n.ConsultantNote) else warn(i)).data for i in items))
 
 
 CONSULTANT_CLASS = "cvlib-consultant"

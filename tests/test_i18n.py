@@ -155,9 +155,9 @@ def test_warnings_go_to_the_run_log_not_the_report(tmp_path):
         warnings.simplefilter("always")
         report.setup(None, tmp_path)
         warnings.warn("something odd", UserWarning)
-        logging.getLogger("matplotlib.font_manager").warning("findfont: a font message")
+        logging.getLogger("lifelines.fitters").warning("a library log message")
     log = (tmp_path / report.WARNINGS_LOG).read_text(encoding="utf-8")
-    assert "something odd" in log and "findfont" in log
+    assert "something odd" in log and "a library log message" in log
     report.capture_warnings(None)
 
 
@@ -202,3 +202,41 @@ def test_exports_are_rounded_with_english_names_and_the_workbook_in_the_report_l
     assert back["clv"].iloc[0] == 12.35 and back["churn_probability"].iloc[0] == 0.1235
     sheet = pd.read_excel(xlsx, dtype=str)
     assert list(sheet.columns)[:3] == ["客户编号", "群组", "行动"]
+
+
+def test_a_group_has_one_colour_whatever_else_is_in_the_figure():
+    from cvlib import plots
+
+    a = plots.group_colours(["Champions", "Lost", "my own group"])
+    b = plots.group_colours(["my own group", "At Risk", "Champions"])
+    assert a["Champions"] == b["Champions"] and a["my own group"] == b["my own group"]
+    assert len(set(plots.group_colours(plots.FIXED_COLOURS[:11]).values())) == 11  # default segments all differ
+
+
+def test_client_rendering_leaves_out_consultant_notes_empty_sections_and_parameter_keys(tmp_path):
+    from bs4 import BeautifulSoup
+
+    from cvlib.runner import run_study
+    from tests.conftest import small_book
+
+    params = small_book(tmp_path, name="voice", extra={"report": {"language": "zh"}})
+    consultant = run_study(params, reports_dir=tmp_path / "c").run_dir
+    client = run_study(params, reports_dir=tmp_path / "k", client=True).run_dir
+    key = re.compile(r"\b(inputs|cleaning|rfm|clv|value|drivers|strategy|report|privacy)\.[a-z_]+\b")
+
+    def text(run: Path, page: str) -> str:
+        soup = BeautifulSoup((run / page).read_text(encoding="utf-8"), "html.parser")
+        for s in soup(["script", "style"]):
+            s.decompose()
+        return soup.get_text(" ")
+
+    clv_c, clv_k = text(consultant, "03_clv.html"), text(client, "03_clv.html")
+    assert "顾问备注" in clv_c and "合约" in clv_c  # the consultant sees why there is no contract section
+    assert "顾问备注" not in clv_k and "## 合约" not in clv_k and "移位贝塔几何模型根据续约" not in clv_k
+    for page in [p.name for p in client.glob("*.html")]:
+        html = (client / page).read_text(encoding="utf-8")
+        assert "cvlib-consultant" not in html, page
+        assert not key.findall(text(client, page)), (page, key.findall(text(client, page))[:3])
+    assert "使用的参数" in text(consultant, "index.html") and "使用的参数" not in text(client, "index.html")
+    nav = BeautifulSoup((client / "02_rfm.html").read_text(encoding="utf-8"), "html.parser").select_one("nav.cvlib-nav")
+    assert [a["href"] for a in nav.find_all("a")] == ["index.html", "01_cleaning.html", "03_clv.html"]
