@@ -129,6 +129,16 @@ def label(name: str, language: str | None = None) -> str:
     return str(name).replace("_", " ")
 
 
+def unit(name: str, language: str | None = None) -> str:
+    """A unit ('days', 'probability', '0-100', 'x') in the report language."""
+    return catalogue(language or _current).get("units", {}).get(name, name)
+
+
+def currency_unit(currency: str) -> str:
+    """The currency as a unit in headers and axes: its symbol in Chinese (¥), its code in English (USD)."""
+    return symbol(currency) if _current == "zh" else currency
+
+
 def word(value: Any, language: str | None = None) -> str:
     """True/False as the language's yes/no."""
     return t("common.yes" if value else "common.no", language)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from cvlib.i18n import label, name
+from cvlib.i18n import currency_unit, label, name
 from cvlib.i18n import text as T
 
 PALETTE = "deep"
@@ -97,7 +97,7 @@ def _money_axis(ax: plt.Axes, currency: str, axis: str = "y", text: str | None =
     fmt = mticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
     text = text if text is not None else ax.get_ylabel() if axis == "y" else ax.get_xlabel()
-    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(T("plots.with_currency", text=text, currency=currency))
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(T("plots.with_currency", text=text, currency=currency_unit(currency)))
 
 
 @_shown_once
@@ -127,7 +127,7 @@ def amount_distribution(amounts: pd.Series, currency: str, bounds: tuple[float, 
     ax.hist(a, bins=bins, color=sns.color_palette()[0])
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
-    ax.set_xlabel(T("plots.amount_axis", currency=currency))
+    ax.set_xlabel(T("plots.amount_axis", currency=currency_unit(currency)))
     ax.set_ylabel(T("plots.transactions_count"))
     if bounds:
         for b in bounds:
@@ -224,7 +224,7 @@ def clv_distribution(clv: pd.Series, currency: str, horizon_months: int) -> plt.
     ax.hist(v, bins=bins, color=sns.color_palette()[2])
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x:,.0f}" if x >= 1 else f"{x:g}"))
-    ax.set_xlabel(T("plots.clv_axis", h=horizon_months, currency=currency))
+    ax.set_xlabel(T("plots.clv_axis", h=horizon_months, currency=currency_unit(currency)))
     ax.set_ylabel(T("plots.customers_count"))
     ax.set_title(T("plots.clv_title"))
     return fig

@@ -125,14 +125,14 @@ def table(
     """An HTML table with every cell escaped; money columns get the currency in the header,
     share columns a '%' and any column a unit from `units`."""
     df = for_display(df, study)
-    currency = i18n.symbol(study.currency) if study and i18n.current() == "zh" else study.currency if study else ""
+    currency = i18n.currency_unit(study.currency) if study else ""
     money, pct, ints = set(money), set(pct), set(ints)
     units = dict(units or {})
     shown = df.head(max_rows)
     kinds = {c: "money" if c in money else "pct" if c in pct else "int" if c in ints else "auto" for c in df.columns}
     header = []
     for c in shown.columns:
-        unit = currency if c in money else "%" if c in pct else i18n.label(units[c]) if c in units else ""
+        unit = currency if c in money else "%" if c in pct else i18n.unit(units[c]) if c in units else ""
         header.append(html.escape(i18n.label(str(c))) + (f" <span class='unit'>({html.escape(unit)})</span>" if unit else ""))
     rows = []
     for _, r in shown.iterrows():
@@ -205,3 +205,4 @@ def consultant(note: str, **values: Any) -> HTML:
 label = i18n.label
 pct = i18n.pct
 date = i18n.date
+currency_unit = i18n.currency_unit

@@ -348,14 +348,15 @@ def profiles(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def top_drivers(drivers: pd.DataFrame | None, n: int = 3) -> dict[str, str]:
-    """The strongest churn drivers and outcome drivers, as short text."""
+    """The strongest churn drivers and outcome drivers, as short text (their labels in the report language)."""
     if drivers is None or drivers.empty:
         return {}
     out = {}
     for key, prefix in (("churn", "permutation"), ("outcome", "LMG")):
         d = drivers[drivers["method"].str.startswith(prefix)]
         if len(d):
-            out[key] = ", ".join(d.assign(a=d["importance"].abs()).sort_values("a", ascending=False)["driver"].head(n))
+            top = d.assign(a=d["importance"].abs()).sort_values("a", ascending=False)["driver"].head(n)
+            out[key] = i18n.t("common.list_sep").join(i18n.label(str(x)) for x in top)
     return out
 
 

@@ -171,7 +171,7 @@ def test_stage_without_repeat_purchases_falls_back_to_formula(tmp_path):
     r = rfm.build_rfm(tx, study.rfm)
     res = clv.build_clv(study, tx, r.rfm, r.summary, None)
     assert res.used == "formula"
-    assert any("could not be fitted" in n for n in res.notes) and any("bgnbd: not used" in n for n in res.notes)
+    assert any("could not be fitted" in n for n in res.notes) and any("BG/NBD model: not used" in n for n in res.notes)
     assert res.customers["clv"].notna().all() and len(res.customers) == 40
 
 
