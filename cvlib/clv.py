@@ -120,9 +120,9 @@ def _try_fit(name: str, fit) -> FitOutcome:
     except ModelFitError as exc:
         return FitOutcome(name, None, str(exc))
     except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
-        return FitOutcome(name, None, f"numerical failure: {exc}")
+        return FitOutcome(name, None, i18n.t("models.numerical_failure", why=exc))
     if not model.converged_:
-        why = "fitted but not usable" if model.message_ == model.degeneracy() else "did not converge"
+        why = i18n.t("models.not_usable" if model.message_ == model.degeneracy() else "models.not_converged")
         return FitOutcome(name, model, f"{why}: {model.message_}")
     return FitOutcome(name, model)
 
@@ -352,10 +352,7 @@ def expected_remaining(m: ShiftedBetaGeometric, periods_paid: np.ndarray) -> tup
     """Undiscounted expected further periods; infinite (with a note saying why) when sBG alpha <= 1, where the
     sum of survival probabilities diverges: a truncated sum would be an arbitrary number."""
     if m.params_["alpha"] <= 1:
-        return np.full(len(periods_paid), np.inf), (
-            f"The expected remaining lifetime without discounting is infinite (sBG alpha = {m.params_['alpha']:.2f} "
-            "<= 1: some contracts are expected never to end); the discounted expected residual lifetime (DERL) is "
-            "finite and is what the contract CLV uses.")
+        return np.full(len(periods_paid), np.inf), i18n.t("clv.note_infinite_lifetime", alpha=f"{m.params_['alpha']:.2f}")
     return m.derl(periods_paid, 0.0), ""
 
 

@@ -95,6 +95,9 @@ def name(value: str, language: str | None = None) -> str:
         return cat["labels"][value]
     if " · " in value:  # a cluster profile such as 'recent · frequent · high spend'
         return " · ".join(names.get(part, part) for part in value.split(" · "))
+    for pattern, replacement in cat.get("patterns", []):  # generated names such as 'LMG share of R² (300 ...)'
+        if re.match(pattern, value):
+            return re.sub(pattern, replacement, value)
     return value
 
 

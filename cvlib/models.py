@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+from cvlib import i18n
+
 LOG_BOUND = 12.0  # |log parameter| limit: parameters in [6e-6, 1.6e5]
 STATIONARY_RTOL = 1e-6  # a gradient this small against |log-likelihood| is rounding noise
 
@@ -125,7 +127,7 @@ class _Fitted:
         self.n_ = n
         at_bound = bool(np.any(np.abs(theta) > LOG_BOUND - 1e-3))
         self.converged_ = bool(res.success) and not at_bound and np.isfinite(res.fun)
-        self.message_ = ("a parameter ran to its bound (the data do not identify the model)" if at_bound
+        self.message_ = (i18n.t("models.at_bound") if at_bound
                          else str(res.message) if not res.success else "converged")
         se, self.log_cov_ = _standard_errors(neg_ll, theta, grad) if errors else (np.full(len(theta), np.nan), None)
         self.se_ = dict(zip(self.names, se))
@@ -143,16 +145,14 @@ class _Fitted:
         practically zero, or a shape parameter run far out (the data do not identify the model)."""
         bad_se = [k for k, v in self.se_.items() if not np.isfinite(v)] if getattr(self, "errors_", True) else []
         if bad_se:
-            return (f"standard errors of {', '.join(bad_se)} are not finite: the likelihood is flat there, the data "
-                    "do not identify the parameters")
+            return i18n.t("models.se_not_finite", names=", ".join(bad_se))
         tiny = [k for k, v in self.se_.items() if np.isfinite(v) and v < self.MIN_RELATIVE_SE * abs(self.params_[k])]
         if tiny:
-            return (f"standard errors of {', '.join(f'{k} ({self.se_[k]:.1e})' for k in tiny)} are practically zero: "
-                    "a degenerate fit")
+            return i18n.t("models.se_zero", names=", ".join(f"{k} ({self.se_[k]:.1e})" for k in tiny))
         far = [k for k in self.shapes if self.params_[k] > self.MAX_SHAPE]
         if far:
-            return (f"{', '.join(f'{k} = {self.params_[k]:,.0f}' for k in far)} ran far out (above "
-                    f"{self.MAX_SHAPE:.0f}): the data show no heterogeneity the model can estimate")
+            return i18n.t("models.far_out", names=", ".join(f"{k} = {self.params_[k]:,.0f}" for k in far),
+                          limit=f"{self.MAX_SHAPE:.0f}")
         return ""
 
     def summary(self) -> pd.DataFrame:
@@ -359,9 +359,8 @@ class ParetoNBD(_Fitted):
                 self.params_, self.loglik_, self.n_ = start.params_, float("nan"), int(w.sum())
                 self.se_ = {k: float("nan") for k in self.names}
                 self.errors_, self.converged_ = False, False
-                self.message_ = (f"on a seeded subsample of {self.WARM_PATTERNS:,} customer histories the fit was "
-                                 f"already not usable ({start.degeneracy() or start.message_}), so it was not "
-                                 "repeated on every customer")
+                self.message_ = i18n.t("models.subsample", n=f"{self.WARM_PATTERNS:,}",
+                                       why=start.degeneracy() or start.message_)
                 return self
         x0 = _start(self, start, [1.0, mean_T, 1.0, mean_T])
         if not bootstrap_refit:
@@ -475,7 +474,7 @@ class GammaGamma(_Fitted):
                      errors=errors)
         if self.converged_ and self.params_["q"] <= 1:
             self.converged_ = False
-            self.message_ = "q <= 1: the population mean spend is not finite"
+            self.message_ = i18n.t("models.q_le_1")
         return self
 
     def expected_spend(self, frame: pd.DataFrame) -> np.ndarray:

@@ -125,6 +125,10 @@ def _stage_navigation(ctx: "_Context", result: "RunResult", i: int, html_text: s
         old.decompose()
     if ctx.client:
         _drop_consultant(soup, CONSULTANT_CLASS)
+        for banner in soup.select(".cvlib-reused"):  # how the run was made is the consultant's business
+            banner.decompose()
+    for n, img in enumerate(soup.select(".jp-OutputArea-output img"), 1):  # figures are numbered in order
+        img["alt"] = i18n.t("common.figure_number", n=n)
     shown = [s for s in result.stages if s.html]
     me = result.stages[i]
     pos = shown.index(me) if me in shown else -1

@@ -244,13 +244,15 @@ def explain_change(new: dict, old: dict | None) -> str:
 REUSED_MARK = re.compile(r"<!-- cvlib:reused -->.*?<!-- /cvlib:reused -->", re.S)
 
 
-def reused_banner(run_id: str, when: str) -> str:
+def reused_banner(run_id: str, when: str, language: str = "en") -> str:
+    """The note at the top of a reused stage report (the client's rendering leaves it out)."""
     from html import escape
+
+    from cvlib import i18n
 
     return (f"<!-- cvlib:reused --><div class='cvlib-reused' style='border-left:4px solid #2e86c1;"
             f"background:#eef6fb;padding:6px 12px;margin:8px 0;font-family:system-ui,sans-serif'>"
-            f"Reused from run {escape(run_id)} ({escape(when)}): nothing this stage depends on has changed since."
-            f"</div><!-- /cvlib:reused -->")
+            f"{escape(i18n.t('runner.reused', language, run=run_id, when=when))}</div><!-- /cvlib:reused -->")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -261,14 +263,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def reuse(sr: StageRun, source: runs.Source, run_dir: Path) -> None:
+def reuse(sr: StageRun, source: runs.Source, run_dir: Path, language: str = "en") -> None:
     """Bring a stage's outputs, notebook and report from an earlier run into run_dir."""
     s = sr.stage
     for f in source.entry["outputs"]:
         _link_or_copy(source.run_dir / f, run_dir / f)
     _link_or_copy(source.run_dir / s.notebook, run_dir / s.notebook)
     page = REUSED_MARK.sub("", (source.run_dir / s.html).read_text(encoding="utf-8"))
-    page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + reused_banner(source.origin, source.when), page, count=1)
+    page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + reused_banner(source.origin, source.when, language),
+                  page, count=1)
     io.write_text(page, run_dir / s.html)
     sr.status, sr.html, sr.reused_from = "reused", s.html, source.origin
     sr.outputs = dict(source.entry["outputs"])
@@ -481,7 +484,7 @@ def run_study(
             sr.key = _digest(sr.depends)
             source = None if s.name in ctx.forced else history.reusable(s, sr.key)
             if source is not None:
-                reuse(sr, source, run_dir)
+                reuse(sr, source, run_dir, study.report.language)
                 _progress(f"[{i}/{len(selected)}] {s.name}: {sr.reason}")
             else:
                 sr.reason = ("forced (--force)" if force else "named in --stages") if s.name in ctx.forced else \
