@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
@@ -63,6 +64,33 @@ def number(fig: plt.Figure) -> None:
             fig.suptitle(T("common.figure_number", n=n), fontweight="bold", x=0.02, ha="left")
 
 
+def label_overlaps(fig: plt.Figure) -> list[tuple[str, str]]:
+    """Pairs of texts of a figure that overlap once drawn (titles, axis and tick labels, annotations, legends):
+    a figure is legible when this is empty."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # a closed figure has lost its canvas
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    items: list[tuple[str, Any]] = []
+    texts = list(fig.texts) + ([fig._suptitle] if fig._suptitle is not None else [])
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        for axis in (ax.xaxis, ax.yaxis):  # a twin's hidden axis draws nothing
+            if axis.get_visible():
+                texts += [axis.label, *axis.get_ticklabels()]
+        if ax.get_legend() is not None:
+            items.append(("legend", ax.get_legend().get_window_extent(renderer)))
+    texts = list({id(t): t for t in texts}.values())
+    for leg in fig.legends:
+        items.append(("legend", leg.get_window_extent(renderer)))
+    for t in texts:
+        if t.get_visible() and t.get_text().strip():
+            items.append((t.get_text(), t.get_window_extent(renderer).padded(-1)))  # touching is not overlapping
+    return [(a, b) for i, (a, box_a) in enumerate(items) for b, box_b in items[i + 1:]
+            if box_a.width > 0 and box_b.width > 0 and box_a.overlaps(box_b)]
+
+
 @functools.cache
 def cjk_font() -> str:
     """Register the Noto Sans CJK SC font shipped by the `mplfonts` package with matplotlib (once) and return
@@ -95,7 +123,10 @@ def use_theme() -> None:
 def _money_axis(ax: plt.Axes, currency: str, axis: str = "y", text: str | None = None) -> None:
     """Plain money ticks (thousands separators, no offset or 1e6) and the currency in the axis label."""
     fmt = mticker.FuncFormatter(lambda v, _: f"{v:,.0f}")
-    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(fmt)
+    if axis == "x":  # long amounts side by side: fewer ticks, so their labels never touch
+        target.set_major_locator(mticker.MaxNLocator(nbins=5))
     text = text if text is not None else ax.get_ylabel() if axis == "y" else ax.get_xlabel()
     (ax.set_ylabel if axis == "y" else ax.set_xlabel)(T("plots.with_currency", text=text, currency=currency_unit(currency)))
 
@@ -114,7 +145,10 @@ def monthly_activity(monthly: pd.DataFrame, currency: str) -> plt.Figure:
     ax2.grid(False)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%b\n%Y"))
     ax.set_title(T("plots.monthly_title"))
-    fig.legend(loc="upper right", bbox_to_anchor=(0.9, 0.88))
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # room for the legend above the bars
+    ax2.set_ylim(0, ax2.get_ylim()[1] * 1.2)
+    ax.legend(handles=handles, loc="upper right", framealpha=0.9)
     return fig
 
 
@@ -187,6 +221,7 @@ def elbow_silhouette(scores: pd.DataFrame, chosen: int) -> plt.Figure:
     a1.plot(scores["k"], scores["inertia"], marker="o")
     a1.set_xlabel(T("plots.k"))
     a1.set_ylabel(T("plots.inertia"))
+    a1.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     a1.set_title(T("plots.elbow"))
     a2.plot(scores["k"], scores["silhouette"], marker="o", color=sns.color_palette()[1])
     a2.set_xlabel(T("plots.k"))
@@ -194,6 +229,7 @@ def elbow_silhouette(scores: pd.DataFrame, chosen: int) -> plt.Figure:
     a2.set_title(T("plots.silhouette"))
     for a in (a1, a2):
         a.axvline(chosen, ls="--", color="grey")
+        a.set_xticks(scores["k"].to_numpy())
     return fig
 
 
@@ -366,15 +402,31 @@ def importance(d: pd.DataFrame, title: str, xlabel: str) -> plt.Figure:
     return fig
 
 
+def _place_labels(fig: plt.Figure, ax: plt.Axes, points: list[tuple[str, float, float]]) -> None:
+    """Label each point at the first of eight positions around it whose text overlaps no label placed before
+    (nor another point's marker); the last position when none is free."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    placed: list[Any] = []
+    offsets = [(5, 5, "left", "bottom"), (5, -5, "left", "top"), (-5, 5, "right", "bottom"), (-5, -5, "right", "top"),
+               (0, 9, "center", "bottom"), (0, -9, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center")]
+    for text, x, y in sorted(points, key=lambda p: (p[1], p[2])):
+        for dx, dy, ha, va in offsets:
+            a = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=8.5)
+            box = a.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed):
+                break
+            if (dx, dy) != offsets[-1][:2]:
+                a.remove()
+        placed.append(box)
+
+
 @_shown_once
 def ipa_chart(d: pd.DataFrame, scale_label: str) -> plt.Figure:
     """Importance-performance chart with its four named quadrants."""
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     ax.scatter(d["mean_rating"], d["importance"], s=50)
-    # labels alternate above and below their point, so neighbours do not overlap
-    for i, (_, r) in enumerate(d.sort_values("mean_rating").iterrows()):
-        ax.annotate(label(str(r["driver"])), (r["mean_rating"], r["importance"]), xytext=(4, 6 if i % 2 == 0 else -12),
-                    textcoords="offset points", fontsize=8.5)
     mx, my = d["mean_rating"].mean(), d["importance"].mean()
     ax.axvline(mx, color="grey", ls="--")
     ax.axhline(my, color="grey", ls="--")
@@ -383,6 +435,7 @@ def ipa_chart(d: pd.DataFrame, scale_label: str) -> plt.Figure:
     ax.set_ylim(ax.get_ylim()[0] - pad_y, ax.get_ylim()[1] + pad_y)
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
+    _place_labels(fig, ax, [(label(str(r["driver"])), r["mean_rating"], r["importance"]) for _, r in d.iterrows()])
     for x, y, key in ((x1, y1, "plots.ipa_keep"), (x0, y1, "plots.ipa_concentrate"), (x0, y0, "plots.ipa_low"),
                       (x1, y0, "plots.ipa_overkill")):
         ax.text(x, y, T(key), ha="right" if x == x1 else "left", va="top" if y == y1 else "bottom", color="grey",
