@@ -64,53 +64,96 @@ def _next_day(at: pd.Timestamp) -> pd.Timestamp:
     return pd.Timestamp(at).normalize() + pd.Timedelta(days=1)
 
 
-def purchase_days(tx: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
-    """Distinct (customer, day) purchase occasions on or before `at`."""
-    d = tx.loc[tx["date"] < _next_day(at), ["customer_id", "date"]]
-    d = d.assign(customer_id=io.as_ids(d["customer_id"]), day=d["date"].dt.normalize())
-    return d.drop_duplicates(["customer_id", "day"])[["customer_id", "day"]].sort_values(["customer_id", "day"])
+DAY_NS = 86_400 * 10**9
 
 
-def cycles(days: pd.DataFrame) -> pd.DataFrame:
-    """Per customer: occasions, first and last day, median and mean gap between purchases, gap variation."""
-    g = days.groupby("customer_id", sort=False)["day"]
-    out = pd.DataFrame({"occasions": g.size(), "first": g.min(), "last": g.max()})
-    gaps = days.assign(gap=g.diff().dt.days).dropna(subset=["gap"])
-    gg = gaps.groupby("customer_id")["gap"]
-    out["median_gap"] = gg.median().reindex(out.index)
-    out["mean_gap"] = gg.mean().reindex(out.index)
-    out["gap_cv"] = (gg.std(ddof=0) / gg.mean()).reindex(out.index)
-    return out
+@dataclass(frozen=True)
+class Purchases:
+    """Transactions as integers, computed once for every cutoff: each row's customer (a code into `ids`, which
+    are sorted, so customers come out in id order as a sort would give them), its timestamp and its day."""
+    ids: pd.Index
+    code: np.ndarray
+    ns: np.ndarray
+    day: np.ndarray
+    amount: np.ndarray
 
 
-def state_at(tx: pd.DataFrame, at: pd.Timestamp, unit_days: float = 7.0) -> pd.DataFrame:
-    """Behaviour features of every customer who bought on or before `at`, as of `at`."""
-    days = purchase_days(tx, at)
-    c = cycles(days)
-    spend = tx.loc[tx["date"] < _next_day(at)].assign(customer_id=lambda d: io.as_ids(d["customer_id"])).groupby(
-        "customer_id")["amount"].sum()
+def purchases(tx: pd.DataFrame) -> Purchases:
+    """The transactions' customer codes, times, days and amounts."""
+    codes, ids = pd.factorize(io.as_ids(tx["customer_id"]), sort=True)
+    ns = tx["date"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return Purchases(pd.Index(ids, name="customer_id"), codes.astype(np.int64), ns, np.floor_divide(ns, DAY_NS),
+                     tx["amount"].to_numpy(dtype=float))
+
+
+def cycles_at(p: Purchases, at: pd.Timestamp) -> pd.DataFrame:
+    """Per customer who bought on or before the day of `at` (index: customer id, in id order): distinct purchase
+    days (occasions), first and last day (day numbers), median and mean gap between purchase days in days, the
+    gaps' coefficient of variation, and total spend. Integer keys and sorting, no per-customer Python."""
+    cut = p.ns < _next_day(at).value
+    code, day = p.code[cut], p.day[cut]
+    if not len(code):
+        return pd.DataFrame(columns=["occasions", "first", "last", "median_gap", "mean_gap", "gap_cv", "spend"],
+                            index=pd.Index([], name="customer_id"))
+    d0 = int(day.min())
+    span = int(day.max()) - d0 + 1
+    key = np.unique(code * span + (day - d0))  # distinct (customer, day), sorted by customer then day
+    c, d = key // span, key % span + d0
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    ends = np.r_[starts[1:], len(c)]
+    cust = c[starts]
+    occ = ends - starts
+    same = c[1:] == c[:-1]
+    gap, gap_of = np.diff(d)[same].astype(float), np.searchsorted(cust, c[1:][same])
+    n_gaps = np.bincount(gap_of, minlength=len(cust))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(gap_of, weights=gap, minlength=len(cust)) / n_gaps
+        sd = np.sqrt(np.bincount(gap_of, weights=(gap - mean[gap_of]) ** 2, minlength=len(cust)) / n_gaps)
+        cv = sd / mean
+    order = np.lexsort((gap, gap_of))  # gaps sorted within each customer: the median is the middle one(s)
+    sg = gap[order]
+    g_start = np.r_[0, np.cumsum(n_gaps)[:-1]]
+    has = n_gaps > 0
+    median = np.full(len(cust), np.nan)
+    lo, hi = g_start[has] + (n_gaps[has] - 1) // 2, g_start[has] + n_gaps[has] // 2
+    median[has] = (sg[lo] + sg[hi]) / 2
+    spend = np.bincount(code, weights=p.amount[cut], minlength=len(p.ids))[cust]
+    return pd.DataFrame({"occasions": occ, "first": d[starts], "last": d[ends - 1], "median_gap": median,
+                         "mean_gap": mean, "gap_cv": cv, "spend": spend}, index=p.ids[cust])
+
+
+def state_at(tx: pd.DataFrame, at: pd.Timestamp, unit_days: float = 7.0, p: Purchases | None = None) -> pd.DataFrame:
+    """Behaviour features of every customer who bought on or before `at`, as of `at` (`p`: the transactions'
+    `purchases`, when several cutoffs share them)."""
+    p = purchases(tx) if p is None else p
+    c = cycles_at(p, at)
+    at_day = pd.Timestamp(at).normalize().value // DAY_NS
     out = pd.DataFrame(index=c.index)
-    out["recency_days"] = (at.normalize() - c["last"]).dt.days.astype(float)
-    out["tenure_days"] = (at.normalize() - c["first"]).dt.days.astype(float)
+    out["recency_days"] = (at_day - c["last"]).astype(float)
+    out["tenure_days"] = (at_day - c["first"]).astype(float)
     out["occasions"] = c["occasions"].astype(float)
-    out["log_spend"] = np.log1p(spend.reindex(c.index).clip(lower=0).to_numpy())
-    out["log_mean_spend"] = np.log1p((spend.reindex(c.index) / c["occasions"]).clip(lower=0).to_numpy())
+    out["log_spend"] = np.log1p(c["spend"].clip(lower=0).to_numpy())
+    out["log_mean_spend"] = np.log1p((c["spend"] / c["occasions"]).clip(lower=0).to_numpy())
     out["median_gap_days"] = c["median_gap"]
     out["gap_cv"] = c["gap_cv"]
     out["recency_over_cycle"] = out["recency_days"] / c["median_gap"].where(c["median_gap"] > 0)
     out["rate_per_year"] = (c["occasions"] - 1) / np.maximum(out["tenure_days"], 1.0) * 365.25
     # the purchase model's view at `at`: x, t_x, T in `unit_days`
     out["x"] = c["occasions"] - 1.0
-    out["t_x"] = (c["last"] - c["first"]).dt.days / unit_days
+    out["t_x"] = (c["last"] - c["first"]) / unit_days
     out["T"] = out["tenure_days"] / unit_days
     return out
 
 
-def label_after(tx: pd.DataFrame, at: pd.Timestamp, horizon_days: int, customers: pd.Index) -> pd.Series:
+def label_after(tx: pd.DataFrame, at: pd.Timestamp, horizon_days: int, customers: pd.Index,
+                p: Purchases | None = None) -> pd.Series:
     """True for customers with no purchase in (at, at + horizon]."""
-    window = tx[(tx["date"] >= _next_day(at)) & (tx["date"] < _next_day(at + pd.Timedelta(days=horizon_days)))]
-    active = set(window["customer_id"].astype(str))
-    return pd.Series(~customers.isin(list(active)), index=customers)
+    p = purchases(tx) if p is None else p
+    window = (p.ns >= _next_day(at).value) & (p.ns < _next_day(at + pd.Timedelta(days=horizon_days)).value)
+    active = np.zeros(len(p.ids), dtype=bool)
+    active[p.code[window]] = True
+    where = p.ids.get_indexer(io.as_ids(pd.Series(customers)))
+    return pd.Series(~np.where(where >= 0, active[np.maximum(where, 0)], False), index=customers)
 
 
 def usual_cycle(state: pd.DataFrame) -> pd.Series:
@@ -227,8 +270,9 @@ def by_recency_decile(scores: pd.DataFrame) -> pd.DataFrame:
     return t.reset_index()
 
 
-def _frame(tx, at, horizon, attrs, fb, cfg, unit_days, label: bool):
-    state = state_at(tx, at, unit_days)
+def _frame(tx, at, horizon, attrs, fb, cfg, unit_days, label: bool, p: Purchases | None = None):
+    p = purchases(tx) if p is None else p
+    state = state_at(tx, at, unit_days, p)
     model = None
     if (state["x"] > 0).sum() >= 10:
         try:
@@ -239,7 +283,7 @@ def _frame(tx, at, horizon, attrs, fb, cfg, unit_days, label: bool):
     feats = state.drop(columns=["x", "t_x", "T"]).join(
         extra_features(state.index, attrs, fb, at, cfg.exclude, cfg.feedback.nps, cfg.feedback.complaints))
     base = baseline_risk(model, state, horizon, unit_days) if model is not None else np.full(len(state), np.nan)
-    y = label_after(tx, at, horizon, state.index).to_numpy() if label else None
+    y = label_after(tx, at, horizon, state.index, p).to_numpy() if label else None
     return state, feats, base, y
 
 
@@ -256,7 +300,8 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
     seed = cfg.seed
     cap = cfg.max_model_customers
 
-    state_end, feats_end, base_end, _ = _frame(tx, end, h, attrs, fb, cfg, unit_days, label=False)
+    p = purchases(tx)  # customer codes and days once, for the three cutoffs
+    state_end, feats_end, base_end, _ = _frame(tx, end, h, attrs, fb, cfg, unit_days, label=False, p=p)
     cycle = usual_cycle(state_end)
     scores = pd.DataFrame({"customer_id": state_end.index, "recency": state_end["recency_days"].to_numpy(),
                            "cycle_days": cycle.to_numpy()})
@@ -283,7 +328,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
     n_train = n_test = 0
     proba = np.full(len(state_end), np.nan)
     if usable(c1):
-        s1, f1, b1, y1 = _frame(tx, c1, h, attrs, fb, cfg, unit_days, label=True)
+        s1, f1, b1, y1 = _frame(tx, c1, h, attrs, fb, cfg, unit_days, label=True, p=p)
         if contract_end is not None:
             y1 = contract_label(c1, s1.index)
             alive1 = ~(contract_end.reindex(s1.index).fillna(pd.Timestamp.max) <= c1).to_numpy()
@@ -292,7 +337,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
         if min(k1, len(y1) - k1) >= MIN_CLASS:
             cols = list(f1.columns)
             if usable(c2):
-                s2, f2, b2, y2 = _frame(tx, c2, h, attrs, fb, cfg, unit_days, label=True)
+                s2, f2, b2, y2 = _frame(tx, c2, h, attrs, fb, cfg, unit_days, label=True, p=p)
                 if contract_end is not None:
                     y2 = contract_label(c2, s2.index)
                     alive2 = ~(contract_end.reindex(s2.index).fillna(pd.Timestamp.max) <= c2).to_numpy()

@@ -52,13 +52,15 @@ def yearly_retention(tx: pd.DataFrame) -> tuple[float, str]:
     if window < 30:
         return float("nan"), i18n.t("clv.retention_short")
     w = pd.Timedelta(days=window)
-    prev = set(tx.loc[(tx["date"] > end - 2 * w) & (tx["date"] <= end - w), "customer_id"])
-    cur = set(tx.loc[tx["date"] > end - w, "customer_id"])
-    if not prev:
+    ids = io.as_ids(tx["customer_id"])  # distinct ids by Arrow's hashing: no Python string per row
+    prev = pd.unique(ids[(tx["date"] > end - 2 * w) & (tx["date"] <= end - w)])
+    cur = pd.unique(ids[tx["date"] > end - w])
+    if not len(prev):
         return float("nan"), i18n.t("clv.retention_no_prev")
-    r_w = len(prev & cur) / len(prev)
+    both = len(prev) + len(cur) - len(pd.unique(pd.concat([pd.Series(prev), pd.Series(cur)], ignore_index=True)))
+    r_w = both / len(prev)
     r = r_w ** (365.0 / window) if r_w > 0 else 0.0
-    how = i18n.t("clv.retention_how", n=f"{len(prev & cur):,}", of=f"{len(prev):,}", days=f"{window:.0f}")
+    how = i18n.t("clv.retention_how", n=f"{both:,}", of=f"{len(prev):,}", days=f"{window:.0f}")
     return float(min(r, 0.99)), how + ("" if window == 365 else i18n.t("clv.retention_scaled", r=i18n.pct(r_w)))
 
 
