@@ -134,7 +134,7 @@ def parse_dates(s: pd.Series, formats: str | list[str] | None = None) -> tuple[p
             alt = AMBIGUOUS.get(fmt)
             vals = texts[which == i]
             if not given and alt and pd.to_datetime(vals, format=alt, errors="coerce").notna().all():
-                note += f"; every one also fits {alt}: set date_format in the params if that is meant"
+                note += i18n.t("cleaning.also_fits", alt=alt)
             notes.append(note)
     out = _take(parsed.to_numpy(dtype="datetime64[ns]"), codes, np.datetime64("NaT"))
     return pd.Series(out, index=s.index, dtype="datetime64[ns]"), notes
@@ -377,8 +377,7 @@ def clean_transactions(
         k = book.send(odd, "implausible_date", lambda i: np.asarray(why[i], dtype=object))
         book.log("implausible_date", True, "quarantined", k, _sum(amount_raw[odd]), i18n.t("cleaning.plausible", span=span))
         if k:
-            notes.append(f"{k:,} rows dated outside the plausible range {span} were quarantined, so they cannot move "
-                         "the observation end (cleaning.dates sets the range).")
+            notes.append(i18n.t("cleaning.implausible_note", n=f"{k:,}", span=span))
     else:
         book.log("implausible_date", False, "off", 0, 0)
 

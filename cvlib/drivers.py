@@ -251,15 +251,15 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
     if cfg.drivers:
         unknown = [d for d in cfg.drivers if d not in groups]
         if unknown:
-            notes.append(f"Drivers not found and ignored: {', '.join(unknown)}.")
+            notes.append(i18n.for_consultant("drivers.note_unknown", names=", ".join(unknown)))
         groups = {k: v for k, v in groups.items() if k in cfg.drivers}
     for name, cols in list(groups.items()):
         sub = X[cols]
         if sub.isna().all().all():
-            notes.append(f"Driver {name!r} is missing for every customer: dropped.")
+            notes.append(i18n.t("drivers.note_all_missing", name=i18n.label(name)))
             del groups[name]
         elif sub.nunique(dropna=True).max() <= 1:
-            notes.append(f"Driver {name!r} is the same for every customer: dropped.")
+            notes.append(i18n.t("drivers.note_constant_driver", name=i18n.label(name)))
             del groups[name]
     keep = [c for cols in groups.values() for c in cols]
     X = X[keep]
@@ -538,8 +538,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     cfg = study.drivers
     notes: list[str] = []
     if study.drivers.group_by not in rfm.columns and (attrs is None or study.drivers.group_by not in attrs.columns):
-        notes.append(f"drivers.group_by {study.drivers.group_by!r} is neither an RFM column nor an attribute: "
-                     "groups are RFM segments.")
+        notes.append(i18n.for_consultant("drivers.note_group_by", by=study.drivers.group_by))
     groups = group_series(study, rfm, attrs)
     end = pd.Timestamp(rfm["last_purchase"].max()).normalize() if "end" not in rfm.attrs else rfm.attrs["end"]
     end_col = study.clv.contracts.end_column

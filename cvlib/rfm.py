@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import i18n, io
 from cvlib.params import Rfm, SegmentRule, Study
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
@@ -368,9 +368,9 @@ def add_scores(summary: pd.DataFrame, rules: Rfm) -> tuple[pd.DataFrame, list[st
     for col, (src, rev, edges) in spec.items():
         out[col] = score(out[src], rules.n_bins, rev, edges, rules.ties)
         if out[src].nunique() <= 1:
-            notes.append(f"Every customer has the same {src} ({out[src].iloc[0]:,.4g}): its score carries no information.")
+            notes.append(i18n.t("rfm.note_constant", what=i18n.label(src), v=f"{out[src].iloc[0]:,.4g}"))
     if len(out) < rules.n_bins:
-        notes.append(f"Only {len(out)} customers for {rules.n_bins} score bins: some scores are unused.")
+        notes.append(i18n.t("rfm.note_few", n=len(out), bins=rules.n_bins))
     return out, notes
 
 
@@ -512,8 +512,7 @@ def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
     empty = ClusterResult(None, None, pd.DataFrame(columns=["k", "inertia", "silhouette"]), pd.DataFrame(), None)
     distinct = len(X.drop_duplicates())
     if distinct < 3:
-        empty.notes.append(f"Clusters not computed: only {distinct} distinct R/F/M profile(s) among "
-                           f"{len(X)} customers; k-means needs at least 3.")
+        empty.notes.append(i18n.t("rfm.note_no_clusters", k=distinct, n=len(X)))
         return empty
     rng = np.random.default_rng(cfg.seed)
     sample_idx = rng.choice(len(X), min(cfg.sample, len(X)), replace=False)
@@ -532,7 +531,7 @@ def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
     del dist
     scores = pd.DataFrame(rows)
     if scores.empty:
-        empty.notes.append("Clusters not computed: too few distinct customers for the k range.")
+        empty.notes.append(i18n.t("rfm.note_no_clusters_k"))
         return empty
     k = int(cfg.k) if cfg.k else int(scores.loc[scores["silhouette"].idxmax(), "k"])
     pipe = cluster_pipeline(k, cfg.seed).fit(X)
@@ -630,13 +629,12 @@ def build_rfm(tx: pd.DataFrame, rules: Rfm) -> RfmResult:
     notes = []
     late = int((tx["date"] > end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")).sum())
     if late:
-        notes.append(f"{late:,} transactions after the observation end {end.date()} are not counted.")
+        notes.append(i18n.t("rfm.note_late", n=f"{late:,}", end=i18n.date(end)))
     scored, score_notes = add_scores(summary, rules)
     notes += score_notes
     scored["segment"] = assign_segments(scored, rules.segments, rules.n_bins, rules.segment_on)
     if (scored["segment"] == "Other").any():
-        notes.append(f"{int((scored['segment'] == 'Other').sum()):,} customers fall in no cell of the segment grid: "
-                     "shown as 'Other'. Check rfm.segments.")
+        notes.append(i18n.for_consultant("rfm.note_other", n=f"{int((scored['segment'] == 'Other').sum()):,}"))
     conc = concentration(scored["monetary"])
     scored["abc_class"] = abc_classes(scored["monetary"], rules.abc)
     scored["value_tier"] = value_tiers(scored["monetary"], rules.pyramid.cuts, rules.pyramid.names)
@@ -644,12 +642,11 @@ def build_rfm(tx: pd.DataFrame, rules: Rfm) -> RfmResult:
         clusters = fit_clusters(scored, rules.clusters)
         notes += clusters.notes
     else:
-        clusters = ClusterResult(None, None, pd.DataFrame(), pd.DataFrame(), None, notes=["Clusters are off."])
+        clusters = ClusterResult(None, None, pd.DataFrame(), pd.DataFrame(), None, notes=[i18n.for_consultant("rfm.note_clusters_off")])
     scored["cluster"] = clusters.labels.astype("Int64") if clusters.labels is not None else pd.array(
         [pd.NA] * len(scored), dtype="Int64")
     if (scored["frequency"] == 1).all():
-        notes.append("Every customer bought once: there are no repeat purchases, so frequency and the "
-                     "repeat-purchase inputs of the CLV models carry no information.")
+        notes.append(i18n.t("rfm.note_all_once"))
     cal = None
     if rules.calibration_end:
         cal = calibration_holdout(tx, rules.calibration_end, rules.holdout_end, basis, rules.time_unit)

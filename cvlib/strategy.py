@@ -53,11 +53,10 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
         d["churn_probability"] = rk["churn_probability"].reindex(d.index)
         missing = int(d["churn_probability"].isna().sum())
         if missing:
-            notes.append(f"{missing:,} customers have no churn probability from the drivers stage: they are in no "
-                         "rule that tests churn_probability.")
+            notes.append(i18n.t("strategy.note_no_probability", n=f"{missing:,}"))
     else:
         d["churn_probability"] = np.nan
-        notes.append("No churn risk from the drivers stage: rules on churn_probability match nobody.")
+        notes.append(i18n.for_consultant("strategy.note_no_risk"))
     d["churned"] = (rk["churned"].reindex(d.index).fillna(False).astype(bool) if rk is not None and "churned" in rk
                     else False)  # without the drivers stage nobody is known to have churned
     if rk is not None and "within_cycle" in rk.columns:
