@@ -58,27 +58,45 @@ def retention_rates(flags: pd.DataFrame, rfm: pd.DataFrame, by: pd.Series | None
     return g.reset_index()
 
 
+def cohort_matrices(tx: pd.DataFrame, max_months: int = 24) -> dict[str, pd.DataFrame]:
+    """Cohort (month of first purchase) x months since, as {"customers": share of the cohort active,
+    "revenue": revenue relative to the cohort's first month}. Cells after the data's last month are NaN (not
+    observed), so a young cohort does not show as 0% retained. Integer codes and counts: the ids are hashed
+    once for both matrices."""
+    codes, ids = pd.factorize(io.as_ids(tx["customer_id"]))
+    month = (tx["date"].dt.year * 12 + tx["date"].dt.month - 1).to_numpy(dtype=np.int64)  # months since year 0
+    first = np.full(len(ids), np.iinfo(np.int64).max)
+    np.minimum.at(first, codes, month)
+    k = month - first[codes]
+    keep = k <= max_months
+    c0, width = int(first.min()), max_months + 1
+    n_cohorts = int(first.max()) - c0 + 1
+    cell = (first[codes] - c0) * width + k  # (cohort, months since) of each row
+    key = codes[keep].astype(np.int64) * width + k[keep]
+    key.sort()
+    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key  # distinct (customer, months since)
+    cust_cell = (first[key // width] - c0) * width + key % width
+    counts = {"customers": np.bincount(cust_cell, minlength=n_cohorts * width).astype(float),
+              "revenue": np.bincount(cell[keep], weights=tx["amount"].to_numpy(dtype=float)[keep],
+                                     minlength=n_cohorts * width)}
+    present = counts["customers"].reshape(n_cohorts, width)[:, 0] > 0
+    cols = range(0, int(min(max_months, month.max() - first.min())) + 1)
+    cohorts = np.arange(c0, c0 + n_cohorts)[present]
+    unobserved = (cohorts[:, None] + np.asarray(cols)[None, :]) > month.max()
+    out = {}
+    for name, v in counts.items():
+        grid = v.reshape(n_cohorts, width)[present][:, : len(cols)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = pd.DataFrame(grid / grid[:, [0]], columns=pd.Index(cols, name="months since first purchase"))
+        t = t.mask(unobserved)  # months after the data's last month were never observed: blank, not 0%
+        t.index = pd.Index([f"{c // 12:04d}-{c % 12 + 1:02d}" for c in cohorts], name="cohort")  # as Period("1997-01")
+        out[name] = t
+    return out
+
+
 def cohort_matrix(tx: pd.DataFrame, value: str = "customers", max_months: int = 24) -> pd.DataFrame:
-    """Cohort (month of first purchase) x months since: share of the cohort active (customers) or
-    revenue relative to the cohort's first month (revenue). Cells after the data's last month are NaN (not
-    observed), so a young cohort does not show as 0% retained."""
-    codes = pd.factorize(tx["customer_id"])[0]
-    month = (tx["date"].dt.year * 12 + tx["date"].dt.month - 1).to_numpy()  # months since year 0, as integers
-    first = pd.Series(month).groupby(codes).transform("min").to_numpy()
-    d = pd.DataFrame({"customer": codes, "cohort": first, "k": month - first, "amount": tx["amount"].to_numpy()})
-    d = d[d["k"] <= max_months]
-    if value == "customers":
-        t = d.groupby(["cohort", "k"])["customer"].nunique().unstack(fill_value=0)
-    else:
-        t = d.groupby(["cohort", "k"])["amount"].sum().unstack(fill_value=0.0)
-    t = t.reindex(columns=range(0, int(min(max_months, month.max() - first.min())) + 1), fill_value=0)
-    t = t.div(t[0], axis=0)
-    # months after the data's last month were never observed: blank, not 0% retention
-    unobserved = (t.index.to_numpy()[:, None] + t.columns.to_numpy()[None, :]) > month.max()
-    t = t.mask(unobserved)
-    t.index = pd.Index([f"{c // 12:04d}-{c % 12 + 1:02d}" for c in t.index], name="cohort")  # as Period("1997-01")
-    t.columns.name = "months since first purchase"
-    return t
+    """One of `cohort_matrices`: "customers" (share of the cohort active) or "revenue"."""
+    return cohort_matrices(tx, max_months)[value]
 
 
 def km_curves(flags: pd.DataFrame, groups: pd.Series | None = None) -> tuple[pd.DataFrame, dict]:
@@ -602,7 +620,8 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     means = ds.X[ds.ratings].mean() if ds.ratings else pd.Series(dtype=float)
     drivers["mean_rating"] = drivers["driver"].map(means)
     drivers = drivers[["driver", "method", "importance", "ci_low", "ci_high", "mean_rating"]]
-    return DriversResult(flags, rates, rates_by, cohort_matrix(tx, "customers"), cohort_matrix(tx, "revenue"), km,
+    cohorts = cohort_matrices(tx)
+    return DriversResult(flags, rates, rates_by, cohorts["customers"], cohorts["revenue"], km,
                          logrank, survey, drivers, ipa_df, churn_cm, linear_r2, ds.collinear, notes, risk)
 
 

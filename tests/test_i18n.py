@@ -240,3 +240,7 @@ def test_client_rendering_leaves_out_consultant_notes_empty_sections_and_paramet
     assert "使用的参数" in text(consultant, "index.html") and "使用的参数" not in text(client, "index.html")
     nav = BeautifulSoup((client / "02_rfm.html").read_text(encoding="utf-8"), "html.parser").select_one("nav.cvlib-nav")
     assert [a["href"] for a in nav.find_all("a")] == ["index.html", "01_cleaning.html", "03_clv.html"]
+    english = run_study(small_book(tmp_path, name="voice_en"), reports_dir=tmp_path / "e", client=True).run_dir
+    for page in [p.name for p in english.glob("*.html")]:
+        assert not key.findall(text(english, page)), (page, key.findall(text(english, page))[:3])
+        assert "For the consultant" not in text(english, page) and "True" not in text(english, page), page
