@@ -1,0 +1,150 @@
+"""The customer journey: each customer's purchase cycle and whether they are overdue, their lifecycle stage and
+how stages flow from one period to the next, and cross-sell rules from what customers buy together.
+
+- **Cycle**: the median number of days between a customer's purchase days, shrunk toward their group's cycle
+  when they have few gaps (one-time buyers get the group's cycle); the next purchase is expected one cycle
+  after the last; a customer is **overdue** when the days since their last purchase exceed k cycles.
+- **Lifecycle stage** at a date: *acquisition* (first purchase within the last period), *lapsed* (past their
+  own expected return time: recency over `lapsed_factor` cycles), else *growth*, *maturity* or *decline* by
+  their spend in the last period against their own mean spend per period before it.
+- **Cross-sell rules**: association rules (support, confidence, lift) over customer baskets, mined with
+  mlxtend's FP-growth, kept when they also hold on a later holdout period; each customer's next best product
+  is the consequent of the strongest rule whose antecedent they hold and whose consequent they lack.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cvlib import churn
+
+STAGES = ("acquisition", "growth", "maturity", "decline", "lapsed")
+NOT_YET = "not yet a customer"
+
+
+def purchase_cycles(tx: pd.DataFrame, end: pd.Timestamp, groups: pd.Series | None = None, k: float = 2.0,
+                    prior_gaps: float = 2.0) -> pd.DataFrame:
+    """Per customer who bought by `end` (index: customer id): occasions, own median gap, cycle_days (own median
+    shrunk toward the group's: (own x gaps + group x prior_gaps) / (gaps + prior_gaps); the group's for one-time
+    buyers), recency_days, expected_next, overdue (recency over k cycles) and days_overdue."""
+    c = churn.cycles_at(churn.purchases(tx), end)
+    end_day = pd.Timestamp(end).normalize().value // churn.DAY_NS
+    g = (groups.reindex(c.index) if groups is not None else pd.Series("all", index=c.index)).fillna("unknown")
+    own = c["median_gap"]
+    overall = float(own.median()) if own.notna().any() else np.nan
+    typical = own.groupby(g).median().reindex(g.to_numpy()).fillna(overall).to_numpy()
+    gaps = (c["occasions"] - 1).clip(lower=0).to_numpy(dtype=float)
+    cycle = np.where(own.notna(), (own.fillna(0) * gaps + typical * prior_gaps) / (gaps + prior_gaps), typical)
+    recency = (end_day - c["last"]).to_numpy(dtype=float)
+    last = pd.to_datetime(c["last"].to_numpy() * churn.DAY_NS)
+    out = pd.DataFrame({"occasions": c["occasions"].to_numpy(), "median_gap_days": own.to_numpy(),
+                        "cycle_days": cycle, "recency_days": recency, "last_purchase": last,
+                        "expected_next": last + pd.to_timedelta(np.nan_to_num(cycle, nan=0.0).round(), unit="D")},
+                       index=c.index)
+    out.loc[np.isnan(cycle), "expected_next"] = pd.NaT
+    out["overdue"] = recency > k * cycle  # False where there is no cycle at all (NaN compares False)
+    out["days_overdue"] = np.clip(recency - k * cycle, 0, None)
+    return out
+
+
+def lifecycle_stage(tx: pd.DataFrame, at: pd.Timestamp, period_days: int = 90, growth: float = 0.25,
+                    decline: float = 0.25, lapsed_factor: float = 2.0, groups: pd.Series | None = None) -> pd.Series:
+    """Each customer's lifecycle stage at `at` (customers who bought by then): acquisition, lapsed, growth,
+    maturity or decline (see the module doc)."""
+    at = pd.Timestamp(at).normalize()
+    known = tx[tx["date"] < at + pd.Timedelta(days=1)]
+    cyc = purchase_cycles(known, at, groups, lapsed_factor)
+    p = churn.purchases(known)
+    start = (at - pd.Timedelta(days=period_days)).value // churn.DAY_NS  # the last period: (start, at]
+    recent = p.day > start
+    spend_recent = np.bincount(p.code, weights=np.where(recent, p.amount, 0.0), minlength=len(p.ids))
+    spend_before = np.bincount(p.code, weights=np.where(recent, 0.0, p.amount), minlength=len(p.ids))
+    first = np.full(len(p.ids), np.iinfo(np.int64).max)
+    np.minimum.at(first, p.code, p.day)
+    where = p.ids.get_indexer(cyc.index)
+    periods_before = np.maximum((start - first[where]) / period_days, 1.0)
+    rate_before = spend_before[where] / periods_before
+    ratio = np.divide(spend_recent[where], rate_before, out=np.full(len(where), np.inf), where=rate_before > 0)
+    stage = np.where(ratio >= 1 + growth, "growth", np.where(ratio <= 1 - decline, "decline", "maturity"))
+    stage = np.where(cyc["recency_days"].to_numpy() > lapsed_factor * cyc["cycle_days"].to_numpy(), "lapsed", stage)
+    stage = np.where(first[where] > start, "acquisition", stage)
+    return pd.Series(stage, index=cyc.index, name="lifecycle_stage")
+
+
+def lifecycle_flow(tx: pd.DataFrame, end: pd.Timestamp, period_days: int = 90, **rules) -> tuple[pd.Series, pd.DataFrame]:
+    """Stages now and one period earlier, and the transition table (rows: the earlier stage, 'not yet a
+    customer' for those acquired since; columns: the stage now; cells: customers)."""
+    end = pd.Timestamp(end).normalize()
+    now = lifecycle_stage(tx, end, period_days, **rules)
+    before = lifecycle_stage(tx, end - pd.Timedelta(days=period_days), period_days, **rules)
+    prev = before.reindex(now.index).fillna(NOT_YET)
+    order = [NOT_YET, *STAGES]
+    table = pd.crosstab(prev, now).reindex(index=order, columns=list(STAGES), fill_value=0)
+    table.index.name, table.columns.name = "stage before", "stage now"
+    return now, table
+
+
+# --------------------------------------------------------------------------- cross-sell
+def baskets(tx: pd.DataFrame, item: str = "product") -> pd.DataFrame:
+    """Customer x item: True where the customer bought the item (one row per customer, items as columns)."""
+    d = tx[["customer_id", item]].dropna().drop_duplicates()
+    return pd.crosstab(d["customer_id"].astype(str), d[item].astype(str)).astype(bool)
+
+
+def association_rules(basket: pd.DataFrame, min_support: float = 0.02, min_confidence: float = 0.3,
+                      min_lift: float = 1.2, max_len: int = 3) -> pd.DataFrame:
+    """Rules 'antecedent -> consequent' (one consequent item) with support, confidence and lift at or above the
+    thresholds, strongest first; frequent itemsets by mlxtend's FP-growth."""
+    from mlxtend.frequent_patterns import association_rules as mx_rules
+    from mlxtend.frequent_patterns import fpgrowth
+
+    cols = ["antecedent", "consequent", "support", "confidence", "lift", "antecedent_support", "customers"]
+    if basket.empty or basket.shape[1] < 2:
+        return pd.DataFrame(columns=cols)
+    items = fpgrowth(basket, min_support=min_support, use_colnames=True, max_len=max_len)
+    if items.empty or items["itemsets"].map(len).max() < 2:
+        return pd.DataFrame(columns=cols)
+    r = mx_rules(items, metric="confidence", min_threshold=min_confidence, num_itemsets=len(basket))
+    r = r[(r["consequents"].map(len) == 1) & (r["lift"] >= min_lift)]
+    out = pd.DataFrame({"antecedent": r["antecedents"].map(lambda s: tuple(sorted(s))),
+                        "consequent": r["consequents"].map(lambda s: next(iter(s))),
+                        "support": r["support"].to_numpy(), "confidence": r["confidence"].to_numpy(),
+                        "lift": r["lift"].to_numpy(), "antecedent_support": r["antecedent support"].to_numpy()})
+    out["customers"] = (out["support"] * len(basket)).round().astype(int)
+    return out.sort_values(["lift", "confidence", "support"], ascending=False, kind="stable").reset_index(drop=True)[cols]
+
+
+def rule_metrics(basket: pd.DataFrame, antecedent: tuple, consequent: str) -> tuple[float, float, float]:
+    """Support, confidence and lift of one rule on a basket table (0 where an item is absent)."""
+    n = len(basket)
+    if not n or any(i not in basket.columns for i in (*antecedent, consequent)):
+        return 0.0, 0.0, 0.0
+    has_a = basket[list(antecedent)].all(axis=1)
+    both = (has_a & basket[consequent]).sum() / n
+    conf = both / (has_a.sum() / n) if has_a.any() else 0.0
+    p_c = basket[consequent].mean()
+    return float(both), float(conf), float(conf / p_c) if p_c > 0 else 0.0
+
+
+def holdout_rules(rules: pd.DataFrame, holdout_basket: pd.DataFrame, min_confidence: float, min_lift: float) -> pd.DataFrame:
+    """The rules that still hold on a later period's baskets (confidence and lift there at or above the
+    thresholds), with their holdout figures."""
+    m = [rule_metrics(holdout_basket, a, c) for a, c in zip(rules["antecedent"], rules["consequent"])]
+    out = rules.assign(holdout_support=[x[0] for x in m], holdout_confidence=[x[1] for x in m],
+                       holdout_lift=[x[2] for x in m])
+    keep = (out["holdout_confidence"] >= min_confidence) & (out["holdout_lift"] >= min_lift)
+    return out[keep].reset_index(drop=True)
+
+
+def next_best_product(basket: pd.DataFrame, rules: pd.DataFrame) -> pd.DataFrame:
+    """Per customer: the consequent of the strongest rule (rules come strongest first) whose antecedent they
+    bought and whose consequent they have not, and that rule as text; customers with no such rule are left out."""
+    best: dict[str, tuple[str, str]] = {}
+    for a, c in zip(rules["antecedent"], rules["consequent"]):
+        if c not in basket.columns or any(i not in basket.columns for i in a):
+            continue
+        hit = basket[list(a)].all(axis=1) & ~basket[c]
+        for cust in hit.index[hit.to_numpy()]:
+            best.setdefault(cust, (c, f"{' + '.join(a)} -> {c}"))
+    return pd.DataFrame([(k, v[0], v[1]) for k, v in best.items()],
+                        columns=["customer_id", "suggested_product", "rule"])

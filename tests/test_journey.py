@@ -1,0 +1,124 @@
+"""The customer journey module against hand-built cases: cycles and overdue customers, lifecycle stages and
+their transitions, association rules against a brute-force count and against mlxtend itself."""
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvlib import journey
+
+END = pd.Timestamp("2024-12-31")
+
+
+def tx_of(rows: dict[str, list[tuple[str, float]]]) -> pd.DataFrame:
+    out = [{"customer_id": c, "date": pd.Timestamp(d), "amount": a} for c, buys in rows.items() for d, a in buys]
+    return pd.DataFrame(out)
+
+
+def every(days: int, last: pd.Timestamp, n: int, amount: float = 10.0) -> list[tuple[str, float]]:
+    return [(str((last - pd.Timedelta(days=days * i)).date()), amount) for i in range(n)][::-1]
+
+
+def test_a_customer_buying_every_30_days_last_seen_100_days_ago_is_overdue_at_k_2():
+    tx = tx_of({"late": every(30, END - pd.Timedelta(days=100), 8),
+                "fresh": every(30, END - pd.Timedelta(days=1), 8),   # bought yesterday: not overdue
+                "once": [("2024-12-01", 5.0)]})
+    c = journey.purchase_cycles(tx, END, k=2.0)
+    assert c.loc["late", "median_gap_days"] == 30 and c.loc["late", "recency_days"] == 100
+    assert abs(c.loc["late", "cycle_days"] - 30) < 1e-9  # 7 gaps of 30 shrunk toward a group cycle of 30
+    assert bool(c.loc["late", "overdue"]) and c.loc["late", "days_overdue"] == pytest.approx(40)
+    assert not c.loc["fresh", "overdue"] and c.loc["fresh", "expected_next"] == END - pd.Timedelta(days=1) + pd.Timedelta(days=30)
+    assert c.loc["once", "cycle_days"] == 30 and not c.loc["once", "overdue"]  # the group's cycle; 30 days ago
+
+
+def test_few_gaps_are_shrunk_toward_the_groups_cycle():
+    tx = tx_of({"a": every(10, END, 21), "b": every(100, END, 2), "c": every(10, END, 21)})
+    groups = pd.Series({"a": "g", "b": "g", "c": "g"})
+    c = journey.purchase_cycles(tx, END, groups, prior_gaps=2.0)
+    typical = 10.0  # the group's cycle: the median of its customers' own medians (10, 100, 10)
+    assert c.loc["b", "cycle_days"] == pytest.approx((100 * 1 + typical * 2) / 3)
+    assert c.loc["a", "cycle_days"] == pytest.approx(10.0)
+
+
+def test_lifecycle_stages_and_transitions_on_a_small_book_with_known_histories():
+    period = 90
+    books = {
+        "new": [("2024-12-01", 50.0)],                                           # first purchase this period
+        "grower": every(30, pd.Timestamp("2024-09-15"), 10, 10.0) + every(15, END, 6, 40.0),
+        "steady": every(30, END, 24, 20.0),
+        "decliner": every(30, pd.Timestamp("2024-10-01"), 20, 50.0) + [("2024-12-20", 5.0)],
+        "gone": every(20, pd.Timestamp("2024-03-01"), 10, 20.0),                  # cycle 20, silent since March
+    }
+    tx = tx_of(books)
+    now, table = journey.lifecycle_flow(tx, END, period)
+    assert now.to_dict() == {"decliner": "decline", "gone": "lapsed", "grower": "growth", "new": "acquisition",
+                             "steady": "maturity"}
+    assert table.loc[journey.NOT_YET, "acquisition"] == 1  # 'new' was not a customer a period ago
+    assert table.loc["maturity", "maturity"] == 1  # steady stayed steady
+    assert table.loc["lapsed", "lapsed"] == 1  # gone was already past its cycle in September
+    assert int(table.to_numpy().sum()) == len(books)
+
+
+def brute_rules(basket: pd.DataFrame, min_support: float, min_confidence: float, min_lift: float) -> set:
+    n, items = len(basket), list(basket.columns)
+    out = set()
+    for size in (1, 2):
+        for ante in combinations(items, size):
+            for cons in items:
+                if cons in ante:
+                    continue
+                has_a = basket[list(ante)].all(axis=1)
+                both = (has_a & basket[cons]).sum()
+                if not has_a.any() or both / n < min_support:
+                    continue
+                conf = both / has_a.sum()
+                lift = conf / basket[cons].mean()
+                if conf >= min_confidence and lift >= min_lift:
+                    out.add((tuple(sorted(ante)), cons, round(both / n, 9), round(conf, 9), round(lift, 9)))
+    return out
+
+
+def test_association_rules_equal_a_brute_force_count_on_a_small_basket_set():
+    rows = [("a", "media"), ("a", "analytics"), ("b", "media"), ("b", "analytics"), ("c", "media"),
+            ("d", "social"), ("d", "media"), ("e", "analytics"), ("e", "social"), ("f", "media"), ("f", "analytics"),
+            ("f", "social")]
+    basket = journey.baskets(pd.DataFrame(rows, columns=["customer_id", "product"]))
+    got = journey.association_rules(basket, min_support=0.1, min_confidence=0.3, min_lift=0.0)
+    mine = {(a, c, round(s, 9), round(cf, 9), round(lf, 9)) for a, c, s, cf, lf in
+            zip(got["antecedent"], got["consequent"], got["support"], got["confidence"], got["lift"])}
+    assert mine == brute_rules(basket, 0.1, 0.3, 0.0)
+
+
+def test_association_rules_equal_mlxtend_on_a_larger_set():
+    from mlxtend.frequent_patterns import association_rules, fpgrowth
+
+    rng = np.random.default_rng(4)
+    basket = pd.DataFrame(rng.random((2000, 6)) < [0.5, 0.3, 0.2, 0.4, 0.1, 0.25], columns=list("ABCDEF"))
+    basket["B"] |= basket["A"] & (rng.random(2000) < 0.5)  # a planted pattern: A customers go on to buy B
+    ours = journey.association_rules(basket, 0.05, 0.2, 1.0)
+    items = fpgrowth(basket, min_support=0.05, use_colnames=True, max_len=3)
+    ref = association_rules(items, metric="confidence", min_threshold=0.2, num_itemsets=len(basket))
+    ref = ref[(ref["consequents"].map(len) == 1) & (ref["lift"] >= 1.0)]
+    key = lambda a, c: (tuple(sorted(a)), next(iter(c)) if not isinstance(c, str) else c)  # noqa: E731
+    assert {key(a, c) for a, c in zip(ref["antecedents"], ref["consequents"])} == \
+        {key(a, c) for a, c in zip(ours["antecedent"], ours["consequent"])}
+    single = ours[ours["antecedent"].map(len) == 1].iloc[0]
+    assert (single["antecedent"], single["consequent"]) in ((("A",), "B"), (("B",), "A"))  # the planted rule leads
+
+
+def test_rules_that_do_not_hold_on_the_holdout_are_dropped_and_the_next_best_product_is_one_they_lack():
+    cal = pd.DataFrame({"media": [1, 1, 1, 1, 0, 0], "analytics": [1, 1, 1, 0, 0, 1], "print": [0, 0, 1, 1, 1, 0]},
+                       index=list("abcdef")).astype(bool)
+    rules = journey.association_rules(cal, 0.1, 0.5, 1.0)
+    hold = pd.DataFrame({"media": [1, 1, 0, 1], "analytics": [1, 1, 0, 1], "print": [0, 1, 1, 0]},
+                        index=list("wxyz")).astype(bool)
+    kept = journey.holdout_rules(rules, hold, 0.5, 1.0)
+    assert set(zip(kept["antecedent"], kept["consequent"])) <= set(zip(rules["antecedent"], rules["consequent"]))
+    assert ((("media",), "analytics") in set(zip(kept["antecedent"], kept["consequent"])))
+    nb = journey.next_best_product(cal, kept).set_index("customer_id")
+    assert nb.loc["d", "suggested_product"] == "analytics" and "media" in nb.loc["d", "rule"]
+    for cust, row in nb.iterrows():
+        assert not cal.loc[cust, row["suggested_product"]]  # never a product they already have
