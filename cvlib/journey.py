@@ -148,3 +148,44 @@ def next_best_product(basket: pd.DataFrame, rules: pd.DataFrame) -> pd.DataFrame
             best.setdefault(cust, (c, f"{' + '.join(a)} -> {c}"))
     return pd.DataFrame([(k, v[0], v[1]) for k, v in best.items()],
                         columns=["customer_id", "suggested_product", "rule"])
+
+
+# --------------------------------------------------------------------------- channels
+def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Series | None = None,
+                acquisition_cost: dict[str, float] | float | None = None) -> dict[str, pd.DataFrame]:
+    """What each channel brings, from transactions with a `channel` column (`clv`, `churned`: per customer id):
+
+    - `acquisition`: by the channel of each customer's first purchase: customers, revenue, mean and total CLV,
+      conversion (share who came back for a second purchase day), and with acquisition costs the CAC, CLV/CAC
+      and ROI ((total CLV - total cost) / total cost);
+    - `used`: by channel used: customers who bought through it and the revenue through it;
+    - `multi`: multi-channel against single-channel customers: customers, mean revenue, mean CLV, retention;
+    - `migration`: customers by first channel (rows) and last channel (columns)."""
+    d = tx[["customer_id", "date", "amount", "channel"]].assign(customer_id=lambda x: x["customer_id"].astype(str),
+                                                                 channel=lambda x: x["channel"].astype(str))
+    d = d.sort_values(["customer_id", "date"], kind="stable")
+    per = d.groupby("customer_id").agg(first_channel=("channel", "first"), last_channel=("channel", "last"),
+                                       channels=("channel", "nunique"), revenue=("amount", "sum"),
+                                       days=("date", lambda s: s.dt.normalize().nunique()))
+    per["converted"] = per["days"] >= 2
+    per["clv"] = clv.reindex(per.index).to_numpy() if clv is not None else np.nan
+    per["retained"] = (~churned.reindex(per.index).astype("boolean")).to_numpy(dtype=float, na_value=np.nan) \
+        if churned is not None else np.nan
+    acq = per.groupby("first_channel").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
+                                           mean_clv=("clv", "mean"), total_clv=("clv", "sum"),
+                                           conversion=("converted", "mean"))
+    if acquisition_cost is not None:
+        cost = (pd.Series(acquisition_cost, dtype=float) if isinstance(acquisition_cost, dict)
+                else pd.Series(float(acquisition_cost), index=acq.index))
+        acq["cac"] = cost.reindex(acq.index).to_numpy()
+        acq["clv_to_cac"] = acq["mean_clv"] / acq["cac"].where(acq["cac"] > 0)
+        spent = acq["cac"] * acq["customers"]
+        acq["roi"] = (acq["total_clv"] - spent) / spent.where(spent > 0)
+    used = d.groupby("channel").agg(customers=("customer_id", "nunique"), revenue=("amount", "sum"))
+    per["reach"] = np.where(per["channels"] > 1, "multi-channel", "single channel")
+    multi = per.groupby("reach").agg(customers=("revenue", "size"), mean_revenue=("revenue", "mean"),
+                                     mean_clv=("clv", "mean"), retention_rate=("retained", "mean"))
+    migration = pd.crosstab(per["first_channel"], per["last_channel"])
+    migration.index.name, migration.columns.name = "first channel", "last channel"
+    return {"acquisition": acq.reset_index().rename(columns={"first_channel": "channel"}),
+            "used": used.reset_index(), "multi": multi.reset_index(), "migration": migration}

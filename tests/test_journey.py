@@ -122,3 +122,27 @@ def test_rules_that_do_not_hold_on_the_holdout_are_dropped_and_the_next_best_pro
     assert nb.loc["d", "suggested_product"] == "analytics" and "media" in nb.loc["d", "rule"]
     for cust, row in nb.iterrows():
         assert not cal.loc[cust, row["suggested_product"]]  # never a product they already have
+
+
+def test_channel_mix_recovers_a_planted_channel_difference_by_hand():
+    rows = []
+    for i in range(40):  # web customers: two visits, 100 each; store customers: one visit of 50
+        c = f"w{i}"
+        rows += [(c, "2024-01-05", 100.0, "web"), (c, "2024-03-05", 100.0, "web" if i % 4 else "store")]
+    for i in range(20):
+        rows.append((f"s{i}", "2024-02-01", 50.0, "store"))
+    tx = pd.DataFrame(rows, columns=["customer_id", "date", "amount", "channel"]).assign(date=lambda d: pd.to_datetime(d["date"]))
+    clv = pd.Series({**{f"w{i}": 300.0 for i in range(40)}, **{f"s{i}": 60.0 for i in range(20)}})
+    churned = pd.Series({**{f"w{i}": False for i in range(40)}, **{f"s{i}": True for i in range(20)}})
+    mix = journey.channel_mix(tx, clv, churned, {"web": 30.0, "store": 20.0})
+    acq = mix["acquisition"].set_index("channel")
+    assert acq.loc["web", "customers"] == 40 and acq.loc["store", "customers"] == 20
+    assert acq.loc["web", "conversion"] == 1.0 and acq.loc["store", "conversion"] == 0.0
+    assert acq.loc["web", "clv_to_cac"] == pytest.approx(10.0) and acq.loc["store", "clv_to_cac"] == pytest.approx(3.0)
+    assert acq.loc["web", "roi"] == pytest.approx((40 * 300 - 40 * 30) / (40 * 30))
+    used = mix["used"].set_index("channel")
+    assert used.loc["store", "customers"] == 30 and used.loc["store", "revenue"] == 10 * 100 + 20 * 50
+    multi = mix["multi"].set_index("reach")
+    assert multi.loc["multi-channel", "customers"] == 10 and multi.loc["multi-channel", "retention_rate"] == 1.0
+    assert multi.loc["single channel", "retention_rate"] == pytest.approx(30 / 50)
+    assert mix["migration"].loc["web", "store"] == 10 and mix["migration"].loc["web", "web"] == 30
