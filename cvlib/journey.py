@@ -13,10 +13,14 @@ how stages flow from one period to the next, and cross-sell rules from what cust
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from cvlib import churn
+from cvlib import churn, io
+from cvlib.params import Study
 
 STAGES = ("acquisition", "growth", "maturity", "decline", "lapsed")
 NOT_YET = "not yet a customer"
@@ -32,9 +36,11 @@ def purchase_cycles(tx: pd.DataFrame, end: pd.Timestamp, groups: pd.Series | Non
     g = (groups.reindex(c.index) if groups is not None else pd.Series("all", index=c.index)).fillna("unknown")
     own = c["median_gap"]
     overall = float(own.median()) if own.notna().any() else np.nan
-    typical = own.groupby(g).median().reindex(g.to_numpy()).fillna(overall).to_numpy()
+    own = own.astype(float)
+    typical = own.groupby(g).median().reindex(g.to_numpy()).fillna(overall).to_numpy(dtype=float)
     gaps = (c["occasions"] - 1).clip(lower=0).to_numpy(dtype=float)
-    cycle = np.where(own.notna(), (own.fillna(0) * gaps + typical * prior_gaps) / (gaps + prior_gaps), typical)
+    cycle = np.where(own.notna(), (own.fillna(0).to_numpy() * gaps + typical * prior_gaps) / (gaps + prior_gaps),
+                     typical).astype(float)
     recency = (end_day - c["last"]).to_numpy(dtype=float)
     last = pd.to_datetime(c["last"].to_numpy() * churn.DAY_NS)
     out = pd.DataFrame({"occasions": c["occasions"].to_numpy(), "median_gap_days": own.to_numpy(),
@@ -189,3 +195,83 @@ def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Seri
     migration.index.name, migration.columns.name = "first channel", "last channel"
     return {"acquisition": acq.reset_index().rename(columns={"first_channel": "channel"}),
             "used": used.reset_index(), "multi": multi.reset_index(), "migration": migration}
+
+
+# --------------------------------------------------------------------------- the stage
+@dataclass
+class JourneyResult:
+    customers: pd.DataFrame         # customer_id, lifecycle_stage, cycle_days, expected_next, overdue, ...
+    stages: pd.DataFrame            # per stage: customers, revenue, CLV
+    transitions: pd.DataFrame       # stage a period ago (rows) x stage now (columns)
+    cycles_by_segment: pd.DataFrame  # per segment: customers, median cycle, share overdue
+    overdue: pd.DataFrame           # the overdue customers, most value at stake first
+    channels: dict[str, pd.DataFrame] | None
+    rules: pd.DataFrame | None
+    end: pd.Timestamp
+    notes: list[str] = field(default_factory=list)
+
+
+def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None) -> JourneyResult:
+    """Everything the journey stage computes, from clean transactions and the RFM (and CLV) tables."""
+    cfg = study.journey
+    end = pd.Timestamp(tx["date"].max()).normalize()
+    seg = rfm.assign(customer_id=rfm["customer_id"].astype(str)).set_index("customer_id")["segment"].astype(str)
+    value = (clv.assign(customer_id=clv["customer_id"].astype(str)).set_index("customer_id")["clv"]
+             if clv is not None else pd.Series(dtype=float))
+    cyc = purchase_cycles(tx, end, seg, cfg.cycles.overdue_k, cfg.cycles.prior_gaps)
+    cyc.index = cyc.index.astype(str)
+    lc = cfg.lifecycle
+    now, transitions = lifecycle_flow(tx, end, lc.period_days, growth=lc.growth, decline=lc.decline,
+                                      lapsed_factor=lc.lapsed_factor, groups=seg)
+    now.index = now.index.astype(str)
+    revenue = tx.groupby(io.as_ids(tx["customer_id"]).astype(str))["amount"].sum()
+    cust = cyc.assign(lifecycle_stage=now.reindex(cyc.index).to_numpy(), segment=seg.reindex(cyc.index).to_numpy(),
+                      revenue=revenue.reindex(cyc.index).to_numpy(), clv=value.reindex(cyc.index).to_numpy())
+    stages = cust.groupby("lifecycle_stage").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
+                                                 total_clv=("clv", "sum"), mean_clv=("clv", "mean"))
+    stages = stages.reindex(list(STAGES)).fillna({"customers": 0, "revenue": 0.0, "total_clv": 0.0})
+    stages["share_of_customers"] = stages["customers"] / max(len(cust), 1)
+    by_seg = cust.groupby("segment").agg(customers=("revenue", "size"), median_cycle_days=("cycle_days", "median"),
+                                         share_overdue=("overdue", "mean"), overdue_clv=("clv", lambda v: float(
+                                             v[cust.loc[v.index, "overdue"]].sum())))
+    overdue = cust[cust["overdue"]].sort_values(["clv", "days_overdue"], ascending=False).reset_index(names="customer_id")
+    notes: list[str] = []
+    channels = None
+    if "channel" in tx.columns:
+        churned = None
+        channels = channel_mix(tx, value if len(value) else None, churned,
+                               study.clv.formula.acquisition_cost if isinstance(study.clv.formula.acquisition_cost, dict)
+                               else None)
+    rules = None
+    if "product" in tx.columns:
+        cc = cfg.cross_sell
+        split = end - pd.Timedelta(days=cc.holdout_days)
+        early = tx[tx["date"] <= split] if cc.holdout_days else tx
+        rules = association_rules(baskets(early), cc.min_support, cc.min_confidence, cc.min_lift, cc.max_len)
+        if cc.holdout_days and len(rules):
+            rules = holdout_rules(rules, baskets(tx[tx["date"] > split]), cc.min_confidence, cc.min_lift)
+        best = next_best_product(baskets(tx), rules).set_index("customer_id")
+        cust = cust.join(best, how="left")
+    cust = cust.reset_index(names="customer_id")
+    return JourneyResult(cust, stages.reset_index(names="lifecycle_stage"), transitions,
+                         by_seg.reset_index(), overdue, channels, rules, end, notes)
+
+
+def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
+    """Read the clean transactions and the RFM (and CLV) tables; write journey.parquet and journey.json."""
+    run_dir = Path(run_dir)
+    res = build_journey(study, io.read_stage(run_dir, "transactions_clean.parquet"),
+                        io.read_stage(run_dir, "rfm.parquet"), io.read_stage(run_dir, "clv.parquet", optional=True))
+    cols = ["customer_id", "lifecycle_stage", "cycle_days", "expected_next", "overdue", "days_overdue"]
+    cols += [c for c in ("suggested_product", "rule") if c in res.customers.columns]
+    io.write_parquet(res.customers[cols].astype({"customer_id": io.STRING}), run_dir / "journey.parquet")
+    io.write_json({"end": str(res.end.date()), "stages": res.stages.to_dict("records"),
+                   "transitions": {str(k): {str(c): int(v) for c, v in row.items()}
+                                   for k, row in res.transitions.iterrows()},
+                   "overdue_customers": int(len(res.overdue)),
+                   "rules": [] if res.rules is None else [
+                       {"antecedent": list(a), "consequent": c, "support": s, "confidence": f, "lift": lift}
+                       for a, c, s, f, lift in zip(res.rules["antecedent"], res.rules["consequent"],
+                                                   res.rules["support"], res.rules["confidence"], res.rules["lift"])],
+                   "notes": res.notes}, run_dir / "journey.json")
+    return res

@@ -491,6 +491,36 @@ class Drivers(_Model):
     feedback: FeedbackColumns = Field(default_factory=FeedbackColumns)
 
 
+# --------------------------------------------------------------------------- journey
+class Lifecycle(_Model):
+    period_days: int = Field(90, ge=7, description="the period of acquisition and of the spend comparison (days)")
+    growth: float = Field(0.25, gt=0, description="growth: last period's spend at least 1 + this times the "
+                          "customer's own mean spend per earlier period")
+    decline: float = Field(0.25, gt=0, lt=1, description="decline: at most 1 - this times it")
+    lapsed_factor: float = Field(2.0, gt=0, description="lapsed: days since the last purchase over this many of "
+                                 "the customer's own cycles")
+
+
+class Cycles(_Model):
+    overdue_k: float = Field(2.0, gt=0, description="overdue: days since the last purchase over k own cycles")
+    prior_gaps: float = Field(2.0, ge=0, description="shrinkage: the segment's cycle counts as this many gaps")
+
+
+class CrossSell(_Model):
+    min_support: float = Field(0.02, gt=0, le=1, description="share of customers holding the rule's items")
+    min_confidence: float = Field(0.3, gt=0, le=1)
+    min_lift: float = Field(1.2, gt=0)
+    max_len: int = Field(3, ge=2, le=5, description="items in a rule, antecedent and consequent together")
+    holdout_days: int = Field(180, ge=0, description="rules are mined before the last this-many days and kept "
+                              "when they hold on them (0: no holdout check)")
+
+
+class Journey(_Model):
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+    cycles: Cycles = Field(default_factory=Cycles)
+    cross_sell: CrossSell = Field(default_factory=CrossSell)
+
+
 # --------------------------------------------------------------------------- strategy
 class GroupRule(_Model):
     """A strategic group: customers for whom `when` (a rule in cvlib.expr over the customer table) is true.
@@ -586,6 +616,7 @@ class Study(_Model):
     clv: Clv = Field(default_factory=Clv)
     value: Value = Field(default_factory=Value)
     drivers: Drivers = Field(default_factory=Drivers)
+    journey: Journey = Field(default_factory=Journey)
     strategy: Strategy = Field(default_factory=Strategy)
 
     # where the YAML file was; input paths are relative to it

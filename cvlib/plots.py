@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import textwrap
 from typing import Any
 
 import matplotlib.dates as mdates
@@ -78,7 +79,9 @@ def label_overlaps(fig: plt.Figure) -> list[tuple[str, str]]:
         texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
         for axis in (ax.xaxis, ax.yaxis):  # a twin's hidden axis draws nothing
             if axis.get_visible():
-                texts += [axis.label, *axis.get_ticklabels()]
+                lo, hi = sorted(axis.get_view_interval())
+                texts += [axis.label] + [lab for loc, lab in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+                                         if lo - 1e-9 * abs(hi - lo) <= loc <= hi + 1e-9 * abs(hi - lo)]  # drawn ones
         if ax.get_legend() is not None:
             items.append(("legend", ax.get_legend().get_window_extent(renderer)))
     texts = list({id(t): t for t in texts}.values())
@@ -194,7 +197,13 @@ def heatmap(table: pd.DataFrame, title: str, fmt: str = ",.0f", cbar_label: str 
     sns.heatmap(table.astype(float), annot=True, fmt=fmt, cmap="Blues", ax=ax, cbar_kws={"label": label(T(cbar_label))})
     ax.set_ylabel(label(str(table.index.name or "")))
     ax.set_xlabel(label(str(table.columns.name or "")))
-    ax.set_title(T(title))
+    ax.set_xticklabels([name(str(c)) for c in table.columns])
+    ax.set_yticklabels([name(str(i)) for i in table.index], rotation=0)
+    if max((len(name(str(c))) for c in table.columns), default=0) > 5:  # long column names side by side: slant them
+        ax.tick_params(axis="x", labelrotation=30)
+        for t in ax.get_xticklabels():
+            t.set_horizontalalignment("right")
+    ax.set_title(textwrap.fill(T(title), 45), pad=14)  # clear of the colour bar's top label
     return fig
 
 

@@ -24,7 +24,7 @@ RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "mone
                 "x", "t_x", "T", "monetary_value", "r_score", "f_score", "m_score", "segment", "abc_class",
                 "value_tier", "cluster", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier",
                 "churn_probability", "churned", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
-                "value_at_risk")
+                "value_at_risk", "lifecycle_stage", "overdue")
 
 
 def rule_categories(study: Study) -> dict[str, set]:
@@ -35,13 +35,16 @@ def rule_categories(study: Study) -> dict[str, set]:
     return {"segment": {s.name for s in study.rfm.segments} | {"Other"},
             "clv_tier": set(study.clv.tiers.names), "abc_class": {"A", "B", "C"},
             "value_tier": set(study.rfm.pyramid.names),
-            "value_cell": set(cell_names(m.size, m.names).values()) | {"unknown"}}
+            "value_cell": set(cell_names(m.size, m.names).values()) | {"unknown"},
+            "lifecycle_stage": {"acquisition", "growth", "maturity", "decline", "lapsed", "unknown"}}
 
 
 # --------------------------------------------------------------------------- the customer table
 def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None = None,
-                   risk: pd.DataFrame | None = None, tx: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """One row per customer with what the group rules can use: RFM, CLV, churn probability, value cell, trend."""
+                   risk: pd.DataFrame | None = None, tx: pd.DataFrame | None = None,
+                   journey: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per customer with what the group rules can use: RFM, CLV, churn probability, value cell, trend,
+    lifecycle stage and whether they are overdue (journey stage)."""
     notes = []
     d = rfm.assign(customer_id=rfm["customer_id"].astype(str)).set_index("customer_id")
     c = clv.assign(customer_id=clv["customer_id"].astype(str)).set_index("customer_id")
@@ -79,6 +82,11 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
     else:
         d["trend"] = 0.0
     d["value_at_risk"] = (d["clv"] * d["churn_probability"]).fillna(0.0)
+    j = journey.assign(customer_id=journey["customer_id"].astype(str)).set_index("customer_id") \
+        if journey is not None else None
+    d["lifecycle_stage"] = j["lifecycle_stage"].reindex(d.index).fillna("unknown").astype(str) if j is not None \
+        else "unknown"
+    d["overdue"] = j["overdue"].reindex(d.index).fillna(False).astype(bool) if j is not None else False
     return d.reset_index(), notes
 
 
@@ -419,9 +427,10 @@ class StrategyResult:
 
 
 def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None,
-                   risk: pd.DataFrame | None, drivers: pd.DataFrame | None, tx: pd.DataFrame | None) -> StrategyResult:
+                   risk: pd.DataFrame | None, drivers: pd.DataFrame | None, tx: pd.DataFrame | None,
+                   journey: pd.DataFrame | None = None) -> StrategyResult:
     cfg = study.strategy
-    d, notes = customer_table(rfm, clv, value, risk, tx)
+    d, notes = customer_table(rfm, clv, value, risk, tx, journey)
     d = assign_groups(d, cfg)
     alloc = allocate(d, cfg)
     return StrategyResult(d, playbook(d, cfg), profiles(d), action_table(d, cfg, study.clv.horizon_months), alloc,
@@ -438,7 +447,8 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
 
     res = build_strategy(study, io.read_stage(run_dir, "rfm.parquet"),
                          io.read_stage(run_dir, "clv.parquet"), opt("value.parquet"),
-                         opt("churn_risk.parquet"), opt("drivers.parquet"), opt("transactions_clean.parquet"))
+                         opt("churn_risk.parquet"), opt("drivers.parquet"), opt("transactions_clean.parquet"),
+                         opt("journey.parquet"))
     io.write_parquet(res.customers[["customer_id", "group", "objective", "clv", "churn_probability", "value_at_risk"]],
                      run_dir / "strategy_groups.parquet")
     io.write_csv(io.rounded_for_export(res.playbook), run_dir / "playbook.csv")

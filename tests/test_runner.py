@@ -119,7 +119,8 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("CVLIB_CACHE", str(tmp_path / "cache"))
     res = run_study(ROOT / "params" / "agency_demo.yaml", reports_dir=tmp_path / "reports",
                     overrides=["drivers.bootstrap=10", "clv.bootstrap=10"])
-    assert res.ok and [s.stage.name for s in res.stages] == ["cleaning", "rfm", "clv", "value", "drivers", "strategy"]
+    assert res.ok and [s.stage.name for s in res.stages] == ["cleaning", "rfm", "clv", "value", "drivers", "journey",
+                                                            "strategy"]
     for sr in res.stages:
         assert errors_in(res.run_dir / sr.stage.notebook) == [], sr.stage.name
         page = (res.run_dir / sr.html).read_text(encoding="utf-8")

@@ -16,7 +16,7 @@ from cvlib.runner import run_study
 from tests.conftest import ROOT, small_book
 
 NB = ROOT / "notebooks"
-STAGE_NAMES = ["cleaning", "rfm", "clv", "value", "drivers", "strategy"]
+STAGE_NAMES = ["cleaning", "rfm", "clv", "value", "drivers", "journey", "strategy"]
 
 
 def statuses(run_dir: Path) -> dict[str, str]:
