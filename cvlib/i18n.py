@@ -171,13 +171,6 @@ def symbol(currency: str) -> str:
     return SYMBOLS.get(currency.upper(), currency)
 
 
-def number(v: Any, decimals: int = 0) -> str:
-    """A number with thousands separators ('12,345'), '–' when missing."""
-    if _missing(v):
-        return "–"
-    return f"{v:,.{decimals}f}"
-
-
 def _wan(v: float, decimals: int = 2) -> str | None:
     """Chinese large-number units: 1.23亿 (10^8), 45.60万 (10^4); None below 10,000."""
     a = abs(v)

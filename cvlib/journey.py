@@ -27,11 +27,11 @@ NOT_YET = "not yet a customer"
 
 
 def purchase_cycles(tx: pd.DataFrame, end: pd.Timestamp, groups: pd.Series | None = None, k: float = 2.0,
-                    prior_gaps: float = 2.0) -> pd.DataFrame:
+                    prior_gaps: float = 2.0, p: churn.Purchases | None = None) -> pd.DataFrame:
     """Per customer who bought by `end` (index: customer id): occasions, own median gap, cycle_days (own median
     shrunk toward the group's: (own x gaps + group x prior_gaps) / (gaps + prior_gaps); the group's for one-time
     buyers), recency_days, expected_next, overdue (recency over k cycles) and days_overdue."""
-    c = churn.cycles_at(churn.purchases(tx), end)
+    c = churn.cycles_at(churn.purchases(tx) if p is None else p, end)
     end_day = pd.Timestamp(end).normalize().value // churn.DAY_NS
     g = (groups.reindex(c.index) if groups is not None else pd.Series("all", index=c.index)).fillna("unknown")
     own = c["median_gap"]
@@ -59,8 +59,8 @@ def lifecycle_stage(tx: pd.DataFrame, at: pd.Timestamp, period_days: int = 90, g
     maturity or decline (see the module doc)."""
     at = pd.Timestamp(at).normalize()
     known = tx[tx["date"] < at + pd.Timedelta(days=1)]
-    cyc = purchase_cycles(known, at, groups, lapsed_factor)
-    p = churn.purchases(known)
+    p = churn.purchases(known)  # ids coded once for the cycles and the spend
+    cyc = purchase_cycles(known, at, groups, lapsed_factor, p=p)
     start = (at - pd.Timedelta(days=period_days)).value // churn.DAY_NS  # the last period: (start, at]
     recent = p.day > start
     spend_recent = np.bincount(p.code, weights=np.where(recent, p.amount, 0.0), minlength=len(p.ids))

@@ -28,8 +28,6 @@ def status_text(status: str) -> str:
 def environment() -> "Environment":
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    from cvlib import i18n
-
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True,
                       default_for_string=True), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.globals.update(t=i18n.t, lang=i18n.current)
@@ -117,7 +115,6 @@ def _stage_navigation(ctx: "_Context", result: "RunResult", i: int, html_text: s
     consultant's notes and without sections left with nothing to show."""
     from bs4 import BeautifulSoup
 
-    from cvlib import i18n
     from cvlib.report import CONSULTANT_CLASS
 
     soup = BeautifulSoup(html_text, "html.parser")
@@ -140,10 +137,9 @@ def _stage_navigation(ctx: "_Context", result: "RunResult", i: int, html_text: s
         if anchor is not None and head is not None:
             toc.append({"id": anchor["id"], "text": head.get_text().replace("¶", "").strip()})
     snippet = render("stage_nav.html.j2", study=ctx.study.study, client=ctx.study.client, run=result.run_dir.name,
-                     title=i18n.t(f"stages.{me.stage.name}"),
                      prev={"html": prev.html, "title": i18n.t(f"stages.{prev.stage.name}")} if prev else None,
                      next={"html": nxt.html, "title": i18n.t(f"stages.{nxt.stage.name}")} if nxt else None,
-                     toc=toc, t=i18n.t)
+                     toc=toc)
     frag = BeautifulSoup(snippet, "html.parser")
     main = soup.find("main") or soup.body
     toc_div = frag.select_one(".cvlib-toc")

@@ -28,7 +28,7 @@ WARNINGS_LOG = "warnings.log"
 def setup(study: Study | None = None, run_dir: str | Path | None = None) -> None:
     """Apply the study's report language, the shared figure theme and table display options, and send
     Python warnings to `warnings.log` in the run folder instead of the report (call once per notebook)."""
-    from cvlib import i18n, plots
+    from cvlib import plots
 
     i18n.use(study.report.language if study is not None else "en")
     plots.use_theme()
