@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cvlib.errors import CvlibError
+from cvlib.stages import STAGES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("params", help="the study's YAML file, e.g. params/cdnow.yaml, or a run's "
                                     "reports/<study>/<run>/params.yaml to rerun exactly that study")
     run.add_argument("--stages", nargs="+", metavar="STAGE",
-                     help="rerun these stages (cleaning rfm clv value drivers strategy) even if nothing they depend "
+                     help=f"rerun these stages ({' '.join(s.name for s in STAGES)}) even if nothing they depend "
                           "on changed; every other stage is reused when unchanged and run otherwise")
     run.add_argument("--force", action="store_true", help="rerun every stage (reuse nothing)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -74,10 +74,21 @@ def acquisition_channel(study: Study, tx: pd.DataFrame, attrs: pd.DataFrame | No
     """Each customer's acquisition channel: an attribute column, else the channel of the first purchase."""
     col = study.clv.formula.channel_column
     if attrs is not None and col and col in attrs.columns:
-        return attrs.set_index("customer_id")[col].astype(str)
+        return attrs.set_index(attrs["customer_id"].astype(str))[col].astype(str)
     if "channel" in tx.columns:
         first = tx.sort_values("date").drop_duplicates("customer_id")
         return first.set_index(first["customer_id"].astype(str))["channel"].astype(str)
+    return None
+
+
+def acquisition_costs(study: Study, attrs: pd.DataFrame | None, channel: pd.Series | None) -> pd.Series | None:
+    """Each customer's acquisition cost: an attribute column, else the cost of their acquisition channel (None
+    when neither is given; a single cost for everyone is `clv.formula.acquisition_cost`)."""
+    f = study.clv.formula
+    if attrs is not None and f.acquisition_cost_column and f.acquisition_cost_column in attrs.columns:
+        return attrs.set_index(attrs["customer_id"].astype(str))[f.acquisition_cost_column].astype(float)
+    if isinstance(f.acquisition_cost, dict) and channel is not None:
+        return channel.map(f.acquisition_cost).astype(float)
     return None
 
 
@@ -420,11 +431,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     customers["customer_id"] = customers["customer_id"].astype(io.STRING)
 
     channel = acquisition_channel(study, tx, attrs)
-    cac = None
-    if attrs is not None and cfg.formula.acquisition_cost_column in (attrs.columns if attrs is not None else []):
-        cac = attrs.set_index("customer_id")[cfg.formula.acquisition_cost_column].astype(float)
-    elif isinstance(cfg.formula.acquisition_cost, dict) and channel is not None:
-        cac = channel.map(cfg.formula.acquisition_cost).astype(float)
+    cac = acquisition_costs(study, attrs, channel)
     rfm2 = rfm.assign(customer_id=rfm["customer_id"].astype(str))
     if channel is not None:
         rfm2["channel"] = rfm2["customer_id"].map(channel).fillna("unknown")

@@ -11,6 +11,15 @@ Planted effects (what the drivers stage must find):
 - Complaints per year ~ Poisson(exp(-0.6 - 0.9 (responsiveness - 3.5))).
 - Ratings (1-5) in the yearly survey are the client's latent level plus noise.
 
+Planted journey patterns (what the journey stage must find; drawn from a second seeded stream):
+- Cross-sell: a client buying media buying adds analytics 6-18 months after it starts with probability 0.75
+  (other clients: 0.08), so the rule 'media buying -> analytics' has a lift well above 1.
+- Acquisition channel by size: pitches win large clients (high CLV, high acquisition cost), referrals small and
+  mid ones (cheap): pitch has the highest mean CLV, referral the highest CLV/CAC.
+- Billing channel (`channel` in billings.csv): each client orders through the account team, the client portal
+  or a tender; large clients use a second channel for 30% of their work (multi-channel clients are worth more);
+  from 2022 a third of the account-team-only clients move to the client portal (migration one way).
+
 Realistic mess in billings.csv: exact duplicate rows, credit notes (negative amounts whose invoice id is
 'CN-' + the original invoice), missing client ids, amounts with '$' and thousands separators, and about
 one row in ten dated day-first (dd/mm/yyyy) by a second billing system.
@@ -23,6 +32,9 @@ import numpy as np
 import pandas as pd
 
 SERVICE_LINES = {"creative": 6000.0, "media buying": 14000.0, "digital": 5000.0, "PR": 3500.0}
+CROSS_SELL = ("media buying", "analytics", 4000.0)  # (bought first, added later, monthly fee)
+BILLING_CHANNELS = ["account team", "client portal", "tender"]
+CHANNEL_BY_SIZE = {"small": [0.45, 0.05, 0.40, 0.10], "mid": [0.30, 0.25, 0.30, 0.15], "large": [0.10, 0.60, 0.10, 0.20]}
 INDUSTRIES = ["FMCG", "Automotive", "Finance", "Retail", "Technology", "Healthcare", "Travel"]
 REGIONS = ["North", "South", "East", "West"]
 SIZES = {"small": 0.5, "mid": 1.0, "large": 2.6}
@@ -39,12 +51,13 @@ def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
                 start: str = "2020-01-01") -> dict[str, pd.DataFrame]:
     """Clients, monthly billings by service line, and a yearly satisfaction survey (seeded)."""
     rng = np.random.default_rng(seed)
+    rng2 = np.random.default_rng([seed, 16])  # the journey patterns: the base book's draws stay as they were
     t0 = pd.Timestamp(start)
     end = t0 + pd.DateOffset(years=years) - pd.Timedelta(days=1)
     months_total = 12 * years
     ids = [f"AG{i:05d}" for i in range(1, n_clients + 1)]
     size = rng.choice(list(SIZES), n_clients, p=[0.5, 0.35, 0.15])
-    channel = rng.choice(list(CHANNELS), n_clients, p=[0.3, 0.25, 0.3, 0.15])
+    channel = np.array([rng2.choice(list(CHANNELS), p=CHANNEL_BY_SIZE[sz]) for sz in size])
     start_month = np.minimum((rng.beta(1.0, 1.6, n_clients) * months_total).astype(int), months_total - 1)
     month_starts = pd.date_range(t0, periods=months_total + 1, freq="MS").to_numpy()
     latent = {r: np.clip(rng.normal(3.5, 0.75, n_clients), 1, 5) for r in RATINGS}
@@ -55,6 +68,15 @@ def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
         lines = [ln for ln in SERVICE_LINES if rng.random() < {"small": 0.45, "mid": 0.6, "large": 0.8}[size[i]]] or [
             rng.choice(list(SERVICE_LINES))]
         m0 = int(start_month[i])
+        # the planted cross-sell: analytics added some months after the start, mostly by media-buying clients
+        first, later, fee = CROSS_SELL
+        adds = rng2.random() < (0.75 if first in lines else 0.08)
+        added_at = m0 + int(rng2.integers(6, 19)) if adds else months_total
+        home = rng2.choice(BILLING_CHANNELS, p=[0.6, 0.25, 0.15])
+        second = rng2.choice([c for c in BILLING_CHANNELS if c != home]) \
+            if rng2.random() < {"small": 0.12, "mid": 0.35, "large": 0.7}[size[i]] else None
+        moves_at = int(rng2.integers(24, 36)) if home == "account team" and second is None and rng2.random() < 1 / 3 \
+            else months_total  # 2022: the client portal takes over
         churn_month = None
         year_idx = 0
         m = m0
@@ -62,12 +84,23 @@ def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
             # one contract year: complaints, survey, billings, then the renewal decision
             comp = rng.poisson(np.exp(-0.6 - 0.9 * (latent["responsiveness"][i] - 3.5)))
             ks = np.arange(m, min(m + 12, months_total))
+
+            def via(k: int) -> str:
+                if k >= moves_at:
+                    return "client portal"
+                return second if second is not None and rng2.random() < 0.3 else home
             for ln in lines:
                 amounts = SERVICE_LINES[ln] * SIZES[size[i]] * rng.lognormal(0, 0.35, len(ks))
                 days = month_starts[ks] + rng.integers(0, 27, len(ks)).astype("timedelta64[D]")
-                for d, a in zip(days, amounts):
+                for k, d, a in zip(ks, days, amounts):
                     invoice += 1
-                    bills.append((cid, d, f"INV{invoice}", ln, round(float(a), 2)))
+                    bills.append((cid, d, f"INV{invoice}", ln, round(float(a), 2), via(k)))
+            extra = ks[ks >= added_at]
+            amounts = fee * SIZES[size[i]] * rng2.lognormal(0, 0.35, len(extra))
+            days = month_starts[extra] + rng2.integers(0, 27, len(extra)).astype("timedelta64[D]")
+            for k, d, a in zip(extra, days, amounts):
+                invoice += 1
+                bills.append((cid, d, f"INV{invoice}", later, round(float(a), 2), via(k)))
             if rng.random() < 0.75 and m + 6 < months_total:
                 ratings = {r: int(np.clip(round(latent[r][i] + rng.normal(0, 0.45)), 1, 5)) for r in RATINGS}
                 nps = 6.6 + 1.5 * (latent["creative_quality"][i] - 3.5) + 1.3 * (latent["strategic_insight"][i] - 3.5) \
@@ -93,7 +126,8 @@ def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
                         "contract_start": contract_start.date().isoformat(),
                         "contract_end": contract_end.date().isoformat() if contract_end is not None else "",
                         "service_lines": len(lines)})
-    billings = pd.DataFrame(bills, columns=["client_id", "date", "invoice_id", "service_line", "amount"])
+    billings = pd.DataFrame(bills, columns=["client_id", "date", "invoice_id", "service_line", "amount",
+                                           "channel"])
     billings["date"] = pd.to_datetime(billings["date"])
     billings = billings[billings["date"] <= end].reset_index(drop=True)
     return {"clients": pd.DataFrame(clients), "billings": _make_messy(billings, rng),

@@ -93,8 +93,12 @@ def lifecycle_flow(tx: pd.DataFrame, end: pd.Timestamp, period_days: int = 90, *
 # --------------------------------------------------------------------------- cross-sell
 def baskets(tx: pd.DataFrame, item: str = "product") -> pd.DataFrame:
     """Customer x item: True where the customer bought the item (one row per customer, items as columns)."""
-    d = tx[["customer_id", item]].dropna().drop_duplicates()
-    return pd.crosstab(d["customer_id"].astype(str), d[item].astype(str)).astype(bool)
+    d = tx[["customer_id", item]].dropna()
+    cust, ids = pd.factorize(d["customer_id"].astype(str), sort=True)
+    code, items = pd.factorize(d[item].astype(str), sort=True)
+    m = np.zeros((len(ids), len(items)), dtype=bool)
+    m[cust, code] = True
+    return pd.DataFrame(m, index=pd.Index(ids, name="customer_id"), columns=pd.Index(items, name=item))
 
 
 def association_rules(basket: pd.DataFrame, min_support: float = 0.02, min_confidence: float = 0.3,
@@ -158,42 +162,58 @@ def next_best_product(basket: pd.DataFrame, rules: pd.DataFrame) -> pd.DataFrame
 
 # --------------------------------------------------------------------------- channels
 def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Series | None = None,
-                acquisition_cost: dict[str, float] | float | None = None) -> dict[str, pd.DataFrame]:
-    """What each channel brings, from transactions with a `channel` column (`clv`, `churned`: per customer id):
+                acquisition: pd.Series | None = None,
+                cac: pd.Series | dict[str, float] | float | None = None) -> dict[str, pd.DataFrame]:
+    """What each channel brings, from transactions with a `channel` column (`clv`, `churned`, `acquisition`
+    channel and `cac`: per customer id; `cac` may also be a cost per acquisition channel or one cost):
 
-    - `acquisition`: by the channel of each customer's first purchase: customers, revenue, mean and total CLV,
-      conversion (share who came back for a second purchase day), and with acquisition costs the CAC, CLV/CAC
-      and ROI ((total CLV - total cost) / total cost);
-    - `used`: by channel used: customers who bought through it and the revenue through it;
+    - `acquisition`: by acquisition channel (`acquisition`, else the channel of the first purchase): customers,
+      revenue, mean and total CLV, conversion (share who came back for a second purchase day), and with
+      acquisition costs the mean CAC, CLV/CAC and ROI ((total CLV - total cost) / total cost);
+    - `used`: by channel used: customers who bought through it, the revenue through it, their mean CLV and
+      CLV/CAC;
     - `multi`: multi-channel against single-channel customers: customers, mean revenue, mean CLV, retention;
-    - `migration`: customers by first channel (rows) and last channel (columns)."""
+    - `migration`: customers by first channel (rows) and last channel (columns) of their purchases."""
     d = tx[["customer_id", "date", "amount", "channel"]].assign(customer_id=lambda x: x["customer_id"].astype(str),
                                                                  channel=lambda x: x["channel"].astype(str))
     d = d.sort_values(["customer_id", "date"], kind="stable")
     per = d.groupby("customer_id").agg(first_channel=("channel", "first"), last_channel=("channel", "last"),
-                                       channels=("channel", "nunique"), revenue=("amount", "sum"),
-                                       days=("date", lambda s: s.dt.normalize().nunique()))
+                                       channels=("channel", "nunique"), revenue=("amount", "sum"))
+    per["days"] = d.assign(day=d["date"].dt.normalize()).drop_duplicates(["customer_id", "day"]).groupby(
+        "customer_id").size().reindex(per.index).to_numpy()
+    per["acquired_by"] = (acquisition.reindex(per.index).fillna("unknown").astype(str).to_numpy()
+                          if acquisition is not None else per["first_channel"].to_numpy())
     per["converted"] = per["days"] >= 2
-    per["clv"] = clv.reindex(per.index).to_numpy() if clv is not None else np.nan
+    per["clv"] = clv.reindex(per.index).to_numpy(dtype=float) if clv is not None else np.nan
     per["retained"] = (~churned.reindex(per.index).astype("boolean")).to_numpy(dtype=float, na_value=np.nan) \
         if churned is not None else np.nan
-    acq = per.groupby("first_channel").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
-                                           mean_clv=("clv", "mean"), total_clv=("clv", "sum"),
-                                           conversion=("converted", "mean"))
-    if acquisition_cost is not None:
-        cost = (pd.Series(acquisition_cost, dtype=float) if isinstance(acquisition_cost, dict)
-                else pd.Series(float(acquisition_cost), index=acq.index))
-        acq["cac"] = cost.reindex(acq.index).to_numpy()
+    if isinstance(cac, pd.Series):
+        per["cac"] = cac.reindex(per.index).to_numpy(dtype=float)
+    elif isinstance(cac, dict):
+        per["cac"] = per["acquired_by"].map(cac).astype(float)
+    elif cac is not None:
+        per["cac"] = float(cac)
+    costs = {"cac": ("cac", "mean"), "spent": ("cac", "sum")} if cac is not None else {}
+    acq = per.groupby("acquired_by").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
+                                         mean_clv=("clv", "mean"), total_clv=("clv", "sum"),
+                                         conversion=("converted", "mean"), **costs)
+    if cac is not None:
         acq["clv_to_cac"] = acq["mean_clv"] / acq["cac"].where(acq["cac"] > 0)
-        spent = acq["cac"] * acq["customers"]
-        acq["roi"] = (acq["total_clv"] - spent) / spent.where(spent > 0)
-    used = d.groupby("channel").agg(customers=("customer_id", "nunique"), revenue=("amount", "sum"))
+        acq["roi"] = (acq["total_clv"] - acq["spent"]) / acq["spent"].where(acq["spent"] > 0)
+        acq = acq.drop(columns="spent")
+    pairs = d.groupby(["channel", "customer_id"])["amount"].sum().reset_index()
+    pairs = pairs.join(per[["clv", *(["cac"] if cac is not None else [])]], on="customer_id")
+    used = pairs.groupby("channel").agg(customers=("customer_id", "size"), revenue=("amount", "sum"),
+                                        mean_clv=("clv", "mean"), **({"cac": ("cac", "mean")} if cac is not None else {}))
+    if cac is not None:
+        used["clv_to_cac"] = used["mean_clv"] / used["cac"].where(used["cac"] > 0)
+        used = used.drop(columns="cac")
     per["reach"] = np.where(per["channels"] > 1, "multi-channel", "single channel")
     multi = per.groupby("reach").agg(customers=("revenue", "size"), mean_revenue=("revenue", "mean"),
                                      mean_clv=("clv", "mean"), retention_rate=("retained", "mean"))
     migration = pd.crosstab(per["first_channel"], per["last_channel"])
     migration.index.name, migration.columns.name = "first channel", "last channel"
-    return {"acquisition": acq.reset_index().rename(columns={"first_channel": "channel"}),
+    return {"acquisition": acq.reset_index().rename(columns={"acquired_by": "channel"}),
             "used": used.reset_index(), "multi": multi.reset_index(), "migration": migration}
 
 
@@ -211,8 +231,10 @@ class JourneyResult:
     notes: list[str] = field(default_factory=list)
 
 
-def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None) -> JourneyResult:
-    """Everything the journey stage computes, from clean transactions and the RFM (and CLV) tables."""
+def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None,
+                  attrs: pd.DataFrame | None = None, risk: pd.DataFrame | None = None) -> JourneyResult:
+    """Everything the journey stage computes, from clean transactions, the RFM (and CLV) tables, the customer
+    attributes (acquisition channel and cost) and the churn flags of the drivers stage (retention by channel)."""
     cfg = study.journey
     end = pd.Timestamp(tx["date"].max()).normalize()
     seg = rfm.assign(customer_id=rfm["customer_id"].astype(str)).set_index("customer_id")["segment"].astype(str)
@@ -238,10 +260,15 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     notes: list[str] = []
     channels = None
     if "channel" in tx.columns:
-        churned = None
-        channels = channel_mix(tx, value if len(value) else None, churned,
-                               study.clv.formula.acquisition_cost if isinstance(study.clv.formula.acquisition_cost, dict)
-                               else None)
+        from cvlib.clv import acquisition_channel, acquisition_costs
+
+        acquired = acquisition_channel(study, tx, attrs)
+        churned = (risk.assign(customer_id=risk["customer_id"].astype(str)).set_index("customer_id")["churned"]
+                   if risk is not None and "churned" in risk.columns else None)
+        cost = acquisition_costs(study, attrs, acquired)
+        f = study.clv.formula.acquisition_cost
+        channels = channel_mix(tx, value if len(value) else None, churned, acquired,
+                               cost if cost is not None else (f if f else None))
     rules = None
     if "product" in tx.columns:
         cc = cfg.cross_sell
@@ -261,7 +288,9 @@ def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
     """Read the clean transactions and the RFM (and CLV) tables; write journey.parquet and journey.json."""
     run_dir = Path(run_dir)
     res = build_journey(study, io.read_stage(run_dir, "transactions_clean.parquet"),
-                        io.read_stage(run_dir, "rfm.parquet"), io.read_stage(run_dir, "clv.parquet", optional=True))
+                        io.read_stage(run_dir, "rfm.parquet"), io.read_stage(run_dir, "clv.parquet", optional=True),
+                        io.read_attributes(study, "customers"),
+                        io.read_stage(run_dir, "churn_risk.parquet", optional=True))
     cols = ["customer_id", "lifecycle_stage", "cycle_days", "expected_next", "overdue", "days_overdue"]
     cols += [c for c in ("suggested_product", "rule") if c in res.customers.columns]
     io.write_parquet(res.customers[cols].astype({"customer_id": io.STRING}), run_dir / "journey.parquet")

@@ -24,7 +24,7 @@ RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "mone
                 "x", "t_x", "T", "monetary_value", "r_score", "f_score", "m_score", "segment", "abc_class",
                 "value_tier", "cluster", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier",
                 "churn_probability", "churned", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
-                "value_at_risk", "lifecycle_stage", "overdue")
+                "value_at_risk", "lifecycle_stage", "overdue", "suggested_product", "cross_sell_rule")
 
 
 def rule_categories(study: Study) -> dict[str, set]:
@@ -87,6 +87,8 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
     d["lifecycle_stage"] = j["lifecycle_stage"].reindex(d.index).fillna("unknown").astype(str) if j is not None \
         else "unknown"
     d["overdue"] = j["overdue"].reindex(d.index).fillna(False).astype(bool) if j is not None else False
+    for col, src in (("suggested_product", "suggested_product"), ("cross_sell_rule", "rule")):
+        d[col] = j[src].reindex(d.index).astype(object) if j is not None and src in j.columns else None
     return d.reset_index(), notes
 
 
@@ -368,12 +370,15 @@ def top_drivers(drivers: pd.DataFrame | None, n: int = 3) -> dict[str, str]:
 
 
 def target_list(df: pd.DataFrame, alloc: Allocation, cfg: Strategy, currency: str) -> pd.DataFrame:
-    """The customers the allocation chose, with their action and a reason, for the CRM (highest expected gain
-    first within each action). Exactly the allocation's (customer, action) pairs: the list delivers the plan."""
-    cols = ["customer_id", "group", "action", "clv", "churn_probability", "expected_gain", "cost", "reason"]
+    """The customers the allocation chose, with their action, a reason and their next best product with its
+    cross-sell rule (journey stage; empty without one), for the CRM (highest expected gain first within each
+    action). Exactly the allocation's (customer, action) pairs: the list delivers the plan."""
+    cols = ["customer_id", "group", "action", "clv", "churn_probability", "expected_gain", "cost", "reason",
+            "suggested_product", "cross_sell_rule"]
     if alloc.chosen.empty:
         return pd.DataFrame(columns=cols)
-    info = df.set_index("customer_id")[["segment", "clv", "churn_probability"]]
+    info = df.set_index("customer_id").reindex(columns=["segment", "clv", "churn_probability", "suggested_product",
+                                                        "cross_sell_rule"])
     t = alloc.chosen.join(info, on="customer_id")
     order = {a.name: i for i, a in enumerate(cfg.actions)}
     t = t.assign(_o=t["action"].map(order)).sort_values(["_o", "expected_gain"], ascending=[True, False],

@@ -134,7 +134,7 @@ def test_channel_mix_recovers_a_planted_channel_difference_by_hand():
     tx = pd.DataFrame(rows, columns=["customer_id", "date", "amount", "channel"]).assign(date=lambda d: pd.to_datetime(d["date"]))
     clv = pd.Series({**{f"w{i}": 300.0 for i in range(40)}, **{f"s{i}": 60.0 for i in range(20)}})
     churned = pd.Series({**{f"w{i}": False for i in range(40)}, **{f"s{i}": True for i in range(20)}})
-    mix = journey.channel_mix(tx, clv, churned, {"web": 30.0, "store": 20.0})
+    mix = journey.channel_mix(tx, clv, churned, cac={"web": 30.0, "store": 20.0})
     acq = mix["acquisition"].set_index("channel")
     assert acq.loc["web", "customers"] == 40 and acq.loc["store", "customers"] == 20
     assert acq.loc["web", "conversion"] == 1.0 and acq.loc["store", "conversion"] == 0.0
@@ -146,3 +146,33 @@ def test_channel_mix_recovers_a_planted_channel_difference_by_hand():
     assert multi.loc["multi-channel", "customers"] == 10 and multi.loc["multi-channel", "retention_rate"] == 1.0
     assert multi.loc["single channel", "retention_rate"] == pytest.approx(30 / 50)
     assert mix["migration"].loc["web", "store"] == 10 and mix["migration"].loc["web", "web"] == 30
+    assert used.loc["store", "clv_to_cac"] == pytest.approx((10 * 300 + 20 * 60) / 30 / ((10 * 30 + 20 * 20) / 30))
+    # an acquisition channel and cost per customer (a customer table) take the place of the first purchase's
+    acquired = pd.Series({**{f"w{i}": "partner" for i in range(40)}, **{f"s{i}": "store" for i in range(20)}})
+    own = journey.channel_mix(tx, clv, churned, acquired, pd.Series(15.0, index=clv.index))["acquisition"]
+    assert own.set_index("channel").loc["partner", "clv_to_cac"] == pytest.approx(20.0)
+
+
+def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns(tmp_path):
+    """cvlib.examples plants 'media buying -> analytics', pitch winning the largest clients, referrals the
+    cheapest, multi-channel clients worth more and a one-way move from the account team to the client portal."""
+    from cvlib import cleaning, rfm
+    from cvlib.params import load_study
+
+    study = load_study("params/agency_demo.yaml", {"rfm.clusters.k_range": [2, 2]})
+    cleaning.run_cleaning(study, tmp_path)
+    rfm.run_rfm(study, tmp_path)
+    res = journey.run_journey(study, tmp_path)
+    rules = res.rules.assign(a=res.rules["antecedent"].map(tuple))
+    hit = rules[(rules["a"] == ("media buying",)) & (rules["consequent"] == "analytics")]
+    assert len(hit) == 1 and hit["lift"].iloc[0] > 1.4 and hit["holdout_lift"].iloc[0] > 1.2
+    assert not ((rules["a"] == ("creative",)) & (rules["consequent"] == "analytics")).any()  # nothing planted there
+    suggested = res.customers.dropna(subset=["suggested_product"])
+    assert len(suggested) and "analytics" in set(suggested["suggested_product"])
+    acq = res.channels["acquisition"].set_index("channel")
+    assert acq["revenue"].div(acq["customers"]).idxmax() == "pitch"  # revenue: CLV needs the CLV stage
+    assert acq["cac"].idxmin() == "referral" and acq["cac"].idxmax() == "pitch"
+    multi = res.channels["multi"].set_index("reach")
+    assert multi.loc["multi-channel", "mean_revenue"] > 1.5 * multi.loc["single channel", "mean_revenue"]
+    m = res.channels["migration"]
+    assert m.loc["account team", "client portal"] > 3 * m.loc["client portal", "account team"]
