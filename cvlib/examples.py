@@ -34,7 +34,8 @@ import pandas as pd
 SERVICE_LINES = {"creative": 6000.0, "media buying": 14000.0, "digital": 5000.0, "PR": 3500.0}
 CROSS_SELL = ("media buying", "analytics", 4000.0)  # (bought first, added later, monthly fee)
 BILLING_CHANNELS = ["account team", "client portal", "tender"]
-CHANNEL_BY_SIZE = {"small": [0.45, 0.05, 0.40, 0.10], "mid": [0.30, 0.25, 0.30, 0.15], "large": [0.10, 0.60, 0.10, 0.20]}
+CHANNEL_BY_SIZE = {  # shares of CHANNELS (referral, pitch, inbound, network) by client size
+   "small": [0.45, 0.05, 0.40, 0.10], "mid": [0.30, 0.25, 0.30, 0.15], "large": [0.10, 0.60, 0.10, 0.20]}
 INDUSTRIES = ["FMCG", "Automotive", "Finance", "Retail", "Technology", "Healthcare", "Travel"]
 REGIONS = ["North", "South", "East", "West"]
 SIZES = {"small": 0.5, "mid": 1.0, "large": 2.6}

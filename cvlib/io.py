@@ -29,6 +29,11 @@ def as_ids(ids: pd.Series) -> pd.Series:
     """Customer ids as Arrow-backed text: a no-op for the stage files' ids, no Python string per row
     (`astype(str)` on 10M transactions makes 10M of them: seconds and gigabytes)."""
     return ids if ids.dtype == STRING else ids.astype(str).astype(STRING)
+def by_customer(df: pd.DataFrame) -> pd.DataFrame:
+    """A per-customer table indexed by its customer id as text (the key every stage joins on)."""
+    return df.assign(customer_id=df["customer_id"].astype(str)).set_index("customer_id")
+
+
 ROW = "source_row"  # 1-based data row number in the client's file (header excluded)
 
 

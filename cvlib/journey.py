@@ -54,13 +54,14 @@ def purchase_cycles(tx: pd.DataFrame, end: pd.Timestamp, groups: pd.Series | Non
 
 
 def lifecycle_stage(tx: pd.DataFrame, at: pd.Timestamp, period_days: int = 90, growth: float = 0.25,
-                    decline: float = 0.25, lapsed_factor: float = 2.0, groups: pd.Series | None = None) -> pd.Series:
+                    decline: float = 0.25, lapsed_factor: float = 2.0, groups: pd.Series | None = None,
+                    prior_gaps: float = 2.0) -> pd.Series:
     """Each customer's lifecycle stage at `at` (customers who bought by then): acquisition, lapsed, growth,
-    maturity or decline (see the module doc)."""
+    maturity or decline (see the module doc; the cycle is `purchase_cycles`' with the same shrinkage)."""
     at = pd.Timestamp(at).normalize()
     known = tx[tx["date"] < at + pd.Timedelta(days=1)]
     p = churn.purchases(known)  # ids coded once for the cycles and the spend
-    cyc = purchase_cycles(known, at, groups, lapsed_factor, p=p)
+    cyc = purchase_cycles(known, at, groups, lapsed_factor, prior_gaps, p=p)
     start = (at - pd.Timedelta(days=period_days)).value // churn.DAY_NS  # the last period: (start, at]
     recent = p.day > start
     spend_recent = np.bincount(p.code, weights=np.where(recent, p.amount, 0.0), minlength=len(p.ids))
@@ -237,14 +238,14 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     attributes (acquisition channel and cost) and the churn flags of the drivers stage (retention by channel)."""
     cfg = study.journey
     end = pd.Timestamp(tx["date"].max()).normalize()
-    seg = rfm.assign(customer_id=rfm["customer_id"].astype(str)).set_index("customer_id")["segment"].astype(str)
-    value = (clv.assign(customer_id=clv["customer_id"].astype(str)).set_index("customer_id")["clv"]
+    seg = io.by_customer(rfm)["segment"].astype(str)
+    value = (io.by_customer(clv)["clv"]
              if clv is not None else pd.Series(dtype=float))
     cyc = purchase_cycles(tx, end, seg, cfg.cycles.overdue_k, cfg.cycles.prior_gaps)
     cyc.index = cyc.index.astype(str)
     lc = cfg.lifecycle
     now, transitions = lifecycle_flow(tx, end, lc.period_days, growth=lc.growth, decline=lc.decline,
-                                      lapsed_factor=lc.lapsed_factor, groups=seg)
+                                      lapsed_factor=lc.lapsed_factor, groups=seg, prior_gaps=cfg.cycles.prior_gaps)
     now.index = now.index.astype(str)
     revenue = tx.groupby(io.as_ids(tx["customer_id"]).astype(str))["amount"].sum()
     cust = cyc.assign(lifecycle_stage=now.reindex(cyc.index).to_numpy(), segment=seg.reindex(cyc.index).to_numpy(),
@@ -253,9 +254,9 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
                                                  total_clv=("clv", "sum"), mean_clv=("clv", "mean"))
     stages = stages.reindex(list(STAGES)).fillna({"customers": 0, "revenue": 0.0, "total_clv": 0.0})
     stages["share_of_customers"] = stages["customers"] / max(len(cust), 1)
-    by_seg = cust.groupby("segment").agg(customers=("revenue", "size"), median_cycle_days=("cycle_days", "median"),
-                                         share_overdue=("overdue", "mean"), overdue_clv=("clv", lambda v: float(
-                                             v[cust.loc[v.index, "overdue"]].sum())))
+    by_seg = cust.assign(overdue_clv=cust["clv"].where(cust["overdue"], 0.0)).groupby("segment").agg(
+        customers=("revenue", "size"), median_cycle_days=("cycle_days", "median"), share_overdue=("overdue", "mean"),
+        overdue_clv=("overdue_clv", "sum"))
     overdue = cust[cust["overdue"]].sort_values(["clv", "days_overdue"], ascending=False).reset_index(names="customer_id")
     notes: list[str] = []
     channels = None
@@ -263,7 +264,7 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
         from cvlib.clv import acquisition_channel, acquisition_costs
 
         acquired = acquisition_channel(study, tx, attrs)
-        churned = (risk.assign(customer_id=risk["customer_id"].astype(str)).set_index("customer_id")["churned"]
+        churned = (io.by_customer(risk)["churned"]
                    if risk is not None and "churned" in risk.columns else None)
         cost = acquisition_costs(study, attrs, acquired)
         f = study.clv.formula.acquisition_cost

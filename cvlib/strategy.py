@@ -46,12 +46,12 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
     """One row per customer with what the group rules can use: RFM, CLV, churn probability, value cell, trend,
     lifecycle stage and whether they are overdue (journey stage)."""
     notes = []
-    d = rfm.assign(customer_id=rfm["customer_id"].astype(str)).set_index("customer_id")
-    c = clv.assign(customer_id=clv["customer_id"].astype(str)).set_index("customer_id")
+    d = io.by_customer(rfm)
+    c = io.by_customer(clv)
     d = d.join(c[[k for k in c.columns if k not in d.columns]], how="left")
     d["clv_tier"] = d["clv_tier"].astype(str)
     d["segment"] = d["segment"].astype(str)
-    rk = risk.assign(customer_id=risk["customer_id"].astype(str)).set_index("customer_id") if risk is not None else None
+    rk = io.by_customer(risk) if risk is not None else None
     if rk is not None and rk["churn_probability"].notna().any():
         d["churn_probability"] = rk["churn_probability"].reindex(d.index)
         missing = int(d["churn_probability"].isna().sum())
@@ -70,7 +70,7 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
         d["cycle_days"] = cyc.fillna(cyc.median())
         d["within_cycle"] = (d["recency"] <= d["cycle_days"]).fillna(False)
     if value is not None:
-        v = value.assign(customer_id=value["customer_id"].astype(str)).set_index("customer_id")
+        v = io.by_customer(value)
         d = d.join(v[[k for k in ("value_cell", "profit", "value_score") if k in v.columns]], how="left")
     else:
         d["value_cell"] = "unknown"
@@ -82,7 +82,7 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
     else:
         d["trend"] = 0.0
     d["value_at_risk"] = (d["clv"] * d["churn_probability"]).fillna(0.0)
-    j = journey.assign(customer_id=journey["customer_id"].astype(str)).set_index("customer_id") \
+    j = io.by_customer(journey) \
         if journey is not None else None
     d["lifecycle_stage"] = j["lifecycle_stage"].reindex(d.index).fillna("unknown").astype(str) if j is not None \
         else "unknown"

@@ -151,13 +151,13 @@ def entropy_weights(normalised: pd.DataFrame) -> pd.Series:
 def indicator_frame(tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, prof: pd.DataFrame,
                     attrs: pd.DataFrame | None) -> pd.DataFrame:
     """Every column an indicator can use, one row per customer."""
-    base = rfm.assign(customer_id=rfm["customer_id"].astype(str)).set_index("customer_id")
+    base = io.by_customer(rfm)
     frames = [base,
-              clv.assign(customer_id=clv["customer_id"].astype(str)).set_index("customer_id").drop(
+              io.by_customer(clv).drop(
                   columns=["segment"], errors="ignore"),
               prof.set_index("customer_id"), spend_trend(tx).rename("spend_trend").to_frame()]
     if attrs is not None:
-        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).set_index("customer_id")
+        a = io.by_customer(attrs)
         frames.append(a[[c for c in a.columns if pd.api.types.is_numeric_dtype(a[c])]])
     out = frames[0]
     for f in frames[1:]:

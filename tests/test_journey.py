@@ -176,3 +176,15 @@ def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns
     assert multi.loc["multi-channel", "mean_revenue"] > 1.5 * multi.loc["single channel", "mean_revenue"]
     m = res.channels["migration"]
     assert m.loc["account team", "client portal"] > 3 * m.loc["client portal", "account team"]
+
+
+def test_the_lapsed_rule_uses_the_cycle_shrinkage_it_is_given():
+    """Lapsed compares recency with the same shrunk cycle the report shows (`journey.cycles.prior_gaps`)."""
+    d = lambda n: str((END - pd.Timedelta(days=n)).date())  # noqa: E731
+    rows = {"a": [(d(60), 10.0), (d(50), 10.0)]}  # own gap 10 days, last purchase 50 days ago
+    rows |= {f"b{i}": [(d(210), 10.0), (d(110), 10.0), (d(10), 10.0)] for i in range(5)}  # every 100 days
+    tx = tx_of(rows)
+    own_only = journey.lifecycle_stage(tx, END, period_days=30, prior_gaps=0.0)
+    shrunk = journey.lifecycle_stage(tx, END, period_days=30, prior_gaps=50.0)
+    assert own_only["a"] == "lapsed"  # 50 days > 2 x 10
+    assert shrunk["a"] != "lapsed"  # 50 days < 2 x (10 + 50 x 100) / 51
