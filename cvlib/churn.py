@@ -89,11 +89,11 @@ def purchases(tx: pd.DataFrame) -> Purchases:
 def cycles_at(p: Purchases, at: pd.Timestamp) -> pd.DataFrame:
     """Per customer who bought on or before the day of `at` (index: customer id, in id order): distinct purchase
     days (occasions), first and last day (day numbers), median and mean gap between purchase days in days, the
-    gaps' coefficient of variation, and total spend. Integer keys and sorting, no per-customer Python."""
+    gaps' coefficient of variation, total spend, and the customer's code in `p`. Integer keys and sorting, no per-customer Python."""
     cut = p.ns < _next_day(at).value
     code, day = p.code[cut], p.day[cut]
     if not len(code):
-        return pd.DataFrame(columns=["occasions", "first", "last", "median_gap", "mean_gap", "gap_cv", "spend"],
+        return pd.DataFrame(columns=["code", "occasions", "first", "last", "median_gap", "mean_gap", "gap_cv", "spend"],
                             index=pd.Index([], name="customer_id"))
     d0 = int(day.min())
     span = int(day.max()) - d0 + 1
@@ -120,7 +120,7 @@ def cycles_at(p: Purchases, at: pd.Timestamp) -> pd.DataFrame:
     lo, hi = g_start[has] + (n_gaps[has] - 1) // 2, g_start[has] + n_gaps[has] // 2
     median[has] = (sg[lo] + sg[hi]) / 2
     spend = np.bincount(code, weights=p.amount[cut], minlength=len(p.ids))[cust]
-    return pd.DataFrame({"occasions": occ, "first": d[starts], "last": d[ends - 1], "median_gap": median,
+    return pd.DataFrame({"code": cust, "occasions": occ, "first": d[starts], "last": d[ends - 1], "median_gap": median,
                          "mean_gap": mean, "gap_cv": cv, "spend": spend}, index=p.ids[cust])
 
 
@@ -291,8 +291,10 @@ def _frame(tx, at, horizon, attrs, fb, cfg, unit_days, label: bool, p: Purchases
 
 def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attrs: pd.DataFrame | None = None,
                fb: pd.DataFrame | None = None, contract_end: pd.Series | None = None,
-               unit_days: float = 7.0) -> ChurnRisk:
-    """Every customer's probability of churning in the next `horizon_days` after `end` (see the module doc)."""
+               unit_days: float = 7.0, cycle: pd.Series | None = None) -> ChurnRisk:
+    """Every customer's probability of churning in the next `horizon_days` after `end` (see the module doc).
+    `cycle`: each customer's usual purchase cycle in days (the study's, `journey.purchase_cycles`), which decides
+    `within_cycle`; `usual_cycle` of the purchase days when not given."""
     notes: list[str] = []
     end = pd.Timestamp(end).normalize()
     h = int(horizon_days)
@@ -304,7 +306,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
 
     p = purchases(tx)  # customer codes and days once, for the three cutoffs
     state_end, feats_end, base_end, _ = _frame(tx, end, h, attrs, fb, cfg, unit_days, label=False, p=p)
-    cycle = usual_cycle(state_end)
+    cycle = usual_cycle(state_end) if cycle is None else cycle.reindex(state_end.index)
     scores = pd.DataFrame({"customer_id": state_end.index, "recency": state_end["recency_days"].to_numpy(),
                            "cycle_days": cycle.to_numpy()})
     scores["within_cycle"] = (scores["recency"] <= scores["cycle_days"].fillna(-1)).to_numpy()

@@ -550,6 +550,17 @@ def group_series(study: Study, rfm: pd.DataFrame, attrs: pd.DataFrame | None) ->
     return rfm.set_index(rfm["customer_id"].astype(str))["segment"].astype(str)
 
 
+def study_cycles(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, end: pd.Timestamp) -> pd.Series:
+    """Each customer's usual purchase cycle in days as the journey stage measures it (`journey.cycles`: the
+    purchase occasion, shrinkage toward the segment's cycle), so `within_cycle`, `cycle_days` and `overdue` rest
+    on one cycle in every stage."""
+    from cvlib import journey
+
+    c = study.journey.cycles
+    seg = io.by_customer(rfm)["segment"].astype(str) if "segment" in rfm.columns else None
+    return journey.purchase_cycles(tx, end, seg, c.overdue_k, c.prior_gaps, occasion=c.occasion)["cycle_days"]
+
+
 def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None,
                   attrs: pd.DataFrame | None, fb: pd.DataFrame | None) -> DriversResult:
     """Everything the drivers stage computes."""
@@ -563,7 +574,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     flags = churn_flags(rfm, cfg, attrs, end, end_col)
     ce = contract_ends(attrs, end_col) if cfg.churn == "contracts" and attrs is not None else None
     unit = 7.0 if study.rfm.time_unit == "weeks" else 1.0
-    risk = churn.churn_risk(tx, end, cfg.churn_days, cfg, attrs, fb, ce, unit)
+    risk = churn.churn_risk(tx, end, cfg.churn_days, cfg, attrs, fb, ce, unit, study_cycles(study, tx, rfm, end))
     notes += risk.notes
     rates = retention_rates(flags, rfm)
     rates_by = retention_rates(flags, rfm, groups)

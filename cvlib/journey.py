@@ -1,9 +1,12 @@
 """The customer journey: each customer's purchase cycle and whether they are overdue, their lifecycle stage and
 how stages flow from one period to the next, and cross-sell rules from what customers buy together.
 
-- **Cycle**: the median number of days between a customer's purchase days, shrunk toward their group's cycle
-  when they have few gaps (one-time buyers get the group's cycle); the next purchase is expected one cycle
-  after the last; a customer is **overdue** when the days since their last purchase exceed k cycles.
+- **Cycle**: the median number of days between a customer's purchase occasions (days; weeks or calendar months
+  for billing data), shrunk toward their group's cycle when they have few gaps (one-time buyers get the group's
+  cycle); the next purchase is expected one cycle after the last; a customer is **overdue** when the days since
+  their last purchase exceed k cycles and they are not already **lost** (churned by the drivers stage's
+  definition: no purchase for `drivers.churn_days`, or a contract that ended). A lost customer is a win-back
+  case with little value left, not a customer running late.
 - **Lifecycle stage** at a date: *acquisition* (first purchase within the last period), *lapsed* (past their
   own expected return time: recency over `lapsed_factor` cycles), else *growth*, *maturity* or *decline* by
   their spend in the last period against their own mean spend per period before it.
@@ -13,62 +16,103 @@ how stages flow from one period to the next, and cross-sell rules from what cust
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cvlib import churn, io
+from cvlib import churn, i18n, io
 from cvlib.params import Study
 
 STAGES = ("acquisition", "growth", "maturity", "decline", "lapsed")
 NOT_YET = "not yet a customer"
 
 
-def purchase_cycles(tx: pd.DataFrame, end: pd.Timestamp, groups: pd.Series | None = None, k: float = 2.0,
-                    prior_gaps: float = 2.0, p: churn.Purchases | None = None) -> pd.DataFrame:
+OCCASION_DAYS = {"day": 1.0, "week": 7.0, "month": 365.25 / 12}
+
+
+def occasions(p: churn.Purchases, occasion: str = "day") -> churn.Purchases:
+    """The purchases with each row's day replaced by its purchase occasion: the day itself, the week (from
+    Monday) or the calendar month. Monthly billing of several service lines on different days is one occasion a
+    month, not a purchase every few days."""
+    if occasion == "day":
+        return p
+    if occasion == "week":
+        period = np.floor_divide(p.day + 3, 7)  # day 0 (1970-01-01) was a Thursday
+    elif occasion == "month":
+        period = p.ns.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64)
+    else:
+        raise ValueError(f"unknown purchase occasion {occasion!r} (day, week or month)")
+    return replace(p, day=period)
+
+
+def purchase_cycles(tx: pd.DataFrame | None, end: pd.Timestamp, groups: pd.Series | None = None, k: float = 2.0,
+                    prior_gaps: float = 2.0, p: churn.Purchases | None = None, occasion: str = "day",
+                    lost: pd.Series | float | None = None) -> pd.DataFrame:
     """Per customer who bought by `end` (index: customer id): occasions, own median gap, cycle_days (own median
     shrunk toward the group's: (own x gaps + group x prior_gaps) / (gaps + prior_gaps); the group's for one-time
-    buyers), recency_days, expected_next, overdue (recency over k cycles) and days_overdue."""
-    c = churn.cycles_at(churn.purchases(tx) if p is None else p, end)
+    buyers), recency_days, expected_next, lost, overdue (recency over k cycles, and not lost) and days_overdue.
+
+    Gaps are counted between purchase occasions (`occasion`: day, week or month) and given in days. `lost`: per
+    customer, whether they have already left (the drivers stage's churn flag), or a number of days without a
+    purchase after which they have; a lost customer is a win-back case, not overdue."""
+    p = churn.purchases(tx) if p is None else p
+    c = churn.cycles_at(occasions(p, occasion), end)
+    unit = OCCASION_DAYS[occasion]
     end_day = pd.Timestamp(end).normalize().value // churn.DAY_NS
+    if occasion == "day":
+        last_day = c["last"].to_numpy()
+    else:  # the last purchase day, not the last occasion's number
+        cut = p.ns < (pd.Timestamp(end).normalize() + pd.Timedelta(days=1)).value
+        last_by_code = np.full(len(p.ids), np.iinfo(np.int64).min)
+        np.maximum.at(last_by_code, p.code[cut], p.day[cut])
+        last_day = last_by_code[c["code"].to_numpy(dtype=np.int64)]
     g = (groups.reindex(c.index) if groups is not None else pd.Series("all", index=c.index)).fillna("unknown")
-    own = c["median_gap"]
+    own = c["median_gap"].astype(float) * unit
     overall = float(own.median()) if own.notna().any() else np.nan
-    own = own.astype(float)
-    typical = own.groupby(g).median().reindex(g.to_numpy()).fillna(overall).to_numpy(dtype=float)
+    typical = own.groupby(g.to_numpy()).median().reindex(g.to_numpy()).fillna(overall).to_numpy(dtype=float)
     gaps = (c["occasions"] - 1).clip(lower=0).to_numpy(dtype=float)
     cycle = np.where(own.notna(), (own.fillna(0).to_numpy() * gaps + typical * prior_gaps) / (gaps + prior_gaps),
                      typical).astype(float)
-    recency = (end_day - c["last"]).to_numpy(dtype=float)
-    last = pd.to_datetime(c["last"].to_numpy() * churn.DAY_NS)
-    out = pd.DataFrame({"occasions": c["occasions"].to_numpy(), "median_gap_days": own.to_numpy(),
-                        "cycle_days": cycle, "recency_days": recency, "last_purchase": last,
+    recency = (end_day - last_day).astype(float)
+    last = pd.to_datetime(last_day * churn.DAY_NS)
+    out = pd.DataFrame({"code": c["code"].to_numpy(dtype=np.int64), "occasions": c["occasions"].to_numpy(),
+                        "median_gap_days": own.to_numpy(), "cycle_days": cycle, "recency_days": recency,
+                        "last_purchase": last,
                         "expected_next": last + pd.to_timedelta(np.nan_to_num(cycle, nan=0.0).round(), unit="D")},
                        index=c.index)
     out.loc[np.isnan(cycle), "expected_next"] = pd.NaT
-    out["overdue"] = recency > k * cycle  # False where there is no cycle at all (NaN compares False)
-    out["days_overdue"] = np.clip(recency - k * cycle, 0, None)
+    if isinstance(lost, pd.Series):
+        gone = lost.reindex(c.index).astype("boolean").fillna(False).to_numpy(dtype=bool)
+    elif lost is not None:
+        gone = recency > float(lost)
+    else:
+        gone = np.zeros(len(out), dtype=bool)
+    out["lost"] = gone
+    late = recency > k * cycle  # False where there is no cycle at all (NaN compares False)
+    out["overdue"] = late & ~gone
+    out["days_overdue"] = np.where(out["overdue"], np.clip(recency - k * cycle, 0, None), 0.0)
     return out
 
 
-def lifecycle_stage(tx: pd.DataFrame, at: pd.Timestamp, period_days: int = 90, growth: float = 0.25,
+def lifecycle_stage(tx: pd.DataFrame | None, at: pd.Timestamp, period_days: int = 90, growth: float = 0.25,
                     decline: float = 0.25, lapsed_factor: float = 2.0, groups: pd.Series | None = None,
-                    prior_gaps: float = 2.0) -> pd.Series:
+                    prior_gaps: float = 2.0, p: churn.Purchases | None = None, occasion: str = "day") -> pd.Series:
     """Each customer's lifecycle stage at `at` (customers who bought by then): acquisition, lapsed, growth,
     maturity or decline (see the module doc; the cycle is `purchase_cycles`' with the same shrinkage)."""
     at = pd.Timestamp(at).normalize()
-    known = tx[tx["date"] < at + pd.Timedelta(days=1)]
-    p = churn.purchases(known)  # ids coded once for the cycles and the spend
-    cyc = purchase_cycles(known, at, groups, lapsed_factor, prior_gaps, p=p)
+    p = churn.purchases(tx) if p is None else p  # ids coded once for the cycles and the spend
+    cyc = purchase_cycles(None, at, groups, lapsed_factor, prior_gaps, p=p, occasion=occasion)
+    cut = p.ns < (at + pd.Timedelta(days=1)).value
+    code, day, amount = p.code[cut], p.day[cut], p.amount[cut]
     start = (at - pd.Timedelta(days=period_days)).value // churn.DAY_NS  # the last period: (start, at]
-    recent = p.day > start
-    spend_recent = np.bincount(p.code, weights=np.where(recent, p.amount, 0.0), minlength=len(p.ids))
-    spend_before = np.bincount(p.code, weights=np.where(recent, 0.0, p.amount), minlength=len(p.ids))
+    recent = day > start
+    spend_recent = np.bincount(code, weights=np.where(recent, amount, 0.0), minlength=len(p.ids))
+    spend_before = np.bincount(code, weights=np.where(recent, 0.0, amount), minlength=len(p.ids))
     first = np.full(len(p.ids), np.iinfo(np.int64).max)
-    np.minimum.at(first, p.code, p.day)
-    where = p.ids.get_indexer(cyc.index)
+    np.minimum.at(first, code, day)
+    where = cyc["code"].to_numpy(dtype=np.int64)
     periods_before = np.maximum((start - first[where]) / period_days, 1.0)
     rate_before = spend_before[where] / periods_before
     ratio = np.divide(spend_recent[where], rate_before, out=np.full(len(where), np.inf), where=rate_before > 0)
@@ -78,28 +122,44 @@ def lifecycle_stage(tx: pd.DataFrame, at: pd.Timestamp, period_days: int = 90, g
     return pd.Series(stage, index=cyc.index, name="lifecycle_stage")
 
 
-def lifecycle_flow(tx: pd.DataFrame, end: pd.Timestamp, period_days: int = 90, **rules) -> tuple[pd.Series, pd.DataFrame]:
+def lifecycle_flow(tx: pd.DataFrame | None, end: pd.Timestamp, period_days: int = 90,
+                   p: churn.Purchases | None = None, **rules) -> tuple[pd.Series, pd.DataFrame]:
     """Stages now and one period earlier, and the transition table (rows: the earlier stage, 'not yet a
     customer' for those acquired since; columns: the stage now; cells: customers)."""
     end = pd.Timestamp(end).normalize()
-    now = lifecycle_stage(tx, end, period_days, **rules)
-    before = lifecycle_stage(tx, end - pd.Timedelta(days=period_days), period_days, **rules)
+    p = churn.purchases(tx) if p is None else p
+    now = lifecycle_stage(None, end, period_days, p=p, **rules)
+    before = lifecycle_stage(None, end - pd.Timedelta(days=period_days), period_days, p=p, **rules)
     prev = before.reindex(now.index).fillna(NOT_YET)
     order = [NOT_YET, *STAGES]
-    table = pd.crosstab(prev, now).reindex(index=order, columns=list(STAGES), fill_value=0)
+    table = pd.crosstab(prev.to_numpy(), now.to_numpy()).reindex(index=order, columns=list(STAGES), fill_value=0)
     table.index.name, table.columns.name = "stage before", "stage now"
     return now, table
 
 
 # --------------------------------------------------------------------------- cross-sell
+def basket_of(customer: np.ndarray, item: np.ndarray, ids: pd.Index, items: pd.Index) -> pd.DataFrame:
+    """Customer x item booleans from integer codes (an item code below 0, a missing item, is skipped): one row
+    per customer with at least one item."""
+    ok = item >= 0
+    m = np.zeros((len(ids), len(items)), dtype=bool)
+    m[customer[ok], item[ok]] = True
+    has = m.any(axis=1)
+    return pd.DataFrame(m[has], index=pd.Index(np.asarray(ids, dtype=object)[has], name="customer_id"),
+                        columns=items)
+
+
+def item_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Each row's item as a code into the sorted item names (-1 where missing)."""
+    code, uniq = pd.factorize(values, sort=True)
+    return code, pd.Index([str(u) for u in uniq], name=values.name)
+
+
 def baskets(tx: pd.DataFrame, item: str = "product") -> pd.DataFrame:
     """Customer x item: True where the customer bought the item (one row per customer, items as columns)."""
-    d = tx[["customer_id", item]].dropna()
-    cust, ids = pd.factorize(d["customer_id"].astype(str), sort=True)
-    code, items = pd.factorize(d[item].astype(str), sort=True)
-    m = np.zeros((len(ids), len(items)), dtype=bool)
-    m[cust, code] = True
-    return pd.DataFrame(m, index=pd.Index(ids, name="customer_id"), columns=pd.Index(items, name=item))
+    cust, ids = pd.factorize(tx["customer_id"].astype(str), sort=True)
+    code, items = item_codes(tx[item])
+    return basket_of(cust, code, pd.Index(ids), items)
 
 
 def association_rules(basket: pd.DataFrame, min_support: float = 0.02, min_confidence: float = 0.3,
@@ -125,16 +185,24 @@ def association_rules(basket: pd.DataFrame, min_support: float = 0.02, min_confi
     return out.sort_values(["lift", "confidence", "support"], ascending=False, kind="stable").reset_index(drop=True)[cols]
 
 
+def _holders(m: np.ndarray, col: dict, antecedent: tuple) -> np.ndarray | None:
+    """Rows of a basket matrix holding every antecedent item (None when an item is not in the basket)."""
+    if any(i not in col for i in antecedent):
+        return None
+    return m[:, [col[i] for i in antecedent]].all(axis=1)
+
+
 def rule_metrics(basket: pd.DataFrame, antecedent: tuple, consequent: str) -> tuple[float, float, float]:
     """Support, confidence and lift of one rule on a basket table (0 where an item is absent)."""
-    n = len(basket)
-    if not n or any(i not in basket.columns for i in (*antecedent, consequent)):
+    m, col = basket.to_numpy(dtype=bool), {c: i for i, c in enumerate(basket.columns)}
+    has_a = _holders(m, col, antecedent)
+    if not len(m) or has_a is None or consequent not in col:
         return 0.0, 0.0, 0.0
-    has_a = basket[list(antecedent)].all(axis=1)
-    both = (has_a & basket[consequent]).sum() / n
-    conf = both / (has_a.sum() / n) if has_a.any() else 0.0
-    p_c = basket[consequent].mean()
-    return float(both), float(conf), float(conf / p_c) if p_c > 0 else 0.0
+    has_c = m[:, col[consequent]]
+    both = float((has_a & has_c).mean())
+    conf = both / has_a.mean() if has_a.any() else 0.0
+    p_c = has_c.mean()
+    return both, float(conf), float(conf / p_c) if p_c > 0 else 0.0
 
 
 def holdout_rules(rules: pd.DataFrame, holdout_basket: pd.DataFrame, min_confidence: float, min_lift: float) -> pd.DataFrame:
@@ -150,23 +218,39 @@ def holdout_rules(rules: pd.DataFrame, holdout_basket: pd.DataFrame, min_confide
 def next_best_product(basket: pd.DataFrame, rules: pd.DataFrame) -> pd.DataFrame:
     """Per customer: the consequent of the strongest rule (rules come strongest first) whose antecedent they
     bought and whose consequent they have not, and that rule as text; customers with no such rule are left out."""
-    best: dict[str, tuple[str, str]] = {}
-    for a, c in zip(rules["antecedent"], rules["consequent"]):
-        if c not in basket.columns or any(i not in basket.columns for i in a):
+    m, col = basket.to_numpy(dtype=bool), {c: i for i, c in enumerate(basket.columns)}
+    pick = np.full(len(m), -1)
+    for r, (a, c) in enumerate(zip(rules["antecedent"], rules["consequent"])):
+        has_a = _holders(m, col, a)
+        if has_a is None or c not in col:
             continue
-        hit = basket[list(a)].all(axis=1) & ~basket[c]
-        for cust in hit.index[hit.to_numpy()]:
-            best.setdefault(cust, (c, f"{' + '.join(a)} -> {c}"))
-    return pd.DataFrame([(k, v[0], v[1]) for k, v in best.items()],
-                        columns=["customer_id", "suggested_product", "rule"])
+        pick[has_a & ~m[:, col[c]] & (pick < 0)] = r
+    rows = np.flatnonzero(pick >= 0)
+    cons = rules["consequent"].to_numpy(dtype=object)
+    text = np.array([f"{' + '.join(a)} -> {c}" for a, c in zip(rules["antecedent"], rules["consequent"])], dtype=object)
+    return pd.DataFrame({"customer_id": basket.index.to_numpy()[rows], "suggested_product": cons[pick[rows]],
+                         "rule": text[pick[rows]]})
 
 
 # --------------------------------------------------------------------------- channels
+def _distinct_days(p: churn.Purchases) -> np.ndarray:
+    """Distinct purchase days per customer code."""
+    if not len(p.code):
+        return np.zeros(len(p.ids), dtype=np.int64)
+    d0 = int(p.day.min())
+    span = int(p.day.max()) - d0 + 1
+    key = np.sort(p.code * span + (p.day - d0))
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    return np.bincount(key // span, minlength=len(p.ids))
+
+
 def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Series | None = None,
                 acquisition: pd.Series | None = None,
-                cac: pd.Series | dict[str, float] | float | None = None) -> dict[str, pd.DataFrame]:
+                cac: pd.Series | dict[str, float] | float | None = None,
+                p: churn.Purchases | None = None) -> dict[str, pd.DataFrame]:
     """What each channel brings, from transactions with a `channel` column (`clv`, `churned`, `acquisition`
-    channel and `cac`: per customer id; `cac` may also be a cost per acquisition channel or one cost):
+    channel and `cac`: per customer id; `cac` may also be a cost per acquisition channel or one cost; `p`: the
+    transactions' `churn.purchases`, when the caller has them):
 
     - `acquisition`: by acquisition channel (`acquisition`, else the channel of the first purchase): customers,
       revenue, mean and total CLV, conversion (share who came back for a second purchase day), and with
@@ -175,21 +259,38 @@ def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Seri
       CLV/CAC;
     - `multi`: multi-channel against single-channel customers: customers, mean revenue, mean CLV, retention;
     - `migration`: customers by first channel (rows) and last channel (columns) of their purchases."""
-    d = tx[["customer_id", "date", "amount", "channel"]].assign(customer_id=lambda x: x["customer_id"].astype(str),
-                                                                 channel=lambda x: x["channel"].astype(str))
-    d = d.sort_values(["customer_id", "date"], kind="stable")
-    per = d.groupby("customer_id").agg(first_channel=("channel", "first"), last_channel=("channel", "last"),
-                                       channels=("channel", "nunique"), revenue=("amount", "sum"))
-    per["days"] = d.assign(day=d["date"].dt.normalize()).drop_duplicates(["customer_id", "day"]).groupby(
-        "customer_id").size().reindex(per.index).to_numpy()
-    per["acquired_by"] = (acquisition.reindex(per.index).fillna("unknown").astype(str).to_numpy()
-                          if acquisition is not None else per["first_channel"].to_numpy())
-    per["converted"] = per["days"] >= 2
-    per["clv"] = clv.reindex(per.index).to_numpy(dtype=float) if clv is not None else np.nan
-    per["retained"] = (~churned.reindex(per.index).astype("boolean")).to_numpy(dtype=float, na_value=np.nan) \
+    p = churn.purchases(tx) if p is None else p
+    ch, names = item_codes(tx["channel"])
+    names = list(names)
+    if (ch < 0).any():
+        ch, names = np.where(ch < 0, len(names), ch), [*names, "unknown"]
+    n, k = len(p.ids), len(names)
+    order = np.lexsort((p.ns, p.code))  # by customer, then time; ties keep the file's order
+    sc = p.code[order]
+    starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
+    ends = np.r_[starts[1:], len(sc)] - 1
+    first_ch, last_ch = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    first_ch[sc[starts]], last_ch[sc[starts]] = ch[order[starts]], ch[order[ends]]
+    pair = p.code * k + ch
+    if n * k <= 20_000_000:
+        keys = np.flatnonzero(np.bincount(pair, minlength=n * k))
+        pair_revenue = np.bincount(pair, weights=p.amount, minlength=n * k)[keys]
+    else:
+        keys, inv = np.unique(pair, return_inverse=True)
+        pair_revenue = np.bincount(inv.ravel(), weights=p.amount)
+    pair_cust, pair_ch = keys // k, keys % k
+    ids = pd.Index(np.asarray(p.ids, dtype=object), name="customer_id")
+    per = pd.DataFrame({"revenue": np.bincount(p.code, weights=p.amount, minlength=n),
+                        "channels": np.bincount(pair_cust, minlength=n),
+                        "converted": _distinct_days(p) >= 2}, index=ids)
+    label = np.array(names, dtype=object)
+    per["acquired_by"] = (acquisition.reindex(ids).fillna("unknown").astype(str).to_numpy()
+                          if acquisition is not None else label[first_ch])
+    per["clv"] = clv.reindex(ids).to_numpy(dtype=float) if clv is not None else np.nan
+    per["retained"] = (~churned.reindex(ids).astype("boolean")).to_numpy(dtype=float, na_value=np.nan) \
         if churned is not None else np.nan
     if isinstance(cac, pd.Series):
-        per["cac"] = cac.reindex(per.index).to_numpy(dtype=float)
+        per["cac"] = cac.reindex(ids).to_numpy(dtype=float)
     elif isinstance(cac, dict):
         per["cac"] = per["acquired_by"].map(cac).astype(float)
     elif cac is not None:
@@ -202,9 +303,10 @@ def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Seri
         acq["clv_to_cac"] = acq["mean_clv"] / acq["cac"].where(acq["cac"] > 0)
         acq["roi"] = (acq["total_clv"] - acq["spent"]) / acq["spent"].where(acq["spent"] > 0)
         acq = acq.drop(columns="spent")
-    pairs = d.groupby(["channel", "customer_id"])["amount"].sum().reset_index()
-    pairs = pairs.join(per[["clv", *(["cac"] if cac is not None else [])]], on="customer_id")
-    used = pairs.groupby("channel").agg(customers=("customer_id", "size"), revenue=("amount", "sum"),
+    pairs = pd.DataFrame({"channel": label[pair_ch], "amount": pair_revenue,
+                          "clv": per["clv"].to_numpy()[pair_cust],
+                          **({"cac": per["cac"].to_numpy()[pair_cust]} if cac is not None else {})})
+    used = pairs.groupby("channel").agg(customers=("amount", "size"), revenue=("amount", "sum"),
                                         mean_clv=("clv", "mean"), **({"cac": ("cac", "mean")} if cac is not None else {}))
     if cac is not None:
         used["clv_to_cac"] = used["mean_clv"] / used["cac"].where(used["cac"] > 0)
@@ -212,8 +314,10 @@ def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Seri
     per["reach"] = np.where(per["channels"] > 1, "multi-channel", "single channel")
     multi = per.groupby("reach").agg(customers=("revenue", "size"), mean_revenue=("revenue", "mean"),
                                      mean_clv=("clv", "mean"), retention_rate=("retained", "mean"))
-    migration = pd.crosstab(per["first_channel"], per["last_channel"])
-    migration.index.name, migration.columns.name = "first channel", "last channel"
+    moves = np.bincount(first_ch * k + last_ch, minlength=k * k).reshape(k, k)
+    rows, cols = moves.sum(axis=1) > 0, moves.sum(axis=0) > 0
+    migration = pd.DataFrame(moves[rows][:, cols], index=pd.Index(label[rows], name="first channel"),
+                             columns=pd.Index(label[cols], name="last channel"))
     return {"acquisition": acq.reset_index().rename(columns={"acquired_by": "channel"}),
             "used": used.reset_index(), "multi": multi.reset_index(), "migration": migration}
 
@@ -230,59 +334,76 @@ class JourneyResult:
     rules: pd.DataFrame | None
     end: pd.Timestamp
     notes: list[str] = field(default_factory=list)
+    overview: dict = field(default_factory=dict)  # the fields of the report's opening sentence
 
 
 def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None,
                   attrs: pd.DataFrame | None = None, risk: pd.DataFrame | None = None) -> JourneyResult:
     """Everything the journey stage computes, from clean transactions, the RFM (and CLV) tables, the customer
-    attributes (acquisition channel and cost) and the churn flags of the drivers stage (retention by channel)."""
+    attributes (acquisition channel and cost) and the churn flags of the drivers stage (who is already lost;
+    retention by channel). Customers are coded once (`churn.purchases`) for every part."""
     cfg = study.journey
     end = pd.Timestamp(tx["date"].max()).normalize()
+    p = churn.purchases(tx)
     seg = io.by_customer(rfm)["segment"].astype(str)
     value = (io.by_customer(clv)["clv"]
              if clv is not None else pd.Series(dtype=float))
-    cyc = purchase_cycles(tx, end, seg, cfg.cycles.overdue_k, cfg.cycles.prior_gaps)
-    cyc.index = cyc.index.astype(str)
+    churned = (io.by_customer(risk)["churned"].astype(bool)
+               if risk is not None and "churned" in risk.columns else None)
+    notes: list[str] = []
+    if churned is None:
+        notes.append(i18n.t("journey.note_lost_by_silence", days=study.drivers.churn_days))
+    occasion = cfg.cycles.occasion
+    if occasion == "day" and study.clv.contracts.enabled:
+        notes.append(i18n.for_consultant("journey.note_occasion_contracts"))
+    cyc = purchase_cycles(None, end, seg, cfg.cycles.overdue_k, cfg.cycles.prior_gaps, p=p, occasion=occasion,
+                          lost=churned if churned is not None else float(study.drivers.churn_days))
     lc = cfg.lifecycle
-    now, transitions = lifecycle_flow(tx, end, lc.period_days, growth=lc.growth, decline=lc.decline,
-                                      lapsed_factor=lc.lapsed_factor, groups=seg, prior_gaps=cfg.cycles.prior_gaps)
-    now.index = now.index.astype(str)
-    revenue = tx.groupby(io.as_ids(tx["customer_id"]).astype(str))["amount"].sum()
-    cust = cyc.assign(lifecycle_stage=now.reindex(cyc.index).to_numpy(), segment=seg.reindex(cyc.index).to_numpy(),
-                      revenue=revenue.reindex(cyc.index).to_numpy(), clv=value.reindex(cyc.index).to_numpy())
+    now, transitions = lifecycle_flow(None, end, lc.period_days, p=p, growth=lc.growth, decline=lc.decline,
+                                      lapsed_factor=lc.lapsed_factor, groups=seg, prior_gaps=cfg.cycles.prior_gaps,
+                                      occasion=occasion)
+    revenue = np.bincount(p.code, weights=p.amount, minlength=len(p.ids))[cyc["code"].to_numpy(dtype=np.int64)]
+    cyc.index = pd.Index(np.asarray(cyc.index, dtype=object), name="customer_id")
+    cust = cyc.drop(columns="code").assign(
+        lifecycle_stage=now.to_numpy(), segment=seg.reindex(cyc.index).to_numpy(), revenue=revenue,
+        clv=value.reindex(cyc.index).to_numpy())
     stages = cust.groupby("lifecycle_stage").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
                                                  total_clv=("clv", "sum"), mean_clv=("clv", "mean"))
     stages = stages.reindex(list(STAGES)).fillna({"customers": 0, "revenue": 0.0, "total_clv": 0.0})
     stages["share_of_customers"] = stages["customers"] / max(len(cust), 1)
+    stages["strategy"] = [i18n.t(f"journey.stage_strategy_{s}") for s in stages.index]
     by_seg = cust.assign(overdue_clv=cust["clv"].where(cust["overdue"], 0.0)).groupby("segment").agg(
         customers=("revenue", "size"), median_cycle_days=("cycle_days", "median"), share_overdue=("overdue", "mean"),
-        overdue_clv=("overdue_clv", "sum"))
+        share_lost=("lost", "mean"), overdue_clv=("overdue_clv", "sum"))
     overdue = cust[cust["overdue"]].sort_values(["clv", "days_overdue"], ascending=False).reset_index(names="customer_id")
-    notes: list[str] = []
     channels = None
     if "channel" in tx.columns:
         from cvlib.clv import acquisition_channel, acquisition_costs
 
         acquired = acquisition_channel(study, tx, attrs)
-        churned = (io.by_customer(risk)["churned"]
-                   if risk is not None and "churned" in risk.columns else None)
         cost = acquisition_costs(study, attrs, acquired)
         f = study.clv.formula.acquisition_cost
         channels = channel_mix(tx, value if len(value) else None, churned, acquired,
-                               cost if cost is not None else (f if f else None))
+                               cost if cost is not None else (f if f else None), p=p)
     rules = None
     if "product" in tx.columns:
         cc = cfg.cross_sell
+        item, items = item_codes(tx["product"])
         split = end - pd.Timedelta(days=cc.holdout_days)
-        early = tx[tx["date"] <= split] if cc.holdout_days else tx
-        rules = association_rules(baskets(early), cc.min_support, cc.min_confidence, cc.min_lift, cc.max_len)
+        early = p.ns <= split.value if cc.holdout_days else np.ones(len(p.code), dtype=bool)
+        rules = association_rules(basket_of(p.code[early], item[early], p.ids, items), cc.min_support,
+                                  cc.min_confidence, cc.min_lift, cc.max_len)
         if cc.holdout_days and len(rules):
-            rules = holdout_rules(rules, baskets(tx[tx["date"] > split]), cc.min_confidence, cc.min_lift)
-        best = next_best_product(baskets(tx), rules).set_index("customer_id")
+            rules = holdout_rules(rules, basket_of(p.code[~early], item[~early], p.ids, items), cc.min_confidence,
+                                  cc.min_lift)
+        best = next_best_product(basket_of(p.code, item, p.ids, items), rules).set_index("customer_id")
         cust = cust.join(best, how="left")
     cust = cust.reset_index(names="customer_id")
+    overview = {"n": len(cust), "end": i18n.date(end), "k": f"{cfg.cycles.overdue_k:g}", "overdue": len(overdue),
+                "lost": int(cust["lost"].sum()), "occasion": i18n.t(f"journey.occasion_{occasion}"),
+                "period": lc.period_days}
     return JourneyResult(cust, stages.reset_index(names="lifecycle_stage"), transitions,
-                         by_seg.reset_index(), overdue, channels, rules, end, notes)
+                         by_seg.reset_index(), overdue, channels, rules, end, notes, overview)
 
 
 def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
@@ -292,13 +413,15 @@ def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
                         io.read_stage(run_dir, "rfm.parquet"), io.read_stage(run_dir, "clv.parquet", optional=True),
                         io.read_attributes(study, "customers"),
                         io.read_stage(run_dir, "churn_risk.parquet", optional=True))
-    cols = ["customer_id", "lifecycle_stage", "cycle_days", "expected_next", "overdue", "days_overdue"]
+    cols = ["customer_id", "lifecycle_stage", "cycle_days", "recency_days", "expected_next", "lost", "overdue",
+            "days_overdue"]
     cols += [c for c in ("suggested_product", "rule") if c in res.customers.columns]
     io.write_parquet(res.customers[cols].astype({"customer_id": io.STRING}), run_dir / "journey.parquet")
     io.write_json({"end": str(res.end.date()), "stages": res.stages.to_dict("records"),
                    "transitions": {str(k): {str(c): int(v) for c, v in row.items()}
                                    for k, row in res.transitions.iterrows()},
-                   "overdue_customers": int(len(res.overdue)),
+                   "occasion": study.journey.cycles.occasion,
+                   "overdue_customers": int(len(res.overdue)), "lost_customers": int(res.customers["lost"].sum()),
                    "rules": [] if res.rules is None else [
                        {"antecedent": list(a), "consequent": c, "support": s, "confidence": f, "lift": lift}
                        for a, c, s, f, lift in zip(res.rules["antecedent"], res.rules["consequent"],

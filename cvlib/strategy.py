@@ -330,8 +330,23 @@ def sensitivity(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- outputs
+def _main(s: pd.Series):
+    """The most frequent value of a column (None when it has none)."""
+    counts = s.dropna().value_counts()
+    return counts.index[0] if len(counts) else None
+
+
+def journey_profile(df: pd.DataFrame, by: str = "group") -> pd.DataFrame:
+    """Per group (or lifecycle stage): the share overdue, the median purchase cycle (days), the main lifecycle
+    stage and the most suggested next product (journey stage; None without cross-sell rules)."""
+    return df.groupby(by).agg(share_overdue=("overdue", "mean"), median_cycle_days=("cycle_days", "median"),
+                              main_lifecycle_stage=("lifecycle_stage", _main),
+                              top_suggested_product=("suggested_product", _main))
+
+
 def playbook(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
-    """One row per group: size, revenue share, CLV, value at risk, objective, actions, channel, priority."""
+    """One row per group: size, revenue share, CLV, value at risk, objective, actions, channel, priority, and
+    the group's journey: share overdue, median cycle, main lifecycle stage, most suggested product."""
     g = df.groupby("group").agg(customers=("customer_id", "size"), revenue=("monetary", "sum"),
                                 total_clv=("clv", "sum"), mean_clv=("clv", "mean"),
                                 value_at_risk=("value_at_risk", "sum"), objective=("objective", "first"))
@@ -341,10 +356,30 @@ def playbook(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
     g["actions"] = [", ".join(a.name for a in acts[grp]) or "none in the action library" for grp in g.index]
     g["channel"] = [", ".join(dict.fromkeys(a.channel for a in acts[grp] if a.channel)) for grp in g.index]
     g["priority"] = [min((a.priority for a in acts[grp]), default=np.nan) for grp in g.index]
+    g = g.join(journey_profile(df))
     order = [r.name for r in cfg.groups] + [cfg.default_group]
     g = g.reindex([o for o in order if o in g.index])
     return g.reset_index()[["group", "customers", "share_of_revenue", "total_clv", "mean_clv", "value_at_risk",
-                            "objective", "aim", "actions", "channel", "priority"]]
+                            "objective", "aim", "actions", "channel", "priority", *JOURNEY_COLUMNS]]
+
+
+JOURNEY_COLUMNS = ("share_overdue", "median_cycle_days", "main_lifecycle_stage", "top_suggested_product")
+
+
+def lifecycle_playbook(df: pd.DataFrame) -> pd.DataFrame:
+    """Per lifecycle stage (journey stage): customers, CLV, share overdue, the strategic group most of them are
+    in, and the stage's strategy; empty when the journey stage did not run."""
+    from cvlib.journey import STAGES
+
+    known = df[df["lifecycle_stage"].isin(STAGES)]
+    if known.empty:
+        return pd.DataFrame(columns=["lifecycle_stage", "customers", "total_clv", "share_overdue", "main_group",
+                                     "strategy"])
+    g = known.groupby("lifecycle_stage").agg(customers=("customer_id", "size"), total_clv=("clv", "sum"),
+                                             share_overdue=("overdue", "mean"), main_group=("group", _main))
+    g = g.reindex([s for s in STAGES if s in g.index])
+    g["strategy"] = [i18n.t(f"journey.stage_strategy_{s}") for s in g.index]
+    return g.reset_index()
 
 
 def profiles(df: pd.DataFrame) -> pd.DataFrame:
@@ -352,7 +387,7 @@ def profiles(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby("group").agg(mean_recency_days=("recency", "mean"), mean_frequency=("frequency", "mean"),
                                 mean_monetary=("monetary", "mean"), mean_clv=("clv", "mean"),
                                 mean_churn_probability=("churn_probability", "mean"),
-                                main_segment=("segment", lambda s: s.value_counts().index[0]))
+                                main_segment=("segment", _main))
     return g.reset_index()
 
 
@@ -429,6 +464,7 @@ class StrategyResult:
     targets: pd.DataFrame
     drivers: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    lifecycle: pd.DataFrame | None = None  # per lifecycle stage: size, CLV, main group, the stage's strategy
 
 
 def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None,
@@ -440,7 +476,7 @@ def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd
     alloc = allocate(d, cfg)
     return StrategyResult(d, playbook(d, cfg), profiles(d), action_table(d, cfg, study.clv.horizon_months), alloc,
                           even_split(d, cfg), sensitivity(d, cfg), target_list(d, alloc, cfg, study.currency),
-                          top_drivers(drivers), notes)
+                          top_drivers(drivers), notes, lifecycle_playbook(d))
 
 
 def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
@@ -468,5 +504,6 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
                    "net_value": gain - cost, "even_split_net_value": res.even.net_value,
                    "even_split_cost": res.even.total_cost,
                    "target_list": {"customers": len(res.targets), "expected_incremental_value": gain, "cost": cost},
-                   "playbook": res.playbook.to_dict("records"), "notes": res.notes}, run_dir / "strategy.json")
+                   "playbook": res.playbook.to_dict("records"),
+                   "lifecycle_playbook": res.lifecycle.to_dict("records"), "notes": res.notes}, run_dir / "strategy.json")
     return res

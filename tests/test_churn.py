@@ -71,3 +71,16 @@ def test_contract_churn_is_a_renewal_decision_not_a_purchase_gap():
     assert not s["within_cycle"].any()  # a recent bill does not shield a client from not renewing
     assert (s.loc[s["churned"], "churn_probability"] == 1.0).all()
     assert s["churned"].sum() == int((ended.dropna() <= end).sum())
+
+
+def test_within_cycle_rests_on_the_cycle_it_is_given():
+    """The drivers stage passes the journey's cycle (purchase occasion, segment shrinkage), so `within_cycle`,
+    `cycle_days` and `overdue` agree; a customer inside that cycle is within it, whatever the purchase days say."""
+    tx = book(600, seed=3)
+    end = tx["date"].max().normalize()
+    r0 = churn.churn_risk(tx, end, 120, Drivers())
+    s0 = r0.scores.set_index("customer_id")
+    wide = pd.Series(10_000.0, index=s0.index)  # a cycle longer than any recency
+    s1 = churn.churn_risk(tx, end, 120, Drivers(), cycle=wide).scores.set_index("customer_id")
+    assert s1["within_cycle"].all() and (s1["cycle_days"] == 10_000.0).all()
+    assert not s0["within_cycle"].all()

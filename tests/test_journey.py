@@ -156,7 +156,7 @@ def test_channel_mix_recovers_a_planted_channel_difference_by_hand():
 def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns(tmp_path):
     """cvlib.examples plants 'media buying -> analytics', pitch winning the largest clients, referrals the
     cheapest, multi-channel clients worth more and a one-way move from the account team to the client portal."""
-    from cvlib import cleaning, rfm
+    from cvlib import churn, cleaning, io, rfm
     from cvlib.params import load_study
 
     study = load_study("params/agency_demo.yaml", {"rfm.clusters.k_range": [2, 2]})
@@ -176,6 +176,20 @@ def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns
     assert multi.loc["multi-channel", "mean_revenue"] > 1.5 * multi.loc["single channel", "mean_revenue"]
     m = res.channels["migration"]
     assert m.loc["account team", "client portal"] > 3 * m.loc["client portal", "account team"]
+    # monthly billing (journey.cycles.occasion: month): a client invoiced within the last month is never overdue,
+    # and a client already lost is not overdue either; counted by purchase day, active clients would be
+    c = res.customers
+    assert study.journey.cycles.occasion == "month" and c["lost"].sum() > 0
+    assert not c.loc[c["recency_days"] <= 31, "overdue"].any() and not c.loc[c["lost"], "overdue"].any()
+    by_day = journey.purchase_cycles(None, res.end, k=2.0, p=churn.purchases(io.read_stage(tmp_path, "transactions_clean.parquet")))
+    assert by_day.loc[by_day["recency_days"] <= 31, "overdue"].any()
+    # the drivers stage's cycle (within_cycle, the strategy rules' cycle_days) is this very cycle
+    from cvlib.drivers import study_cycles
+
+    theirs = study_cycles(study, io.read_stage(tmp_path, "transactions_clean.parquet"),
+                          io.read_stage(tmp_path, "rfm.parquet"), res.end)
+    ours = c.set_index("customer_id")["cycle_days"]
+    assert np.allclose(theirs.set_axis(theirs.index.astype(str)).reindex(ours.index).to_numpy(), ours.to_numpy())
 
 
 def test_the_lapsed_rule_uses_the_cycle_shrinkage_it_is_given():
@@ -188,3 +202,42 @@ def test_the_lapsed_rule_uses_the_cycle_shrinkage_it_is_given():
     shrunk = journey.lifecycle_stage(tx, END, period_days=30, prior_gaps=50.0)
     assert own_only["a"] == "lapsed"  # 50 days > 2 x 10
     assert shrunk["a"] != "lapsed"  # 50 days < 2 x (10 + 50 x 100) / 51
+
+
+def monthly_billing(last: pd.Timestamp, months: int, lines: tuple[int, ...] = (3, 12, 21)) -> list[tuple[str, float]]:
+    """A retainer client billed every month, one invoice per service line on its own day of the month."""
+    out = []
+    for m in range(months):
+        month = (last - pd.DateOffset(months=m)).to_period("M")
+        out += [(str(month.to_timestamp() + pd.Timedelta(days=d - 1))[:10], 1000.0) for d in lines]
+    return sorted(o for o in out if pd.Timestamp(o[0]) <= last)
+
+
+def test_monthly_billing_is_one_occasion_a_month_so_an_active_client_is_not_overdue():
+    """Three service lines invoiced on the 3rd, 12th and 21st: counted by purchase day the cycle is 9 days and a
+    client billed 20 days ago looks overdue at k = 2; counted by billing month it is a month, and only the
+    client silent for three months is overdue."""
+    tx = tx_of({"active": monthly_billing(pd.Timestamp("2024-12-21"), 24),   # last invoice 10 days before END
+                "between": monthly_billing(pd.Timestamp("2024-12-12"), 24, (3, 12)),
+                "silent": monthly_billing(pd.Timestamp("2024-09-21"), 24)})  # nothing since September
+    by_day = journey.purchase_cycles(tx, END, k=2.0, occasion="day")
+    assert by_day.loc["between", "cycle_days"] < 15 and by_day.loc["between", "overdue"]  # the wrong call
+    by_month = journey.purchase_cycles(tx, END, k=2.0, occasion="month")
+    assert by_month["cycle_days"].round(2).eq(round(365.25 / 12, 2)).all()
+    assert by_month.loc["active", "recency_days"] == 10 and by_month.loc["between", "recency_days"] == 19
+    assert not by_month.loc["active", "overdue"] and not by_month.loc["between", "overdue"]
+    assert by_month.loc["silent", "overdue"] and by_month.loc["silent", "days_overdue"] == pytest.approx(101 - 2 * 365.25 / 12)
+    weekly = journey.purchase_cycles(tx_of({"w": every(7, END, 10)}), END, occasion="week")
+    assert weekly.loc["w", "cycle_days"] == 7.0
+
+
+def test_a_lost_customer_is_a_win_back_case_not_overdue():
+    tx = tx_of({"late": every(30, END - pd.Timedelta(days=100), 8), "gone": every(30, END - pd.Timedelta(days=400), 8),
+                "ended": every(30, END - pd.Timedelta(days=70), 8)})
+    by_silence = journey.purchase_cycles(tx, END, k=2.0, lost=365)
+    assert by_silence["overdue"].to_dict() == {"ended": True, "gone": False, "late": True}
+    assert by_silence["lost"].to_dict() == {"ended": False, "gone": True, "late": False}
+    assert by_silence.loc["gone", "days_overdue"] == 0
+    flags = pd.Series({"ended": True, "late": False})  # the drivers stage's churn flags (a contract that ended)
+    by_flag = journey.purchase_cycles(tx, END, k=2.0, lost=flags)
+    assert by_flag["overdue"].to_dict() == {"ended": False, "gone": True, "late": True}

@@ -210,3 +210,25 @@ def test_greedy_is_near_the_brute_force_optimum_on_small_instances():
         assert bound >= best - 1e-2  # the LP bound is an upper bound on the optimum
         t = strategy.target_list(df, g, cfg, "EUR")
         assert float((t["expected_gain"] - t["cost"]).sum()) == pytest.approx(g.net_value, abs=1e-9)
+
+
+def test_playbook_carries_each_groups_journey_and_a_strategy_per_lifecycle_stage():
+    df = frame({"churn risk": 4, "low value": 6}).assign(
+        monetary=100.0, objective="longer",
+        overdue=[True, True, True, False] + [False] * 6,
+        cycle_days=[30.0, 30.0, 60.0, 90.0] + [200.0] * 6,
+        lifecycle_stage=["decline", "decline", "lapsed", "maturity"] + ["lapsed"] * 5 + ["acquisition"],
+        suggested_product=["analytics", "analytics", "PR", None] + [None] * 6)
+    cfg = Strategy.model_validate({"groups": [{"name": "churn risk", "objective": "longer", "when": "overdue"}],
+                                   "actions": [{"name": "a", "groups": ["churn risk"], "cost_per_customer": 1,
+                                                "uplift": 0.1}]})
+    pb = strategy.playbook(df, cfg).set_index("group")
+    assert pb.loc["churn risk", "share_overdue"] == 0.75 and pb.loc["churn risk", "median_cycle_days"] == 45.0
+    assert pb.loc["churn risk", "main_lifecycle_stage"] == "decline"
+    assert pb.loc["churn risk", "top_suggested_product"] == "analytics"
+    assert pb.loc["low value", "top_suggested_product"] is None and pb.loc["low value", "main_lifecycle_stage"] == "lapsed"
+    lc = strategy.lifecycle_playbook(df).set_index("lifecycle_stage")
+    assert list(lc.index) == ["acquisition", "maturity", "decline", "lapsed"]  # the stages' own order
+    assert lc.loc["lapsed", "customers"] == 6 and lc.loc["lapsed", "main_group"] == "low value"
+    assert lc.loc["decline", "share_overdue"] == 1.0 and lc["strategy"].str.len().gt(20).all()
+    assert strategy.lifecycle_playbook(df.assign(lifecycle_stage="unknown")).empty  # no journey stage
