@@ -150,9 +150,13 @@ def basket_of(customer: np.ndarray, item: np.ndarray, ids: pd.Index, items: pd.I
 
 
 def item_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Each row's item as a code into the sorted item names (-1 where missing)."""
-    code, uniq = pd.factorize(values, sort=True)
-    return code, pd.Index([str(u) for u in uniq], name=values.name)
+    """Each row's item as a code into the item names sorted as text (-1 where missing)."""
+    code, uniq = pd.factorize(values)
+    names = np.array([str(u) for u in uniq], dtype=object)
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return np.where(code >= 0, rank[np.maximum(code, 0)], -1), pd.Index(names[order], name=values.name)
 
 
 def baskets(tx: pd.DataFrame, item: str = "product") -> pd.DataFrame:
