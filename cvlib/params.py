@@ -422,12 +422,37 @@ class ValueMatrix(_Model):
     names: dict[str, str] | None = Field(None, description="cell 'current/potential' (e.g. 'high/low') -> name")
 
 
+class Fuzzy(_Model):
+    """Fuzzy comprehensive evaluation beside the weighted score (see cvlib.fuzzy)."""
+
+    enabled: bool = True
+    levels: list[str] = Field(default_factory=lambda: ["poor", "fair", "good", "excellent"],
+                              description="graded levels, worst first")
+    centres: list[float] = Field(default_factory=lambda: [0.0, 1 / 3, 2 / 3, 1.0],
+                                 description="each level's centre on the 0-1 normalised scale (increasing)")
+    level_scores: list[float] | None = Field(None, description="each level's score for the weighted-average "
+                                             "grade; None: the centres x 100")
+
+    @model_validator(mode="after")
+    def _levels(self) -> "Fuzzy":
+        if len(self.levels) < 2 or len(set(self.levels)) != len(self.levels):
+            raise ValueError("fuzzy.levels needs at least two different level names")
+        if len(self.centres) != len(self.levels):
+            raise ValueError(f"fuzzy.centres has {len(self.centres)} values for {len(self.levels)} levels")
+        if any(b <= a for a, b in zip(self.centres, self.centres[1:])) or not 0 <= self.centres[0] <= self.centres[-1] <= 1:
+            raise ValueError(f"fuzzy.centres must increase within 0-1, got {self.centres}")
+        if self.level_scores is not None and len(self.level_scores) != len(self.levels):
+            raise ValueError(f"fuzzy.level_scores has {len(self.level_scores)} values for {len(self.levels)} levels")
+        return self
+
+
 class Value(_Model):
     profitability: Profitability = Field(default_factory=Profitability)
     indicators: list[Indicator] = Field(default_factory=_default_indicators)
     normalisation: Literal["minmax", "rank"] = "minmax"
     weights: Weights = Field(default_factory=Weights)
     matrix: ValueMatrix = Field(default_factory=ValueMatrix)
+    fuzzy: Fuzzy = Field(default_factory=Fuzzy)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Value":

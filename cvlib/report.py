@@ -203,6 +203,7 @@ def consultant(note: str, **values: Any) -> HTML:
 
 # formats of the report language, for the values put into messages
 label = i18n.label
+name = i18n.name
 pct = i18n.pct
 date = i18n.date
 currency_unit = i18n.currency_unit

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import i18n, io
+from cvlib import fuzzy, i18n, io
 from cvlib.errors import ParamError
 from cvlib.params import Indicator, Study, Value
 
@@ -171,6 +171,7 @@ class Scores:
     weights: pd.DataFrame
     ahp: dict | None
     notes: list[str] = field(default_factory=list)
+    memberships: pd.DataFrame | None = None  # fuzzy evaluation: each customer's membership of each level
 
 
 def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
@@ -209,6 +210,12 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
         gw = w[gc] / w[gc].sum() if w[gc].sum() > 0 else pd.Series(1 / len(gc), index=gc)
         out[f"{g}_value_score"] = weighted_score(norm[gc], gw)
     out["value_score"] = weighted_score(norm[cols], w)
+    memberships = None
+    if cfg.fuzzy.enabled:
+        fz = cfg.fuzzy
+        memberships = fuzzy.evaluate(norm[cols], w, fz.levels, fz.centres, fz.level_scores)
+        out["fuzzy_level"], out["fuzzy_grade"] = memberships.pop("fuzzy_level"), memberships.pop("fuzzy_grade")
+        out["fuzzy_membership"] = memberships.max(axis=1)  # the membership of the level chosen
     for c in cols:
         k = int(norm[c].isna().sum())
         if k:
@@ -221,7 +228,21 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
                        "normalisation": [i.normalisation or cfg.normalisation for i in cfg.indicators],
                        "weight": w.to_numpy(),
                        "mean_normalised": norm[cols].mean().to_numpy()})
-    return Scores(out, wt, ahp, notes)
+    return Scores(out, wt, ahp, notes, memberships)
+
+
+def fuzzy_table(res: "ValueResult", levels: list[str]) -> pd.DataFrame:
+    """Per fuzzy level (worst first): customers, their share, mean membership of the level, mean weighted score
+    and mean fuzzy grade, and the value cell most of them are in."""
+    c = res.customers
+    g = c.groupby("fuzzy_level").agg(customers=("customer_id", "size"), mean_value_score=("value_score", "mean"),
+                                     mean_fuzzy_grade=("fuzzy_grade", "mean"),
+                                     mean_membership=("fuzzy_membership", "mean"),
+                                     main_value_cell=("value_cell", lambda s: s.value_counts().index[0]))
+    g = g.reindex([lv for lv in levels if lv in g.index])
+    g["share_of_customers"] = g["customers"] / len(c)
+    return g.reset_index()[["fuzzy_level", "customers", "share_of_customers", "mean_membership", "mean_value_score",
+                            "mean_fuzzy_grade", "main_value_cell"]]
 
 
 # --------------------------------------------------------------------------- value matrix
