@@ -401,8 +401,10 @@ class _Context:
     client: bool = False  # render for the client: no consultant notes, no parameter dump
 
 
-def _run_stage(sr: StageRun, i: int, n: int, ctx: _Context, kernel: StageKernel, scrubber: Any) -> None:
-    """Execute one stage notebook in the run folder and render it; check it wrote what it declares."""
+def _run_stage(sr: StageRun, i: int, n: int, ctx: _Context, kernel: StageKernel, scrubber: Any,
+               renders: "Renders | None" = None) -> None:
+    """Execute one stage notebook in the run folder and render it (in the background with `renders`, while the
+    next stage runs); check it wrote what it declares."""
     s, run_dir = sr.stage, ctx.run_dir
     out_nb, out_html = run_dir / s.notebook, run_dir / s.html
     _progress(f"[{i}/{n}] {s.name}: running {s.notebook} ({sr.reason})")
@@ -423,8 +425,77 @@ def _run_stage(sr: StageRun, i: int, n: int, ctx: _Context, kernel: StageKernel,
         sr.error = scrubber.scrub(f"{sr.ename}: {getattr(exc, 'evalue', exc)}")
     sr.seconds = time.perf_counter() - t0
     if out_nb.exists():
-        render_html(out_nb, out_html, f"{s.title} - {ctx.study.study}", ctx.with_code)
+        args = (out_nb, out_html, f"{s.title} - {ctx.study.study}", ctx.with_code)
+        renders.submit(*args) if renders is not None else render_html(*args)  # type: ignore[func-returns-value]
         sr.html = out_html.name
+
+
+class Renders:
+    """Renders stage notebooks to HTML in a worker process while the kernel runs the next stage: on two cores the
+    rendering then costs no wall time (a thread would hold the GIL that papermill's message loop, which paces the
+    kernel, needs). A plain subprocess fed one job a line, not multiprocessing, so the caller's script is never
+    imported again. `wait` returns when every render is written and raises on the first one that failed."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", "from cvlib.runner import render_worker; render_worker()"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, encoding="utf-8")
+        self.sent = 0
+
+    def submit(self, ipynb: Path, out: Path, title: str, with_code: bool = False) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps([str(ipynb), str(out), title, with_code]) + "\n")
+        self.proc.stdin.flush()
+        self.sent += 1
+
+    def wait(self) -> None:
+        assert self.proc.stdout is not None
+        errors = []
+        while self.sent:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise StageError(f"the report renderer stopped (exit code {self.proc.poll()}) before rendering "
+                                 f"{self.sent} report(s)")
+            self.sent -= 1
+            if json.loads(line) is not None:
+                errors.append(json.loads(line))
+        if errors:
+            raise StageError(f"rendering a report failed: {errors[0]}")
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=120)
+        except Exception:  # noqa: BLE001  # a renderer that hangs is stopped
+            self.proc.kill()
+
+
+def render_worker() -> None:
+    """The render process: one job a line on stdin ([notebook, html, title, with_code]), one answer a line on
+    stdout (null, or the error)."""
+    skip_slow_optional_imports()
+    answers, sys.stdout = sys.stdout, sys.stderr  # nothing a library prints can garble the answers
+    import nbconvert  # noqa: F401  # imported while the kernel starts, not at the first render
+
+    for line in sys.stdin:
+        ipynb, out, title, with_code = json.loads(line)
+        try:
+            render_html(Path(ipynb), Path(out), title, with_code)
+            answers.write("null\n")
+        except Exception as exc:  # noqa: BLE001  # reported to the runner, which fails the run
+            answers.write(json.dumps(f"{type(exc).__name__}: {exc}") + "\n")
+        answers.flush()
+
+
+def skip_slow_optional_imports() -> None:
+    """Go without `rfc3987_syntax` in the process that runs a study: jsonschema (under nbformat and nbconvert)
+    imports it when it is installed, and it compiles 38 grammars at import, 1.5 s of every run (0.1 s without).
+    It only checks IRI formats, which notebook validation never uses. Only the running process is affected."""
+    if "rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # an import of it raises ImportError
 
 
 def run_study(
@@ -442,6 +513,7 @@ def run_study(
     `force`). Render the reports and write the index; `latest` moves only when every stage succeeded."""
     import tempfile
 
+    skip_slow_optional_imports()
     from cvlib import pages, privacy
 
     params_file = Path(params_file).resolve()
@@ -477,6 +549,7 @@ def run_study(
     _progress(f"study {study.study!r}: {len(selected)} stage(s) into {run_dir}")
     runtime = Path(tempfile.mkdtemp(prefix="cvlib-kernel-"))  # sockets, connection files: private to this run
     kernel = StageKernel(runtime)
+    renders = Renders() if os.environ.get("CVLIB_RENDER_INLINE") != "1" else None
     try:
         for i, sr in enumerate(result.stages, 1):
             s = sr.stage
@@ -489,9 +562,10 @@ def run_study(
             else:
                 sr.reason = ("forced (--force)" if force else "named in --stages") if s.name in ctx.forced else \
                     explain_change(sr.depends, history.last_depends(s.name))
-                _run_stage(sr, i, len(selected), ctx, kernel, scrubber)
+                _run_stage(sr, i, len(selected), ctx, kernel, scrubber, renders)
             write_record(ctx, result, "running")
-            if sr.status == "failed":
+            if sr.status == "failed" and renders is not None:
+                renders.wait()  # the error message points to the rendered notebook: it is there
                 for rest in result.stages[i:]:
                     rest.status = "skipped"
                 pages.write_index(ctx, result, history, scrubber.scrub)
@@ -505,8 +579,12 @@ def run_study(
                           "complete run.")
             if sr.status == "ok":
                 _progress(f"[{i}/{len(selected)}] {s.name}: done in {sr.seconds:.1f} s -> {s.html}")
+        if renders is not None:
+            renders.wait()
     finally:
         kernel.close()
+        if renders is not None:
+            renders.close()
         shutil.rmtree(runtime, ignore_errors=True)
     pages.write_index(ctx, result, history, scrubber.scrub)
     point_latest(run_dir)

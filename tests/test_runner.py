@@ -299,3 +299,28 @@ def test_a_headerless_file_read_with_a_header_is_refused_with_a_hint(tmp_path, c
     (tmp_path / "tx.csv").write_text("00001,2024-01-01,5\n00002,2024-01-02,7\n", encoding="utf-8")
     assert main(["validate", str(params)]) == 2
     assert "seems to have no header row. Set header: false" in capsys.readouterr().err
+
+
+def test_reports_render_in_a_worker_and_a_failed_render_fails_the_run(tmp_path):
+    """The render worker writes each report while the next stage runs; a report it could not render is an error
+    of the run (named), never a missing page found later."""
+    import nbformat
+
+    from cvlib.errors import StageError
+    from cvlib.runner import Renders
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A rendered report")])
+    nbformat.write(nb, tmp_path / "ok.ipynb")
+    r = Renders()
+    try:
+        r.submit(tmp_path / "ok.ipynb", tmp_path / "ok.html", "ok")
+        r.wait()
+        assert "A rendered report" in (tmp_path / "ok.html").read_text(encoding="utf-8")
+        r.submit(tmp_path / "missing.ipynb", tmp_path / "missing.html", "missing")
+        r.submit(tmp_path / "ok.ipynb", tmp_path / "again.html", "again")  # the worker goes on after a failure
+        with pytest.raises(StageError, match="rendering a report failed: .*missing.ipynb"):
+            r.wait()
+        assert (tmp_path / "again.html").exists()
+    finally:
+        r.close()
+    assert r.proc.returncode == 0
