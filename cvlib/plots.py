@@ -347,6 +347,22 @@ def whale_curve(curve: pd.DataFrame, facts: dict) -> plt.Figure:
 
 
 @_shown_once
+def gains(curve: pd.DataFrame) -> plt.Figure:
+    """Share of holdout revenue captured against the share of customers, ranked by each column of `curve`
+    (besides `customer_share`), with a random ranking's diagonal."""
+    fig, ax = plt.subplots()
+    x = curve["customer_share"] * 100
+    ax.plot([0, 100], [0, 100], ls=":", color="grey", label=T("plots.gains_random"))
+    for i, col in enumerate(curve.columns.drop("customer_share")):
+        ax.plot(x, curve[col] * 100, label=label(col), color=sns.color_palette()[i])
+    ax.set_xlabel(T("plots.gains_x"))
+    ax.set_ylabel(T("plots.gains_y"))
+    ax.set_title(T("plots.gains_title"))
+    ax.legend(loc="lower right")
+    return fig
+
+
+@_shown_once
 def value_matrix(df: pd.DataFrame, cuts_x: list[float], cuts_y: list[float], sample: int = 5000) -> plt.Figure:
     """Scatter of current against potential value score with the grid lines, coloured by cell."""
     d = df.sample(min(sample, len(df)), random_state=0) if len(df) > sample else df

@@ -161,6 +161,11 @@ def say(key: str, **values: Any) -> HTML:
     return HTML(f"<p>{template.format(**escaped)}</p>")
 
 
+def says(items: Iterable[tuple[str, dict]]) -> HTML:
+    """Several `say` paragraphs (catalogue key, fields) as one output."""
+    return HTML("".join(say(key, **fields).data for key, fields in items))
+
+
 def bullet_list(items: Iterable[str]) -> HTML:
     """A bulleted list of plain (escaped) sentences."""
     lis = "".join(f"<li>{html.escape(text(str(i)))}</li>" for i in items)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -289,6 +290,7 @@ class ValueResult:
     whale_facts: dict
     scores: Scores
     notes: list[str]
+    validation: Any = None  # cvlib.validation.Validation: the score against realised holdout value
 
 
 def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
@@ -318,8 +320,11 @@ def run_value(study: Study, run_dir: str | Path) -> ValueResult:
     rfm = io.read_stage(run_dir, "rfm.parquet")
     clv = io.read_stage(run_dir, "clv.parquet")
     retention = io.read_stage_json(run_dir, "clv_model.json")["assumptions"]["yearly_retention"]
-    res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"),
-                      io.read_attributes(study, "customers"))
+    attrs = io.read_attributes(study, "customers")
+    res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"), attrs)
+    from cvlib.validation import validate_value
+
+    res.validation = v = validate_value(study, tx, attrs)
     io.write_parquet(res.customers, run_dir / "value.parquet")
     ahp = res.scores.ahp
     io.write_json({"weights_method": study.value.weights.method, "normalisation": study.value.normalisation,
@@ -327,6 +332,9 @@ def run_value(study: Study, run_dir: str | Path) -> ValueResult:
                    "ahp": None if ahp is None else {"lambda_max": ahp["lambda_max"], "ci": ahp["ci"], "cr": ahp["cr"],
                                                     "consistent": ahp["consistent"]},
                    "whale_curve": res.whale_facts, "notes": res.notes,
+                   "validation": None if v is None else {
+                       "calibration_end": str(v.calibration_end.date()), "holdout_end": str(v.holdout_end.date()),
+                       "metrics": v.metrics.to_dict("records"), "beats_past_revenue": v.beats_past_revenue},
                    "churn_by_cell": churn_by_cell(res.customers, rfm, study.drivers.churn_days).to_dict("records")},
                   run_dir / "value.json")
     return res

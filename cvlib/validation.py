@@ -1,0 +1,117 @@
+"""Does the value score mean something? The score and CLV as the study would have computed them at the
+calibration end, checked against the value customers actually delivered in the holdout period after it.
+
+- **As of the calibration end**: the customer summary, the purchase model's CLV (fitted on the calibration
+  period; the formula when it cannot be fitted), profitability and the value index with the study's own
+  indicators and weighting method, all from the transactions up to that day only.
+- **Realised value**: each customer's revenue in the holdout period (0 for those who did not buy again).
+- **Rankings compared**: the value score, CLV, and the simple ranking by past revenue. For each: Spearman's rank
+  correlation with holdout revenue, and the gains (the share of all holdout revenue that the top 10% and 20% of
+  customers by the ranking delivered). The score beats the simple ranking when it captures more in its top 20%.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from cvlib import clv as clv_mod
+from cvlib import i18n, io
+from cvlib.params import Study
+
+RANKINGS = ("value_score", "clv", "past_revenue")
+SHARES = (0.10, 0.20)
+
+
+@dataclass
+class Validation:
+    customers: pd.DataFrame   # customer_id, value_score, clv, past_revenue, holdout_revenue (as of the calibration end)
+    metrics: pd.DataFrame     # per ranking: spearman, top 10% and top 20% share of holdout revenue
+    gains: pd.DataFrame       # share of customers (0-1) x ranking: cumulative share of holdout revenue
+    calibration_end: pd.Timestamp
+    holdout_end: pd.Timestamp
+    beats_past_revenue: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Value score, CLV and past revenue per customer who bought by `at`, from the transactions up to then only."""
+    from cvlib import rfm, value
+
+    at = pd.Timestamp(at).normalize()
+    past = tx[tx["date"] < at + pd.Timedelta(days=1)]
+    summary = rfm.customer_summary(past, at, by=study.rfm.frequency, unit=study.rfm.time_unit)
+    cfg = study.clv
+    retention, _ = clv_mod.yearly_retention(past)
+    fits = clv_mod.fit_models(summary, cfg, (cfg.model,))
+    purchase, spend = fits[cfg.model], fits["gammagamma"]
+    if purchase.ok:
+        c = clv_mod.customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, study.rfm.time_unit)
+    else:
+        c = clv_mod.fallback_clv(summary, cfg, retention)
+    prof = value.profitability(past, summary, study.value, cfg.margin, attrs)
+    prof["clv_with_costs"] = value.clv_with_costs(prof, study.value, retention, cfg.discount_rate).to_numpy()
+    ind = value.indicator_frame(past, summary, c, prof, attrs)
+    scores = value.score_customers(ind, study.value).customers
+    out = pd.DataFrame({"value_score": scores["value_score"]})
+    out["clv"] = io.by_customer(c)["clv"].reindex(out.index).to_numpy()
+    out["past_revenue"] = prof.set_index("customer_id")["revenue"].reindex(out.index).to_numpy()
+    return out.rename_axis("customer_id")
+
+
+def captured(score: pd.Series, realised: pd.Series, share: float) -> float:
+    """The share of all realised value delivered by the top `share` of customers by `score` (ties: the order
+    of the customer ids, so the figure is reproducible)."""
+    n = max(1, int(np.ceil(share * len(score))))
+    order = pd.DataFrame({"s": score.to_numpy(), "id": score.index.astype(str)}).sort_values(
+        ["s", "id"], ascending=[False, True], kind="stable").index[:n]
+    total = float(realised.sum())
+    return float(realised.to_numpy()[order].sum() / total) if total > 0 else float("nan")
+
+
+def gains_curve(d: pd.DataFrame, columns: tuple[str, ...], target: str, points: int = 20) -> pd.DataFrame:
+    """Cumulative share of `target` captured by the top share of customers by each column (0, 5%, ..., 100%)."""
+    shares = np.linspace(0, 1, points + 1)
+    out = pd.DataFrame({"customer_share": shares})
+    for col in columns:
+        out[col] = [0.0] + [captured(d[col], d[target], s) for s in shares[1:]]
+    return out
+
+
+def validate_value(study: Study, tx: pd.DataFrame, attrs: pd.DataFrame | None = None) -> Validation | None:
+    """The value score, CLV and past revenue as of `rfm.calibration_end`, against holdout revenue up to
+    `rfm.holdout_end` (else the data's end); None without a calibration end."""
+    if study.rfm.calibration_end is None:
+        return None
+    cal = pd.Timestamp(study.rfm.calibration_end).normalize()
+    end = pd.Timestamp(study.rfm.holdout_end or tx["date"].max()).normalize()
+    d = scores_as_of(study, tx, cal, attrs)
+    later = tx[(tx["date"] >= cal + pd.Timedelta(days=1)) & (tx["date"] < end + pd.Timedelta(days=1))]
+    hold = later.groupby(io.as_ids(later["customer_id"]).astype(str))["amount"].sum()
+    d.index = d.index.astype(str)
+    d["holdout_revenue"] = hold.reindex(d.index).fillna(0.0).to_numpy()
+    rows = []
+    for col in RANKINGS:
+        ok = d[col].notna()
+        rho = spearmanr(d.loc[ok, col], d.loc[ok, "holdout_revenue"]).statistic if ok.sum() > 2 else np.nan
+        rows.append({"ranking": col, "customers": int(ok.sum()), "spearman": float(rho),
+                     **{f"top_{int(s * 100)}pct_share": captured(d.loc[ok, col], d.loc[ok, "holdout_revenue"], s)
+                        for s in SHARES}})
+    metrics = pd.DataFrame(rows)
+    m = metrics.set_index("ranking")
+    beats = bool(m.loc["value_score", "top_20pct_share"] > m.loc["past_revenue", "top_20pct_share"])
+    return Validation(d.reset_index(), metrics, gains_curve(d, RANKINGS, "holdout_revenue"), cal, end, beats)
+
+
+def sentences(v: Validation) -> list[tuple[str, dict]]:
+    """The report's two sentences (catalogue key, fields): what was compared, and whether the score beats the
+    ranking by past revenue."""
+    m = v.metrics.set_index("ranking")
+    return [("value.validation", {"cal": i18n.date(v.calibration_end), "end": i18n.date(v.holdout_end),
+                                  "n": f"{len(v.customers):,}"}),
+            ("value.validation_beats" if v.beats_past_revenue else "value.validation_not",
+             {"score": i18n.pct(m.loc["value_score", "top_20pct_share"]),
+              "past": i18n.pct(m.loc["past_revenue", "top_20pct_share"]),
+              "rho_s": f"{m.loc['value_score', 'spearman']:.2f}", "rho_p": f"{m.loc['past_revenue', 'spearman']:.2f}"})]
