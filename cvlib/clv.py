@@ -390,6 +390,8 @@ class ClvResult:
     interval_how: str
     contracts: dict | None
     notes: list[str] = field(default_factory=list)
+    variants: pd.DataFrame | None = None  # the named CLV formulas beside the model CLV (cvlib.variants)
+    contribution: dict = field(default_factory=dict)
 
 
 def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.DataFrame,
@@ -455,8 +457,15 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     contracts = None
     if cfg.contracts.enabled:
         contracts = contract_summary(study, attrs, rfm2, tx, notes)
+    variants, contribution = None, {}
+    if cfg.variants:
+        from cvlib.variants import build_variants
+
+        per, variants, contribution = build_variants(study, tx, rfm, customers["clv"], retention, cac, attrs)
+        aligned = per.reindex(customers["customer_id"].astype(str).to_numpy())
+        customers = customers.assign(**{c: aligned[c].to_numpy() for c in per.columns})
     return ClvResult(customers, fits, used, retention, how, overall, by_seg, by_chan, holdout, hfits, interval,
-                     interval_how, contracts, notes)
+                     interval_how, contracts, notes, variants, contribution)
 
 
 def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame, tx: pd.DataFrame,
@@ -524,6 +533,8 @@ def model_report(study: Study, res: ClvResult) -> dict:
         "total_clv_interval_method": res.interval_how,
         "contracts": None if not res.contracts else {"params": res.contracts["model"].params_,
                                                      "se": res.contracts["model"].se_},
+        "variants": None if res.variants is None else res.variants.drop(columns=["formula", "inputs"]).to_dict("records"),
+        "contribution": res.contribution,
         "notes": res.notes,
     }
 

@@ -298,6 +298,10 @@ class FormulaClv(_Model):
     acquisition_cost: float | dict[str, float] = Field(0.0, description="per customer, or per acquisition channel")
     channel_column: str | None = Field(None, description="attribute column (or 'channel' of the transactions)")
     acquisition_cost_column: str | None = Field(None, description="attribute column with each customer's cost")
+    growth_rate: float | None = Field(None, gt=-1, description="yearly growth of a customer's profit for the "
+                                      "retention-growth CLV; None: measured from the data")
+    maintenance_cost_per_year: float = Field(0.0, ge=0, description="yearly cost of keeping a customer, for the "
+                                             "discounted-profit CLV")
 
 
 class Contracts(_Model):
@@ -339,6 +343,9 @@ class Clv(_Model):
                                    "this (its likelihood costs a hypergeometric function per customer)")
     tiers: ClvTiers = Field(default_factory=ClvTiers)
     formula: FormulaClv = Field(default_factory=FormulaClv)
+    variants: list[Literal["aov", "retention_growth", "discounted_profit", "contribution"]] = Field(
+        default_factory=lambda: ["aov", "retention_growth", "discounted_profit", "contribution"],
+        description="named CLV formulas shown beside the model CLV (cvlib.variants)")
     contracts: Contracts = Field(default_factory=Contracts)
 
 
