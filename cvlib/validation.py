@@ -61,14 +61,23 @@ def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.Dat
     return out.rename_axis("customer_id")
 
 
-def captured(score: pd.Series, realised: pd.Series, share: float) -> float:
-    """The share of all realised value delivered by the top `share` of customers by `score` (ties: the order
-    of the customer ids, so the figure is reproducible)."""
-    n = max(1, int(np.ceil(share * len(score))))
+def cumulative_share(score: pd.Series, realised: pd.Series) -> np.ndarray:
+    """The share of all realised value delivered by the top 1, 2, ... customers by `score` (ties: the order of
+    the customer ids, so the figures are reproducible)."""
     order = pd.DataFrame({"s": score.to_numpy(), "id": score.index.astype(str)}).sort_values(
-        ["s", "id"], ascending=[False, True], kind="stable").index[:n]
+        ["s", "id"], ascending=[False, True], kind="stable").index.to_numpy()
     total = float(realised.sum())
-    return float(realised.to_numpy()[order].sum() / total) if total > 0 else float("nan")
+    cum = np.cumsum(realised.to_numpy(dtype=float)[order])
+    return cum / total if total > 0 else np.full(len(cum), np.nan)
+
+
+def _at(cum: np.ndarray, share: float) -> float:
+    return float(cum[max(1, int(np.ceil(share * len(cum)))) - 1])
+
+
+def captured(score: pd.Series, realised: pd.Series, share: float) -> float:
+    """The share of all realised value delivered by the top `share` of customers by `score`."""
+    return _at(cumulative_share(score, realised), share)
 
 
 def gains_curve(d: pd.DataFrame, columns: tuple[str, ...], target: str, points: int = 20) -> pd.DataFrame:
@@ -76,7 +85,9 @@ def gains_curve(d: pd.DataFrame, columns: tuple[str, ...], target: str, points: 
     shares = np.linspace(0, 1, points + 1)
     out = pd.DataFrame({"customer_share": shares})
     for col in columns:
-        out[col] = [0.0] + [captured(d[col], d[target], s) for s in shares[1:]]
+        ok = d[col].notna()
+        cum = cumulative_share(d.loc[ok, col], d.loc[ok, target])
+        out[col] = [0.0] + [_at(cum, s) for s in shares[1:]]
     return out
 
 
