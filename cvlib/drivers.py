@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import churn, i18n, io
+from cvlib import churn, i18n, io, reasons
 from cvlib.params import Drivers, Study
 
 Z95 = 1.959963984540054
@@ -231,7 +231,7 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
     parts, groups, ratings, notes = [], {}, [], []
     respondents = pd.Series(True, index=customers)
     c = cfg.feedback
-    skip = set(cfg.exclude) | {"customer_id", "date"}
+    skip = set(cfg.exclude) | {"customer_id", "date", cfg.churn_reason_column}  # a reason is only known after churn
     if attrs is not None:
         a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id").set_index(
             "customer_id").reindex(customers)
@@ -538,6 +538,8 @@ class DriversResult:
     collinear: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     risk: "churn.ChurnRisk | None" = None
+    reasons: pd.DataFrame | None = None            # why customers left: per reason, value and win-back action
+    reasons_by_segment: pd.DataFrame | None = None
 
 
 def group_series(study: Study, rfm: pd.DataFrame, attrs: pd.DataFrame | None) -> pd.Series:
@@ -632,8 +634,15 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     drivers["mean_rating"] = drivers["driver"].map(means)
     drivers = drivers[["driver", "method", "importance", "ci_low", "ci_high", "mean_rating"]]
     cohorts = cohort_matrices(tx)
-    return DriversResult(flags, rates, rates_by, cohorts["customers"], cohorts["revenue"], km,
-                         logrank, survey, drivers, ipa_df, churn_cm, linear_r2, ds.collinear, notes, risk)
+    res = DriversResult(flags, rates, rates_by, cohorts["customers"], cohorts["revenue"], km,
+                        logrank, survey, drivers, ipa_df, churn_cm, linear_r2, ds.collinear, notes, risk)
+    why = reasons.churn_reasons(attrs, fb, cfg.churn_reason_column)
+    if why is not None:
+        r = io.by_customer(rfm)
+        res.reasons, res.reasons_by_segment = reasons.reason_tables(
+            why, churned, r["segment"].astype(str), r["monetary"], r["tenure"] / 365.0, study.strategy.actions,
+            study.strategy.win_back)
+    return res
 
 
 def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str], outcome: str = "",
@@ -695,8 +704,18 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
                    "churn_risk": {"method": res.risk.method, "validation": res.risk.validation,
                                   "auc": res.risk.auc_model, "auc_purchase_model": res.risk.auc_baseline,
                                   "horizon_days": res.risk.horizon_days, "cutoffs": res.risk.cutoffs},
+                   "churn_reasons": None if res.reasons is None else res.reasons.to_dict("records"),
                    "notes": res.notes}, run_dir / "drivers.json")
     return res
+
+
+def unanswered(res: DriversResult) -> list[str]:
+    """Recorded churn reasons that no win-back action answers."""
+    if res.reasons is None:
+        return []
+    r = res.reasons
+    return [x for x, a in zip(r["churn_reason"], r["win_back_action"])
+            if a is None and x not in (reasons.NOT_RECORDED, reasons.OTHER)]
 
 
 def by_method(drivers: pd.DataFrame, prefix: str) -> pd.DataFrame:

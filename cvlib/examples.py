@@ -20,6 +20,12 @@ Planted journey patterns (what the journey stage must find; drawn from a second 
   or a tender; large clients use a second channel for 30% of their work (multi-channel clients are worth more);
   from 2022 a third of the account-team-only clients move to the client portal (migration one way).
 
+Planted churn reasons (`churn_reason` in clients.csv, for clients whose retainer ended; drawn from a third
+seeded stream): 'slow responses' for most clients who left with poor responsiveness (latent below 3.2) or two or
+more complaints in their last year, 'price' for most of the rest with a poor price-fairness rating, else 'budget
+cut', 'moved in-house' or 'lost a pitch'; recorded as free text by account managers (case and spacing vary) and
+left empty for about one in ten.
+
 Realistic mess in billings.csv: exact duplicate rows, credit notes (negative amounts whose invoice id is
 'CN-' + the original invoice), missing client ids, amounts with '$' and thousands separators, and about
 one row in ten dated day-first (dd/mm/yyyy) by a second billing system.
@@ -31,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+EXAMPLE_VERSION = 2  # raised whenever the generated data change, so a cached older copy is not used
 SERVICE_LINES = {"creative": 6000.0, "media buying": 14000.0, "digital": 5000.0, "PR": 3500.0}
 CROSS_SELL = ("media buying", "analytics", 4000.0)  # (bought first, added later, monthly fee)
 BILLING_CHANNELS = ["account team", "client portal", "tender"]
@@ -53,6 +60,7 @@ def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
     """Clients, monthly billings by service line, and a yearly satisfaction survey (seeded)."""
     rng = np.random.default_rng(seed)
     rng2 = np.random.default_rng([seed, 16])  # the journey patterns: the base book's draws stay as they were
+    rng3 = np.random.default_rng([seed, 17])  # the churn reasons: likewise
     t0 = pd.Timestamp(start)
     end = t0 + pd.DateOffset(years=years) - pd.Timedelta(days=1)
     months_total = 12 * years
@@ -121,18 +129,38 @@ def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
                 break
         contract_start = pd.Timestamp(month_starts[m0])
         contract_end = pd.Timestamp(month_starts[churn_month]) - pd.Timedelta(days=1) if churn_month else None
+        reason = _churn_reason(rng3, latent["responsiveness"][i], comp, latent["price_fairness"][i]) \
+            if churn_month else ""
         clients.append({"client_id": cid, "industry": rng.choice(INDUSTRIES), "region": rng.choice(REGIONS),
                         "size_tier": size[i], "acquisition_channel": channel[i],
                         "acquisition_cost": round(CHANNELS[channel[i]] * rng.lognormal(0, 0.2), 2),
                         "contract_start": contract_start.date().isoformat(),
                         "contract_end": contract_end.date().isoformat() if contract_end is not None else "",
-                        "service_lines": len(lines)})
+                        "service_lines": len(lines), "churn_reason": reason})
     billings = pd.DataFrame(bills, columns=["client_id", "date", "invoice_id", "service_line", "amount",
                                            "channel"])
     billings["date"] = pd.to_datetime(billings["date"])
     billings = billings[billings["date"] <= end].reset_index(drop=True)
     return {"clients": pd.DataFrame(clients), "billings": _make_messy(billings, rng),
             "survey": pd.DataFrame(survey)}
+
+
+REASON_SPELLINGS = {"slow responses": ["slow responses", "Slow responses", "SLOW RESPONSES", "slow  responses "],
+                    "price": ["price", "Price", " price"], "budget cut": ["budget cut", "Budget cut"],
+                    "moved in-house": ["moved in-house", "Moved in-house"], "lost a pitch": ["lost a pitch"]}
+
+
+def _churn_reason(rng: np.random.Generator, responsiveness: float, complaints: int, price_fairness: float) -> str:
+    """The reason an account manager wrote down for a client who left (see the module doc), or nothing."""
+    if rng.random() < 0.1:
+        return ""
+    if (responsiveness < 3.2 or complaints >= 2) and rng.random() < 0.8:
+        reason = "slow responses"
+    elif price_fairness < 3.2 and rng.random() < 0.7:
+        reason = "price"
+    else:
+        reason = str(rng.choice(["budget cut", "moved in-house", "lost a pitch"]))
+    return str(rng.choice(REASON_SPELLINGS[reason]))
 
 
 def _make_messy(b: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -171,7 +199,7 @@ def agency_cache(seed: int = 7) -> Path:
     """Folder holding the generated agency example (made on first use; deterministic)."""
     import os
 
-    root = Path(os.environ.get("CVLIB_CACHE", Path.home() / ".cache" / "cvlib")) / f"agency-{seed}"
+    root = Path(os.environ.get("CVLIB_CACHE", Path.home() / ".cache" / "cvlib")) / f"agency-{seed}-v{EXAMPLE_VERSION}"
     if not (root / "survey.csv").exists():
         write_agency(root, seed)
     return root

@@ -511,6 +511,8 @@ class Drivers(_Model):
     group_by: str = Field("segment", description="KM curves and rates by this: an RFM segment or an attribute column")
     drivers: list[str] | None = Field(None, description="driver names to use; None: every usable one")
     exclude: list[str] = Field(default_factory=list, description="attribute columns never used as drivers")
+    churn_reason_column: str = Field("churn_reason", description="column of the customers (or feedback) table with "
+                                     "the reason a customer left, coded or free text; never a driver")
     max_exact: int = Field(12, ge=2, le=16, description="LMG exact up to this many drivers, sampled beyond")
     permutations: int = Field(300, ge=10, description="sampled orderings for LMG beyond max_exact")
     bootstrap: int = Field(100, ge=0, le=2000)
@@ -619,6 +621,8 @@ class Strategy(_Model):
                           description="total budget for the actions, in the study currency")
     sensitivity: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5],
                                      description="multipliers of every uplift for the sensitivity chart")
+    win_back: dict[str, str] = Field(default_factory=dict, description="churn reason -> the action of the library "
+                                     "that answers it (reasons matched ignoring case and spacing)")
 
     @model_validator(mode="after")
     def _known_groups(self) -> "Strategy":
@@ -627,6 +631,11 @@ class Strategy(_Model):
             unknown = [g for g in a.groups if g not in names]
             if unknown:
                 raise ValueError(f"action {a.name!r} is for unknown group(s) {unknown}; groups are {sorted(names)}")
+        actions = {a.name for a in self.actions}
+        for reason, action in self.win_back.items():
+            if action not in actions:
+                raise ValueError(f"win_back: the action {action!r} for the reason {reason!r} is not in the action "
+                                 f"library; actions are {sorted(actions)}")
         return self
 
 

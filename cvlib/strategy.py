@@ -24,7 +24,8 @@ RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "mone
                 "x", "t_x", "T", "monetary_value", "r_score", "f_score", "m_score", "segment", "abc_class",
                 "value_tier", "cluster", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier",
                 "churn_probability", "churned", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
-                "value_at_risk", "lifecycle_stage", "overdue", "suggested_product", "cross_sell_rule")
+                "value_at_risk", "lifecycle_stage", "overdue", "suggested_product", "cross_sell_rule",
+                "clv_aov", "clv_retention_growth", "clv_discounted_profit", "profit_share", "profit_per_cost_to_serve")
 
 
 def rule_categories(study: Study) -> dict[str, set]:
