@@ -86,6 +86,17 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
                     for t, link in summary.findings(run_dir, currency)]
     except Exception as exc:  # the summary must never hide the stage links
         error = str(exc)
+    monitoring = None
+    try:
+        from cvlib.monitoring import monitoring_view
+
+        m = ctx.study.monitoring
+        monitoring = monitoring_view(run_dir, history.complete(), m.kpis, currency, m.history)
+        if monitoring is not None:
+            io.write_json({"kpis": monitoring["table"].to_dict("records"),
+                           "trend": monitoring["trend"].to_dict("records")}, run_dir / "monitoring.json")
+    except Exception as exc:  # noqa: BLE001  # monitoring must never hide the stage links
+        error = error or str(exc)
     comparison = None
     previous = history.complete()
     if previous:
@@ -101,6 +112,7 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
         status=manifest["status"], status_text=i18n.t("index.complete" if result.ok else "index.failed"),
         started=manifest["started"].replace("T", " "), finished=(manifest["finished"] or "").replace("T", " "),
         headline=headline, findings=findings, summary_error=error, stages=stages, comparison=comparison,
+        monitoring=monitoring,
         overrides=ctx.overrides, params_yaml=params_yaml,
         inputs=[{"table": f["table"], "file": Path(f["path"]).name, "bytes": f"{f['bytes']:,}", "sha": f["sha256"][:16]}
                 for f in ctx.fps],

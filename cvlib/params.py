@@ -646,6 +646,26 @@ class Report(_Model):
                                           "(简体中文); exported files keep English column names")
 
 
+KPI_KEYS = ("customers", "revenue", "top20_share", "mean_clv", "churn_rate", "retention_rate", "value_at_risk",
+            "plan_net_value", "nps")
+
+
+class Kpi(_Model):
+    """A KPI to monitor: one of the headline figures, with an optional target and industry benchmark."""
+
+    kpi: Literal["customers", "revenue", "top20_share", "mean_clv", "churn_rate", "retention_rate", "value_at_risk",
+                 "plan_net_value", "nps"]
+    target: float | None = Field(None, allow_inf_nan=False, description="in the KPI's unit (shares as 0-1)")
+    benchmark: float | None = Field(None, allow_inf_nan=False, description="an industry benchmark, same unit")
+    direction: Literal["higher", "lower"] = Field("higher", description="which way is better")
+
+
+class Monitoring(_Model):
+    kpis: list[Kpi] = Field(default_factory=list, description="KPIs shown against target and benchmark, with their "
+                                                               "trend over the study's runs, on the index page")
+    history: int = Field(20, ge=1, le=200, description="earlier complete runs in the trend")
+
+
 class Study(_Model):
     study: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$",
                        description="short plain name (letters, digits, _ . -; not starting with '.'), "
@@ -662,6 +682,7 @@ class Study(_Model):
     drivers: Drivers = Field(default_factory=Drivers)
     journey: Journey = Field(default_factory=Journey)
     strategy: Strategy = Field(default_factory=Strategy)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)

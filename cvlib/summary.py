@@ -71,6 +71,7 @@ def figures(run_dir: str | Path) -> list[Figure]:
     d = _json(run_dir, "drivers.json")
     if d and d.get("rates"):
         out.append(Figure("churn_rate", i18n.t("summary.churn_rate"), d["rates"][0]["churn_rate"], "share"))
+        out.append(Figure("retention_rate", i18n.t("summary.retention_rate"), 1 - d["rates"][0]["churn_rate"], "share"))
     risk = _parquet(run_dir, "churn_risk.parquet")
     if clv is not None and risk is not None and risk["churn_probability"].notna().any():
         v = clv.merge(risk, on="customer_id")
@@ -88,7 +89,7 @@ def figures(run_dir: str | Path) -> list[Figure]:
 def headline(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
     """(label, value) pairs of the headline figures, formatted, with the study period."""
     run_dir = Path(run_dir)
-    out = [(f.label, f.text(currency)) for f in figures(run_dir)]
+    out = [(f.label, f.text(currency)) for f in figures(run_dir) if f.key != "retention_rate"]  # 1 - churn rate
     c = _json(run_dir, "cleaning.json")
     if c:
         out.insert(2, (i18n.t("summary.period"), i18n.t("summary.period_value", first=i18n.date(c["summary"]["first_date"]),
