@@ -283,7 +283,7 @@ def _frame(tx, at, horizon, attrs, fb, cfg, unit_days, label: bool, p: Purchases
             model = None
     state = with_p_alive(state, model)
     feats = state.drop(columns=["x", "t_x", "T"]).join(
-        extra_features(state.index, attrs, fb, at, cfg.exclude, cfg.feedback.nps, cfg.feedback.complaints))
+        extra_features(state.index, attrs, fb, at, cfg.never_used(), cfg.feedback.nps, cfg.feedback.complaints))
     base = baseline_risk(model, state, horizon, unit_days) if model is not None else np.full(len(state), np.nan)
     y = label_after(tx, at, horizon, state.index, p).to_numpy() if label else None
     return state, feats, base, y

@@ -231,7 +231,7 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
     parts, groups, ratings, notes = [], {}, [], []
     respondents = pd.Series(True, index=customers)
     c = cfg.feedback
-    skip = set(cfg.exclude) | {"customer_id", "date", cfg.churn_reason_column}  # a reason is only known after churn
+    skip = set(cfg.never_used()) | {"customer_id", "date"}
     if attrs is not None:
         a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id").set_index(
             "customer_id").reindex(customers)

@@ -365,9 +365,14 @@ class Profitability(_Model):
     horizon_years: int = Field(5, ge=1, le=30, description="horizon of the formula CLV with costs")
 
 
+CATEGORIES = ("financial", "satisfaction", "loyalty", "relationship")
+Category = Literal["financial", "satisfaction", "loyalty", "relationship"]
+
+
 class Indicator(_Model):
     column: str
     group: Literal["current", "potential"]
+    category: Category | None = Field(None, description="indicator group for two-level weights (value.weights.groups)")
     direction: Literal["higher", "lower"] = "higher"
     normalisation: Literal["minmax", "rank"] | None = Field(None, description="None: value.normalisation")
     label: str | None = None
@@ -416,10 +421,21 @@ class Ahp(_Model):
         return m
 
 
+class GroupWeights(_Model):
+    """The upper level of two-level weights: one weight per indicator group (category)."""
+
+    method: Literal["fixed", "ahp", "entropy"] = "entropy"
+    fixed: dict[Category, float] = Field(default_factory=dict, description="category -> weight")
+    ahp: Ahp | None = Field(None, description="pairwise comparisons of the categories used, in the order financial, "
+                                              "satisfaction, loyalty, relationship")
+
+
 class Weights(_Model):
     method: Literal["fixed", "ahp", "entropy"] = "entropy"
     fixed: dict[str, float] = Field(default_factory=dict, description="indicator column -> weight")
     ahp: Ahp | None = None
+    groups: GroupWeights | None = Field(None, description="two-level weights: categories weighted by this, the "
+                                        "indicators within each category by `method` (None: one level)")
 
 
 class ValueMatrix(_Model):
@@ -474,6 +490,18 @@ class Value(_Model):
             raise ValueError(f"entropy weights need indicators that keep their spread, but {ranked} are rank-"
                              "normalised: percentile ranks are spread evenly by construction, so every entropy "
                              "weight would be the same. Use normalisation: minmax, or weights.method ahp or fixed")
+        if w.groups is not None:
+            missing = [i.column for i in self.indicators if i.category is None]
+            if missing:
+                raise ValueError(f"weights.groups needs a category for every indicator; {missing} have none "
+                                 f"(category: one of {', '.join(CATEGORIES)})")
+            used = [c for c in CATEGORIES if any(i.category == c for i in self.indicators)]
+            g = w.groups
+            if g.method == "fixed" and set(used) - set(g.fixed):
+                raise ValueError(f"weights.groups.fixed needs a weight for {sorted(set(used) - set(g.fixed))}")
+            if g.method == "ahp" and (g.ahp is None or len(g.ahp.matrix) != len(used)):
+                raise ValueError(f"weights.groups.ahp.matrix must compare the {len(used)} categories used "
+                                 f"({', '.join(used)}), in that order")
         if w.method == "ahp":
             if w.ahp is None:
                 raise ValueError("weights.method is 'ahp' but weights.ahp.matrix is missing")
@@ -513,6 +541,11 @@ class Drivers(_Model):
     exclude: list[str] = Field(default_factory=list, description="attribute columns never used as drivers")
     churn_reason_column: str = Field("churn_reason", description="column of the customers (or feedback) table with "
                                      "the reason a customer left, coded or free text; never a driver")
+
+    def never_used(self) -> list[str]:
+        """Columns never used as drivers or churn features: `exclude`, and the churn reason (known only for
+        customers who left, so it would 'predict' churn perfectly)."""
+        return [*self.exclude, self.churn_reason_column]
     max_exact: int = Field(12, ge=2, le=16, description="LMG exact up to this many drivers, sampled beyond")
     permutations: int = Field(300, ge=10, description="sampled orderings for LMG beyond max_exact")
     bootstrap: int = Field(100, ge=0, le=2000)

@@ -36,7 +36,8 @@ class Validation:
     notes: list[str] = field(default_factory=list)
 
 
-def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.DataFrame | None = None) -> pd.DataFrame:
+def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.DataFrame | None = None,
+                 fb: pd.DataFrame | None = None) -> pd.DataFrame:
     """Value score, CLV and past revenue per customer who bought by `at`, from the transactions up to then only."""
     from cvlib import rfm, value
 
@@ -53,7 +54,7 @@ def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.Dat
         c = clv_mod.fallback_clv(summary, cfg, retention)
     prof = value.profitability(past, summary, study.value, cfg.margin, attrs)
     prof["clv_with_costs"] = value.clv_with_costs(prof, study.value, retention, cfg.discount_rate).to_numpy()
-    ind = value.indicator_frame(past, summary, c, prof, attrs)
+    ind = value.indicator_frame(past, summary, c, prof, attrs, value.extra_indicators(study, past, fb, attrs, at))
     scores = value.score_customers(ind, study.value).customers
     out = pd.DataFrame({"value_score": scores["value_score"]})
     out["clv"] = io.by_customer(c)["clv"].reindex(out.index).to_numpy()
@@ -91,14 +92,15 @@ def gains_curve(d: pd.DataFrame, columns: tuple[str, ...], target: str, points: 
     return out
 
 
-def validate_value(study: Study, tx: pd.DataFrame, attrs: pd.DataFrame | None = None) -> Validation | None:
+def validate_value(study: Study, tx: pd.DataFrame, attrs: pd.DataFrame | None = None,
+                   fb: pd.DataFrame | None = None) -> Validation | None:
     """The value score, CLV and past revenue as of `rfm.calibration_end`, against holdout revenue up to
     `rfm.holdout_end` (else the data's end); None without a calibration end."""
     if study.rfm.calibration_end is None:
         return None
     cal = pd.Timestamp(study.rfm.calibration_end).normalize()
     end = pd.Timestamp(study.rfm.holdout_end or tx["date"].max()).normalize()
-    d = scores_as_of(study, tx, cal, attrs)
+    d = scores_as_of(study, tx, cal, attrs, fb)
     later = tx[(tx["date"] >= cal + pd.Timedelta(days=1)) & (tx["date"] < end + pd.Timedelta(days=1))]
     hold = later.groupby(io.as_ids(later["customer_id"]).astype(str))["amount"].sum()
     d.index = d.index.astype(str)

@@ -149,14 +149,42 @@ def entropy_weights(normalised: pd.DataFrame) -> pd.Series:
     return d / d.sum() if d.sum() > 0 else pd.Series(1 / len(d), index=d.index)
 
 
+def extra_indicators(study: Study, tx: pd.DataFrame, fb: pd.DataFrame | None, attrs: pd.DataFrame | None,
+                     end: pd.Timestamp) -> pd.DataFrame:
+    """Satisfaction and relationship indicators per customer (as of `end`): mean NPS and CSAT and complaints per
+    survey answered (feedback table), service lines bought (a product column), contract years (contracts on)."""
+    out = []
+    ids = io.as_ids(tx["customer_id"]).astype(str)
+    if fb is not None:
+        f = fb[fb["date"] <= end] if "date" in fb.columns else fb
+        f = f.assign(customer_id=f["customer_id"].astype(str))
+        c = study.drivers.feedback
+        cols = {name: col for name, col in (("nps", c.nps), ("csat", c.csat), ("complaints_per_survey", c.complaints))
+                if col and col in f.columns and pd.api.types.is_numeric_dtype(f[col])}
+        if cols:
+            out.append(f.groupby("customer_id")[list(cols.values())].mean().set_axis(list(cols), axis=1))
+    if "product" in tx.columns:
+        out.append(tx["product"].groupby(ids).nunique().rename("service_lines_bought").to_frame())
+    k = study.clv.contracts
+    if k.enabled and attrs is not None and k.start_column in attrs.columns:
+        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id").set_index("customer_id")
+        start = pd.to_datetime(a[k.start_column], errors="coerce")
+        stop = pd.to_datetime(a[k.end_column], errors="coerce") if k.end_column in a.columns else pd.Series(pd.NaT, index=a.index)
+        stop = stop.where(stop.notna() & (stop <= end), end)
+        out.append(((stop - start).dt.days / 365.25).clip(lower=0).rename("contract_years").to_frame())
+    return pd.concat(out, axis=1) if out else pd.DataFrame(index=pd.Index([], name="customer_id"))
+
+
 def indicator_frame(tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, prof: pd.DataFrame,
-                    attrs: pd.DataFrame | None) -> pd.DataFrame:
-    """Every column an indicator can use, one row per customer."""
+                    attrs: pd.DataFrame | None, extra: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every column an indicator can use, one row per customer (`extra`: `extra_indicators`)."""
     base = io.by_customer(rfm)
     frames = [base,
               io.by_customer(clv).drop(
                   columns=["segment"], errors="ignore"),
               prof.set_index("customer_id"), spend_trend(tx).rename("spend_trend").to_frame()]
+    if extra is not None:
+        frames.append(extra)
     if attrs is not None:
         a = io.by_customer(attrs)
         frames.append(a[[c for c in a.columns if pd.api.types.is_numeric_dtype(a[c])]])
@@ -185,24 +213,14 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
     norm = pd.DataFrame({i.column: normalise(ind[i.column], i.normalisation or cfg.normalisation, i.direction)
                          for i in cfg.indicators}, index=ind.index)
     cols = [i.column for i in cfg.indicators]
-    ahp = None
-    if cfg.weights.method == "fixed":
-        w = pd.Series({c: float(cfg.weights.fixed[c]) for c in cols})
-    elif cfg.weights.method == "ahp":
-        ahp = ahp_weights(cfg.weights.ahp.matrix)
-        if not ahp["consistent"]:
-            msg = (f"The AHP comparison matrix is inconsistent: consistency ratio {ahp['cr']:.3f} (must be below 0.10). "
-                   "Revise the pairwise judgements in value.weights.ahp.matrix, or set "
-                   "value.weights.ahp.allow_inconsistent: true to go on anyway.")
-            if not cfg.weights.ahp.allow_inconsistent:
-                raise ParamError(msg)
-            notes.append(msg)
-        w = pd.Series(ahp["weights"], index=cols)
+    if cfg.weights.groups is not None:
+        w, ahp, categories = two_level_weights(norm, cfg, cols, notes)
     else:
-        w = entropy_weights(norm)
-        for c in cols:
-            if ind[c].nunique(dropna=True) <= 1:
-                notes.append(i18n.t("value.indicator_constant", indicator=i18n.label(c)))
+        w, ahp = one_level_weights(norm, cfg, cols, notes)
+        categories = None
+    for c in cols:
+        if cfg.weights.method == "entropy" and ind[c].nunique(dropna=True) <= 1:
+            notes.append(i18n.t("value.indicator_constant", indicator=i18n.label(c)))
     w = w / w.sum()
     group = {i.column: i.group for i in cfg.indicators}
     out = pd.DataFrame(index=ind.index)
@@ -220,7 +238,8 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
     for c in cols:
         k = int(norm[c].isna().sum())
         if k:
-            notes.append(i18n.t("value.indicator_missing", indicator=i18n.label(c), n=f"{k:,}"))
+            notes.append(i18n.t("value.indicator_missing_p_alive" if c == "p_alive" else "value.indicator_missing",
+                                indicator=i18n.label(c), n=f"{k:,}"))
     for c in ("current_value_score", "potential_value_score", "value_score"):
         out[c.replace("_score", "_rank")] = out[c].rank(ascending=False, method="min").astype(int)
     labels = {i.column: i.label or i.column for i in cfg.indicators}
@@ -229,7 +248,74 @@ def score_customers(ind: pd.DataFrame, cfg: Value) -> Scores:
                        "normalisation": [i.normalisation or cfg.normalisation for i in cfg.indicators],
                        "weight": w.to_numpy(),
                        "mean_normalised": norm[cols].mean().to_numpy()})
+    if categories is not None:
+        cat = {i.column: i.category for i in cfg.indicators}
+        wt.insert(3, "category", [cat[c] for c in cols])
+        wt.insert(4, "category_weight", [categories[cat[c]] for c in cols])
     return Scores(out, wt, ahp, notes, memberships)
+
+
+def _checked_ahp(matrix: list[list[float]], allow_inconsistent: bool, where: str, notes: list[str]) -> dict:
+    """AHP weights of a matrix, stopping (or noting, when allowed) an inconsistent one."""
+    ahp = ahp_weights(matrix)
+    if not ahp["consistent"]:
+        msg = (f"The AHP comparison matrix {where} is inconsistent: consistency ratio {ahp['cr']:.3f} (must be below "
+               f"0.10). Revise the pairwise judgements, or set {where.replace('matrix', 'allow_inconsistent')}: true "
+               "to go on anyway.")
+        if not allow_inconsistent:
+            raise ParamError(msg)
+        notes.append(msg)
+    return ahp
+
+
+def one_level_weights(norm: pd.DataFrame, cfg: Value, cols: list[str], notes: list[str],
+                      matrix: list[list[float]] | None = None) -> tuple[pd.Series, dict | None]:
+    """Weights of `cols` (summing to 1) by the indicator method: fixed, AHP (`matrix`: the comparisons of these
+    columns, default the whole value.weights.ahp.matrix) or entropy of the normalised values."""
+    ahp = None
+    if cfg.weights.method == "fixed":
+        w = pd.Series({c: float(cfg.weights.fixed[c]) for c in cols})
+    elif cfg.weights.method == "ahp":
+        m = matrix if matrix is not None else cfg.weights.ahp.matrix
+        ahp = _checked_ahp(m, cfg.weights.ahp.allow_inconsistent, "value.weights.ahp.matrix", notes) if len(cols) > 1 \
+            else {"weights": np.ones(1), "lambda_max": 1.0, "ci": 0.0, "cr": 0.0, "consistent": True}
+        w = pd.Series(ahp["weights"], index=cols)
+    else:
+        w = entropy_weights(norm[cols])
+    return w / w.sum() if w.sum() > 0 else pd.Series(1 / len(cols), index=cols), ahp
+
+
+def two_level_weights(norm: pd.DataFrame, cfg: Value, cols: list[str],
+                      notes: list[str]) -> tuple[pd.Series, dict | None, dict[str, float]]:
+    """Two-level weights: within each category by the indicator method (AHP: the category's rows and columns of
+    value.weights.ahp.matrix), the categories by value.weights.groups (fixed, AHP over the categories used, or
+    entropy of the customers' category scores); an indicator's weight is its category's times its own."""
+    from cvlib.params import CATEGORIES
+
+    cat = {i.column: i.category for i in cfg.indicators}
+    used = [c for c in CATEGORIES if any(cat[k] == c for k in cols)]
+    within: dict[str, pd.Series] = {}
+    for c in used:
+        gc = [k for k in cols if cat[k] == c]
+        sub = None
+        if cfg.weights.method == "ahp":
+            idx = [cols.index(k) for k in gc]
+            sub = [[cfg.weights.ahp.matrix[i][j] for j in idx] for i in idx]
+        within[c], _ = one_level_weights(norm, cfg, gc, notes, sub)
+    g = cfg.weights.groups
+    ahp = None
+    if g.method == "fixed":
+        top = pd.Series({c: float(g.fixed[c]) for c in used})
+    elif g.method == "ahp":
+        ahp = _checked_ahp(g.ahp.matrix, g.ahp.allow_inconsistent, "value.weights.groups.ahp.matrix", notes)
+        top = pd.Series(ahp["weights"], index=used)
+    else:
+        scores = pd.DataFrame({c: weighted_score(norm[list(within[c].index)], within[c]) / 100 for c in used})
+        top = entropy_weights(scores)
+    top = top / top.sum()
+    w = pd.concat([within[c] * top[c] for c in used]).reindex(cols)
+    return w, ahp, {c: float(top[c]) for c in used}
+
 
 
 def fuzzy_table(res: "ValueResult", levels: list[str]) -> pd.DataFrame:
@@ -294,11 +380,11 @@ class ValueResult:
 
 
 def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
-                attrs: pd.DataFrame | None = None) -> ValueResult:
+                attrs: pd.DataFrame | None = None, fb: pd.DataFrame | None = None) -> ValueResult:
     cfg = study.value
     prof = profitability(tx, rfm, cfg, study.clv.margin, attrs)
     prof["clv_with_costs"] = clv_with_costs(prof, cfg, retention, study.clv.discount_rate).to_numpy()
-    ind = indicator_frame(tx, rfm, clv, prof, attrs)
+    ind = indicator_frame(tx, rfm, clv, prof, attrs, extra_indicators(study, tx, fb, attrs, tx["date"].max()))
     scores = score_customers(ind, cfg)
     out = prof.set_index("customer_id").join(scores.customers)
     m = cfg.matrix
@@ -320,11 +406,11 @@ def run_value(study: Study, run_dir: str | Path) -> ValueResult:
     rfm = io.read_stage(run_dir, "rfm.parquet")
     clv = io.read_stage(run_dir, "clv.parquet")
     retention = io.read_stage_json(run_dir, "clv_model.json")["assumptions"]["yearly_retention"]
-    attrs = io.read_attributes(study, "customers")
-    res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"), attrs)
+    attrs, fb = io.read_attributes(study, "customers"), io.read_attributes(study, "feedback")
+    res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"), attrs, fb)
     from cvlib.validation import validate_value
 
-    res.validation = v = validate_value(study, tx, attrs)
+    res.validation = v = validate_value(study, tx, attrs, fb)
     io.write_parquet(res.customers, run_dir / "value.parquet")
     ahp = res.scores.ahp
     io.write_json({"weights_method": study.value.weights.method, "normalisation": study.value.normalisation,

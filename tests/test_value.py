@@ -136,3 +136,74 @@ def test_missing_indicator_is_left_out_with_weights_rescaled():
     # x has no p: its potential score is b alone (0), not b and a filled-in p
     assert s.loc["x", "potential_value_score"] == pytest.approx(0.0)
     assert s.loc["y", "potential_value_score"] == pytest.approx(100 * (0.5 * 1 + 0 * 3) / 4)
+
+
+def two_level(method: str, groups: dict, **weights) -> Value:
+    return Value.model_validate({
+        "indicators": [{"column": "a", "group": "current", "category": "financial"},
+                       {"column": "b", "group": "potential", "category": "financial"},
+                       {"column": "c", "group": "current", "category": "loyalty"},
+                       {"column": "d", "group": "potential", "category": "satisfaction"}],
+        "weights": {"method": method, "groups": groups, **weights}})
+
+
+def test_two_level_weights_by_hand():
+    rng = np.random.default_rng(3)
+    ind = pd.DataFrame(rng.random((50, 4)), columns=list("abcd"))
+    # fixed at both levels: within financial a:b = 1:3, the groups 0.5 / 0.3 / 0.2
+    cfg = two_level("fixed", {"method": "fixed", "fixed": {"financial": 0.5, "loyalty": 0.3, "satisfaction": 0.2}},
+                    fixed={"a": 1, "b": 3, "c": 7, "d": 1})
+    w = value.score_customers(ind, cfg).weights.set_index("column")
+    assert w["weight"].to_dict() == pytest.approx({"a": 0.125, "b": 0.375, "c": 0.3, "d": 0.2})
+    assert w.loc["a", "category_weight"] == 0.5 and w.loc["c", "category"] == "loyalty"
+    # AHP within a group uses that group's rows and columns of the matrix; AHP over the groups used, in the
+    # order financial, satisfaction, loyalty
+    full = [[1, 2, 4, 4], [1 / 2, 1, 2, 2], [1 / 4, 1 / 2, 1, 1], [1 / 4, 1 / 2, 1, 1]]
+    top = [[1, 3, 3], [1 / 3, 1, 1], [1 / 3, 1, 1]]
+    cfg = two_level("ahp", {"method": "ahp", "ahp": {"matrix": top}}, ahp={"matrix": full})
+    w = value.score_customers(ind, cfg).weights.set_index("column")["weight"]
+    assert w["a"] / w["b"] == pytest.approx(2.0)  # the 2x2 block [[1, 2], [1/2, 1]]
+    assert w["a"] + w["b"] == pytest.approx(0.6) and w["c"] == pytest.approx(0.2) and w["d"] == pytest.approx(0.2)
+    # entropy of the groups' scores: the group that spreads customers more weighs more
+    cfg = two_level("entropy", {"method": "entropy"})
+    norm = ind.apply(lambda s: value.normalise(s, "minmax"))
+    within = value.entropy_weights(norm[["a", "b"]])
+    scores = pd.DataFrame({"financial": value.weighted_score(norm[["a", "b"]], within) / 100,
+                           "satisfaction": norm["d"], "loyalty": norm["c"]})
+    g = value.entropy_weights(scores)
+    w = value.score_customers(ind, cfg).weights.set_index("column")["weight"]
+    assert w["a"] == pytest.approx(within["a"] * g["financial"]) and w["c"] == pytest.approx(g["loyalty"])
+    assert w.sum() == pytest.approx(1.0)
+
+
+def test_two_level_parameters_are_checked():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs a category for every indicator"):
+        Value.model_validate({"weights": {"groups": {"method": "entropy"}}})
+    with pytest.raises(ValidationError, match="needs a weight for"):
+        two_level("entropy", {"method": "fixed", "fixed": {"financial": 1}})
+    with pytest.raises(ValidationError, match="must compare the 3 categories used"):
+        two_level("entropy", {"method": "ahp", "ahp": {"matrix": [[1, 2], [1 / 2, 1]]}})
+
+
+def test_survey_service_line_and_contract_indicators_by_hand():
+    from cvlib.params import Study
+
+    study = Study.model_validate({"study": "x", "client": "c", "inputs": {"transactions": {
+        "path": "u.csv", "columns": {"customer_id": "id", "date": "d", "amount": "a"}}},
+        "clv": {"contracts": {"enabled": True}}})
+    end = pd.Timestamp("2024-12-31")
+    tx = pd.DataFrame({"customer_id": ["a", "a", "b"], "date": pd.to_datetime(["2024-01-01"] * 3),
+                       "amount": [1.0, 1.0, 1.0], "product": ["PR", "media", "PR"]})
+    fb = pd.DataFrame({"customer_id": ["a", "a", "b", "b"], "date": pd.to_datetime(["2023-06-01", "2024-06-01",
+                                                                                     "2024-06-01", "2025-02-01"]),
+                       "nps": [6, 10, 9, 0], "csat": [3, 5, 4, 1], "complaints": [2, 0, 1, 5]})
+    attrs = pd.DataFrame({"customer_id": ["a", "b"], "contract_start": ["2022-12-31", "2024-07-01"],
+                          "contract_end": ["2023-12-31", "2026-01-01"]})
+    x = value.extra_indicators(study, tx, fb, attrs, end)
+    assert x.loc["a", "nps"] == 8 and x.loc["b", "nps"] == 9  # b's answer after the end is not counted
+    assert x.loc["a", "complaints_per_survey"] == 1 and x.loc["a", "csat"] == 4
+    assert x.loc["a", "service_lines_bought"] == 2 and x.loc["b", "service_lines_bought"] == 1
+    assert x.loc["a", "contract_years"] == pytest.approx(365 / 365.25)  # ended after a year
+    assert x.loc["b", "contract_years"] == pytest.approx(183 / 365.25)  # still running at the end: counted to it
