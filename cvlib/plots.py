@@ -347,6 +347,26 @@ def whale_curve(curve: pd.DataFrame, facts: dict) -> plt.Figure:
 
 
 @_shown_once
+def cycle_distribution(customers: pd.DataFrame, sample: int = 20000) -> plt.Figure:
+    """Each segment's distribution of purchase cycles (days, log scale; repeat buyers, whose cycle is their own),
+    segments in order of their median cycle; a seeded sample above `sample` customers."""
+    d = customers[customers["occasions"] > 1]
+    d = d.sample(sample, random_state=0) if len(d) > sample else d
+    d = d.assign(segment=d["segment"].astype(str).map(name), cycle=d["cycle_days"].clip(lower=1))
+    order = d.groupby("segment")["cycle"].median().sort_values().index.tolist()
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(order), 4) + 1.2))
+    if len(d):
+        sns.boxplot(data=d, y="segment", x="cycle", order=order, ax=ax, orient="h", showfliers=False, log_scale=True)
+        ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    ax.set_xlabel(T("plots.cycle_x"))
+    ax.set_ylabel("")
+    ax.set_title(T("plots.cycle_title"))
+    return fig
+
+
+@_shown_once
 def gains(curve: pd.DataFrame) -> plt.Figure:
     """Share of holdout revenue captured against the share of customers, ranked by each column of `curve`
     (besides `customer_share`), with a random ranking's diagonal."""
