@@ -63,18 +63,19 @@ STAGES: tuple[Stage, ...] = (
     Stage("clv", "03_clv.ipynb", "Customer lifetime value", "cvlib.clv:run_clv",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv_summary.parquet"),
           optional=("clv_calibration.parquet",), writes=("clv.parquet", "clv_model.json"),
-          tables=("customers",), sections=("inputs", "rfm", "clv")),
+          tables=("customers",), sections=("inputs", "rfm", "clv", "value")),  # value: profitability of the variants
     Stage("value", "03b_value.ipynb", "Customer value assessment", "cvlib.value:run_value",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"),
-          writes=("value.parquet", "value.json"), tables=("customers",),
-          sections=("inputs", "clv", "drivers", "value")),
+          writes=("value.parquet", "value.json"), tables=("customers", "feedback"),
+          sections=("inputs", "rfm", "clv", "drivers", "value")),  # rfm: the calibration period of the validation
     Stage("drivers", "04_loyalty_drivers.ipynb", "Loyalty and retention drivers", "cvlib.drivers:run_drivers",
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("rfm.json", "clv.parquet"),
           writes=("drivers.parquet", "churn_risk.parquet", "drivers.json"), tables=("customers", "feedback"),
-          sections=("inputs", "rfm", "clv", "drivers")),
+          sections=("inputs", "rfm", "clv", "drivers", "journey", "strategy")),  # the cycle; win-back actions
     Stage("journey", "04b_journey.ipynb", "Customer journey", "cvlib.journey:run_journey",
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("clv.parquet", "churn_risk.parquet"),
-          writes=("journey.parquet", "journey.json"), tables=("customers",), sections=("inputs", "clv", "journey")),
+          writes=("journey.parquet", "journey.json"), tables=("customers",),
+          sections=("inputs", "clv", "drivers", "journey")),  # drivers: churn_days for who is lost
     Stage("strategy", "05_strategy.ipynb", "Strategy recommendations", "cvlib.strategy:run_strategy",
           reads=("rfm.parquet", "clv.parquet"),
           optional=("value.parquet", "churn_risk.parquet", "drivers.parquet", "transactions_clean.parquet",

@@ -81,3 +81,31 @@ def test_a_notebook_opened_by_hand_builds_what_it_misses(reference, tmp_path):
                            build_missing=True, overrides={})
     for s in STAGES:  # optional inputs too: the report is the one the runner gives
         assert all((run_dir / f).exists() for f in s.writes), s.name
+
+
+class _Tripwire:
+    """A parameter section a stage did not declare: reading anything of it fails the test."""
+
+    def __init__(self, section: str) -> None:
+        self._section = section
+
+    def __getattr__(self, attr: str):
+        raise AssertionError(f"reads {self._section}.{attr}, but the registry does not list the section "
+                             f"'{self._section}': a change to it would not rerun the stage")
+
+
+@pytest.mark.parametrize("stage", [s.name for s in STAGES])
+def test_each_stage_reads_only_the_parameter_sections_it_declares(reference, tmp_path, stage):
+    """The runner reruns a stage when a section it declares changes and reuses it otherwise, so a section the
+    stage reads but does not declare would give a stale result: every undeclared section is a tripwire."""
+    from cvlib.params import load_study
+
+    params, ref_dir, _ = reference
+    s = by_name(stage)
+    study = load_study(params)
+    for section in type(study).model_fields:
+        if section not in s.all_sections and section != "base_dir":
+            object.__setattr__(study, section, _Tripwire(section))
+    run_dir = tmp_path / "run"
+    shutil.copytree(ref_dir, run_dir)
+    s.build()(study, run_dir)
