@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_validate(params: str, overrides: list[str]) -> int:
     from cvlib import io, privacy
+    from cvlib.params import ATTRIBUTE_TABLES
     from cvlib.cleaning import parse_amounts_explained, parse_dates
     from cvlib.errors import InputDataError
     from cvlib.params import load_study
@@ -96,7 +97,7 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
     if len(bad):
         print(scrub(f"  {len(bad)} malformed line(s) in the sample, e.g. file row {bad['line'].iloc[0]}: "
                     f"{bad['text'].iloc[0]!r}"))
-    for name in ("customers", "feedback"):
+    for name in ATTRIBUTE_TABLES:
         t = io.read_attributes(study, name)
         if t is not None:
             print(f"{name}: {len(t):,} rows, {t['customer_id'].nunique():,} customers, columns {', '.join(t.columns)}")

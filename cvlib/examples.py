@@ -26,6 +26,12 @@ more complaints in their last year, 'price' for most of the rest with a poor pri
 cut', 'moved in-house' or 'lost a pitch'; recorded as free text by account managers (case and spacing vary) and
 left empty for about one in ten.
 
+Planted campaign (campaigns.csv; a fourth seeded stream): on 2024-04-01 the clients billed in the 90 days before,
+whose retainer runs through the next 90 days, are split at random into treatment and control for the 'workshop offer 2024'; within 90 days a treated client
+books a one-off strategy workshop (12,000 EUR x size) with probability 0.60, a control client with 0.05, so the
+planted revenue uplift is 0.55 x 12,000 x size per treated client (about 6,800 EUR). The file also holds two rows
+that cannot be used (a 'holdout' group, an unreadable date), which the stage sets aside and counts.
+
 Realistic mess in billings.csv: exact duplicate rows, credit notes (negative amounts whose invoice id is
 'CN-' + the original invoice), missing client ids, amounts with '$' and thousands separators, and about
 one row in ten dated day-first (dd/mm/yyyy) by a second billing system.
@@ -37,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EXAMPLE_VERSION = 2  # raised whenever the generated data change, so a cached older copy is not used
+EXAMPLE_VERSION = 5  # raised whenever the generated data change, so a cached older copy is not used
 SERVICE_LINES = {"creative": 6000.0, "media buying": 14000.0, "digital": 5000.0, "PR": 3500.0}
 CROSS_SELL = ("media buying", "analytics", 4000.0)  # (bought first, added later, monthly fee)
 BILLING_CHANNELS = ["account team", "client portal", "tender"]
@@ -141,8 +147,11 @@ def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
                                            "channel"])
     billings["date"] = pd.to_datetime(billings["date"])
     billings = billings[billings["date"] <= end].reset_index(drop=True)
-    return {"clients": pd.DataFrame(clients), "billings": _make_messy(billings, rng),
-            "survey": pd.DataFrame(survey)}
+    messy = _make_messy(billings, rng)
+    ends = pd.DataFrame(clients).set_index("client_id")["contract_end"]
+    campaigns, extra = _campaign(billings, dict(zip(ids, size)), ends, np.random.default_rng([seed, 18]))
+    return {"clients": pd.DataFrame(clients), "billings": pd.concat([messy, extra], ignore_index=True),
+            "survey": pd.DataFrame(survey), "campaigns": campaigns}
 
 
 REASON_SPELLINGS = {"slow responses": ["slow responses", "Slow responses", "SLOW RESPONSES", "slow  responses "],
@@ -161,6 +170,34 @@ def _churn_reason(rng: np.random.Generator, responsiveness: float, complaints: i
     else:
         reason = str(rng.choice(["budget cut", "moved in-house", "lost a pitch"]))
     return str(rng.choice(REASON_SPELLINGS[reason]))
+
+
+CAMPAIGN = ("workshop offer 2024", pd.Timestamp("2024-04-01"), 12000.0, 0.60, 0.05)
+
+
+def _campaign(billings: pd.DataFrame, size: dict[str, str], contract_end: pd.Series,
+              rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The planted campaign (see the module doc): the assignments and the workshop billings it brings."""
+    name, day, fee, p_treated, p_control = CAMPAIGN
+    recent = billings[(billings["date"] >= day - pd.Timedelta(days=90)) & (billings["date"] < day)]
+    running = set(contract_end[(contract_end == "") | (contract_end > str((day + pd.Timedelta(days=90)).date()))].index)
+    active = np.sort([c for c in recent["client_id"].unique() if c in running])  # retainers running all along
+    last_channel = recent.sort_values("date", kind="stable").groupby("client_id")["channel"].last()
+    treated = rng.random(len(active)) < 0.5
+    books = rng.random(len(active)) < np.where(treated, p_treated, p_control)
+    books[:2] = False  # the first two clients stand for the rows that cannot be used (below): not in the campaign
+    when = day + pd.to_timedelta(rng.integers(1, 91, len(active)), unit="D")
+    amount = fee * np.array([SIZES[size[c]] for c in active]) * rng.lognormal(0, 0.2, len(active))
+    extra = pd.DataFrame({"client_id": active[books], "date": when[books].strftime("%Y-%m-%d"),
+                          "invoice_id": [f"WS{i:05d}" for i in range(int(books.sum()))],
+                          "service_line": "strategy workshop", "amount": [f"{a:.2f}" for a in amount[books]],
+                          "channel": last_channel.reindex(active[books]).to_numpy()})
+    groups = np.where(treated, rng.choice(["treatment", "Treatment", "TREATMENT"], len(active)), "control")
+    camp = pd.DataFrame({"client_id": active, "group": groups, "campaign": name,
+                         "campaign_date": day.date().isoformat()})
+    odd = pd.DataFrame({"client_id": [active[0], active[1]], "group": ["holdout", "control"], "campaign": name,
+                        "campaign_date": [day.date().isoformat(), "31/02/2024"]})
+    return pd.concat([camp.iloc[2:], odd], ignore_index=True), extra
 
 
 def _make_messy(b: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:

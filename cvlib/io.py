@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cvlib.errors import InputDataError
-from cvlib.params import AttributeInput, Study, TableInput, TransactionsInput
+from cvlib.params import ATTRIBUTE_TABLES, AttributeInput, Study, TableInput, TransactionsInput
 
 STRING = pd.StringDtype("pyarrow")
 
@@ -262,7 +262,7 @@ def check_inputs(study: Study) -> None:
     rows (InputDataError if not)."""
     tx, _ = read_transactions(study, nrows=50)
     tables = [("transactions", tx)]
-    for name in ("customers", "feedback"):
+    for name in ATTRIBUTE_TABLES:
         spec = getattr(study.inputs, name)
         if spec is not None:
             df, _ = read_raw(study, spec, name, nrows=50)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from cvlib.runner import RunResult, _Context
 
 TEMPLATES = Path(__file__).parent / "templates" / "pages"
-STATUS = ("ok", "reused", "failed", "skipped", "pending", "running")
+STATUS = ("ok", "reused", "failed", "skipped", "pending", "running", "not_applicable")
 
 
 def status_text(status: str) -> str:
@@ -104,7 +104,7 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
     stages = [{"title": i18n.t(f"stages.{s.stage.name}"), "html": s.html, "status": s.status,
                "status_text": status_text(s.status),
                "reason": s.reason, "error": s.error,
-               "seconds": "" if s.status in {"reused", "skipped", "pending"} else f"{s.seconds:.1f} s"}
+               "seconds": "" if s.status in {"reused", "skipped", "pending", "not_applicable"} else f"{s.seconds:.1f} s"}
               for s in result.stages]
     params_yaml = yaml.safe_dump(runs.strip_paths(ctx.study.resolved()), sort_keys=False, allow_unicode=True)
     page = render(

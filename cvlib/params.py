@@ -97,10 +97,23 @@ class AttributeInput(TableInput):
     date: str | None = Field(None, description="survey date column (feedback tables)")
 
 
+ATTRIBUTE_TABLES = ("customers", "feedback", "campaigns")  # the input tables joined on customer id
+
+
 class Inputs(_Model):
     transactions: TransactionsInput
     customers: AttributeInput | None = None
     feedback: AttributeInput | None = None
+    campaigns: AttributeInput | None = Field(None, description="campaign assignments: customer_id, `date` (the "
+                                             "campaign date) and columns {group: ..., campaign: ...}")
+
+    @model_validator(mode="after")
+    def _campaign_columns(self) -> "Inputs":
+        c = self.campaigns
+        if c is not None and (not c.date or not c.columns or {"group", "campaign"} - set(c.columns)):
+            raise ValueError("inputs.campaigns needs date: <the campaign date column> and columns: {group: <treatment "
+                             "or control column>, campaign: <campaign name column>}")
+        return self
 
 
 # --------------------------------------------------------------------------- privacy
@@ -656,6 +669,8 @@ class Strategy(_Model):
                                      description="multipliers of every uplift for the sensitivity chart")
     win_back: dict[str, str] = Field(default_factory=dict, description="churn reason -> the action of the library "
                                      "that answers it (reasons matched ignoring case and spacing)")
+    measured_uplift: dict[str, str] = Field(default_factory=dict, description="action -> campaign: the campaign's "
+                                            "measured relative revenue uplift replaces the action's assumed uplift")
 
     @model_validator(mode="after")
     def _known_groups(self) -> "Strategy":
@@ -665,6 +680,10 @@ class Strategy(_Model):
             if unknown:
                 raise ValueError(f"action {a.name!r} is for unknown group(s) {unknown}; groups are {sorted(names)}")
         actions = {a.name for a in self.actions}
+        for action in self.measured_uplift:
+            if action not in actions:
+                raise ValueError(f"measured_uplift: {action!r} is not in the action library; actions are "
+                                 f"{sorted(actions)}")
         for reason, action in self.win_back.items():
             if action not in actions:
                 raise ValueError(f"win_back: the action {action!r} for the reason {reason!r} is not in the action "
@@ -677,6 +696,19 @@ class Report(_Model):
     top_n: int = Field(10, ge=1, le=100, description="rows shown in 'top' tables")
     language: Literal["en", "zh"] = Field("en", description="language of the reports: en (English) or zh "
                                           "(简体中文); exported files keep English column names")
+
+
+class CampaignParams(_Model):
+    """Campaign evaluation (cvlib.campaign), when inputs.campaigns is given."""
+
+    window_days: int = Field(90, ge=1, le=730, description="outcomes are measured this many days after the date")
+    bootstrap: int = Field(1000, ge=0, le=20000, description="resamples for the uplift intervals")
+    seed: int = 0
+    costs: dict[str, float] = Field(default_factory=dict, description="campaign -> total cost")
+    cost_per_customer: dict[str, float] = Field(default_factory=dict, description="campaign -> cost per treated "
+                                                "customer (when no total cost is given)")
+    treatment_share: dict[str, float] = Field(default_factory=dict, description="campaign -> planned treatment share")
+    default_treatment_share: float = Field(0.5, gt=0, lt=1, description="planned share when not given per campaign")
 
 
 KPI_KEYS = ("customers", "revenue", "top20_share", "mean_clv", "churn_rate", "retention_rate", "value_at_risk",
@@ -716,6 +748,7 @@ class Study(_Model):
     journey: Journey = Field(default_factory=Journey)
     strategy: Strategy = Field(default_factory=Strategy)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    campaign: CampaignParams = Field(default_factory=CampaignParams)
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -757,7 +790,7 @@ class Study(_Model):
 
     def input_tables(self) -> dict[str, TableInput]:
         tables = {"transactions": self.inputs.transactions}
-        for name in ("customers", "feedback"):
+        for name in ATTRIBUTE_TABLES:
             t = getattr(self.inputs, name)
             if t is not None:
                 tables[name] = t

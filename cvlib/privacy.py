@@ -122,6 +122,8 @@ def _joined(v: str | list[str]) -> str:
 
 def study_ids(study: "Study") -> set[str]:
     """Every customer id in the study's input files, malformed lines included."""
+    from cvlib.params import ATTRIBUTE_TABLES
+
     from cvlib import io
 
     ids: set[str] = set()
@@ -129,7 +131,7 @@ def study_ids(study: "Study") -> set[str]:
     ids.update(raw["customer_id"].astype(str).str.strip().unique())
     if "customer_id" in bad.columns:
         ids.update(bad["customer_id"].astype(str))
-    for name in ("customers", "feedback"):
+    for name in ATTRIBUTE_TABLES:
         spec = getattr(study.inputs, name)
         if spec is not None:
             df, _ = io.read_raw(study, spec, name)

@@ -88,7 +88,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return bool(self.stages) and all(s.status in {"ok", "reused"} for s in self.stages)
+        return bool(self.stages) and all(s.status in {"ok", "reused", "not_applicable"} for s in self.stages)
 
     def stage(self, name: str) -> StageRun:
         return next(s for s in self.stages if s.stage.name == name)
@@ -556,7 +556,10 @@ def run_study(
             sr.depends = stage_depends(s, params, run_dir, nb_dir / s.notebook, tables, context)
             sr.key = _digest(sr.depends)
             source = None if s.name in ctx.forced else history.reusable(s, sr.key)
-            if source is not None:
+            if not s.applies(study):
+                sr.status, sr.reason = "not_applicable", f"no {s.needs_table} table (inputs.{s.needs_table})"
+                _progress(f"[{i}/{len(selected)}] {s.name}: not applicable ({sr.reason})")
+            elif source is not None:
                 reuse(sr, source, run_dir, study.report.language)
                 _progress(f"[{i}/{len(selected)}] {s.name}: {sr.reason}")
             else:
@@ -564,8 +567,9 @@ def run_study(
                     explain_change(sr.depends, history.last_depends(s.name))
                 _run_stage(sr, i, len(selected), ctx, kernel, scrubber, renders)
             write_record(ctx, result, "running")
-            if sr.status == "failed" and renders is not None:
-                renders.wait()  # the error message points to the rendered notebook: it is there
+            if sr.status == "failed":
+                if renders is not None:
+                    renders.wait()  # the error message points to the rendered notebook: it is there
                 for rest in result.stages[i:]:
                     rest.status = "skipped"
                 pages.write_index(ctx, result, history, scrubber.scrub)

@@ -29,6 +29,11 @@ class Stage:
     may_write: tuple[str, ...] = ()  # files it writes when the study asks for them
     tables: tuple[str, ...] = ()  # input tables (inputs.<table>) it reads itself
     sections: tuple[str, ...] = ()  # parameter sections besides COMMON_SECTIONS
+    needs_table: str | None = None  # the stage runs only when the study maps this input table
+
+    def applies(self, study) -> bool:
+        """Whether the study has what the stage evaluates (a stage needing a table the study lacks is skipped)."""
+        return self.needs_table is None or getattr(study.inputs, self.needs_table) is not None
 
     @property
     def html(self) -> str:
@@ -76,10 +81,13 @@ STAGES: tuple[Stage, ...] = (
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("clv.parquet", "churn_risk.parquet"),
           writes=("journey.parquet", "journey.json"), tables=("customers",),
           sections=("inputs", "clv", "drivers", "journey")),  # drivers: churn_days for who is lost
+    Stage("campaign", "06_campaign.ipynb", "Campaign evaluation", "cvlib.campaign:run_campaign",
+          reads=("transactions_clean.parquet",), writes=("campaign.json",), tables=("campaigns",),
+          sections=("inputs", "clv", "campaign"), needs_table="campaigns"),  # before strategy: measured uplifts
     Stage("strategy", "05_strategy.ipynb", "Strategy recommendations", "cvlib.strategy:run_strategy",
           reads=("rfm.parquet", "clv.parquet"),
           optional=("value.parquet", "churn_risk.parquet", "drivers.parquet", "transactions_clean.parquet",
-                    "journey.parquet"),
+                    "journey.parquet", "campaign.json"),
           writes=("strategy_groups.parquet", "playbook.csv", "targets.csv", "targets.xlsx", "strategy.json"),
           sections=("rfm", "clv", "value", "strategy")),
 )

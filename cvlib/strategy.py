@@ -468,11 +468,34 @@ class StrategyResult:
     lifecycle: pd.DataFrame | None = None  # per lifecycle stage: size, CLV, main group, the stage's strategy
 
 
+def with_measured_uplift(cfg: Strategy, measured: dict[str, dict]) -> tuple[Strategy, list[str]]:
+    """The strategy with each action of `strategy.measured_uplift` given its campaign's measured relative revenue
+    uplift (at least 0) in place of the assumed one, and a note per action saying which was used."""
+    if not cfg.measured_uplift:
+        return cfg, []
+    notes, actions = [], []
+    for a in cfg.actions:
+        camp = cfg.measured_uplift.get(a.name)
+        m = measured.get(camp) if camp else None
+        if camp and m is not None and m.get("relative_uplift") == m.get("relative_uplift"):
+            new = max(0.0, float(m["relative_uplift"]))
+            notes.append(i18n.t("strategy.note_measured_uplift", action=a.name, campaign=camp, uplift=i18n.pct(new),
+                                lo=i18n.pct(m["relative_ci_low"]), hi=i18n.pct(m["relative_ci_high"]),
+                                assumed=i18n.pct(a.uplift)))
+            a = a.model_copy(update={"uplift": new})
+        elif camp:
+            notes.append(i18n.t("strategy.note_uplift_not_measured", action=a.name, campaign=camp,
+                                assumed=i18n.pct(a.uplift)))
+        actions.append(a)
+    return cfg.model_copy(update={"actions": actions}), notes
+
+
 def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None,
                    risk: pd.DataFrame | None, drivers: pd.DataFrame | None, tx: pd.DataFrame | None,
-                   journey: pd.DataFrame | None = None) -> StrategyResult:
-    cfg = study.strategy
+                   journey: pd.DataFrame | None = None, measured: dict[str, dict] | None = None) -> StrategyResult:
+    cfg, measured_notes = with_measured_uplift(study.strategy, measured or {})
     d, notes = customer_table(rfm, clv, value, risk, tx, journey)
+    notes = measured_notes + notes
     d = assign_groups(d, cfg)
     alloc = allocate(d, cfg)
     return StrategyResult(d, playbook(d, cfg), profiles(d), action_table(d, cfg, study.clv.horizon_months), alloc,
@@ -482,6 +505,8 @@ def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd
 
 def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
     """Read every earlier output there is; write playbook, allocation and target lists."""
+    from cvlib.campaign import measured_uplift
+
     run_dir = Path(run_dir)
 
     def opt(name: str) -> pd.DataFrame | None:
@@ -490,7 +515,7 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
     res = build_strategy(study, io.read_stage(run_dir, "rfm.parquet"),
                          io.read_stage(run_dir, "clv.parquet"), opt("value.parquet"),
                          opt("churn_risk.parquet"), opt("drivers.parquet"), opt("transactions_clean.parquet"),
-                         opt("journey.parquet"))
+                         opt("journey.parquet"), measured_uplift(run_dir))
     io.write_parquet(res.customers[["customer_id", "group", "objective", "clv", "churn_probability", "value_at_risk"]],
                      run_dir / "strategy_groups.parquet")
     io.write_csv(io.rounded_for_export(res.playbook), run_dir / "playbook.csv")

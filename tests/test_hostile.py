@@ -365,9 +365,11 @@ def test_every_stage_finishes_on_tiny_books(tmp_path, n_customers):
         "%Y-%m-%d"), "amount": str(20 + 3 * c + j)} for c in range(n_customers) for j in range(1 + c % 3)]
     params = write_study(tmp_path, rows, name=f"tiny{n_customers}")
     run_dir = tmp_path / "run"
-    for nb in sorted(NB.glob("*.ipynb")):
-        ns = run_notebook_inprocess(nb, params_file=str(params), run_dir=str(run_dir), build_missing=False,
-                                    overrides={})
+    from cvlib.stages import STAGES
+
+    done = {s.name: run_notebook_inprocess(NB / s.notebook, params_file=str(params), run_dir=str(run_dir),
+                                           build_missing=False, overrides={}) for s in STAGES}  # in run order
+    ns = done["strategy"]
     from cvlib.strategy import RULE_COLUMNS
 
     # the rule language's column list is what the customer table really has

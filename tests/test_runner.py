@@ -149,7 +149,8 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
 
 def test_cli_writes_the_agency_example(tmp_path, capsys):
     assert main(["example", "agency", str(tmp_path / "ex"), "--seed", "3"]) == 0
-    assert {p.name for p in (tmp_path / "ex").iterdir()} == {"billings.csv", "clients.csv", "survey.csv"}
+    assert {p.name for p in (tmp_path / "ex").iterdir()} == {"billings.csv", "clients.csv", "survey.csv",
+                                                                 "campaigns.csv"}
 
 
 def hostile_study(tmp_path: Path, pseudonymize: bool) -> Path:
