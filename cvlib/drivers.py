@@ -538,7 +538,7 @@ class DriversResult:
     collinear: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     risk: "churn.ChurnRisk | None" = None
-    reasons: pd.DataFrame | None = None            # why customers left: per reason, value and win-back action
+    reasons: pd.DataFrame | None = None            # why customers left: per reason, customers and revenue
     reasons_by_segment: pd.DataFrame | None = None
 
 
@@ -640,8 +640,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     if why is not None:
         r = io.by_customer(rfm)
         res.reasons, res.reasons_by_segment = reasons.reason_tables(
-            why, churned, r["segment"].astype(str), r["monetary"], r["tenure"] / 365.0, study.strategy.actions,
-            study.strategy.win_back)
+            why, churned, r["segment"].astype(str), r["monetary"], r["tenure"] / 365.0)
     return res
 
 
@@ -707,15 +706,6 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
                    "churn_reasons": None if res.reasons is None else res.reasons.to_dict("records"),
                    "notes": res.notes}, run_dir / "drivers.json")
     return res
-
-
-def unanswered(res: DriversResult) -> list[str]:
-    """Recorded churn reasons that no win-back action answers."""
-    if res.reasons is None:
-        return []
-    r = res.reasons
-    return [x for x, a in zip(r["churn_reason"], r["win_back_action"])
-            if a is None and x not in (reasons.NOT_RECORDED, reasons.OTHER)]
 
 
 def by_method(drivers: pd.DataFrame, prefix: str) -> pd.DataFrame:

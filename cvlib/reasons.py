@@ -1,5 +1,6 @@
 """Why customers left: churn reasons from the customers or the feedback table (coded or free text), tabulated by
-segment and by the value that left with them, each with the win-back action the study's action library gives it.
+segment and by the value that left with them (drivers stage), and the win-back action the study's action library
+gives each reason (strategy stage).
 
 Free text is grouped by its normalised form (white space collapsed, case ignored) and shown in its most frequent
 spelling; beyond `MAX_REASONS` distinct reasons the rarest are put together as 'other'. The reason column is never
@@ -41,10 +42,9 @@ def churn_reasons(attrs: pd.DataFrame | None, fb: pd.DataFrame | None, column: s
 
 
 def reason_tables(reasons: pd.Series, churned: pd.Series, segment: pd.Series, revenue: pd.Series,
-                  years: pd.Series, actions: list[Action], win_back: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Among the customers who left (`churned`, per customer id): per reason, customers, share, the revenue they
-    brought (in total and per year as customers) and the win-back action of the library (`win_back`: reason ->
-    action name, matched case-insensitively), and the customers by reason (rows) and segment (columns)."""
+                  years: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Among the customers who left (`churned`, per customer id): per reason, customers, share and the revenue
+    they brought (in total and per year as customers), and the customers by reason (rows) and segment (columns)."""
     gone = churned[churned.astype(bool)].index.astype(str)
     r = reasons.reindex(gone).fillna(NOT_RECORDED)
     counts = r.value_counts()
@@ -58,15 +58,24 @@ def reason_tables(reasons: pd.Series, churned: pd.Series, segment: pd.Series, re
     t = d.groupby("churn_reason").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
                                       revenue_per_year=("revenue_per_year", "sum"))
     t["share"] = t["customers"] / max(len(d), 1)
-    by_name = {a.name: a for a in actions}
-    plan = {key(pd.Series([k])).iloc[0]: by_name.get(v) for k, v in win_back.items()}
-    act = [plan.get(key(pd.Series([reason])).iloc[0]) for reason in t.index]
-    t["win_back_action"] = [a.name if a else None for a in act]
-    t["cost_per_customer"] = [a.cost_per_customer if a else np.nan for a in act]
-    t["channel"] = [a.channel if a else None for a in act]
     t = t.sort_values(["customers", "revenue"], ascending=False, kind="stable").reset_index()
-    order = t["churn_reason"].tolist()
-    by_segment = pd.crosstab(d["churn_reason"], d["segment"]).reindex(order)
+    by_segment = pd.crosstab(d["churn_reason"], d["segment"]).reindex(t["churn_reason"].tolist())
     by_segment.index.name, by_segment.columns.name = "churn_reason", "segment"
-    return t[["churn_reason", "customers", "share", "revenue", "revenue_per_year", "win_back_action",
-              "cost_per_customer", "channel"]], by_segment
+    return t[["churn_reason", "customers", "share", "revenue", "revenue_per_year"]], by_segment
+
+
+def win_back(table: pd.DataFrame, actions: list[Action], plan: dict[str, str]) -> pd.DataFrame:
+    """The reason table with the win-back action of the library for each reason (`plan`: reason -> action name,
+    reasons matched ignoring case and spacing): its name, cost per customer and channel (empty without one)."""
+    by_name = {a.name: a for a in actions}
+    wanted = {key(pd.Series([k])).iloc[0]: by_name.get(v) for k, v in plan.items()}
+    act = [wanted.get(key(pd.Series([r])).iloc[0]) for r in table["churn_reason"]]
+    return table.assign(win_back_action=[a.name if a else None for a in act],
+                        cost_per_customer=[a.cost_per_customer if a else np.nan for a in act],
+                        channel=[a.channel if a else None for a in act])
+
+
+def unanswered(table: pd.DataFrame) -> list[str]:
+    """Recorded reasons that no win-back action answers."""
+    return [r for r, a in zip(table["churn_reason"], table["win_back_action"])
+            if a is None and r not in (NOT_RECORDED, OTHER)]

@@ -211,10 +211,18 @@ def stage_depends(stage: Stage, params: dict, run_dir: Path, notebook: Path, tab
         "notebook": _sha(notebook.read_bytes()),
         "cvlib": code_digest(),
         "context": _digest(context),  # library versions, rendering options, pseudonym key id
-        "params": {sec: _digest(params.get(sec)) for sec in stage.all_sections},
+        "params": {sec: _digest(section(params, sec)) for sec in stage.all_sections},
         "files": {f: io.sha256_file(run_dir / f) for f in stage.inputs},
         "tables": {t: tables.get(t) for t in stage.tables},
     }
+
+
+def section(params: dict, key: str) -> Any:
+    """A parameter section of the resolved parameters, or a part of one ('journey.cycles')."""
+    out: Any = params
+    for part in key.split("."):
+        out = out.get(part) if isinstance(out, dict) else None
+    return out
 
 
 def explain_change(new: dict, old: dict | None) -> str:

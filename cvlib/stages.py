@@ -28,7 +28,7 @@ class Stage:
     writes: tuple[str, ...] = ()  # files it always writes
     may_write: tuple[str, ...] = ()  # files it writes when the study asks for them
     tables: tuple[str, ...] = ()  # input tables (inputs.<table>) it reads itself
-    sections: tuple[str, ...] = ()  # parameter sections besides COMMON_SECTIONS
+    sections: tuple[str, ...] = ()  # parameter sections besides COMMON_SECTIONS (or a part: 'journey.cycles')
     needs_table: str | None = None  # the stage runs only when the study maps this input table
 
     def applies(self, study) -> bool:
@@ -68,7 +68,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("clv", "03_clv.ipynb", "Customer lifetime value", "cvlib.clv:run_clv",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv_summary.parquet"),
           optional=("clv_calibration.parquet",), writes=("clv.parquet", "clv_model.json"),
-          tables=("customers",), sections=("inputs", "rfm", "clv", "value")),  # value: profitability of the variants
+          tables=("customers",), sections=("inputs", "rfm", "clv", "value.profitability")),  # profit of the variants
     Stage("value", "03b_value.ipynb", "Customer value assessment", "cvlib.value:run_value",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"),
           writes=("value.parquet", "value.json"), tables=("customers", "feedback"),
@@ -76,18 +76,18 @@ STAGES: tuple[Stage, ...] = (
     Stage("drivers", "04_loyalty_drivers.ipynb", "Loyalty and retention drivers", "cvlib.drivers:run_drivers",
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("rfm.json", "clv.parquet"),
           writes=("drivers.parquet", "churn_risk.parquet", "drivers.json"), tables=("customers", "feedback"),
-          sections=("inputs", "rfm", "clv", "drivers", "journey", "strategy")),  # the cycle; win-back actions
+          sections=("inputs", "rfm", "clv", "drivers", "journey.cycles")),  # the customers' cycle
     Stage("journey", "04b_journey.ipynb", "Customer journey", "cvlib.journey:run_journey",
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("clv.parquet", "churn_risk.parquet"),
           writes=("journey.parquet", "journey.json"), tables=("customers",),
-          sections=("inputs", "clv", "drivers", "journey")),  # drivers: churn_days for who is lost
+          sections=("inputs", "clv", "drivers.churn_days", "journey")),  # who is lost, without churn flags
     Stage("campaign", "06_campaign.ipynb", "Campaign evaluation", "cvlib.campaign:run_campaign",
           reads=("transactions_clean.parquet",), writes=("campaign.json",), tables=("campaigns",),
           sections=("inputs", "clv", "campaign"), needs_table="campaigns"),  # before strategy: measured uplifts
     Stage("strategy", "05_strategy.ipynb", "Strategy recommendations", "cvlib.strategy:run_strategy",
           reads=("rfm.parquet", "clv.parquet"),
-          optional=("value.parquet", "churn_risk.parquet", "drivers.parquet", "transactions_clean.parquet",
-                    "journey.parquet", "campaign.json"),
+          optional=("value.parquet", "churn_risk.parquet", "drivers.parquet", "drivers.json",
+                    "transactions_clean.parquet", "journey.parquet", "campaign.json"),
           writes=("strategy_groups.parquet", "playbook.csv", "targets.csv", "targets.xlsx", "strategy.json"),
           sections=("rfm", "clv", "value", "strategy")),
 )

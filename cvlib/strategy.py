@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import expr, i18n, io
+from cvlib import expr, i18n, io, reasons
 from cvlib import xlsx as xlsx_writer
 from cvlib.errors import ParamError
 from cvlib.params import Action, Strategy, Study
@@ -466,6 +466,7 @@ class StrategyResult:
     drivers: dict[str, str]
     notes: list[str] = field(default_factory=list)
     lifecycle: pd.DataFrame | None = None  # per lifecycle stage: size, CLV, main group, the stage's strategy
+    win_back: pd.DataFrame | None = None  # per churn reason (drivers stage): the win-back action of the library
 
 
 def with_measured_uplift(cfg: Strategy, measured: dict[str, dict]) -> tuple[Strategy, list[str]]:
@@ -492,7 +493,8 @@ def with_measured_uplift(cfg: Strategy, measured: dict[str, dict]) -> tuple[Stra
 
 def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None,
                    risk: pd.DataFrame | None, drivers: pd.DataFrame | None, tx: pd.DataFrame | None,
-                   journey: pd.DataFrame | None = None, measured: dict[str, dict] | None = None) -> StrategyResult:
+                   journey: pd.DataFrame | None = None, measured: dict[str, dict] | None = None,
+                   churn_reasons: pd.DataFrame | None = None) -> StrategyResult:
     cfg, measured_notes = with_measured_uplift(study.strategy, measured or {})
     d, notes = customer_table(rfm, clv, value, risk, tx, journey)
     notes = measured_notes + notes
@@ -500,7 +502,14 @@ def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd
     alloc = allocate(d, cfg)
     return StrategyResult(d, playbook(d, cfg), profiles(d), action_table(d, cfg, study.clv.horizon_months), alloc,
                           even_split(d, cfg), sensitivity(d, cfg), target_list(d, alloc, cfg, study.currency),
-                          top_drivers(drivers), notes, lifecycle_playbook(d))
+                          top_drivers(drivers), notes, lifecycle_playbook(d),
+                          reasons.win_back(churn_reasons, cfg.actions, cfg.win_back) if churn_reasons is not None else None)
+
+
+def churn_reasons(run_dir: Path) -> pd.DataFrame | None:
+    """The drivers stage's churn reasons (drivers.json), when it found any."""
+    d = io.read_stage_json(Path(run_dir), "drivers.json", optional=True)
+    return pd.DataFrame(d["churn_reasons"]) if d and d.get("churn_reasons") else None
 
 
 def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
@@ -515,7 +524,7 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
     res = build_strategy(study, io.read_stage(run_dir, "rfm.parquet"),
                          io.read_stage(run_dir, "clv.parquet"), opt("value.parquet"),
                          opt("churn_risk.parquet"), opt("drivers.parquet"), opt("transactions_clean.parquet"),
-                         opt("journey.parquet"), measured_uplift(run_dir))
+                         opt("journey.parquet"), measured_uplift(run_dir), churn_reasons(run_dir))
     io.write_parquet(res.customers[["customer_id", "group", "objective", "clv", "churn_probability", "value_at_risk"]],
                      run_dir / "strategy_groups.parquet")
     io.write_csv(io.rounded_for_export(res.playbook), run_dir / "playbook.csv")
@@ -531,5 +540,6 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
                    "even_split_cost": res.even.total_cost,
                    "target_list": {"customers": len(res.targets), "expected_incremental_value": gain, "cost": cost},
                    "playbook": res.playbook.to_dict("records"),
-                   "lifecycle_playbook": res.lifecycle.to_dict("records"), "notes": res.notes}, run_dir / "strategy.json")
+                   "lifecycle_playbook": res.lifecycle.to_dict("records"),
+                   "win_back": None if res.win_back is None else res.win_back.to_dict("records"), "notes": res.notes}, run_dir / "strategy.json")
     return res

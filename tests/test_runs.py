@@ -17,6 +17,7 @@ from tests.conftest import ROOT, small_book
 
 NB = ROOT / "notebooks"
 STAGE_NAMES = ["cleaning", "rfm", "clv", "value", "drivers", "journey", "strategy"]
+NO_CAMPAIGNS = {"campaign": "not_applicable"}  # these studies have no campaigns table
 
 
 def statuses(run_dir: Path) -> dict[str, str]:
@@ -38,18 +39,18 @@ def test_snapshot_reuse_compare_and_package(tmp_path, capsys):
     reports = tmp_path / "reports"
     sets = ["cleaning.window.start=2022-01-02", "rfm.abc=[0.7, 0.9]", "cleaning.outliers.threshold=3.5"]
     a = run_study(params, overrides=sets, reports_dir=reports, notebooks_dir=NB)  # a date, a list, a nested key
-    assert a.ok and set(statuses(a.run_dir).values()) == {"ok"}
+    assert a.ok and set(statuses(a.run_dir).values()) == {"ok", "not_applicable"}
     snap = yaml.safe_load((a.run_dir / "params.yaml").read_text())
     assert Path(snap["inputs"]["transactions"]["path"]).is_absolute()
     assert snap["cleaning"]["window"]["start"] == "2022-01-02" and snap["rfm"]["abc"] == [0.7, 0.9]
 
     # a budget-only change reruns only strategy; the upstream outputs are the same files
     b = run_study(params, overrides=sets + ["strategy.budget=50"], reports_dir=reports, notebooks_dir=NB)
-    assert statuses(b.run_dir) == {**{n: "reused" for n in STAGE_NAMES[:-1]}, "strategy": "ok"}
+    assert statuses(b.run_dir) == {**{n: "reused" for n in STAGE_NAMES[:-1]}, "strategy": "ok", **NO_CAMPAIGNS}
     up = {f: sha for f, sha in outputs(a.run_dir).items() if f not in b.stage("strategy").outputs}
     assert up and all(outputs(b.run_dir)[f] == sha for f, sha in up.items())
     assert latest(reports, "rerun") == b.run_dir
-    for s in b.stages:  # the latest run is a complete package, reused reports included
+    for s in (s for s in b.stages if s.status != "not_applicable"):  # a complete package, reused reports included
         page = (b.run_dir / s.stage.html).read_text(encoding="utf-8")
         assert ("Reused from run " + a.run_dir.name in page) == (s.stage.name != "strategy")
         assert all((b.run_dir / f).exists() for f in s.stage.writes)
@@ -59,13 +60,13 @@ def test_snapshot_reuse_compare_and_package(tmp_path, capsys):
     # an outlier threshold that flags the same rows reruns cleaning only: its outputs did not change
     c = run_study(params, overrides=sets[:2] + ["cleaning.outliers.threshold=3.51"], reports_dir=reports,
                   notebooks_dir=NB)
-    assert statuses(c.run_dir) == {"cleaning": "ok", **{n: "reused" for n in STAGE_NAMES[1:]}}
+    assert statuses(c.run_dir) == {"cleaning": "ok", **{n: "reused" for n in STAGE_NAMES[1:]}, **NO_CAMPAIGNS}
     assert c.stage("strategy").reused_from == a.run_dir.name  # the same budget as run A again
 
     # the snapshot reruns the same study, from anywhere, with identical outputs
     assert main(["run", str(a.run_dir / "params.yaml"), "--force"]) == 0
     d = latest(reports, "rerun")
-    assert d not in {a.run_dir, b.run_dir, c.run_dir} and set(statuses(d).values()) == {"ok"}
+    assert d not in {a.run_dir, b.run_dir, c.run_dir} and set(statuses(d).values()) == {"ok", "not_applicable"}
     assert outputs(d) == outputs(a.run_dir)
     capsys.readouterr()
 
