@@ -65,28 +65,23 @@ def assignments(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def outcomes(tx: pd.DataFrame, assigned: pd.DataFrame, window_days: int) -> pd.DataFrame:
     """Per assigned customer: bought in the window after the campaign date, revenue there, revenue in the
     window before, and retained (bought after, among those who bought before; missing for the others)."""
-    ids = io.as_ids(tx["customer_id"]).astype(str).to_numpy()
+    ids = pd.Index(io.as_ids(tx["customer_id"]).astype(str))
     day = tx["date"].to_numpy(dtype="datetime64[ns]")
     amount = tx["amount"].to_numpy(dtype=float)
-    rows = []
-    order = np.argsort(ids, kind="stable")
-    sid, sday, samt = ids[order], day[order], amount[order]
     w = np.timedelta64(window_days, "D")
+    rows = []
     for (camp, date), g in assigned.groupby(["campaign", "date"], sort=True):
-        d0 = np.datetime64(pd.Timestamp(date).normalize() + pd.Timedelta(days=1), "ns")  # the day itself excluded
-        lo, hi = np.searchsorted(sid, g["customer_id"].to_numpy(), "left"), np.searchsorted(
-            sid, g["customer_id"].to_numpy(), "right")
-        after, before = np.zeros(len(g)), np.zeros(len(g))
-        n_after, n_before = np.zeros(len(g), dtype=int), np.zeros(len(g), dtype=int)
-        for k, (a, b) in enumerate(zip(lo, hi)):
-            dd, aa = sday[a:b], samt[a:b]
-            post = (dd >= d0) & (dd < d0 + w)
-            pre = (dd >= d0 - np.timedelta64(1, "D") - w) & (dd < d0 - np.timedelta64(1, "D"))
-            after[k], before[k] = aa[post].sum(), aa[pre].sum()
-            n_after[k], n_before[k] = int(post.sum()), int(pre.sum())
+        start = np.datetime64(pd.Timestamp(date).normalize() + pd.Timedelta(days=1), "ns")  # the day itself excluded
+        before_start = np.datetime64(pd.Timestamp(date).normalize(), "ns") - w
+        who = pd.Index(g["customer_id"]).get_indexer(ids)  # each transaction's customer in the campaign, or -1
+        post = (who >= 0) & (day >= start) & (day < start + w)
+        pre = (who >= 0) & (day >= before_start) & (day < start - np.timedelta64(1, "D"))
+        n = len(g)
+        n_after, n_before = np.bincount(who[post], minlength=n), np.bincount(who[pre], minlength=n)
         rows.append(pd.DataFrame({"campaign": camp, "date": date, "customer_id": g["customer_id"].to_numpy(),
                                   "group": g["group"].to_numpy(), "bought": (n_after > 0).astype(float),
-                                  "revenue": after, "revenue_before": before,
+                                  "revenue": np.bincount(who[post], weights=amount[post], minlength=n),
+                                  "revenue_before": np.bincount(who[pre], weights=amount[pre], minlength=n),
                                   "retained": np.where(n_before > 0, (n_after > 0).astype(float), np.nan)}))
     cols = ["campaign", "date", "customer_id", "group", "bought", "revenue", "revenue_before", "retained"]
     return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)

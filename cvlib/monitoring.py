@@ -104,7 +104,7 @@ def monitoring_view(run_dir: Path, history: list[tuple[Path, dict]], kpis: list[
         return None
     table = kpi_table(values(run_dir), kpis)
     tr = trend(history, run_dir, kpis, limit)
-    fmt = lambda v, kind, signed=False: "–" if v is None or v != v else format_figure(v, kind, currency, signed)  # noqa: E731
+    fmt = lambda v, kind, signed=False: format_figure(v, kind, currency, signed)  # noqa: E731
     rows = [{"label": r.label, "actual": fmt(r.actual, r.kind), "target": fmt(r.target, r.kind),
              "benchmark": fmt(r.benchmark, r.kind), "gap": fmt(r.gap_to_target, r.kind, True),
              "status": r.status, "status_text": i18n.t(f"monitoring.{r.status}")} for r in table.itertuples()]

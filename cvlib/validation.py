@@ -52,10 +52,8 @@ def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.Dat
         c = clv_mod.customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, study.rfm.time_unit)
     else:
         c = clv_mod.fallback_clv(summary, cfg, retention)
-    prof = value.profitability(past, summary, study.value, cfg.margin, attrs)
-    prof["clv_with_costs"] = value.clv_with_costs(prof, study.value, retention, cfg.discount_rate).to_numpy()
-    ind = value.indicator_frame(past, summary, c, prof, attrs, value.extra_indicators(study, past, fb, attrs, at))
-    scores = value.score_customers(ind, study.value).customers
+    prof, index = value.index_scores(study, past, summary, c, retention, attrs, fb, at)
+    scores = index.customers
     out = pd.DataFrame({"value_score": scores["value_score"]})
     out["clv"] = io.by_customer(c)["clv"].reindex(out.index).to_numpy()
     out["past_revenue"] = prof.set_index("customer_id")["revenue"].reindex(out.index).to_numpy()

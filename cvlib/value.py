@@ -379,13 +379,20 @@ class ValueResult:
     validation: Any = None  # cvlib.validation.Validation: the score against realised holdout value
 
 
+def index_scores(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
+                 attrs: pd.DataFrame | None, fb: pd.DataFrame | None, end: pd.Timestamp) -> tuple[pd.DataFrame, Scores]:
+    """Profitability (with the costed CLV) and the value index scores of the customers in `rfm`, from the data
+    given (up to `end`): the value stage's computation, and the validation's as of the calibration end."""
+    prof = profitability(tx, rfm, study.value, study.clv.margin, attrs)
+    prof["clv_with_costs"] = clv_with_costs(prof, study.value, retention, study.clv.discount_rate).to_numpy()
+    ind = indicator_frame(tx, rfm, clv, prof, attrs, extra_indicators(study, tx, fb, attrs, end))
+    return prof, score_customers(ind, study.value)
+
+
 def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
                 attrs: pd.DataFrame | None = None, fb: pd.DataFrame | None = None) -> ValueResult:
     cfg = study.value
-    prof = profitability(tx, rfm, cfg, study.clv.margin, attrs)
-    prof["clv_with_costs"] = clv_with_costs(prof, cfg, retention, study.clv.discount_rate).to_numpy()
-    ind = indicator_frame(tx, rfm, clv, prof, attrs, extra_indicators(study, tx, fb, attrs, tx["date"].max()))
-    scores = score_customers(ind, cfg)
+    prof, scores = index_scores(study, tx, rfm, clv, retention, attrs, fb, tx["date"].max())
     out = prof.set_index("customer_id").join(scores.customers)
     m = cfg.matrix
     out["value_cell"] = value_cells(out["current_value_score"], out["potential_value_score"], m.size,
