@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io as _io
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -96,8 +97,9 @@ def trend_figure(tr: pd.DataFrame, kpis: list[Kpi], table: pd.DataFrame) -> str:
 
 
 def monitoring_view(run_dir: Path, history: list[tuple[Path, dict]], kpis: list[Kpi], currency: str,
-                    limit: int = 20) -> dict | None:
-    """What the index page shows: the KPI table formatted, the trend figure and the number of runs in it."""
+                    limit: int = 20, draw: Callable[..., str] | None = None) -> dict | None:
+    """What the index page shows: the KPI table formatted, the trend figure and the number of runs in it.
+    `draw(function, *args)` draws the figure elsewhere (the runner's render worker); else it is drawn here."""
     from cvlib.summary import format_figure
 
     if not kpis:
@@ -108,4 +110,5 @@ def monitoring_view(run_dir: Path, history: list[tuple[Path, dict]], kpis: list[
     rows = [{"label": r.label, "actual": fmt(r.actual, r.kind), "target": fmt(r.target, r.kind),
              "benchmark": fmt(r.benchmark, r.kind), "gap": fmt(r.gap_to_target, r.kind, True),
              "status": r.status, "status_text": i18n.t(f"monitoring.{r.status}")} for r in table.itertuples()]
-    return {"rows": rows, "figure": trend_figure(tr, kpis, table), "runs": len(tr), "table": table, "trend": tr}
+    figure = draw("cvlib.monitoring:trend_figure", tr, kpis, table) if draw is not None else trend_figure(tr, kpis, table)
+    return {"rows": rows, "figure": figure, "runs": len(tr), "table": table, "trend": tr}

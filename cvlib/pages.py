@@ -66,10 +66,12 @@ def _count(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub: Callable[[str], str]) -> Path:
+def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub: Callable[[str], str],
+                draw: Callable[..., Any] | None = None) -> Path:
     """The run's index.html (and its final run.json): findings and headline figures first, then the stage
     reports (ran or reused, and why), the changes since the previous complete run, and, collapsed, the
-    parameters (file names only), the data fingerprint and the package versions."""
+    parameters (file names only), the data fingerprint and the package versions. `draw(function, *args)`
+    calls a figure function ('module:name') elsewhere (the runner's render worker); else it runs here."""
     from cvlib import summary
     from cvlib.runner import write_record
 
@@ -91,7 +93,7 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
         from cvlib.monitoring import monitoring_view
 
         m = ctx.study.monitoring
-        monitoring = monitoring_view(run_dir, history.complete(), m.kpis, currency, m.history)
+        monitoring = monitoring_view(run_dir, history.complete(), m.kpis, currency, m.history, draw)
         if monitoring is not None:
             io.write_json({"kpis": monitoring["table"].to_dict("records"),
                            "trend": monitoring["trend"].to_dict("records")}, run_dir / "monitoring.json")
@@ -121,37 +123,48 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
     return io.write_text(scrub(page), run_dir / "index.html")
 
 
-def _stage_navigation(ctx: "_Context", result: "RunResult", i: int, html_text: str) -> str:
+def nav_spec(ctx: "_Context", result: "RunResult", i: int, predicted: bool = False) -> dict:
+    """What stage `i`'s report header shows besides its own sections: study, client, run, the links to the
+    previous and next stage reports, the language and whether it is the client's view. A plain dict, so the
+    render worker can apply it. `predicted`: while the run goes on, every later stage that applies counts as
+    having a report (a run that stops early has the headers that this got wrong redone at the end)."""
+    i18n.use(ctx.study.report.language)
+    shown = [j for j, s in enumerate(result.stages)
+             if s.html or j == i or (predicted and j > i and s.status == "pending" and s.stage.applies(ctx.study))]
+    pos = shown.index(i) if i in shown else -1
+    link = lambda j: {"html": result.stages[j].stage.html,  # noqa: E731
+                      "title": i18n.t(f"stages.{result.stages[j].stage.name}")}
+    return {"language": i18n.current(), "study": ctx.study.study, "client": ctx.study.client,
+            "run": result.run_dir.name, "client_view": ctx.client, "stage": result.stages[i].stage.name,
+            "prev": link(shown[pos - 1]) if pos > 0 else None,
+            "next": link(shown[pos + 1]) if 0 <= pos < len(shown) - 1 else None}
+
+
+def stage_navigation(html_text: str, nav: dict) -> str:
     """A stage report with the run's header (study, client, run; links to the index and the previous and next
-    stage reports), a table of contents of its sections, and, for the client (`--client`), without the
-    consultant's notes and without sections left with nothing to show."""
+    stage reports, from `nav_spec`), a table of contents of its sections, and, for the client (`--client`),
+    without the consultant's notes and without sections left with nothing to show."""
     from bs4 import BeautifulSoup
 
     from cvlib.report import CONSULTANT_CLASS
 
+    i18n.use(nav["language"])
     soup = BeautifulSoup(html_text, "html.parser")
     for old in soup.select(".cvlib-nav, .cvlib-toc"):
         old.decompose()
-    if ctx.client:
+    if nav["client_view"]:
         _drop_consultant(soup, CONSULTANT_CLASS)
         for banner in soup.select(".cvlib-reused"):  # how the run was made is the consultant's business
             banner.decompose()
     for n, img in enumerate(soup.select(".jp-OutputArea-output img"), 1):  # figures are numbered in order
         img["alt"] = i18n.t("common.figure_number", n=n)
-    shown = [s for s in result.stages if s.html]
-    me = result.stages[i]
-    pos = shown.index(me) if me in shown else -1
-    prev = shown[pos - 1] if pos > 0 else None
-    nxt = shown[pos + 1] if 0 <= pos < len(shown) - 1 else None
     toc = []
     for cell in soup.select(".jp-MarkdownCell"):
         anchor, head = cell.select_one("a.cvlib-anchor[id]"), cell.find("h2")
         if anchor is not None and head is not None:
             toc.append({"id": anchor["id"], "text": head.get_text().replace("¶", "").strip()})
-    snippet = render("stage_nav.html.j2", study=ctx.study.study, client=ctx.study.client, run=result.run_dir.name,
-                     prev={"html": prev.html, "title": i18n.t(f"stages.{prev.stage.name}")} if prev else None,
-                     next={"html": nxt.html, "title": i18n.t(f"stages.{nxt.stage.name}")} if nxt else None,
-                     toc=toc)
+    snippet = render("stage_nav.html.j2", study=nav["study"], client=nav["client"], run=nav["run"],
+                     prev=nav["prev"], next=nav["next"], toc=toc)
     frag = BeautifulSoup(snippet, "html.parser")
     main = soup.find("main") or soup.body
     toc_div = frag.select_one(".cvlib-toc")
@@ -161,9 +174,9 @@ def _stage_navigation(ctx: "_Context", result: "RunResult", i: int, html_text: s
         (intro.insert_after(toc_div) if intro is not None else main.insert(0, toc_div))
     main.insert(0, frag)
     if soup.html is not None:
-        soup.html["lang"] = "zh-CN" if i18n.current() == "zh" else "en"
+        soup.html["lang"] = "zh-CN" if nav["language"] == "zh" else "en"
     if soup.title is not None:
-        soup.title.string = f"{i18n.t(f'stages.{me.stage.name}')} - {ctx.study.study}"
+        soup.title.string = i18n.t(f"stages.{nav['stage']}") + f" - {nav['study']}"
     return str(soup)
 
 
@@ -188,8 +201,11 @@ def _drop_consultant(soup: Any, css_class: str) -> None:
 
 def finish_stage_pages(ctx: "_Context", result: "RunResult") -> None:
     """Give every stage report of the run its header, contents and links (reused reports included: they get
-    this run's header)."""
+    this run's header). Reports the render worker already gave this header are left as they are."""
     for i, sr in enumerate(result.stages):
         if sr.html and (result.run_dir / sr.html).exists():
-            path = result.run_dir / sr.html
-            io.write_text(_stage_navigation(ctx, result, i, path.read_text(encoding="utf-8")), path)
+            nav = nav_spec(ctx, result, i)
+            if nav != sr.nav:
+                path = result.run_dir / sr.html
+                io.write_text(stage_navigation(path.read_text(encoding="utf-8"), nav), path)
+                sr.nav = nav

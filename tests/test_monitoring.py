@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cvlib import monitoring
+from cvlib.errors import StageError
 from cvlib.params import Kpi, Monitoring
 
 
@@ -44,6 +45,18 @@ def test_the_trend_reads_every_earlier_complete_run_oldest_first(tmp_path):
     assert view["runs"] == 4 and view["figure"].startswith("data:image/png;base64,")
     assert [r["status"] for r in view["rows"]] == ["met", "no_target"] and view["rows"][0]["actual"] == "90.0%"
     assert monitoring.monitoring_view(now, history, [], "USD") is None
+    # the runner draws it in its render worker, where the plotting libraries are already loaded: the same page
+    from cvlib.runner import Renders
+
+    r = Renders()
+    try:
+        drawn = monitoring.monitoring_view(now, history, kpis, "USD",
+                                           draw=lambda f, *a: r.call(f, *a, language="zh"))
+        assert drawn["figure"].startswith("data:image/png;base64,") and drawn["rows"] == view["rows"]
+        with pytest.raises(StageError, match="cvlib.monitoring:no_such_figure failed in the report renderer"):
+            r.call("cvlib.monitoring:no_such_figure")
+    finally:
+        r.close()
     assert np.isnan(monitoring.kpi_table({}, [Kpi(kpi="nps")])["actual"].iloc[0])
 
 

@@ -270,3 +270,16 @@ def test_text_int_key_paths():
     assert rfm.text_int_key(pa.array(["a", "bb"])) is None  # text of several lengths: dictionary-encoded
     assert rfm.text_int_key(pa.array(["123456789", "abcdefghi"])) is None  # longer than 8 bytes
     assert rfm.text_int_key(pa.array(["1", None])) is None
+
+
+def test_silhouettes_equal_scikit_learns():
+    """The per-sample silhouettes from one matrix product equal scikit-learn's, a cluster of one included."""
+    from sklearn.metrics import pairwise_distances, silhouette_samples
+
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(c, 0.5, size=(60, 3)) for c in (0, 3, 6)] + [[[20, 20, 20]]])
+    labels = np.r_[np.repeat([2, 0, 5], 60), 7]  # codes need not be 0..k-1; the last cluster has one member
+    dist = pairwise_distances(X)
+    ours = rfm.silhouettes(dist, labels)
+    np.testing.assert_allclose(ours, silhouette_samples(dist, labels, metric="precomputed"), atol=1e-12)
+    assert ours[-1] == 0.0 and ours[:180].mean() > 0.5

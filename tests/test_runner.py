@@ -195,6 +195,7 @@ def test_failing_stage_exit_code_message_and_earlier_outputs_kept(tmp_path, caps
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, nb_dir / "02_rfm.ipynb")
+    shutil.copy(ROOT / "notebooks" / "03_clv.ipynb", nb_dir)  # never runs: rfm's report must not link to it
     params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "5"}] * 3, name="fails")
     code = main(["run", str(params), "--reports-dir", str(tmp_path / "reports"), "--notebooks-dir", str(nb_dir)])
     err = capsys.readouterr().err
@@ -205,7 +206,9 @@ def test_failing_stage_exit_code_message_and_earlier_outputs_kept(tmp_path, caps
     run = html.parent
     assert (run / "transactions_clean.parquet").exists() and (run / "01_cleaning.html").exists()
     manifest = json.loads((run / "run.json").read_text())
-    assert [s["status"] for s in manifest["stages"]] == ["ok", "failed"]
+    assert [s["status"] for s in manifest["stages"]] == ["ok", "failed", "skipped"]
+    page = html.read_text(encoding="utf-8")  # its header was made before the run stopped, and redone after
+    assert 'href="01_cleaning.html" rel="prev"' in page and "03_clv.html" not in page
 
 
 def test_no_rows_left_fails_the_cleaning_stage_clearly(tmp_path, capsys):
@@ -329,3 +332,61 @@ def test_reports_render_in_a_worker_and_a_failed_render_fails_the_run(tmp_path):
     finally:
         r.close()
     assert r.proc.returncode == 0
+
+
+def fake_stage_notebooks(tmp_path: Path, seconds: dict[str, float], fail: str = "") -> Path:
+    """The real cleaning notebook, then stand-ins for rfm, clv, value and drivers that write the files their
+    stage declares, after `seconds[stage]`, and note their kernel's process and when they ran."""
+    from cvlib.stages import by_name
+
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir(parents=True)
+    shutil.copy(ROOT / "notebooks" / "01_cleaning.ipynb", nb_dir)
+    for name in ("rfm", "clv", "value", "drivers"):
+        st = by_name(name)
+        body = (f"import json, os, pathlib, time\nt0 = time.time()\ntime.sleep({seconds.get(name, 0)})\n"
+                + (f"raise ValueError('{name} broke')\n" if name == fail else "")
+                + f"for f in {list(st.writes)!r}:\n    (pathlib.Path(run_dir) / f).write_text('x')\n"
+                f"(pathlib.Path(run_dir) / '{name}.ran').write_text(json.dumps([os.getpid(), t0, time.time()]))")
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell("params_file = ''\nrun_dir = ''", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(body)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, nb_dir / st.notebook)
+    return nb_dir
+
+
+def test_value_runs_beside_drivers_in_a_second_kernel_and_a_failure_there_stops_the_run(tmp_path, monkeypatch, capsys):
+    """The drivers stage does not read the value stage's outputs, so on two cores the value stage runs in a second
+    kernel at the same time; with CVLIB_SIDE_BY_SIDE=0 one kernel runs them one after the other. A failure in the
+    second kernel stops the run like any other, after the stage beside it has finished."""
+    monkeypatch.setattr("cvlib.runner.os.cpu_count", lambda: 2)
+    params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "5"}] * 3, name="lanes")
+    nb_dir = fake_stage_notebooks(tmp_path, {"value": 1.0, "drivers": 1.0})
+
+    def ran(res, name):
+        return json.loads((res.run_dir / f"{name}.ran").read_text())
+
+    res = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=nb_dir)
+    assert res.ok and [s.status for s in res.stages] == ["ok"] * 5
+    value, drivers, clv = ran(res, "value"), ran(res, "drivers"), ran(res, "clv")
+    assert value[0] != drivers[0] == clv[0]  # value in the second kernel, drivers in the first
+    assert drivers[1] < value[2]  # drivers did not wait for value (one after the other, it would)
+    assert "value: running 03b_value.ipynb in a second kernel" in capsys.readouterr().err
+    page = (res.run_dir / "04_loyalty_drivers.html").read_text(encoding="utf-8")
+    assert 'href="03b_value.html" rel="prev"' in page  # the header counts the stage still running beside it
+
+    monkeypatch.setenv("CVLIB_SIDE_BY_SIDE", "0")
+    one = run_study(params, reports_dir=tmp_path / "r1", notebooks_dir=nb_dir, force=True)
+    assert one.ok and ran(one, "value")[0] == ran(one, "drivers")[0] and ran(one, "value")[2] <= ran(one, "drivers")[1]
+    monkeypatch.delenv("CVLIB_SIDE_BY_SIDE")
+
+    nb_fail = fake_stage_notebooks(tmp_path / "f", {"drivers": 0.5}, fail="value")
+    code = main(["run", str(params), "--reports-dir", str(tmp_path / "r2"), "--notebooks-dir", str(nb_fail)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Stage 'value' failed: ValueError: value broke" in err
+    run = Path(err.split("shows the error: ")[1].split("\n")[0]).parent
+    manifest = json.loads((run / "run.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["ok", "ok", "ok", "failed", "ok"]
+    assert (run / "drivers.json").exists() and "value broke" in (run / "03b_value.html").read_text(encoding="utf-8")
+    assert not (run.parent / "latest").exists() or (run.parent / "latest").resolve() != run
