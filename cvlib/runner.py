@@ -357,9 +357,14 @@ class StageKernel:
         staged = self.runtime / f"in-{nb_in.name}"
         nbformat.write(nb, staged)
         if self.km is None:
+            from jupyter_core.utils import run_sync
+
             self.km = kernel_manager_class(self.runtime)(kernel_name="python3")
+            # started here in `cwd`, not by papermill's `cwd`, which changes this whole process's folder while a
+            # notebook runs (two kernels run from two threads would leave it changed); no history file, as nbclient
+            run_sync(self.km.start_kernel)(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
         try:
-            pm.execute_notebook(str(staged), str(out_nb), parameters=parameters, cwd=str(cwd), kernel_name="python3",
+            pm.execute_notebook(str(staged), str(out_nb), parameters=parameters, kernel_name="python3",
                                 progress_bar=tty, log_output=False, request_save_on_cell_execute=False, km=self.km)
         finally:
             staged.unlink(missing_ok=True)
@@ -498,7 +503,8 @@ class SideLane:
         from concurrent.futures import ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="cvlib-side")
-        self.kernel = StageKernel(runtime)  # its kernel starts, and is used, in the lane's thread only
+        (runtime / "side").mkdir(exist_ok=True)  # its own connection file and sockets
+        self.kernel = StageKernel(runtime / "side")  # its kernel starts, and is used, in the lane's thread only
 
     @staticmethod
     def allowed(run_dir: Path) -> bool:

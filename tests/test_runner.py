@@ -367,8 +367,10 @@ def test_value_runs_beside_drivers_in_a_second_kernel_and_a_failure_there_stops_
     def ran(res, name):
         return json.loads((res.run_dir / f"{name}.ran").read_text())
 
+    cwd = os.getcwd()
     res = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=nb_dir)
     assert res.ok and [s.status for s in res.stages] == ["ok"] * 5
+    assert os.getcwd() == cwd  # two kernels run from two threads never move this process's folder
     value, drivers, clv = ran(res, "value"), ran(res, "drivers"), ran(res, "clv")
     assert value[0] != drivers[0] == clv[0]  # value in the second kernel, drivers in the first
     assert drivers[1] < value[2]  # drivers did not wait for value (one after the other, it would)
