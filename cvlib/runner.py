@@ -701,12 +701,11 @@ def run_study(
         return plans[j]
 
     def beside_next(j: int) -> bool:
-        """Whether stage j can run in the second kernel while stage j + 1 runs in the first."""
-        if j + 1 >= len(result.stages) or plan(j + 1) != "run":
+        """Whether stage j can run in the second kernel while stage j + 1 runs in the first. Stage j + 1 is
+        planned early only when it reads nothing stage j writes (else its digest would miss those files)."""
+        if j + 1 >= len(result.stages) or set(result.stages[j + 1].stage.inputs) & set(result.stages[j].stage.outputs):
             return False
-        if set(result.stages[j + 1].stage.inputs) & set(result.stages[j].stage.outputs):
-            return False
-        return lane is not None or SideLane.allowed(run_dir)
+        return plan(j + 1) == "run" and (lane is not None or SideLane.allowed(run_dir))
 
     def settle() -> None:
         """Wait for the stage in the lane; stop the run if it failed."""

@@ -377,6 +377,10 @@ def test_value_runs_beside_drivers_in_a_second_kernel_and_a_failure_there_stops_
     assert "value: running 03b_value.ipynb in a second kernel" in capsys.readouterr().err
     page = (res.run_dir / "04_loyalty_drivers.html").read_text(encoding="utf-8")
     assert 'href="03b_value.html" rel="prev"' in page  # the header counts the stage still running beside it
+    from cvlib import io as cio
+
+    for st in json.loads((res.run_dir / "run.json").read_text())["stages"]:  # digests of the files each stage read
+        assert st["depends"]["files"] == {f: cio.sha256_file(res.run_dir / f) for f in st["depends"]["files"]}, st["name"]
 
     monkeypatch.setenv("CVLIB_SIDE_BY_SIDE", "0")
     one = run_study(params, reports_dir=tmp_path / "r1", notebooks_dir=nb_dir, force=True)
