@@ -496,8 +496,10 @@ SIDE_BY_SIDE_MAX_ROWS = 2_000_000
 class SideLane:
     """A second kernel, driven from one thread, for a stage the next stage does not depend on (the value stage
     beside the drivers stage): on two cores the two run at the same time. The threads only wait on their
-    kernels' messages, so they do not compete for the GIL. Used when the machine has two cores or more, the
-    study is small (`SIDE_BY_SIDE_MAX_ROWS`) and `CVLIB_SIDE_BY_SIDE` is not 0."""
+    kernels' messages, so they do not compete for the GIL. Used when the machine has a core for each thread of
+    both kernels (two kernels of one-thread libraries, the default, need two; with `CVLIB_THREADS=auto` each
+    library takes every core, and two kernels would fight over them: the drivers stage took 10-11 s instead of
+    6-7 s), the study is small (`SIDE_BY_SIDE_MAX_ROWS`) and `CVLIB_SIDE_BY_SIDE` is not 0."""
 
     def __init__(self, runtime: Path) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -509,8 +511,10 @@ class SideLane:
     @staticmethod
     def allowed(run_dir: Path) -> bool:
         """Whether this run may use a second kernel (see the class)."""
-        clean = run_dir / "transactions_clean.parquet"
-        if os.environ.get("CVLIB_SIDE_BY_SIDE") == "0" or (os.cpu_count() or 1) < 2 or not clean.exists():
+        from cvlib.threads import thread_cap
+
+        clean, cores = run_dir / "transactions_clean.parquet", os.cpu_count() or 1
+        if os.environ.get("CVLIB_SIDE_BY_SIDE") == "0" or 2 * (thread_cap() or cores) > cores or not clean.exists():
             return False
         import pyarrow.parquet as pq
 

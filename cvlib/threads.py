@@ -12,13 +12,19 @@ import os
 _applied: object | None = None
 
 
+def thread_cap(limit: int | str | None = None) -> int | None:
+    """The threads each numerical library of a process may use: `limit`, else ``CVLIB_THREADS``, else 1
+    (None for ``auto``: the libraries' own counts, as many as there are cores)."""
+    value = limit if limit is not None else os.environ.get("CVLIB_THREADS", "1")
+    return None if str(value).strip().lower() == "auto" else max(1, int(value))
+
+
 def limit_threads(limit: int | str | None = None) -> int | None:
     """Cap the numerical libraries' thread pools (default: ``CVLIB_THREADS``, else 1). Returns the cap."""
     global _applied
-    value = limit if limit is not None else os.environ.get("CVLIB_THREADS", "1")
-    if str(value).strip().lower() == "auto":
+    n = thread_cap(limit)
+    if n is None:
         return None
-    n = max(1, int(value))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # libraries loaded later
         os.environ.setdefault(var, str(n))
     from threadpoolctl import threadpool_limits

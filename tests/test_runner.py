@@ -382,7 +382,19 @@ def test_value_runs_beside_drivers_in_a_second_kernel_and_a_failure_there_stops_
     for st in json.loads((res.run_dir / "run.json").read_text())["stages"]:  # digests of the files each stage read
         assert st["depends"]["files"] == {f: cio.sha256_file(res.run_dir / f) for f in st["depends"]["files"]}, st["name"]
 
+    from cvlib.runner import SideLane
+
+    assert SideLane.allowed(res.run_dir)
+    monkeypatch.setenv("CVLIB_THREADS", "auto")  # each kernel's libraries would take both cores: one kernel
+    assert not SideLane.allowed(res.run_dir)
+    monkeypatch.setattr("cvlib.runner.os.cpu_count", lambda: 4)
+    assert not SideLane.allowed(res.run_dir)  # auto on four cores: four threads a kernel
+    monkeypatch.setenv("CVLIB_THREADS", "2")
+    assert SideLane.allowed(res.run_dir)  # two kernels of two threads on four cores
+    monkeypatch.delenv("CVLIB_THREADS")
+    monkeypatch.setattr("cvlib.runner.os.cpu_count", lambda: 2)
     monkeypatch.setenv("CVLIB_SIDE_BY_SIDE", "0")
+    assert not SideLane.allowed(res.run_dir)
     one = run_study(params, reports_dir=tmp_path / "r1", notebooks_dir=nb_dir, force=True)
     assert one.ok and ran(one, "value")[0] == ran(one, "drivers")[0] and ran(one, "value")[2] <= ran(one, "drivers")[1]
     monkeypatch.delenv("CVLIB_SIDE_BY_SIDE")
