@@ -39,9 +39,13 @@ def profitability(tx: pd.DataFrame, rfm: pd.DataFrame, cfg: Value, default_margi
     """Revenue, direct cost, cost to serve, profit and margin % per customer.
 
     Cost to serve is yearly, charged for the time each customer has been a customer (at least a month)."""
+    from cvlib.rfm import customer_codes
+
     cost = direct_cost(tx, cfg.profitability.margin_by_line, default_margin)
-    ids = io.as_ids(tx["customer_id"])
-    g = pd.DataFrame({"revenue": tx["amount"].groupby(ids).sum(), "direct_cost": cost.groupby(ids).sum()})
+    codes, ids = customer_codes(io.as_ids(tx["customer_id"]))  # coded once (digit ids as numbers), summed by bincount
+    g = pd.DataFrame({k: np.bincount(codes, weights=np.nan_to_num(v.to_numpy(dtype=float)), minlength=len(ids))
+                      for k, v in (("revenue", tx["amount"]), ("direct_cost", cost))},
+                     index=ids.rename("customer_id")).sort_index()  # in id order, as a groupby gives
     tenure = rfm.set_index(rfm["customer_id"].astype(str))["tenure"].reindex(g.index).fillna(0)
     years = np.maximum(tenure.to_numpy(dtype=float), 30.0) / 365.0
     cts = cfg.profitability.cost_to_serve
