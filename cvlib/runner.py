@@ -419,8 +419,7 @@ class _Context:
 
 
 def _run_stage(sr: StageRun, i: int, n: int, ctx: _Context, kernel: StageKernel, scrubber: Any,
-               renders: "Renders | None" = None, result: "RunResult | None" = None,
-               lane: "SideLane | None" = None) -> Callable[[], None]:
+               renders: "Renders | None", result: RunResult, lane: "SideLane | None" = None) -> Callable[[], None]:
     """Execute one stage notebook in the run folder and render it (in the background with `renders`, while the
     next stage runs, its header and links added there); check it wrote what it declares. With `lane` the
     notebook runs in the lane's kernel and this returns at once: call the returned function to wait for it
@@ -445,20 +444,17 @@ def _run_stage(sr: StageRun, i: int, n: int, ctx: _Context, kernel: StageKernel,
         return lambda: None
     sr.status = "running"
     future = lane.submit(execute)
-    done: list[bool] = []
 
-    def finish() -> None:
-        if not done:
-            done.append(True)
-            _finish_stage(sr, *future.result(), i, ctx, scrubber, renders, result)
-            if sr.status == "ok":
-                _progress(f"[{i}/{n}] {s.name}: done in {sr.seconds:.1f} s -> {s.html}")
+    def finish() -> None:  # called once, by the run loop's settle
+        _finish_stage(sr, *future.result(), i, ctx, scrubber, renders, result)
+        if sr.status == "ok":
+            _progress(f"[{i}/{n}] {s.name}: done in {sr.seconds:.1f} s -> {s.html}")
 
     return finish
 
 
 def _finish_stage(sr: StageRun, error: Exception | None, seconds: float, i: int, ctx: _Context, scrubber: Any,
-                  renders: "Renders | None", result: "RunResult | None") -> None:
+                  renders: "Renders | None", result: RunResult) -> None:
     """A stage's status, outputs and report once its notebook has run (`error`: how it failed, if it did)."""
     s, run_dir = sr.stage, ctx.run_dir
     out_nb, out_html = run_dir / s.notebook, run_dir / s.html
@@ -478,7 +474,7 @@ def _finish_stage(sr: StageRun, error: Exception | None, seconds: float, i: int,
     sr.seconds = seconds
     if out_nb.exists():
         args = (out_nb, out_html, f"{s.title} - {ctx.study.study}", ctx.with_code)
-        if renders is not None and result is not None:
+        if renders is not None:
             from cvlib import pages
 
             sr.nav = pages.nav_spec(ctx, result, i - 1, predicted=True)

@@ -39,13 +39,10 @@ def profitability(tx: pd.DataFrame, rfm: pd.DataFrame, cfg: Value, default_margi
     """Revenue, direct cost, cost to serve, profit and margin % per customer.
 
     Cost to serve is yearly, charged for the time each customer has been a customer (at least a month)."""
-    from cvlib.rfm import customer_codes
+    from cvlib.rfm import customer_sums
 
     cost = direct_cost(tx, cfg.profitability.margin_by_line, default_margin)
-    codes, ids = customer_codes(io.as_ids(tx["customer_id"]))  # coded once (digit ids as numbers), summed by bincount
-    g = pd.DataFrame({k: np.bincount(codes, weights=np.nan_to_num(v.to_numpy(dtype=float)), minlength=len(ids))
-                      for k, v in (("revenue", tx["amount"]), ("direct_cost", cost))},
-                     index=ids.rename("customer_id")).sort_index()  # in id order, as a groupby gives
+    g = customer_sums(tx["customer_id"], revenue=tx["amount"], direct_cost=cost)
     tenure = rfm.set_index(rfm["customer_id"].astype(str))["tenure"].reindex(g.index).fillna(0)
     years = np.maximum(tenure.to_numpy(dtype=float), 30.0) / 365.0
     cts = cfg.profitability.cost_to_serve
@@ -97,11 +94,11 @@ def spend_trend(tx: pd.DataFrame) -> pd.Series:
     """Recent against earlier spend: log((spend in the last half of the period + 1) / (earlier half + 1))."""
     start, end = tx["date"].min(), tx["date"].max()
     mid = start + (end - start) / 2
-    codes, ids = pd.factorize(io.as_ids(tx["customer_id"]), sort=True)  # ids hashed once, sums by bincount
+    from cvlib.rfm import customer_sums
+
     amount, late = tx["amount"].to_numpy(dtype=float), (tx["date"] > mid).to_numpy()
-    recent = np.bincount(codes, weights=np.where(late, amount, 0.0), minlength=len(ids))
-    earlier = np.bincount(codes, weights=np.where(late, 0.0, amount), minlength=len(ids))
-    return pd.Series(np.log((recent + 1) / (earlier + 1)), index=pd.Index(ids, name="customer_id"))
+    s = customer_sums(tx["customer_id"], recent=np.where(late, amount, 0.0), earlier=np.where(late, 0.0, amount))
+    return np.log((s["recent"] + 1) / (s["earlier"] + 1))
 
 
 def normalise(x: pd.Series, method: str, direction: str = "higher") -> pd.Series:

@@ -283,3 +283,14 @@ def test_silhouettes_equal_scikit_learns():
     ours = rfm.silhouettes(dist, labels)
     np.testing.assert_allclose(ours, silhouette_samples(dist, labels, metric="precomputed"), atol=1e-12)
     assert ours[-1] == 0.0 and ours[:180].mean() > 0.5
+
+
+@pytest.mark.parametrize("ids", [["007", "7", "007", "12", "7"], ["b", "a", "b", "c", "a"]])
+def test_customer_sums_equal_a_groupby(ids):
+    """Sums per customer in id order, as a groupby gives: '007' and '7' stay two customers, a missing value is 0."""
+    s = pd.Series(pd.array(ids, dtype="string[pyarrow]"))
+    amount = pd.Series([1.0, 2.0, np.nan, 4.0, 8.0])
+    got = rfm.customer_sums(s, amount=amount, twice=2 * amount)
+    want = amount.groupby(s).sum()
+    pd.testing.assert_series_equal(got["amount"], want.rename("amount").rename_axis("customer_id"), check_index_type=False)
+    assert got["twice"].tolist() == (2 * want).tolist()
