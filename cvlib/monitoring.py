@@ -82,7 +82,8 @@ def trend_figure(tr: pd.DataFrame, kpis: list[Kpi], table: pd.DataFrame) -> str:
         if k.benchmark is not None:
             ax.axhline(k.benchmark, ls=":", color="grey", label=i18n.t("monitoring.benchmark"))
         ax.set_title(str(labels.get(k.kpi, k.kpi)), fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+        ax.set_xlim(0.5, len(tr) + 0.5)  # whole run numbers only, one run included (no 0.95 .. 1.05 ticks)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, min_n_ticks=1))
         if kinds.get(k.kpi) == "share":
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_xlabel(i18n.t("monitoring.run_number"), fontsize=8)

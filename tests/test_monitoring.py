@@ -45,6 +45,17 @@ def test_the_trend_reads_every_earlier_complete_run_oldest_first(tmp_path):
     assert view["runs"] == 4 and view["figure"].startswith("data:image/png;base64,")
     assert [r["status"] for r in view["rows"]] == ["met", "no_target"] and view["rows"][0]["actual"] == "90.0%"
     assert monitoring.monitoring_view(now, history, [], "USD") is None
+    import matplotlib.pyplot as plt
+
+    captured = []
+    monkey = plt.Figure.savefig
+    plt.Figure.savefig = lambda fig, *a, **k: (captured.append(fig), monkey(fig, *a, **k))[1]  # the figure drawn
+    try:
+        monitoring.trend_figure(tr.tail(1), kpis, monitoring.kpi_table(monitoring.values(now), kpis))
+    finally:
+        plt.Figure.savefig = monkey
+    ticks = captured[0].axes[0].get_xticks()
+    assert [t for t in ticks if 0.5 <= t <= 1.5] == [1.0]  # one run: the tick is run 1, not 0.95 .. 1.05
     # the runner draws it in its render worker, where the plotting libraries are already loaded: the same page
     from cvlib.runner import Renders
 
