@@ -122,11 +122,12 @@ def gains(df: pd.DataFrame, action: Action, multiplier: float = 1.0) -> pd.Serie
 def action_table(df: pd.DataFrame, cfg: Strategy, horizon_months: int, multiplier: float = 1.0) -> pd.DataFrame:
     """Per group and action: customers, cost, expected incremental value, ROI and payback if all are targeted."""
     rows = []
+    at = group_positions(df)
     for a in cfg.actions:
         for g in a.groups:
-            sub = df[df["group"] == g]
-            if sub.empty:
+            if not len(at.get(g, ())):
                 continue
+            sub = df.iloc[at[g]]
             gain = gains(sub, a, multiplier)
             cost = a.cost_per_customer * len(sub)
             value = float(gain.sum())
@@ -154,15 +155,23 @@ class Allocation:
 CHOSEN_COLUMNS = ["customer_id", "group", "action", "expected_gain", "cost"]
 
 
+def group_positions(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each group's row positions in `df`, in row order (one pass over the group column, not one per group)."""
+    return df.groupby("group", sort=False).indices if len(df) else {}
+
+
 def _options(df: pd.DataFrame, cfg: Strategy, multiplier: float) -> list[dict]:
-    """For each (group, action): the customers' gains sorted high to low."""
+    """For each (group, action): the customers' gains sorted high to low, and their row positions in that order."""
+    at = group_positions(df)
     opts = []
     for a in cfg.actions:
+        every = None
         for g in a.groups:
-            sub = df[df["group"] == g]
-            if len(sub):
-                gain = gains(sub, a, multiplier).sort_values(ascending=False, kind="stable")
-                opts.append({"group": g, "action": a.name, "cost": a.cost_per_customer, "gains": gain})
+            if len(at.get(g, ())):
+                every = gains(df, a, multiplier) if every is None else every  # elementwise: once per action
+                gain = every.iloc[at[g]].sort_values(ascending=False, kind="stable")
+                opts.append({"group": g, "action": a.name, "cost": a.cost_per_customer, "gains": gain,
+                             "pos": df.index.get_indexer(gain.index)})
     return opts
 
 
@@ -197,9 +206,10 @@ def _plan_from(chosen: pd.DataFrame, opts: list[dict]) -> pd.DataFrame:
 
 def _allocation(df: pd.DataFrame, opts: list[dict], picks: pd.DataFrame, method: str, status: str) -> Allocation:
     """An Allocation whose figures are the sums over exactly the chosen (customer, action) pairs."""
+    option = picks["option"].to_numpy(dtype=np.int64)
     chosen = pd.DataFrame({"customer_id": df.loc[picks["row"], "customer_id"].to_numpy(),
-                           "group": [opts[i]["group"] for i in picks["option"]],
-                           "action": [opts[i]["action"] for i in picks["option"]],
+                           "group": np.array([o["group"] for o in opts] or [""], dtype=object)[option],
+                           "action": np.array([o["action"] for o in opts] or [""], dtype=object)[option],
                            "expected_gain": picks["expected_gain"].to_numpy(dtype=float),
                            "cost": picks["cost"].to_numpy(dtype=float)}, columns=CHOSEN_COLUMNS)
     plan = _plan_from(chosen, opts)
@@ -207,57 +217,98 @@ def _allocation(df: pd.DataFrame, opts: list[dict], picks: pd.DataFrame, method:
     return Allocation(plan, cost, value, value - cost, chosen, method, status)
 
 
+def _hull_increments(rows: np.ndarray, costs: np.ndarray, nets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each customer's options on the upper convex hull of (cost, net gain) from (0, 0), as increments.
+
+    The options come sorted by customer, cost (ascending) and net (descending). All customers are walked at once,
+    one option position at a time (a customer has a handful of options), each keeping its hull as a stack.
+    Returns, customer by customer and along each hull: the option's position, its increment of cost and of net
+    gain, and its place on the hull (0, 1, ...)."""
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
+    counts = np.diff(np.r_[starts, len(rows)])
+    m, k_max = len(starts), int(counts.max()) if len(counts) else 0
+    s_cost, s_net = np.zeros((m, k_max)), np.zeros((m, k_max))
+    s_pos, size = np.zeros((m, k_max), dtype=np.int64), np.zeros(m, dtype=np.int64)
+    for k in range(k_max):
+        act = np.flatnonzero(counts > k)
+        pos = starts[act] + k
+        ck, nk, sz = costs[pos], nets[pos], size[act]
+        top = np.maximum(sz - 1, 0)
+        keep = (sz == 0) | (nk > s_net[act, top])  # else dominated: costs more, gains no more
+        act, pos, ck, nk, sz = act[keep], pos[keep], ck[keep], nk[keep], sz[keep]
+        while len(act):
+            # drop the last point while it lies below the line from the point before it (or the origin) to this one
+            t1, t0 = np.maximum(sz - 1, 0), np.maximum(sz - 2, 0)
+            c1, n1 = s_cost[act, t1], s_net[act, t1]
+            c0 = np.where(sz > 1, s_cost[act, t0], 0.0)
+            n0 = np.where(sz > 1, s_net[act, t0], 0.0)
+            pop = (sz > 0) & ((n1 - n0) * (ck - c0) <= (nk - n0) * (c1 - c0))
+            if not pop.any():
+                break
+            sz = sz - pop
+        s_cost[act, sz], s_net[act, sz], s_pos[act, sz] = ck, nk, pos
+        size[act] = sz + 1
+    cust, seq = np.nonzero(np.arange(k_max) < size[:, None])  # customer by customer, along the hull
+    prev = seq > 0
+    d_cost, d_net = s_cost[cust, seq].copy(), s_net[cust, seq].copy()
+    d_cost[prev] -= s_cost[cust[prev], seq[prev] - 1]
+    d_net[prev] -= s_net[cust[prev], seq[prev] - 1]
+    return s_pos[cust, seq], d_cost, d_net, seq
+
+
 def _greedy(cand: pd.DataFrame, budget: float) -> tuple[pd.DataFrame, float]:
     """Multiple-choice knapsack by its LP relaxation (Sinha and Zoltners): each customer's options on the upper
     convex hull of (cost, net gain) become increments, taken in order of net gain per unit cost while the budget
-    allows; then any later increment that still fits. Returns the chosen rows and the LP bound on the optimum."""
-    c = cand.assign(net=cand["expected_gain"] - cand["cost"]).sort_values(["row", "cost", "net"],
-                                                                          ascending=[True, True, False])
-    inc_rows, inc_cost, inc_net, inc_idx, inc_seq = [], [], [], [], []
-    rows_a = c["row"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, rows_a[1:] != rows_a[:-1]]) if len(rows_a) else np.zeros(0, dtype=int)
-    ends = np.r_[starts[1:], len(rows_a)]
-    all_rows, all_costs = rows_a.tolist(), c["cost"].to_numpy(dtype=float).tolist()
-    all_nets, all_idx = c["net"].to_numpy(dtype=float).tolist(), c.index.to_numpy().tolist()
-    for s0, e0 in zip(starts.tolist(), ends.tolist()):  # one customer's options (plain lists: fast)
-        row = all_rows[s0]
-        costs, nets, idx = all_costs[s0:e0], all_nets[s0:e0], all_idx[s0:e0]
-        hull = []  # (cost, net, index) on the upper convex hull, starting from (0, 0)
-        for k in range(len(costs)):
-            if hull and nets[k] <= hull[-1][1]:
-                continue  # dominated: costs more, gains no more
-            while hull:
-                c0, n0 = (hull[-2][0], hull[-2][1]) if len(hull) > 1 else (0.0, 0.0)
-                c1, n1 = hull[-1][0], hull[-1][1]
-                # drop the last point when it lies below the line from the previous one to this one
-                if (n1 - n0) * (costs[k] - c0) <= (nets[k] - n0) * (c1 - c0):
-                    hull.pop()
-                else:
-                    break
-            hull.append((costs[k], nets[k], idx[k]))
-        pc, pn = 0.0, 0.0
-        for seq, (hc, hn, hi) in enumerate(hull):
-            inc_rows.append(row), inc_cost.append(hc - pc), inc_net.append(hn - pn), inc_idx.append(hi)
-            inc_seq.append(seq)
-            pc, pn = hc, hn
-    inc = pd.DataFrame({"row": inc_rows, "dcost": inc_cost, "dnet": inc_net, "idx": inc_idx, "seq": inc_seq})
-    eff = np.where(inc["dcost"] > 0, inc["dnet"] / np.where(inc["dcost"] > 0, inc["dcost"], 1), np.inf)
-    inc = inc.assign(eff=eff).sort_values(["eff", "seq"], ascending=[False, True], kind="stable")
-    left, bound, fractional = float(budget), 0.0, False
-    level: dict = {}
-    chosen: dict = {}
-    for r, dc, dn, i, q in zip(inc["row"], inc["dcost"], inc["dnet"], inc["idx"], inc["seq"]):
-        if level.get(r, -1) != q - 1:
+    allows; then any later increment that still fits. Returns the chosen rows and the LP bound on the optimum.
+
+    The increments taken before the first that does not fit are found at once (the budget left before each is
+    the running difference, subtracted in the same order as one by one); only the rest is walked one by one."""
+    cost = cand["cost"].to_numpy(dtype=float)
+    net = cand["expected_gain"].to_numpy(dtype=float) - cost
+    by = np.lexsort((-net, cost, cand["row"].to_numpy()))  # by customer, cost, then net (high first): stable
+    rows = cand["row"].to_numpy()[by]
+    pos, d_cost, d_net, seq = _hull_increments(rows, cost[by], net[by])
+    eff = np.full(len(d_cost), np.inf)
+    np.divide(d_net, d_cost, out=eff, where=d_cost > 0)
+    order = np.lexsort((seq, -eff))  # best net gain per unit cost first, ties in hull order
+    r, dc, dn, q, at = rows[pos][order], d_cost[order], d_net[order], seq[order], pos[order]
+    left_after = np.subtract.accumulate(np.r_[float(budget), dc])  # budget left if all before were taken
+    # in the prefix every increment is taken: it fits, and its customer's previous increment came before it
+    place = np.empty(len(order), dtype=np.int64)
+    place[order] = np.arange(len(order))
+    follows = np.ones(len(order), dtype=bool)
+    later = np.flatnonzero(q > 0)
+    follows[later] = place[order[later] - 1] < later
+    stop = np.flatnonzero((dc > left_after[:-1] + 1e-9) | ~follows)
+    p = int(stop[0]) if len(stop) else len(order)
+    left, bound, fractional = float(left_after[p]), float(np.add.accumulate(dn[:p])[-1]) if p else 0.0, False
+    customers, first = np.unique(r[:p], return_index=True)
+    last = p - 1 - np.unique(r[:p][::-1], return_index=True)[1]  # each customer's last increment taken
+    level: dict = dict(zip(customers.tolist(), q[last].tolist()))
+    ins = np.argsort(first, kind="stable")  # customers in the order first taken
+    chosen: dict = dict(zip(customers[ins].tolist(), at[last[ins]].tolist()))
+    rest = np.arange(p, len(order))
+    for j in rest.tolist():
+        if fractional:
+            break
+        if level.get(r[j], -1) != q[j] - 1:
             continue  # its customer's previous option was not taken
-        if dc <= left + 1e-9:
-            left -= dc
-            level[r], chosen[r] = q, i
-            if not fractional:
-                bound += dn
-        elif not fractional:
+        if dc[j] <= left + 1e-9:
+            left -= dc[j]
+            level[r[j]], chosen[r[j]] = q[j], at[j]
+            bound += dn[j]
+        else:
             fractional = True
-            bound += dn * max(left, 0.0) / dc
-    return c.loc[list(chosen.values())], bound + 0.0
+            bound += dn[j] * max(left, 0.0) / dc[j]
+            rest = rest[rest > j]
+    if fractional:  # only increments that fit in what is left can still be taken
+        rest = rest[dc[rest] <= left + 1e-9]
+        for j, rj, dcj, qj, aj in zip(rest.tolist(), r[rest].tolist(), dc[rest].tolist(), q[rest].tolist(),
+                                      at[rest].tolist()):
+            if level.get(rj, -1) == qj - 1 and dcj <= left + 1e-9:
+                left -= dcj
+                level[rj], chosen[rj] = qj, aj
+    return cand.iloc[by[list(chosen.values())]], bound + 0.0
 
 
 def allocate(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multiplier: float = 1.0,
@@ -307,13 +358,14 @@ def even_split(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, mul
     budget = cfg.budget if budget is None else budget
     opts = _options(df, cfg, multiplier)
     share = budget / len(opts) if opts else 0.0
-    taken: set = set()
+    taken = np.zeros(len(df), dtype=bool)
     picks = []
     for i, o in enumerate(opts):
-        g = o["gains"][~o["gains"].index.isin(taken)]
+        free = ~taken[o["pos"]]
+        g = o["gains"][free]
         k_n = min(len(g), int(share // o["cost"]) if o["cost"] > 0 else len(g))
         top = g.iloc[:k_n]
-        taken.update(top.index)
+        taken[o["pos"][free][:k_n]] = True
         picks.append(pd.DataFrame({"row": top.index, "option": i, "expected_gain": top.to_numpy(),
                                    "cost": float(o["cost"])}))
     p = pd.concat(picks, ignore_index=True) if picks else pd.DataFrame(columns=["row", "option", "expected_gain", "cost"])

@@ -212,6 +212,72 @@ def test_greedy_is_near_the_brute_force_optimum_on_small_instances():
         assert float((t["expected_gain"] - t["cost"]).sum()) == pytest.approx(g.net_value, abs=1e-9)
 
 
+def greedy_one_by_one(cand: pd.DataFrame, budget: float) -> tuple[list, float]:
+    """The LP-relaxation greedy written plainly, one customer and one increment at a time (the reference the
+    vectorised `strategy._greedy` must equal exactly: same picks, same order, same bound to the last bit)."""
+    c = cand.assign(net=cand["expected_gain"] - cand["cost"]).sort_values(["row", "cost", "net"],
+                                                                          ascending=[True, True, False])
+    inc = []
+    for row, opts in c.groupby("row", sort=True):
+        hull = []
+        for idx, cost, net in zip(opts.index, opts["cost"], opts["net"]):
+            if hull and net <= hull[-1][1]:
+                continue
+            while hull:
+                c0, n0 = (hull[-2][0], hull[-2][1]) if len(hull) > 1 else (0.0, 0.0)
+                c1, n1 = hull[-1][0], hull[-1][1]
+                if (n1 - n0) * (cost - c0) <= (net - n0) * (c1 - c0):
+                    hull.pop()
+                else:
+                    break
+            hull.append((cost, net, idx))
+        pc, pn = 0.0, 0.0
+        for seq, (hc, hn, hi) in enumerate(hull):
+            inc.append((row, hc - pc, hn - pn, hi, seq))
+            pc, pn = hc, hn
+    inc = pd.DataFrame(inc, columns=["row", "dcost", "dnet", "idx", "seq"])
+    inc["eff"] = [dn / dc if dc > 0 else np.inf for dc, dn in zip(inc["dcost"], inc["dnet"])]
+    inc = inc.sort_values(["eff", "seq"], ascending=[False, True], kind="stable")
+    left, bound, fractional, level, chosen = float(budget), 0.0, False, {}, {}
+    for r, dc, dn, i, q in zip(inc["row"], inc["dcost"], inc["dnet"], inc["idx"], inc["seq"]):
+        if level.get(r, -1) != q - 1:
+            continue
+        if dc <= left + 1e-9:
+            left -= dc
+            level[r], chosen[r] = q, i
+            if not fractional:
+                bound += dn
+        elif not fractional:
+            fractional = True
+            bound += dn * max(left, 0.0) / dc
+    return list(chosen.values()), bound + 0.0
+
+
+def test_vectorised_greedy_equals_the_one_by_one_walk_exactly():
+    rng = np.random.default_rng(11)
+    checked = 0
+    for trial in range(400):
+        n_cust, n_opt = int(rng.integers(1, 30)), int(rng.integers(1, 6))
+        # ties on purpose: repeated costs (and free actions), gains on a coarse grid
+        costs = rng.choice([0.0, 1.0, 2.5, 5.0, 10.0, 10.0, 20.0], n_opt)
+        parts = []
+        for o in range(n_opt):
+            rows = rng.choice(n_cust, int(rng.integers(1, n_cust + 1)), replace=False)
+            g = rng.integers(1, 30, len(rows)).astype(float) if trial % 2 else np.round(rng.lognormal(2, 1, len(rows)), 6)
+            parts.append(pd.DataFrame({"row": rows, "option": o, "expected_gain": g, "cost": costs[o]}))
+        cand = pd.concat(parts, ignore_index=True)
+        cand = cand[cand["expected_gain"] > cand["cost"]].reset_index(drop=True)
+        if cand.empty:
+            continue
+        budget = float(rng.choice([0, 1, 3, 7, 15, 40, 100, 1e6]))
+        picks, bound = strategy._greedy(cand, budget)
+        ref, ref_bound = greedy_one_by_one(cand, budget)
+        assert picks.index.tolist() == ref and bound == ref_bound, (trial, budget)
+        assert float(picks["cost"].sum()) <= budget + 1e-6 and picks["row"].is_unique
+        checked += 1
+    assert checked > 300
+
+
 def test_playbook_carries_each_groups_journey_and_a_strategy_per_lifecycle_stage():
     df = frame({"churn risk": 4, "low value": 6}).assign(
         monetary=100.0, objective="longer",
