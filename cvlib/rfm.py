@@ -19,6 +19,12 @@ from cvlib.params import Rfm, SegmentRule, Study
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 KEY32_LIMIT = 2**32  # customers x days up to this: (customer, day) keys sorted as uint32, half the memory of int64
+# text ids without a cheap integer key are summarised in groups of about this many rows, split by a hash of each id
+# (every row of a customer in one group): each group's distinct ids fit in the processor's cache when hashed
+PARTITION_ROWS = 625_000
+# groups summarised on two threads from this many rows: above the runner's limit for two kernels side by side
+# (runner.SIDE_BY_SIDE_MAX_ROWS), so the second thread never competes with another stage for a core
+PARALLEL_MIN_ROWS = 4_000_000
 
 
 # --------------------------------------------------------------------------- occasions
@@ -172,20 +178,124 @@ def customer_codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
         ids = ids.cat.remove_unused_categories()
         return ids.cat.codes.to_numpy().astype(np.int64), pd.Index(ids.cat.categories.astype(str))
     if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         arr = io.arrow_strings(ids)
-        key = text_int_key(arr)
-        if key is None:
-            enc = pc.dictionary_encode(arr)
-            codes, distinct = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
-        else:
-            codes, first_row = first_appearance_codes(key)
-            distinct = arr.take(pa.array(first_row))
-        return codes, pd.Index(pd.array(distinct.cast(pa.large_string()), dtype=io.STRING))
+        codes, distinct = _arrow_codes(arr, text_int_key(arr))
+        return codes, _text_index(distinct)
     codes, uniques = pd.factorize(ids)
     return codes.astype(np.int64), pd.Index(uniques.astype(str))
+
+
+def _text_index(distinct) -> pd.Index:
+    """Arrow text values as an Arrow-backed text Index (no Python string objects)."""
+    import pyarrow as pa
+
+    return pd.Index(pd.array(distinct.cast(pa.large_string()), dtype=io.STRING))
+
+
+def _arrow_codes(arr, key: np.ndarray | None):
+    """Codes in order of first appearance and the distinct values of Arrow text, from its integer key if any."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if key is None:
+        enc = pc.dictionary_encode(arr)
+        return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
+    codes, first_row = first_appearance_codes(key)
+    return codes, arr.take(pa.array(first_row))
+
+
+def hash_groups(arr, rows: int | None = None) -> tuple[np.ndarray, int] | None:
+    """A group number (uint8) per value of Arrow text, from a hash of the value's last two bytes and its length, and
+    the number of groups (about `rows` rows each); None below two groups' worth of rows.
+
+    Equal values always share a group, so per-customer work can be done group by group. Built in chunks through
+    small reused buffers: no fresh large arrays, which stall on these machines."""
+    n, rows = len(arr), rows or PARTITION_ROWS
+    bits = min(int(np.ceil(np.log2(n / rows))), 8) if n >= 2 * rows else 0
+    if bits == 0:
+        return None
+    offsets, data = io.string_buffers(arr)
+    group = np.empty(n, dtype=np.uint8)
+    chunk = 1 << 18
+    ln, b1, b2 = (np.empty(min(n, chunk), dtype=np.uint32) for _ in range(3))
+    at, byte = np.empty(len(ln), dtype=np.int64), np.empty(len(ln), dtype=np.uint8)
+    for a in range(0, n, chunk):
+        m = min(chunk, n - a)
+        end, l_, x, y, i, b = offsets[a + 1:a + m + 1], ln[:m], b1[:m], b2[:m], at[:m], byte[:m]
+        np.subtract(end, offsets[a:a + m], out=l_, casting="unsafe")
+        np.subtract(end, 1, out=i)
+        x[:] = np.take(data, i, out=b, mode="clip")  # last byte (clip: an empty first value reads byte 0)
+        x *= l_ > 0
+        i -= 1
+        y[:] = np.take(data, i, out=b, mode="clip")  # the byte before it
+        y *= l_ > 1
+        y <<= 8
+        x |= y
+        l_ &= 0xFF
+        l_ <<= 16
+        x |= l_
+        x *= np.uint32(2654435761)  # Fibonacci hashing: the top bits mix every input bit
+        x >>= np.uint32(32 - bits)
+        group[a:a + m] = x
+    return group, 1 << bits
+
+
+def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray,
+                  amount: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
+    """`_per_customer_days` group by group of `hash_groups`, on two threads for large inputs; the customers then
+    put in order of first appearance, as one pass over all rows gives them. Each group's ids are hashed and its
+    pairs sorted in cache, in arrays small enough for the allocator to reuse; each customer's rows keep their
+    order, so every sum adds the same numbers in the same order as one pass."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    group, n_groups = groups
+
+    def one(g: int) -> tuple[Any, dict[str, np.ndarray], np.ndarray] | None:
+        rows = np.flatnonzero(group == g)
+        if not len(rows):
+            return None
+        enc = pc.dictionary_encode(arr.take(pa.array(rows)))
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        agg = _per_customer_days(codes, day[rows], amount[rows], len(enc.dictionary))
+        seen = np.maximum.accumulate(codes)  # codes number first appearances: the running maximum grows there
+        return enc.dictionary, agg, rows[np.flatnonzero(np.r_[True, seen[1:] > seen[:-1]])]
+
+    if len(group) >= PARALLEL_MIN_ROWS and (os.cpu_count() or 1) >= 2:
+        with ThreadPoolExecutor(2) as pool:  # Arrow's hashing and numpy's sorts release the interpreter lock
+            parts = [p for p in pool.map(one, range(n_groups)) if p is not None]
+    else:
+        parts = [p for p in map(one, range(n_groups)) if p is not None]
+    order = np.argsort(np.concatenate([p[2] for p in parts]))  # by each customer's first row
+    ids = pa.concat_arrays([p[0] for p in parts]).take(pa.array(order))
+    return ids, {k: np.concatenate([p[1][k] for p in parts])[order] for k in parts[0][1]}
+
+
+def _checked(codes: np.ndarray, ids: pd.Index) -> np.ndarray:
+    """The codes, once checked to number every row's customer 0..n-1 (a missing id has none)."""
+    if len(codes) and (codes.min() < 0 or len(ids) != int(codes.max()) + 1):
+        raise ValueError("customer_summary needs a customer id on every row: clean the transactions first")
+    return codes
+
+
+def _day_side(ids: pd.Series, day: np.ndarray, amount: np.ndarray) -> tuple[pd.Index, dict[str, np.ndarray]]:
+    """The distinct ids in order of first appearance and their per-customer day aggregates: text ids without a
+    cheap integer key (hashed web or CRM keys) group by group (`hash_groups`), others coded at once."""
+    if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
+        arr = io.arrow_strings(ids)
+        key = text_int_key(arr)
+        groups = hash_groups(arr) if key is None and not arr.null_count else None
+        if groups is not None:
+            distinct, agg = _grouped_days(arr, groups, day, amount)
+            return _text_index(distinct), agg
+        codes, distinct = _arrow_codes(arr, key)
+        distinct = _text_index(distinct)
+    else:
+        codes, distinct = customer_codes(ids)
+    return distinct, _per_customer_days(_checked(codes, distinct), day, amount, len(distinct))
 
 
 def customer_sums(ids: pd.Series, **values: Any) -> pd.DataFrame:
@@ -283,25 +393,20 @@ def customer_summary(tx: pd.DataFrame, end: pd.Timestamp | dt.date | None = None
     if (day > end_day).any():
         tx, day = tx[day <= end_day], day[day <= end_day]
     amount = tx["amount"].to_numpy(dtype=np.float64)
-    if by == "orders" and len(tx):
+    if len(tx) == 0:
+        ids = customer_codes(tx["customer_id"])[1]
+        agg = {k: np.zeros(0, dtype=np.int64) for k in ("first", "last", "count")}
+        agg.update(total=np.zeros(0), first_value=np.zeros(0))
+    elif by == "orders":
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1) as pool:  # text encoding of the ids (Arrow, no GIL) beside the order side
             future = pool.submit(customer_codes, tx["customer_id"])
             order_side = _order_side(tx, day)
             codes, ids = future.result()
+        agg = _per_customer_orders(_checked(codes, ids), len(ids), *order_side)
     else:
-        codes, ids = customer_codes(tx["customer_id"])
-    n = len(ids)
-    if len(tx) and (codes.min() < 0 or len(ids) != int(codes.max()) + 1):
-        raise ValueError("customer_summary needs a customer id on every row: clean the transactions first")
-    if len(tx) == 0:
-        agg = {k: np.zeros(0, dtype=np.int64) for k in ("first", "last", "count")}
-        agg.update(total=np.zeros(0), first_value=np.zeros(0))
-    elif by == "orders":
-        agg = _per_customer_orders(codes, n, *order_side)
-    else:
-        agg = _per_customer_days(codes, day, amount, n)
+        ids, agg = _day_side(tx["customer_id"], day, amount)
     first, last, count, total = agg["first"], agg["last"], agg["count"], agg["total"]
     k = UNIT_DAYS[unit]
     x = count - 1

@@ -294,3 +294,45 @@ def test_customer_sums_equal_a_groupby(ids):
     want = amount.groupby(s).sum()
     pd.testing.assert_series_equal(got["amount"], want.rename("amount").rename_axis("customer_id"), check_index_type=False)
     assert got["twice"].tolist() == (2 * want).tolist()
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_hashed_ids_summarised_group_by_group_equal_one_pass_exactly(monkeypatch, threads):
+    """Text ids without a cheap integer key are summarised in hash groups (on two threads for large inputs): the
+    result must be the one-pass result to the last bit, customers in the same order."""
+    rng = np.random.default_rng(4)
+    t = random_tx(3000, seed=12)
+    num = t["customer_id"].str[1:].astype(int).to_numpy()
+    # hashed keys of varying length, some non-ASCII, one empty; amounts with many decimals (sums order-sensitive)
+    names = np.array([f"u{(i * 2654435761) % 2**40:x}" if i % 7 else f"kü{i}" for i in range(num.max() + 1)])
+    names[3] = ""
+    t["customer_id"] = pd.array(names[num], dtype="string[pyarrow]")
+    t["amount"] = rng.lognormal(3, 1, len(t))
+    one_pass = rfm.customer_summary(t)
+    calls = []
+    grouped = rfm._grouped_days
+    monkeypatch.setattr(rfm, "_grouped_days", lambda *a: calls.append(a[1][1]) or grouped(*a))
+    monkeypatch.setattr(rfm, "PARTITION_ROWS", 200)
+    monkeypatch.setattr(rfm, "PARALLEL_MIN_ROWS", 0 if threads else 10**9)
+    by_groups = rfm.customer_summary(t)
+    assert calls == [2 ** int(np.ceil(np.log2(len(t) / 200)))] and calls[0] >= 32  # ~10,000 rows, groups of ~200
+    pd.testing.assert_frame_equal(by_groups, one_pass, check_exact=True)
+    ref = reference_summary(t)
+    assert by_groups.set_index("customer_id").loc[ref.index, "frequency"].tolist() == ref["frequency"].tolist()
+
+
+def test_hash_groups_keep_equal_ids_together_and_spread_them():
+    ids = pa.array([f"u{(i * 2654435761) % 2**40:x}" for i in np.random.default_rng(0).integers(0, 5000, 40_000)])
+    group, n = rfm.hash_groups(ids, rows=2500)
+    assert n == 16
+    per_id = pd.Series(group).groupby(ids.to_pandas()).nunique()
+    assert (per_id == 1).all()  # every value in exactly one group
+    sizes = np.bincount(group, minlength=n)
+    assert sizes.min() > 0.5 * sizes.mean() and sizes.max() < 1.5 * sizes.mean()
+    assert rfm.hash_groups(ids, rows=40_000) is None  # below two groups' worth of rows: one pass
+
+
+def test_two_threads_only_where_the_runner_never_runs_two_kernels():
+    from cvlib import runner
+
+    assert rfm.PARALLEL_MIN_ROWS > runner.SIDE_BY_SIDE_MAX_ROWS
