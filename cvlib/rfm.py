@@ -240,12 +240,32 @@ def hash_groups(arr, rows: int | None = None) -> tuple[np.ndarray, int] | None:
     return group, 1 << bits
 
 
-def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray,
-                  amount: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
-    """`_per_customer_days` group by group of `hash_groups`, on two threads for large inputs; the customers then
-    put in order of first appearance, as one pass over all rows gives them. Each group's ids are hashed and its
-    pairs sorted in cache, in arrays small enough for the allocator to reuse; each customer's rows keep their
-    order, so every sum adds the same numbers in the same order as one pass."""
+def key_groups(key: np.ndarray, rows: int | None = None) -> tuple[np.ndarray, int] | None:
+    """`hash_groups` for integer keys (`text_int_key`): the group from the key's bits, mixed."""
+    n, rows = len(key), rows or PARTITION_ROWS
+    bits = min(int(np.ceil(np.log2(n / rows))), 8) if n >= 2 * rows else 0
+    if bits == 0:
+        return None
+    group = np.empty(n, dtype=np.uint8)
+    chunk = 1 << 18
+    x = np.empty(min(n, chunk), dtype=np.uint64)
+    for a in range(0, n, chunk):
+        m = min(chunk, n - a)
+        h = x[:m]
+        h[:] = key[a:a + m].view(np.uint64)
+        h *= np.uint64(0x9E3779B97F4A7C15)
+        h >>= np.uint64(64 - bits)
+        group[a:a + m] = h
+    return group, 1 << bits
+
+
+def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray, amount: np.ndarray,
+                  key: np.ndarray | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+    """`_per_customer_days` group by group of `hash_groups` / `key_groups`, on two threads for large inputs; the
+    customers then put in order of first appearance, as one pass over all rows gives them. Each group's ids are
+    coded (from `key` when given, else by Arrow's hashing) and its pairs sorted in cache, in arrays small enough
+    for the allocator to reuse; each customer's rows keep their order, so every sum adds the same numbers in the
+    same order as one pass."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -258,11 +278,16 @@ def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray,
         rows = np.flatnonzero(group == g)
         if not len(rows):
             return None
-        enc = pc.dictionary_encode(arr.take(pa.array(rows)))
-        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        agg = _per_customer_days(codes, day[rows], amount[rows], len(enc.dictionary))
-        seen = np.maximum.accumulate(codes)  # codes number first appearances: the running maximum grows there
-        return enc.dictionary, agg, rows[np.flatnonzero(np.r_[True, seen[1:] > seen[:-1]])]
+        if key is None:
+            enc = pc.dictionary_encode(arr.take(pa.array(rows)))
+            codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            seen = np.maximum.accumulate(codes)  # codes number first appearances: the running maximum grows there
+            first, distinct = rows[np.flatnonzero(np.r_[True, seen[1:] > seen[:-1]])], enc.dictionary
+        else:
+            codes, first = first_appearance_codes(key[rows])
+            first = rows[first]
+            distinct = arr.take(pa.array(first))
+        return distinct, _per_customer_days(codes, day[rows], amount[rows], len(distinct)), first
 
     if len(group) >= PARALLEL_MIN_ROWS and (os.cpu_count() or 1) >= 2:
         with ThreadPoolExecutor(2) as pool:  # Arrow's hashing and numpy's sorts release the interpreter lock
@@ -282,14 +307,14 @@ def _checked(codes: np.ndarray, ids: pd.Index) -> np.ndarray:
 
 
 def _day_side(ids: pd.Series, day: np.ndarray, amount: np.ndarray) -> tuple[pd.Index, dict[str, np.ndarray]]:
-    """The distinct ids in order of first appearance and their per-customer day aggregates: text ids without a
-    cheap integer key (hashed web or CRM keys) group by group (`hash_groups`), others coded at once."""
+    """The distinct ids in order of first appearance and their per-customer day aggregates: large Arrow text ids
+    group by group (`key_groups` from their integer key, else `hash_groups`), others coded at once."""
     if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
         arr = io.arrow_strings(ids)
         key = text_int_key(arr)
-        groups = hash_groups(arr) if key is None and not arr.null_count else None
+        groups = (hash_groups(arr) if key is None else key_groups(key)) if not arr.null_count else None
         if groups is not None:
-            distinct, agg = _grouped_days(arr, groups, day, amount)
+            distinct, agg = _grouped_days(arr, groups, day, amount, key)
             return _text_index(distinct), agg
         codes, distinct = _arrow_codes(arr, key)
         distinct = _text_index(distinct)

@@ -296,17 +296,25 @@ def test_customer_sums_equal_a_groupby(ids):
     assert got["twice"].tolist() == (2 * want).tolist()
 
 
+GROUPED_SHAPES = {  # hashed keys of varying length, some non-ASCII, one empty; then the integer-key shapes
+    "hashed text": lambda i: "" if i == 3 else f"u{(i * 2654435761) % 2**40:x}" if i % 7 else f"kü{i}",
+    "digits with leading zeros": lambda i: f"{i:03d}" if i % 2 else str(i),
+    "prefix and digits": lambda i: f"CUST-{i}",
+    "fixed width": lambda i: f"K{i:05d}",
+}
+
+
+@pytest.mark.parametrize("shape", GROUPED_SHAPES)
 @pytest.mark.parametrize("threads", [True, False])
-def test_hashed_ids_summarised_group_by_group_equal_one_pass_exactly(monkeypatch, threads):
-    """Text ids without a cheap integer key are summarised in hash groups (on two threads for large inputs): the
-    result must be the one-pass result to the last bit, customers in the same order."""
+def test_large_summaries_group_by_group_equal_one_pass_exactly(monkeypatch, shape, threads):
+    """Large inputs are summarised in hash groups of the ids (on two threads from PARALLEL_MIN_ROWS): the result
+    must be the one-pass result to the last bit, customers in the same order, for every id shape."""
     rng = np.random.default_rng(4)
     t = random_tx(3000, seed=12)
     num = t["customer_id"].str[1:].astype(int).to_numpy()
-    # hashed keys of varying length, some non-ASCII, one empty; amounts with many decimals (sums order-sensitive)
-    names = np.array([f"u{(i * 2654435761) % 2**40:x}" if i % 7 else f"kü{i}" for i in range(num.max() + 1)])
-    names[3] = ""
-    t["customer_id"] = pd.array(names[num], dtype="string[pyarrow]")
+    names = np.array([GROUPED_SHAPES[shape](i) for i in range(num.max() + 1)])
+    t["customer_id"] = pd.array(names[num], dtype="string[pyarrow]")  # amounts with many decimals: sums
+    # add up differently in another order
     t["amount"] = rng.lognormal(3, 1, len(t))
     one_pass = rfm.customer_summary(t)
     calls = []
