@@ -179,7 +179,9 @@ def customer_codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
         return ids.cat.codes.to_numpy().astype(np.int64), pd.Index(ids.cat.categories.astype(str))
     if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
         arr = io.arrow_strings(ids)
-        codes, distinct = _arrow_codes(arr, text_int_key(arr))
+        key = text_int_key(arr)
+        groups = hash_groups(arr) if key is None and not arr.null_count else None  # hashed ids: in cache-sized groups
+        codes, distinct = _arrow_codes(arr, key) if groups is None else _grouped_codes(arr, groups)
         return codes, _text_index(distinct)
     codes, uniques = pd.factorize(ids)
     return codes.astype(np.int64), pd.Index(uniques.astype(str))
@@ -259,13 +261,12 @@ def key_groups(key: np.ndarray, rows: int | None = None) -> tuple[np.ndarray, in
     return group, 1 << bits
 
 
-def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray, amount: np.ndarray,
-                  key: np.ndarray | None = None) -> tuple[Any, dict[str, np.ndarray]]:
-    """`_per_customer_days` group by group of `hash_groups` / `key_groups`, on two threads for large inputs; the
-    customers then put in order of first appearance, as one pass over all rows gives them. Each group's ids are
-    coded (from `key` when given, else by Arrow's hashing) and its pairs sorted in cache, in arrays small enough
-    for the allocator to reuse; each customer's rows keep their order, so every sum adds the same numbers in the
-    same order as one pass."""
+def _by_groups(arr, groups: tuple[np.ndarray, int], key: np.ndarray | None, work) -> tuple[Any, list, np.ndarray]:
+    """Run `work(rows, codes, n)` on each group of `hash_groups` / `key_groups` (two threads from
+    PARALLEL_MIN_ROWS): `rows` the group's row positions in order, `codes` its customers numbered 0..n-1 in order of
+    first appearance (from `key` when given, else by Arrow's hashing, in cache-sized tables). Returns the groups'
+    distinct ids one after the other, each group's result, and the order putting those ids in order of first
+    appearance over all rows. Each group's arrays are small enough for the allocator to reuse."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -274,7 +275,7 @@ def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray, amount: 
 
     group, n_groups = groups
 
-    def one(g: int) -> tuple[Any, dict[str, np.ndarray], np.ndarray] | None:
+    def one(g: int) -> tuple[Any, Any, np.ndarray] | None:
         rows = np.flatnonzero(group == g)
         if not len(rows):
             return None
@@ -287,7 +288,7 @@ def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray, amount: 
             codes, first = first_appearance_codes(key[rows])
             first = rows[first]
             distinct = arr.take(pa.array(first))
-        return distinct, _per_customer_days(codes, day[rows], amount[rows], len(distinct)), first
+        return distinct, work(rows, codes, len(distinct)), first
 
     if len(group) >= PARALLEL_MIN_ROWS and (os.cpu_count() or 1) >= 2:
         with ThreadPoolExecutor(2) as pool:  # Arrow's hashing and numpy's sorts release the interpreter lock
@@ -295,8 +296,32 @@ def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray, amount: 
     else:
         parts = [p for p in map(one, range(n_groups)) if p is not None]
     order = np.argsort(np.concatenate([p[2] for p in parts]))  # by each customer's first row
-    ids = pa.concat_arrays([p[0] for p in parts]).take(pa.array(order))
-    return ids, {k: np.concatenate([p[1][k] for p in parts])[order] for k in parts[0][1]}
+    return pa.concat_arrays([p[0] for p in parts]), [p[1] for p in parts], order
+
+
+def _grouped_days(arr, groups: tuple[np.ndarray, int], day: np.ndarray, amount: np.ndarray,
+                  key: np.ndarray | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+    """`_per_customer_days` group by group (`_by_groups`), customers then in order of first appearance, as one pass
+    gives them: each customer's rows keep their order, so every sum adds the same numbers in the same order."""
+    import pyarrow as pa
+
+    distinct, aggs, order = _by_groups(arr, groups, key,
+                                       lambda rows, codes, n: _per_customer_days(codes, day[rows], amount[rows], n))
+    return distinct.take(pa.array(order)), {k: np.concatenate([a[k] for a in aggs])[order] for k in aggs[0]}
+
+
+def _grouped_codes(arr, groups: tuple[np.ndarray, int], key: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+    """`_arrow_codes` group by group (`_by_groups`): the same codes and distinct values as one pass."""
+    import pyarrow as pa
+
+    distinct, coded, order = _by_groups(arr, groups, key, lambda rows, codes, n: (rows, codes))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))  # a group's code + the group's offset -> the code over all rows
+    out, start = np.empty(len(groups[0]), dtype=np.int64), 0
+    for rows, codes in coded:
+        out[rows] = rank[codes + start]
+        start += int(codes.max()) + 1
+    return out, distinct.take(pa.array(order))
 
 
 def _checked(codes: np.ndarray, ids: pd.Index) -> np.ndarray:

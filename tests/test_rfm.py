@@ -344,3 +344,19 @@ def test_two_threads_only_where_the_runner_never_runs_two_kernels():
     from cvlib import runner
 
     assert rfm.PARALLEL_MIN_ROWS > runner.SIDE_BY_SIDE_MAX_ROWS
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_hashed_ids_coded_group_by_group_equal_one_pass(monkeypatch, threads):
+    ids = pd.Series(pd.array([GROUPED_SHAPES["hashed text"](int(i)) for i in
+                              np.random.default_rng(2).integers(0, 900, 6000)], dtype="string[pyarrow]"))
+    codes, distinct = rfm.customer_codes(ids)
+    calls = []
+    grouped = rfm._grouped_codes
+    monkeypatch.setattr(rfm, "_grouped_codes", lambda *a: calls.append(1) or grouped(*a))
+    monkeypatch.setattr(rfm, "PARTITION_ROWS", 300)
+    monkeypatch.setattr(rfm, "PARALLEL_MIN_ROWS", 0 if threads else 10**9)
+    g_codes, g_distinct = rfm.customer_codes(ids)
+    assert calls == [1]
+    assert np.array_equal(g_codes, codes) and g_distinct.equals(distinct)
+    assert distinct[g_codes].tolist() == ids.tolist()  # every row's code names its own id
