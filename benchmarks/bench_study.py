@@ -8,8 +8,9 @@
 fresh process each, with the peak RSS of its largest process, and print each stage's seconds from run.json.
 `generated` writes a messy client CSV of about --rows transactions of rows/10 customers who buy and drop out as
 BG/NBD assumes (benchmarks/common.py), so the purchase models are fitted and bootstrapped.
-`--threads` runs each measurement with CVLIB_THREADS set to each value (1: the default; auto: the libraries'
-own thread counts), interleaved. `profile` prints the 12 most expensive functions of each stage.
+`--threads` runs each measurement with CVLIB_THREADS set to each value (`default`: unset, cvlib's choice: one
+thread per library, large batch predictions of large studies on every core; 1: one thread everywhere; auto: the
+libraries' own thread counts), interleaved. `profile` prints the 12 most expensive functions of each stage.
 """
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ def time_runs(params: Path, study: str, repeat: int, threads: list[str]) -> None
     for _ in range(repeat):
         for th in threads:
             reports = Path(tempfile.mkdtemp())
-            env = {**os.environ, "CVLIB_THREADS": th}
-            os.environ.update(env)
+            os.environ.pop("CVLIB_THREADS", None)
+            if th != "default":  # default: unset, cvlib's own choice (one thread, large batch predictions wider)
+                os.environ["CVLIB_THREADS"] = th
             r = measure([sys.executable, "-m", "cvlib", "run", str(params), "--force", "--reports-dir", str(reports)])
             rows.append({"threads": th, "seconds": r["seconds"], "peak_gb": r["peak_gb"],
                          "stages": stage_seconds(reports, study)})
@@ -86,7 +88,7 @@ def main() -> None:
     ap.add_argument("what", choices=["cdnow", "generated", "profile"])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--threads", nargs="+", default=["1"])
+    ap.add_argument("--threads", nargs="+", default=["default"])
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     if args.what == "cdnow":

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cvlib import i18n, io
+from cvlib import i18n, io, threads
 
 MIN_CLASS = 20
 
@@ -387,7 +387,8 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
             if use_model:
                 method = "classifier"
                 final = _calibrated(seed, len(y1)).fit(f1[cols], y1)
-                proba = final.predict_proba(feats_end.reindex(columns=cols))[:, 1]
+                with threads.batch_threads(len(feats_end), len(tx)):  # every customer scored: a large batch
+                    proba = final.predict_proba(feats_end.reindex(columns=cols))[:, 1]
             else:
                 method = "purchase model"
                 proba = base_end

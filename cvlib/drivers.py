@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import churn, i18n, io, reasons
+from cvlib import churn, i18n, io, reasons, threads
 from cvlib.params import Drivers, Study
 
 Z95 = 1.959963984540054
@@ -466,10 +466,12 @@ class ChurnModel:
     churners: int
 
 
-def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataFrame | None = None) -> ChurnModel | str:
+def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataFrame | None = None,
+                study_rows: int = 0) -> ChurnModel | str:
     """Logistic and gradient-boosted churn models; calibrated out-of-fold churn probabilities.
 
-    Returns the reason as text when there are too few churners or stayers."""
+    Returns the reason as text when there are too few churners or stayers. `study_rows` (the study's
+    transactions) lets a large batch of customers outside the sample be scored on every core (`batch_threads`)."""
     from sklearn.calibration import CalibratedClassifierCV, calibration_curve
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
@@ -505,7 +507,9 @@ def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataF
     new = X_new.fillna(ds.X.median()).fillna(0.0) if X_new is not None else X_all.iloc[:0]
     if len(rest) or len(new):  # customers outside the sample, and those too new to be judged: the model fitted
         other = pd.concat([rest, new])  # on the sample scores them
-        probs = pd.concat([probs, pd.Series(cal.fit(X, y).predict_proba(other)[:, 1], index=other.index)])
+        cal.fit(X, y)
+        with threads.batch_threads(len(other), study_rows):
+            probs = pd.concat([probs, pd.Series(cal.predict_proba(other)[:, 1], index=other.index)])
     return ChurnModel(auc, imp, probs, pd.DataFrame({"predicted": pred, "observed": obs}), len(y), int(y.sum()))
 
 
@@ -594,7 +598,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     if ds.respondents is not None:
         el = el & ds.respondents.reindex(eligible.index).fillna(False).to_numpy(dtype=bool)
         eligible = pd.Series(el, index=eligible.index)
-    cm = churn_model(DriverSet(ds.X[el], ds.groups, ds.ratings), churned[eligible], cfg, ds.X[~el])
+    cm = churn_model(DriverSet(ds.X[el], ds.groups, ds.ratings), churned[eligible], cfg, ds.X[~el], len(tx))
     if isinstance(cm, str):
         notes.append(i18n.t("drivers.note_classifier_skipped", why=cm))
     else:

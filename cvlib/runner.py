@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cvlib import io, runs
+from cvlib import io, runs, threads
 from cvlib.errors import ParamError, StageError, StageInputError
 from cvlib.params import Study, load_study
 from cvlib.stages import STAGES, Stage, by_name, producer
@@ -486,7 +486,7 @@ def _finish_stage(sr: StageRun, error: Exception | None, seconds: float, i: int,
 
 #: studies with at most this many clean transactions may run two independent stages side by side (two
 #: kernels hold their data at once; larger studies run one stage at a time so memory stays bounded)
-SIDE_BY_SIDE_MAX_ROWS = 2_000_000
+SIDE_BY_SIDE_MAX_ROWS = threads.SIDE_BY_SIDE_MAX_ROWS  # kept in cvlib.threads, read by the stages too
 
 
 class SideLane:
