@@ -206,14 +206,20 @@ def _arrow_codes(arr, key: np.ndarray | None):
     return codes, arr.take(pa.array(first_row))
 
 
+def _group_bits(n: int, rows: int | None) -> int:
+    """log2 of the number of groups of about `rows` (default PARTITION_ROWS) that `n` rows make, at most 256 groups;
+    0 below two groups' worth (one pass is as fast)."""
+    rows = rows or PARTITION_ROWS
+    return min(int(np.ceil(np.log2(n / rows))), 8) if n >= 2 * rows else 0
+
+
 def hash_groups(arr, rows: int | None = None) -> tuple[np.ndarray, int] | None:
     """A group number (uint8) per value of Arrow text, from a hash of the value's last two bytes and its length, and
     the number of groups (about `rows` rows each); None below two groups' worth of rows.
 
     Equal values always share a group, so per-customer work can be done group by group. Built in chunks through
     small reused buffers: no fresh large arrays, which stall on these machines."""
-    n, rows = len(arr), rows or PARTITION_ROWS
-    bits = min(int(np.ceil(np.log2(n / rows))), 8) if n >= 2 * rows else 0
+    n, bits = len(arr), _group_bits(len(arr), rows)
     if bits == 0:
         return None
     offsets, data = io.string_buffers(arr)
@@ -244,8 +250,7 @@ def hash_groups(arr, rows: int | None = None) -> tuple[np.ndarray, int] | None:
 
 def key_groups(key: np.ndarray, rows: int | None = None) -> tuple[np.ndarray, int] | None:
     """`hash_groups` for integer keys (`text_int_key`): the group from the key's bits, mixed."""
-    n, rows = len(key), rows or PARTITION_ROWS
-    bits = min(int(np.ceil(np.log2(n / rows))), 8) if n >= 2 * rows else 0
+    n, bits = len(key), _group_bits(len(key), rows)
     if bits == 0:
         return None
     group = np.empty(n, dtype=np.uint8)
