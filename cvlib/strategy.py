@@ -205,12 +205,14 @@ def _plan_from(chosen: pd.DataFrame, opts: list[dict]) -> pd.DataFrame:
 
 
 def _allocation(df: pd.DataFrame, opts: list[dict], picks: pd.DataFrame, method: str, status: str) -> Allocation:
-    """An Allocation whose figures are the sums over exactly the chosen (customer, action) pairs."""
+    """An Allocation whose figures are the sums over exactly the chosen (customer, action) pairs, each expected gain
+    to the cent as the exported target list shows it, so the list's column sums are the plan's figures (the
+    choice itself is made on the unrounded gains)."""
     option = picks["option"].to_numpy(dtype=np.int64)
     chosen = pd.DataFrame({"customer_id": df.loc[picks["row"], "customer_id"].to_numpy(),
                            "group": np.array([o["group"] for o in opts] or [""], dtype=object)[option],
                            "action": np.array([o["action"] for o in opts] or [""], dtype=object)[option],
-                           "expected_gain": picks["expected_gain"].to_numpy(dtype=float),
+                           "expected_gain": np.round(picks["expected_gain"].to_numpy(dtype=float), 2),
                            "cost": picks["cost"].to_numpy(dtype=float)}, columns=CHOSEN_COLUMNS)
     plan = _plan_from(chosen, opts)
     cost, value = float(chosen["cost"].sum()), float(chosen["expected_gain"].sum())
