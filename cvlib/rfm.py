@@ -339,17 +339,14 @@ def _checked(codes: np.ndarray, ids: pd.Index) -> np.ndarray:
 def _day_side(ids: pd.Series, day: np.ndarray, amount: np.ndarray) -> tuple[pd.Index, dict[str, np.ndarray]]:
     """The distinct ids in order of first appearance and their per-customer day aggregates: large Arrow text ids
     group by group (`key_groups` from their integer key, else `hash_groups`), others coded at once."""
-    if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
+    if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow" and not ids.hasnans:
         arr = io.arrow_strings(ids)
         key = text_int_key(arr)
-        groups = (hash_groups(arr) if key is None else key_groups(key)) if not arr.null_count else None
+        groups = hash_groups(arr) if key is None else key_groups(key)
         if groups is not None:
             distinct, agg = _grouped_days(arr, groups, day, amount, key)
             return _text_index(distinct), agg
-        codes, distinct = _arrow_codes(arr, key)
-        distinct = _text_index(distinct)
-    else:
-        codes, distinct = customer_codes(ids)
+    codes, distinct = customer_codes(ids)  # small inputs (their key, if any, is cheap to compute again)
     return distinct, _per_customer_days(_checked(codes, distinct), day, amount, len(distinct))
 
 

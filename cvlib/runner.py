@@ -507,10 +507,9 @@ class SideLane:
     @staticmethod
     def allowed(run_dir: Path) -> bool:
         """Whether this run may use a second kernel (see the class)."""
-        from cvlib.threads import thread_cap
-
         clean, cores = run_dir / "transactions_clean.parquet", os.cpu_count() or 1
-        if os.environ.get("CVLIB_SIDE_BY_SIDE") == "0" or 2 * (thread_cap() or cores) > cores or not clean.exists():
+        two_fit = 2 * (threads.thread_cap() or cores) <= cores  # every library thread of both kernels has a core
+        if os.environ.get("CVLIB_SIDE_BY_SIDE") == "0" or not two_fit or not clean.exists():
             return False
         import pyarrow.parquet as pq
 

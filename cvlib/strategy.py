@@ -210,8 +210,8 @@ def _allocation(df: pd.DataFrame, opts: list[dict], picks: pd.DataFrame, method:
     choice itself is made on the unrounded gains)."""
     option = picks["option"].to_numpy(dtype=np.int64)
     chosen = pd.DataFrame({"customer_id": df.loc[picks["row"], "customer_id"].to_numpy(),
-                           "group": np.array([o["group"] for o in opts] or [""], dtype=object)[option],
-                           "action": np.array([o["action"] for o in opts] or [""], dtype=object)[option],
+                           "group": np.array([o["group"] for o in opts], dtype=object)[option],
+                           "action": np.array([o["action"] for o in opts], dtype=object)[option],
                            "expected_gain": np.round(picks["expected_gain"].to_numpy(dtype=float), 2),
                            "cost": picks["cost"].to_numpy(dtype=float)}, columns=CHOSEN_COLUMNS)
     plan = _plan_from(chosen, opts)
@@ -283,33 +283,28 @@ def _greedy(cand: pd.DataFrame, budget: float) -> tuple[pd.DataFrame, float]:
     follows[later] = place[order[later] - 1] < later
     stop = np.flatnonzero((dc > left_after[:-1] + 1e-9) | ~follows)
     p = int(stop[0]) if len(stop) else len(order)
-    left, bound, fractional = float(left_after[p]), float(np.add.accumulate(dn[:p])[-1]) if p else 0.0, False
+    left, bound = float(left_after[p]), float(np.add.accumulate(dn[:p])[-1]) if p else 0.0
     customers, first = np.unique(r[:p], return_index=True)
     last = p - 1 - np.unique(r[:p][::-1], return_index=True)[1]  # each customer's last increment taken
     level: dict = dict(zip(customers.tolist(), q[last].tolist()))
     ins = np.argsort(first, kind="stable")  # customers in the order first taken
     chosen: dict = dict(zip(customers[ins].tolist(), at[last[ins]].tolist()))
-    rest = np.arange(p, len(order))
-    for j in rest.tolist():
-        if fractional:
-            break
-        if level.get(r[j], -1) != q[j] - 1:
-            continue  # its customer's previous option was not taken
-        if dc[j] <= left + 1e-9:
+    j = p
+    while j < len(order):  # on to the first increment that does not fit: the LP bound takes its fraction
+        if level.get(r[j], -1) == q[j] - 1:  # else its customer's previous option was not taken
+            if dc[j] > left + 1e-9:
+                bound += dn[j] * max(left, 0.0) / dc[j]
+                break
             left -= dc[j]
             level[r[j]], chosen[r[j]] = q[j], at[j]
             bound += dn[j]
-        else:
-            fractional = True
-            bound += dn[j] * max(left, 0.0) / dc[j]
-            rest = rest[rest > j]
-    if fractional:  # only increments that fit in what is left can still be taken
-        rest = rest[dc[rest] <= left + 1e-9]
-        for j, rj, dcj, qj, aj in zip(rest.tolist(), r[rest].tolist(), dc[rest].tolist(), q[rest].tolist(),
-                                      at[rest].tolist()):
-            if level.get(rj, -1) == qj - 1 and dcj <= left + 1e-9:
-                left -= dcj
-                level[rj], chosen[rj] = qj, aj
+        j += 1
+    rest = np.arange(j + 1, len(order))
+    rest = rest[dc[rest] <= left + 1e-9]  # after it, only increments that fit in what is left can be taken
+    for rj, dcj, qj, aj in zip(r[rest].tolist(), dc[rest].tolist(), q[rest].tolist(), at[rest].tolist()):
+        if level.get(rj, -1) == qj - 1 and dcj <= left + 1e-9:
+            left -= dcj
+            level[rj], chosen[rj] = qj, aj
     return cand.iloc[by[list(chosen.values())]], bound + 0.0
 
 
