@@ -329,11 +329,12 @@ def allocate(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multi
         return _allocation(df, opts, cand, "exact", "no customer's expected gain exceeds an action's cost")
     if len(cand) > max_binaries:
         picks, bound = _greedy(cand, budget)
-        net = float((picks["expected_gain"] - picks["cost"]).sum())
-        gap = max(bound - net, 0.0)
-        status = (i18n.t("strategy.greedy_status", n=f"{len(cand):,}", gap=f"{gap:,.2f}", share=i18n.pct(gap / bound, 2),
-                         bound=f"{bound:,.2f}") if bound > 0 else i18n.t("strategy.greedy"))
-        return _allocation(df, opts, picks[["row", "option", "expected_gain", "cost"]], "greedy", status)
+        alloc = _allocation(df, opts, picks[["row", "option", "expected_gain", "cost"]], "greedy", "")
+        gap = max(bound - alloc.net_value, 0.0)  # from the plan as reported (gains to the cent)
+        alloc.status = (i18n.t("strategy.greedy_status", n=f"{len(cand):,}", gap=f"{gap:,.2f}",
+                               share=i18n.pct(gap / bound, 2), bound=f"{bound:,.2f}") if bound > 0
+                        else i18n.t("strategy.greedy"))
+        return alloc
     n = len(cand)
     rows = pd.factorize(cand["row"])[0]
     a_cust = csr_array((np.ones(n), (rows, np.arange(n))), shape=(rows.max() + 1, n))

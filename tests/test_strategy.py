@@ -1,6 +1,7 @@
 """Strategy: group rules, budget allocation against brute force and the even split, target lists."""
 from __future__ import annotations
 
+import re
 from itertools import product
 
 import numpy as np
@@ -200,6 +201,9 @@ def test_large_instances_are_solved_greedily_within_the_lp_bound_never_counting_
     exact = strategy.allocate(df, cfg, max_binaries=10_000)
     greedy = strategy.allocate(df, cfg, max_binaries=60)
     assert exact.method == "exact" and greedy.method == "greedy" and "LP bound" in greedy.status
+    gap, bound = (float(x.replace(",", "")) for x in re.search(r"within ([\d,.]+) .*LP bound ([\d,.]+)",
+                                                                 greedy.status).groups())
+    assert gap == round(bound - greedy.net_value, 2)  # the gap is to the plan as reported
     for a in (exact, greedy):
         t = strategy.target_list(df, a, cfg, "EUR")
         assert t["customer_id"].is_unique and a.total_cost <= 2000 + 1e-9
