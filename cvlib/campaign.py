@@ -175,15 +175,24 @@ def run_campaign(study: Study, run_dir: str | Path) -> CampaignResult:
     res = build_campaign(study, tx, io.read_attributes(study, "campaigns"))
     io.write_json({"campaigns": [] if res.summary.empty else res.summary.to_dict("records"),
                    "uplift": [] if res.uplift.empty else res.uplift.to_dict("records"),
-                   "rows_used": int(len(res.outcomes)), "rows_set_aside": int(len(res.set_aside))},
+                   "rows_used": int(len(res.outcomes)), "rows_set_aside": int(len(res.set_aside)),
+                   "window_days": study.campaign.window_days},
                   run_dir / "campaign.json")
     return res
 
 
 def measured_uplift(run_dir: str | Path) -> dict[str, dict]:
-    """campaign -> its summary record, from a run folder's campaign.json (empty when there is none)."""
-    data = io.read_stage_json(Path(run_dir), "campaign.json", optional=True)
-    return {c["campaign"]: c for c in (data or {}).get("campaigns", [])}
+    """campaign -> its summary record, from a run folder's campaign.json (empty when there is none), with the
+    pre-period-adjusted revenue uplift per treated customer (`revenue_uplift`, `revenue_ci_low`, `revenue_ci_high`)
+    and the window it was measured over (`window_days`)."""
+    data = io.read_stage_json(Path(run_dir), "campaign.json", optional=True) or {}
+    revenue = {u["campaign"]: u for u in data.get("uplift", []) if u.get("outcome") == "revenue"}
+    out = {}
+    for c in data.get("campaigns", []):
+        u = revenue.get(c["campaign"], {})
+        out[c["campaign"]] = {**c, "window_days": data.get("window_days"), "revenue_uplift": u.get("uplift"),
+                              "revenue_ci_low": u.get("ci_low"), "revenue_ci_high": u.get("ci_high")}
+    return out
 
 
 def srm_sentences(res: CampaignResult) -> list[tuple[str, dict]]:

@@ -56,6 +56,8 @@ class ChurnRisk:
     horizon_days: int = 0
     cutoffs: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    benchmarks: pd.DataFrame | None = None  # ranking, AUC among every customer and among the active, customers
+    auc_recency: float = float("nan")
 
 
 # --------------------------------------------------------------------------- per-customer state at a date
@@ -257,6 +259,56 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y[ok], p[ok]))
 
 
+RANKINGS = ("classifier", "purchase model", "recency")
+
+
+def benchmark_table(y: np.ndarray, active: np.ndarray, scores: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Out-of-time AUC of each ranking of churn risk (higher score = more at risk), among every customer and among
+    those still active at the cutoff (bought within the horizon, or a running contract): the decision the list
+    feeds is about live customers, where recency alone is the benchmark to beat."""
+    rows = []
+    for name, sc in scores.items():
+        sc = np.asarray(sc, dtype=float)
+        rows.append({"ranking": name, "auc_all": _auc(y, sc), "auc_active": _auc(y[active], sc[active]),
+                     "customers": int(len(y)), "active_customers": int(active.sum()),
+                     "active_churn_rate": float(np.mean(y[active])) if active.any() else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def choose_ranking(bench: pd.DataFrame) -> str:
+    """The ranking the churn-risk list uses: the best AUC among active customers (among every customer when the
+    active ones have too few churners to tell); ties go to the simpler ranking (recency, then the purchase model)."""
+    col = "auc_active" if bench["auc_active"].notna().any() else "auc_all"
+    b = bench.set_index("ranking")[col].dropna()
+    if b.empty:
+        return "classifier"
+    simple_first = [r for r in ("recency", "purchase model", "classifier") if r in b.index]
+    best = b.max()
+    return next(r for r in simple_first if b[r] >= best - 1e-9)
+
+
+def bench_fields(bench: pd.DataFrame) -> dict[str, str]:
+    """The AUCs among active customers (or all, when not available) as text for the report's sentence."""
+    b = bench.set_index("ranking")
+
+    def f(name: str) -> str:
+        v = b.loc[name, "auc_active"] if b.loc[name, "auc_active"] == b.loc[name, "auc_active"] else b.loc[name, "auc_all"]
+        return "–" if v != v else f"{v:.3f}"
+
+    return {"clf": f("classifier"), "pm": f("purchase model"), "rec": f("recency"),
+            "n": f"{int(b['active_customers'].iloc[0]):,}"}
+
+
+def recency_probability(recency_fit: np.ndarray, y: np.ndarray, recency_new: np.ndarray) -> np.ndarray:
+    """Churn probability as a non-decreasing function of recency, fitted by isotonic regression on the labelled
+    cutoff and applied to `recency_new` (recency used as the ranking, calibrated on what followed)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    return iso.fit(np.asarray(recency_fit, dtype=float), np.asarray(y, dtype=float)).predict(
+        np.asarray(recency_new, dtype=float))
+
+
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
     """Mean predicted churn probability against the observed churn rate, by decile of prediction."""
     d = pd.DataFrame({"p": p, "y": y.astype(float)}).dropna()
@@ -334,7 +386,8 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
         return at - start >= pd.Timedelta(days=30)
 
     method, validation = "none", i18n.t("churn.not_validated")
-    auc_m = auc_b = float("nan")
+    auc_m = auc_b = auc_r = float("nan")
+    bench = None
     cal = pd.DataFrame()
     n_train = n_test = 0
     proba = np.full(len(state_end), np.nan)
@@ -382,16 +435,22 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
                 n_train = n_test = len(y1)
                 notes.append(i18n.t("churn.in_time_note", h=h))
             auc_m, auc_b = _auc(y1, p_test), _auc(y1, b1)
-            use_model = not (np.isfinite(auc_b) and auc_b > auc_m)
-            cal = calibration_table(y1, p_test if use_model else b1)
-            if use_model:
-                method = "classifier"
+            rec1 = s1["recency_days"].to_numpy(dtype=float)
+            active1 = rec1 <= h if contract_end is None else np.ones(len(y1), dtype=bool)
+            bench = benchmark_table(y1, active1, {"classifier": p_test, "purchase model": b1, "recency": rec1})
+            method = choose_ranking(bench)
+            auc_r = float(bench.set_index("ranking").loc["recency", "auc_all"])
+            cal = calibration_table(y1, {"classifier": p_test, "purchase model": b1,
+                                         "recency": recency_probability(rec1, y1, rec1)}[method])
+            if method == "classifier":
                 final = _calibrated(seed, len(y1)).fit(f1[cols], y1)
                 with threads.batch_threads(len(feats_end), len(tx)):  # every customer scored: a large batch
                     proba = final.predict_proba(feats_end.reindex(columns=cols))[:, 1]
+            elif method == "recency":
+                proba = recency_probability(rec1, y1, state_end["recency_days"].to_numpy(dtype=float))
             else:
-                method = "purchase model"
                 proba = base_end
+            notes.append(i18n.t(f"churn.ranking_{method.replace(' ', '_')}", **bench_fields(bench)))
         else:
             notes.append(i18n.t("churn.too_few", k1=k1, k0=len(y1) - k1, at=i18n.date(c1), need=MIN_CLASS))
     else:
@@ -404,4 +463,5 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
         scores.loc[scores["churned"], "churn_probability"] = 1.0
     scores["customer_id"] = scores["customer_id"].astype(str)
     return ChurnRisk(scores, method, validation, auc_m, auc_b, cal, by_recency_decile(scores), n_train, n_test, h,
-                     {"train": str(c2.date()), "test": str(c1.date()), "score": str(end.date())}, notes)
+                     {"train": str(c2.date()), "test": str(c1.date()), "score": str(end.date())}, notes,
+                     bench, auc_r)

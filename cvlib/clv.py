@@ -164,10 +164,13 @@ def _spend(spend: GammaGamma | None, summary: pd.DataFrame) -> np.ndarray:
     return spend.expected_spend(summary) if spend is not None else own_mean_spend(summary)
 
 
-def total_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg: Clv, unit: str) -> float:
-    """Predicted CLV over the horizon summed over the customers (what the intervals are about)."""
+def total_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg: Clv, unit: str,
+              counted: np.ndarray | None = None) -> float:
+    """Predicted CLV over the horizon summed over the customers (what the intervals are about); `counted`: only
+    these customers' CLV counts (the live ones valued by the purchase model; the model is still fitted on all)."""
     _, disc = discounted_purchases(purchase, summary, cfg.horizon_months, unit, cfg.discount_rate)
-    return float(np.sum(cfg.margin * _spend(spend, summary) * disc))
+    value = cfg.margin * _spend(spend, summary) * disc
+    return float(np.sum(value if counted is None else value[counted]))
 
 
 def customer_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg: Clv, unit: str) -> pd.DataFrame:
@@ -201,7 +204,8 @@ def fallback_clv(rfm: pd.DataFrame, cfg: Clv, retention: float) -> pd.DataFrame:
 
 
 def bootstrap_total(summary: pd.DataFrame, cfg: Clv, unit: str, name: str, with_spend: bool,
-                    full: FitOutcome | None = None, full_spend: FitOutcome | None = None) -> tuple[float, float] | None:
+                    full: FitOutcome | None = None, full_spend: FitOutcome | None = None,
+                    counted: np.ndarray | None = None) -> tuple[float, float] | None:
     """95% interval of total predicted CLV from refits on customers resampled with replacement.
 
     A resample is a vector of counts (how often each customer was drawn), so each refit is a weighted fit on
@@ -227,14 +231,15 @@ def bootstrap_total(summary: pd.DataFrame, cfg: Clv, unit: str, name: str, with_
             continue
         if not m.converged_:
             continue
-        totals.append(total_clv(base, m, s, cfg, unit))
+        totals.append(total_clv(base, m, s, cfg, unit, counted))
     if len(totals) < max(10, cfg.bootstrap // 2):
         return None
     lo, hi = np.percentile(totals, [2.5, 97.5])
     return float(lo), float(hi)
 
 
-def delta_interval(summary: pd.DataFrame, cfg: Clv, unit: str, purchase, spend) -> tuple[float, float] | None:
+def delta_interval(summary: pd.DataFrame, cfg: Clv, unit: str, purchase, spend,
+                   counted: np.ndarray | None = None) -> tuple[float, float] | None:
     """95% interval of total predicted CLV by the delta method: the total as a function of the purchase and spend
     models' log parameters, its gradient by central differences, their covariance from each fit's Hessian (the
     two likelihoods are separate, so the covariance is block-diagonal). Valid for large numbers of customers,
@@ -255,7 +260,7 @@ def delta_interval(summary: pd.DataFrame, cfg: Clv, unit: str, purchase, spend) 
             c = copy.copy(m)
             c.params_ = dict(zip(m.names, np.exp(part)))
             ms.append(c)
-        return total_clv(base, ms[0], ms[1] if len(ms) > 1 else None, cfg, unit)
+        return total_clv(base, ms[0], ms[1] if len(ms) > 1 else None, cfg, unit, counted)
 
     h = 1e-4
     grad = np.array([(total(theta + h * e) - total(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
@@ -373,6 +378,59 @@ def fit_contracts(periods: pd.DataFrame) -> FitOutcome:
     return _try_fit("sbg", lambda: ShiftedBetaGeometric().fit(periods))
 
 
+def contract_forward_clv(m: ShiftedBetaGeometric, periods_paid: np.ndarray, months_elapsed: np.ndarray,
+                         value_per_period: np.ndarray, cfg: Clv) -> np.ndarray:
+    """Gross profit of each running contract over the horizon from the fitted sBG: the rest of the period already
+    paid, then each renewal that starts within the horizon, weighted by the model's probability that a customer who
+    has paid `periods_paid` periods renews that often, S(n + k - 1) / S(n - 1), and discounted from its start (the
+    part of a period beyond the horizon is left out). `months_elapsed`: months since the contract started."""
+    per, h = float(cfg.contracts.period_months), float(cfg.horizon_months)
+    monthly = (1 + cfg.discount_rate) ** (1 / 12) - 1
+    n = np.maximum(np.asarray(periods_paid, dtype=float), 1.0)
+    into = np.mod(np.maximum(np.asarray(months_elapsed, dtype=float), 0.0), per)
+    first = per - into  # months to the next renewal
+    share = np.minimum(first, h) / per  # the rest of the current period, within the horizon
+    a, b = m.params_["alpha"], m.params_["beta"]
+    for k in range(1, int(np.ceil(h / per)) + 2):
+        starts = first + (k - 1) * per
+        inside = np.clip(h - starts, 0.0, per) / per
+        stay = np.exp(m._log_s(a, b, n + k - 1) - m._log_s(a, b, n - 1))
+        share = share + np.where(inside > 0, stay * inside / (1 + monthly) ** starts, 0.0)
+    return cfg.margin * np.asarray(value_per_period, dtype=float) * share
+
+
+def observation_end(rfm: pd.DataFrame) -> pd.Timestamp:
+    """The observation end the RFM table was computed at (last purchase + recency)."""
+    return pd.Timestamp((pd.to_datetime(rfm["last_purchase"]) + pd.to_timedelta(rfm["recency"], unit="D")).max())
+
+
+def with_status(study: Study, customers: pd.DataFrame, rfm: pd.DataFrame, attrs: pd.DataFrame | None,
+                notes: list[str]) -> pd.DataFrame:
+    """The customers with `departed` / `departed_reason` (cvlib.status) and their forward value: CLV, expected
+    purchases and `monthly_profit` (CLV per month of the horizon) are zero for a customer who has left."""
+    from cvlib.status import contract_ends, departed
+
+    cfg = study.clv
+    ce = None
+    if attrs is not None and (cfg.contracts.enabled or study.drivers.churn == "contracts"):
+        ce = contract_ends(attrs, cfg.contracts.end_column)
+    r = io.by_customer(rfm)["recency"].reindex(customers["customer_id"].astype(str).to_numpy())
+    st = departed(customers["customer_id"], r.to_numpy(), study.drivers.churn_days, ce, observation_end(rfm),
+                  customers["p_alive"].to_numpy(dtype=float), cfg.departed_p_alive)
+    gone = st["departed"].to_numpy()
+    out = customers.assign(departed=gone, departed_reason=st["departed_reason"].to_numpy())
+    out["clv_before_status"] = out["clv"]
+    out.loc[gone, ["clv", "expected_purchases"]] = 0.0
+    out["monthly_profit"] = out["clv"] / cfg.horizon_months
+    if gone.any():
+        counts = st.loc[gone, "departed_reason"].value_counts()
+        notes.append(i18n.t("clv.note_departed", n=f"{int(gone.sum()):,}", of=f"{len(out):,}",
+                            why=i18n.t("common.list_sep").join(
+                                f"{i18n.t('departed.' + k.replace(' ', '_'), days=study.drivers.churn_days, p=cfg.departed_p_alive)}"
+                                f" {v:,}" for k, v in counts.items())))
+    return out
+
+
 # --------------------------------------------------------------------------- the stage
 @dataclass
 class ClvResult:
@@ -392,6 +450,13 @@ class ClvResult:
     notes: list[str] = field(default_factory=list)
     variants: pd.DataFrame | None = None  # the named CLV formulas beside the model CLV (cvlib.variants)
     contribution: dict = field(default_factory=dict)
+    fallback: str = ""  # why (some) customers' CLV is the formula's instead of a model's ('' when none is)
+
+    @property
+    def purchase_model(self):
+        """The fitted purchase model the per-customer CLV used (None for the formula or the contracts' sBG)."""
+        f = self.fits.get(self.used)
+        return f.model if f is not None and f.ok else None
 
 
 def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.DataFrame,
@@ -411,30 +476,52 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
         if not f.ok:
             notes.append(i18n.t("clv.note_not_used", model=i18n.label(f.name), why=f.reason))
     purchase, spend = fits[cfg.model], fits["gammagamma"]
+    formula_note = ""
     if purchase.ok:
         used = cfg.model
         customers = customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, unit)
         if not spend.ok:
             notes.append(i18n.t("clv.note_own_mean"))
-        if len(summary) > cfg.bootstrap_max_customers and cfg.bootstrap:
-            interval = delta_interval(summary, cfg, unit, purchase.model, spend.model if spend.ok else None)
-            interval_how = i18n.t("clv.interval_delta", n=f"{len(summary):,}", cap=f"{cfg.bootstrap_max_customers:,}")
-        else:
-            interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok, purchase, spend)
-            interval_how = i18n.t("clv.interval_bootstrap", n=cfg.bootstrap)
     else:
         used = "formula"
-        notes.append(i18n.t("clv.note_formula_used", h=cfg.horizon_months, model=i18n.label(cfg.model), why=purchase.reason))
+        formula_note = i18n.t("clv.note_formula_used", h=cfg.horizon_months, model=i18n.label(cfg.model),
+                              why=purchase.reason)
+        notes.append(formula_note)
         customers = fallback_clv(rfm, cfg, retention)
-        interval, interval_how = None, ""
     seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})
     customers = customers.astype({"customer_id": str}).merge(seg, on="customer_id", how="left")
+    rfm2 = rfm.assign(customer_id=rfm["customer_id"].astype(str))
+    contracts = None
+    if cfg.contracts.enabled:
+        contracts = contract_summary(study, attrs, rfm2, tx, notes)
+    if contracts is not None:  # running contracts are valued by the fitted sBG, not by the purchase model
+        contracted = contracts["active"].set_index(
+            contracts["active"]["customer_id"].astype(str))["contract_clv_horizon"]
+        on = customers["customer_id"].astype(str).map(contracted)
+        customers["clv"] = on.fillna(customers["clv"]).to_numpy()
+        if on.notna().all() and used == "formula":  # every customer has a contract: no formula value is left
+            notes.remove(formula_note)
+        used = "sbg" if on.notna().any() else used
+        notes.append(i18n.t("clv.note_contract_clv", n=f"{int(on.notna().sum()):,}", h=cfg.horizon_months))
+    customers = with_status(study, customers, rfm, attrs, notes)
+    interval, interval_how = None, ""
+    if purchase.ok:  # the interval of the forward total: live customers valued by the model (contracts as fixed)
+        by_model = customers["customer_id"].astype(str).map(contracted).isna().to_numpy() if contracts else \
+            np.ones(len(customers), dtype=bool)
+        counted = by_model & ~customers["departed"].to_numpy(dtype=bool)
+        fixed = float(customers.loc[~by_model, "clv"].sum())
+        if len(summary) > cfg.bootstrap_max_customers and cfg.bootstrap:
+            interval = delta_interval(summary, cfg, unit, purchase.model, spend.model if spend.ok else None, counted)
+            interval_how = i18n.t("clv.interval_delta", n=f"{len(summary):,}", cap=f"{cfg.bootstrap_max_customers:,}")
+        else:
+            interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok, purchase, spend, counted)
+            interval_how = i18n.t("clv.interval_bootstrap", n=cfg.bootstrap)
+        interval = None if interval is None else (interval[0] + fixed, interval[1] + fixed)
     customers["clv_tier"] = value_tiers(customers["clv"], cfg.tiers.cuts, cfg.tiers.names)
     customers["customer_id"] = customers["customer_id"].astype(io.STRING)
 
     channel = acquisition_channel(study, tx, attrs)
     cac = acquisition_costs(study, attrs, channel)
-    rfm2 = rfm.assign(customer_id=rfm["customer_id"].astype(str))
     if channel is not None:
         rfm2["channel"] = rfm2["customer_id"].map(channel).fillna("unknown")
     overall = formula_table(rfm2, cfg, retention, None, cac)
@@ -454,9 +541,6 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     else:
         notes.append(i18n.for_consultant("clv.note_no_holdout"))
 
-    contracts = None
-    if cfg.contracts.enabled:
-        contracts = contract_summary(study, attrs, rfm2, tx, notes)
     variants, contribution = None, {}
     if cfg.variants:
         from cvlib.variants import build_variants
@@ -464,8 +548,9 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
         per, variants, contribution = build_variants(study, tx, rfm, customers["clv"], retention, cac, attrs)
         aligned = per.reindex(customers["customer_id"].astype(str).to_numpy())
         customers = customers.assign(**{c: aligned[c].to_numpy() for c in per.columns})
+    fallback = formula_note if used == "formula" or (used == "sbg" and formula_note in notes) else ""
     return ClvResult(customers, fits, used, retention, how, overall, by_seg, by_chan, holdout, hfits, interval,
-                     interval_how, contracts, notes, variants, contribution)
+                     interval_how, contracts, notes, variants, contribution, fallback)
 
 
 def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame, tx: pd.DataFrame,
@@ -493,6 +578,12 @@ def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame
         notes.append(note)
     active["derl_periods"] = m.derl(active["periods_paid"].to_numpy(), per_period_discount)
     active["contract_clv"] = study.clv.margin * active["value_per_period"] * active["derl_periods"]
+    start = pd.to_datetime(attrs.set_index(attrs["customer_id"].astype(str))[c.start_column], errors="coerce",
+                           format="mixed")
+    elapsed = (tx["date"].max() - start.reindex(active["customer_id"].astype(str).to_numpy())).dt.days.to_numpy()
+    active["contract_clv_horizon"] = contract_forward_clv(m, active["periods_paid"].to_numpy(),
+                                                          elapsed / DAYS_PER_MONTH,
+                                                          active["value_per_period"].to_numpy(), study.clv)
     t = np.arange(0, 11)
     curve = pd.DataFrame({"period": t, "survival": m.survival(t), "retention": np.r_[np.nan, m.retention(t[1:])]})
     return {"model": m, "periods": periods, "active": active, "curve": curve}
@@ -518,6 +609,8 @@ def model_report(study: Study, res: ClvResult) -> dict:
     h = res.holdout
     return {
         "used_for_customer_clv": res.used,
+        "formula_fallback": res.fallback or None,
+        "departed_customers": int(res.customers["departed"].sum()),
         "assumptions": {"horizon_months": cfg.horizon_months, "margin": cfg.margin,
                         "annual_discount_rate": cfg.discount_rate, "time_unit": study.rfm.time_unit,
                         "currency": study.currency, "yearly_retention": res.retention,

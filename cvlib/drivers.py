@@ -17,19 +17,12 @@ import pandas as pd
 
 from cvlib import churn, i18n, io, reasons, threads
 from cvlib.params import Drivers, Study
+from cvlib.status import contract_ends
 
 Z95 = 1.959963984540054
 
 
 # --------------------------------------------------------------------------- retention facts
-def contract_ends(attrs: pd.DataFrame, column: str = "contract_end") -> pd.Series:
-    """customer_id -> contract end date (NaT: still active), from the customers table's configured column."""
-    a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id").set_index("customer_id")
-    if column not in a.columns:
-        return pd.Series(pd.NaT, index=a.index, dtype="datetime64[ns]")
-    return pd.to_datetime(a[column], errors="coerce", format="mixed")
-
-
 def churn_flags(rfm: pd.DataFrame, cfg: Drivers, attrs: pd.DataFrame | None = None,
                 end: pd.Timestamp | None = None, end_column: str = "contract_end") -> pd.DataFrame:
     """Per customer: churned (bool), eligible (observed long enough to be judged), duration in days."""
@@ -513,11 +506,18 @@ def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataF
     return ChurnModel(auc, imp, probs, pd.DataFrame({"predicted": pred, "observed": obs}), len(y), int(y.sum()))
 
 
-def ipa(importance: pd.Series, ratings_mean: pd.Series) -> pd.DataFrame:
-    """Importance-performance analysis: quadrant of each rated driver (split at the means)."""
+IPA_GOOD = 2 / 3  # a rating counts as good performance from two thirds of the way up its scale
+
+
+def ipa(importance: pd.Series, ratings_mean: pd.Series, scale: tuple[float, float] = (1.0, 5.0)) -> pd.DataFrame:
+    """Importance-performance analysis: quadrant of each rated driver. Importance is split at the mean importance;
+    performance on the rating scale itself (good from two thirds of the way up, `performance_cut`), not at the
+    mean of the observed ratings: attributes all rated 3.5 of 5 are not 'possible overkill' because one is 3.51."""
     d = pd.DataFrame({"importance": importance, "mean_rating": ratings_mean}).dropna()
+    cut = scale[0] + IPA_GOOD * (scale[1] - scale[0])
     hi_i = d["importance"] >= d["importance"].mean()
-    hi_p = d["mean_rating"] >= d["mean_rating"].mean()
+    hi_p = d["mean_rating"] >= cut
+    d["performance_cut"] = cut
     d["quadrant"] = np.select([hi_i & hi_p, hi_i & ~hi_p, ~hi_i & ~hi_p], ["keep up the good work",
                                                                           "concentrate here", "low priority"],
                               "possible overkill")
@@ -628,10 +628,10 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
             rows.append(lin)
             if ds.ratings and len(lin):
                 imp = lin[lin["method"].str.startswith("LMG")].set_index("driver")["importance"]
-                ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean())
+                ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean(), (1, cfg.feedback.csat_scale))
     elif churn_cm is not None and ds.ratings:
         imp = churn_cm.importance[churn_cm.importance["method"].str.startswith("permutation")].set_index("driver")["importance"]
-        ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean())
+        ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean(), (1, cfg.feedback.csat_scale))
     drivers = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["driver", "method", "importance", "ci_low", "ci_high"])
     means = ds.X[ds.ratings].mean() if ds.ratings else pd.Series(dtype=float)
@@ -706,6 +706,9 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
                    "auc": None if res.churn is None else res.churn.auc, "linear_r2": res.linear_r2,
                    "churn_risk": {"method": res.risk.method, "validation": res.risk.validation,
                                   "auc": res.risk.auc_model, "auc_purchase_model": res.risk.auc_baseline,
+                                  "auc_recency": res.risk.auc_recency,
+                                  "benchmarks": None if res.risk.benchmarks is None
+                                  else res.risk.benchmarks.to_dict("records"),
                                   "horizon_days": res.risk.horizon_days, "cutoffs": res.risk.cutoffs},
                    "churn_reasons": None if res.reasons is None else res.reasons.to_dict("records"),
                    "notes": res.notes}, run_dir / "drivers.json")

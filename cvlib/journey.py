@@ -10,9 +10,12 @@ how stages flow from one period to the next, and cross-sell rules from what cust
 - **Lifecycle stage** at a date: *acquisition* (first purchase within the last period), *lapsed* (past their
   own expected return time: recency over `lapsed_factor` cycles), else *growth*, *maturity* or *decline* by
   their spend in the last period against their own mean spend per period before it.
-- **Cross-sell rules**: association rules (support, confidence, lift) over customer baskets, mined with
-  mlxtend's FP-growth, kept when they also hold on a later holdout period; each customer's next best product
-  is the consequent of the strongest rule whose antecedent they hold and whose consequent they lack.
+- **Cross-sell rules**: directed rules 'A -> B' from the order in which customers first bought each item (B on
+  a later day than A), with a lift against customers holding as many products (not against everyone: heavy buyers
+  hold everything), kept when the association and the order are significant and when they also hold on a later
+  holdout period (A's buyers who lacked B then bought it more often than the matched baseline); each customer's
+  next best product is the consequent of the strongest rule whose antecedent they hold and whose consequent they
+  lack. A rule is never read backwards.
 """
 from __future__ import annotations
 
@@ -166,27 +169,105 @@ def baskets(tx: pd.DataFrame, item: str = "product") -> pd.DataFrame:
     return basket_of(cust, code, pd.Index(ids), items)
 
 
-def association_rules(basket: pd.DataFrame, min_support: float = 0.02, min_confidence: float = 0.3,
-                      min_lift: float = 1.2, max_len: int = 3) -> pd.DataFrame:
-    """Rules 'antecedent -> consequent' (one consequent item) with support, confidence and lift at or above the
-    thresholds, strongest first; frequent itemsets by mlxtend's FP-growth."""
-    from mlxtend.frequent_patterns import association_rules as mx_rules
-    from mlxtend.frequent_patterns import fpgrowth
+NEVER = np.iinfo(np.int64).max  # the first day of an item a customer never bought
 
-    cols = ["antecedent", "consequent", "support", "confidence", "lift", "antecedent_support", "customers"]
-    if basket.empty or basket.shape[1] < 2:
+
+def first_days(customer: np.ndarray, item: np.ndarray, day: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Customer x item: the first day each customer bought each item (NEVER where they did not)."""
+    ok = item >= 0
+    out = np.full((n, m), NEVER, dtype=np.int64)
+    np.minimum.at(out, (customer[ok], item[ok]), day[ok].astype(np.int64))
+    return out
+
+
+def _matched_rate(held: np.ndarray, a: int, b: int, k: np.ndarray) -> np.ndarray:
+    """For each customer: the share holding b among customers who hold as many products as they do and not a
+    (the baseline a rule 'a -> b' must beat: heavy buyers hold everything)."""
+    others = ~held[:, a]
+    kmax = int(k.max()) + 1 if len(k) else 1
+    holders = np.bincount(k[others], weights=held[others, b], minlength=kmax)
+    total = np.bincount(k[others], minlength=kmax)
+    rate = np.divide(holders, total, out=np.full(kmax, np.nan), where=total > 0)
+    return rate[k]
+
+
+def sequence_rules(first: np.ndarray, items: pd.Index, min_support: float = 0.02, min_confidence: float = 0.3,
+                   min_lift: float = 1.2, max_p_value: float = 0.05) -> pd.DataFrame:
+    """Directed rules 'A -> B' from each customer's first day of each item (`first_days`), strongest first.
+
+    support: share of customers who bought B on a later day than A; confidence: share of A's buyers who did;
+    lift: the share of A's buyers holding B against the customers holding as many products without A (so heavy
+    buyers holding everything do not make unrelated items look related); kept when both one-sided tests hold at
+    `max_p_value`: A's buyers hold B more often than that baseline (binomial), and of the customers who bought both
+    on different days more bought A first (sign test). A rule is only ever read in the direction observed."""
+    from scipy.stats import binomtest
+
+    cols = ["antecedent", "consequent", "support", "confidence", "lift", "antecedent_support", "customers",
+            "a_first", "b_first", "p_value"]
+    held = first < NEVER
+    keep = held.any(axis=1)
+    first, held = first[keep], held[keep]
+    n = len(first)
+    rows = []
+    if n == 0 or held.shape[1] < 2:
         return pd.DataFrame(columns=cols)
-    items = fpgrowth(basket, min_support=min_support, use_colnames=True, max_len=max_len)
-    if items.empty or items["itemsets"].map(len).max() < 2:
-        return pd.DataFrame(columns=cols)
-    r = mx_rules(items, metric="confidence", min_threshold=min_confidence, num_itemsets=len(basket))
-    r = r[(r["consequents"].map(len) == 1) & (r["lift"] >= min_lift)]
-    out = pd.DataFrame({"antecedent": r["antecedents"].map(lambda s: tuple(sorted(s))),
-                        "consequent": r["consequents"].map(lambda s: next(iter(s))),
-                        "support": r["support"].to_numpy(), "confidence": r["confidence"].to_numpy(),
-                        "lift": r["lift"].to_numpy(), "antecedent_support": r["antecedent support"].to_numpy()})
-    out["customers"] = (out["support"] * len(basket)).round().astype(int)
-    return out.sort_values(["lift", "confidence", "support"], ascending=False, kind="stable").reset_index(drop=True)[cols]
+    k = held.sum(axis=1)
+    frequent = np.flatnonzero(held.mean(axis=0) >= min_support)
+    for a in frequent:
+        has_a = held[:, a]
+        n_a = int(has_a.sum())
+        for b in frequent:
+            if a == b:
+                continue
+            both = has_a & held[:, b]
+            a_first = int((both & (first[:, a] < first[:, b])).sum())
+            b_first = int((both & (first[:, b] < first[:, a])).sum())
+            support, confidence = a_first / n, a_first / n_a
+            if support < min_support or confidence < min_confidence or a_first <= b_first:
+                continue
+            expected = float(np.nanmean(_matched_rate(held, a, b, k)[has_a]))
+            holds = float(both.sum()) / n_a
+            lift = holds / expected if expected > 0 else np.inf
+            if lift < min_lift:
+                continue
+            p_assoc = binomtest(int(both.sum()), n_a, min(max(expected, 1e-12), 1.0), alternative="greater").pvalue
+            p_order = binomtest(a_first, a_first + b_first, 0.5, alternative="greater").pvalue
+            p = max(p_assoc, p_order)
+            if p > max_p_value:
+                continue
+            rows.append({"antecedent": (str(items[a]),), "consequent": str(items[b]), "support": support,
+                         "confidence": confidence, "lift": lift, "antecedent_support": n_a / n,
+                         "customers": a_first, "a_first": a_first, "b_first": b_first, "p_value": p})
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values(["lift", "confidence", "support"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def holdout_rules(rules: pd.DataFrame, first: np.ndarray, items: pd.Index, split_day: int,
+                  min_lift: float) -> pd.DataFrame:
+    """The rules that hold going forward: of the customers who had bought A but not B by `split_day`, the share who
+    bought B after it, against the customers holding as many products by then without A or B. Kept when that
+    holdout lift is at least `min_lift`."""
+    col = {str(c): i for i, c in enumerate(items)}
+    held = first <= split_day
+    k = held.sum(axis=1)
+    known = k > 0
+    later = (first > split_day) & (first < NEVER)
+    conv, base = [], []
+    for ant, c in zip(rules["antecedent"], rules["consequent"]):
+        a, b = col[ant[0]], col[c]
+        lacking = known & ~held[:, b]
+        mine = lacking & held[:, a]
+        rest = lacking & ~held[:, a]
+        kmax = int(k.max()) + 1
+        rate = np.divide(np.bincount(k[rest], weights=later[rest, b], minlength=kmax),
+                         np.bincount(k[rest], minlength=kmax), out=np.full(kmax, np.nan),
+                         where=np.bincount(k[rest], minlength=kmax) > 0)
+        conv.append(float(later[mine, b].mean()) if mine.any() else 0.0)
+        base.append(float(np.nanmean(rate[k[mine]])) if mine.any() else np.nan)
+    out = rules.assign(holdout_conversion=conv, holdout_baseline=base)
+    out["holdout_lift"] = out["holdout_conversion"] / out["holdout_baseline"].where(out["holdout_baseline"] > 0)
+    out.loc[(out["holdout_baseline"] == 0) & (out["holdout_conversion"] > 0), "holdout_lift"] = np.inf
+    return out[out["holdout_lift"] >= min_lift].reset_index(drop=True)
 
 
 def _holders(m: np.ndarray, col: dict, antecedent: tuple) -> np.ndarray | None:
@@ -194,29 +275,6 @@ def _holders(m: np.ndarray, col: dict, antecedent: tuple) -> np.ndarray | None:
     if any(i not in col for i in antecedent):
         return None
     return m[:, [col[i] for i in antecedent]].all(axis=1)
-
-
-def rule_metrics(basket: pd.DataFrame, antecedent: tuple, consequent: str) -> tuple[float, float, float]:
-    """Support, confidence and lift of one rule on a basket table (0 where an item is absent)."""
-    m, col = basket.to_numpy(dtype=bool), {c: i for i, c in enumerate(basket.columns)}
-    has_a = _holders(m, col, antecedent)
-    if not len(m) or has_a is None or consequent not in col:
-        return 0.0, 0.0, 0.0
-    has_c = m[:, col[consequent]]
-    both = float((has_a & has_c).mean())
-    conf = both / has_a.mean() if has_a.any() else 0.0
-    p_c = has_c.mean()
-    return both, float(conf), float(conf / p_c) if p_c > 0 else 0.0
-
-
-def holdout_rules(rules: pd.DataFrame, holdout_basket: pd.DataFrame, min_confidence: float, min_lift: float) -> pd.DataFrame:
-    """The rules that still hold on a later period's baskets (confidence and lift there at or above the
-    thresholds), with their holdout figures."""
-    m = [rule_metrics(holdout_basket, a, c) for a, c in zip(rules["antecedent"], rules["consequent"])]
-    out = rules.assign(holdout_support=[x[0] for x in m], holdout_confidence=[x[1] for x in m],
-                       holdout_lift=[x[2] for x in m])
-    keep = (out["holdout_confidence"] >= min_confidence) & (out["holdout_lift"] >= min_lift)
-    return out[keep].reset_index(drop=True)
 
 
 def next_best_product(basket: pd.DataFrame, rules: pd.DataFrame) -> pd.DataFrame:
@@ -368,8 +426,9 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
                                       occasion=occasion)
     revenue = np.bincount(p.code, weights=p.amount, minlength=len(p.ids))[cyc["code"].to_numpy(dtype=np.int64)]
     cyc.index = pd.Index(np.asarray(cyc.index, dtype=object), name="customer_id")
-    cust = cyc.drop(columns="code").assign(
-        lifecycle_stage=now.to_numpy(), segment=seg.reindex(cyc.index).to_numpy(), revenue=revenue,
+    cust = cyc.drop(columns="code").assign(  # a customer already lost is lapsed, never in decline or maturity
+        lifecycle_stage=np.where(cyc["lost"].to_numpy(dtype=bool), "lapsed", now.to_numpy()),
+        segment=seg.reindex(cyc.index).to_numpy(), revenue=revenue,
         clv=value.reindex(cyc.index).to_numpy())
     stages = cust.groupby("lifecycle_stage").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
                                                  total_clv=("clv", "sum"), mean_clv=("clv", "mean"))
@@ -393,13 +452,12 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     if "product" in tx.columns:
         cc = cfg.cross_sell
         item, items = item_codes(tx["product"])
-        split = end - pd.Timedelta(days=cc.holdout_days)
-        early = p.ns <= split.value if cc.holdout_days else np.ones(len(p.code), dtype=bool)
-        rules = association_rules(basket_of(p.code[early], item[early], p.ids, items), cc.min_support,
-                                  cc.min_confidence, cc.min_lift, cc.max_len)
+        first = first_days(p.code, item, p.day, len(p.ids), len(items))
+        split = int(np.datetime64((end - pd.Timedelta(days=cc.holdout_days)).date(), "D").astype(np.int64))
+        mined = np.where(first <= split, first, NEVER) if cc.holdout_days else first
+        rules = sequence_rules(mined, items, cc.min_support, cc.min_confidence, cc.min_lift, cc.max_p_value)
         if cc.holdout_days and len(rules):
-            rules = holdout_rules(rules, basket_of(p.code[~early], item[~early], p.ids, items), cc.min_confidence,
-                                  cc.min_lift)
+            rules = holdout_rules(rules, first, items, split, cc.min_lift)
         best = next_best_product(basket_of(p.code, item, p.ids, items), rules).set_index("customer_id")
         cust = cust.join(best, how="left")
     cust = cust.reset_index(names="customer_id")

@@ -55,21 +55,37 @@ def patterns(*cols: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     return tuple(a[first] for a in arrays), key
 
 
+def no_observation_time(frame: pd.DataFrame) -> np.ndarray:
+    """Customers with no observation time (T = 0: first seen on the cut-off day). Their likelihood term is 1
+    whatever the parameters (nothing could have happened yet), so they are left out of a fit and still scored:
+    P(alive) 1 and the expected purchases of a customer just acquired."""
+    return frame["T"].to_numpy(dtype=np.float64) <= 0
+
+
 def _purchase_data(frame: pd.DataFrame, weights: np.ndarray | None, model: str) -> tuple[np.ndarray, ...]:
     """x, t_x, T and weights of the distinct (x, t_x, T) patterns, checked: enough customers, some repeat
-    purchases, 0 <= t_x <= T, T > 0. Customers with weight 0 (left out of a bootstrap resample) drop out."""
+    purchases, 0 <= t_x <= T. Customers with weight 0 (left out of a bootstrap resample) drop out, and so do
+    customers with no observation time (T = 0, `no_observation_time`), counted by the fit in `n_no_time_`."""
     x, t_x, T = _check(frame, ("x", "t_x", "T"))
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
-    keep = w > 0
+    if np.any((T <= 0) & (x > 0)):
+        raise ModelFitError("a customer with repeat purchases has no observation time (T = 0): check the summary")
+    keep = (w > 0) & (T > 0)
     x, t_x, T, w = x[keep], t_x[keep], T[keep], w[keep]
     if len(x) < 10:
         raise ModelFitError(f"only {len(x)} customers: too few to fit {model} (need at least 10)")
     if not (x > 0).any():
         raise ModelFitError(f"no customer made a repeat purchase: {model} cannot separate purchase rate from dropout")
-    if np.any(T <= 0) or np.any(t_x > T + 1e-9):
-        raise ModelFitError("T must be positive and t_x <= T for every customer")
+    if np.any(t_x > T + 1e-9) or np.any(t_x < 0):
+        raise ModelFitError("t_x must lie between 0 and T for every customer")
     (x, t_x, T), inv = patterns(x, t_x, T)
     return x, t_x, T, np.bincount(inv, weights=w, minlength=len(x))
+
+
+def _left_out(frame: pd.DataFrame, weights: np.ndarray | None) -> int:
+    """How many customers (by weight) a purchase-model fit left out for having no observation time."""
+    w = np.ones(len(frame)) if weights is None else np.asarray(weights, dtype=float)
+    return int(round(float(w[no_observation_time(frame)].sum())))
 
 
 def _start(model: "_Fitted", start: "dict[str, float] | _Fitted | None", default: list[float]) -> np.ndarray:
@@ -162,6 +178,7 @@ class _Fitted:
 
     def to_dict(self) -> dict:
         return {"params": self.params_, "std_errors": self.se_, "loglik": self.loglik_, "n": self.n_,
+                "left_out_no_observation_time": getattr(self, "n_no_time_", 0),
                 "converged": self.converged_, "message": self.message_}
 
 
@@ -245,6 +262,7 @@ class BetaGeoNBD(_Fitted):
         """Maximum likelihood on the distinct (x, t_x, T) patterns; `start` warm-starts from other parameters;
         errors=False skips the standard errors (bootstrap refits)."""
         x, t_x, T, w = _purchase_data(frame, weights, "BG/NBD")
+        self.n_no_time_ = _left_out(frame, weights)
         data = self._prepare(x, t_x, T, w)
         fun = lambda th: self._terms(th, data)  # noqa: E731
         x0 = _start(self, start, [1.0, max(float(np.average(T, weights=w)), 1e-3), 1.0, 1.0])
@@ -341,6 +359,7 @@ class ParetoNBD(_Fitted):
         default guess, or from a fit on a subsample when there are many patterns, then L-BFGS-B; with `start`
         (a warm start from a nearby fit, as in bootstrap refits) L-BFGS-B alone."""
         x, t_x, T, w = _purchase_data(frame, weights, "Pareto/NBD")
+        self.n_no_time_ = _left_out(frame, weights)
         fun = lambda th: self._neg_ll(th, x, t_x, T, w)  # noqa: E731
         bootstrap_refit = start is not None  # given a nearby fit, the bounded polish alone
         mean_T = max(float(np.average(T, weights=w)), 1e-3)

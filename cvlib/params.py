@@ -360,6 +360,9 @@ class Clv(_Model):
         default_factory=lambda: ["aov", "retention_growth", "discounted_profit", "contribution"],
         description="named CLV formulas shown beside the model CLV (cvlib.variants)")
     contracts: Contracts = Field(default_factory=Contracts)
+    departed_p_alive: float | None = Field(0.1, gt=0, lt=1, description="a customer whose purchase-model P(alive) "
+                                           "is below this has left (forward value 0); null: not used. The other "
+                                           "tests: contract ended, no purchase for drivers.churn_days (cvlib.status)")
 
 
 # --------------------------------------------------------------------------- value assessment
@@ -590,12 +593,18 @@ class Cycles(_Model):
 
 
 class CrossSell(_Model):
-    min_support: float = Field(0.02, gt=0, le=1, description="share of customers holding the rule's items")
-    min_confidence: float = Field(0.3, gt=0, le=1)
-    min_lift: float = Field(1.2, gt=0)
-    max_len: int = Field(3, ge=2, le=5, description="items in a rule, antecedent and consequent together")
+    """Directed cross-sell rules 'A -> B': customers bought B after A, on a later day (cvlib.journey)."""
+
+    min_support: float = Field(0.02, gt=0, le=1, description="share of customers who bought B after A")
+    min_confidence: float = Field(0.3, gt=0, le=1, description="share of A's buyers who went on to buy B")
+    min_lift: float = Field(1.2, gt=0, description="how much likelier A's buyers hold B than customers holding as "
+                            "many products without A")
+    max_p_value: float = Field(0.05, gt=0, lt=1, description="one-sided tests: A's buyers hold B more often than "
+                               "the matched baseline, and more of those who hold both bought A first")
+    max_len: int = Field(2, ge=2, le=2, description="items in a rule: one antecedent and one consequent")
     holdout_days: int = Field(180, ge=0, description="rules are mined before the last this-many days and kept "
-                              "when they hold on them (0: no holdout check)")
+                              "when A's buyers who lacked B then bought it in these days more often than the "
+                              "matched baseline (0: no holdout check)")
 
 
 class Journey(_Model):
@@ -612,7 +621,7 @@ class GroupRule(_Model):
     name: str
     objective: Literal["wider", "longer", "deeper"]
     when: str = Field(description="a rule in cvlib's expression language (see cvlib.expr), e.g. "
-                                  "\"churn_probability >= 0.5 and clv_tier != 'Low'\"")
+                                  "\"churn_probability >= 0.5 and past_value_tier != 'Low'\"")
 
     @field_validator("when")
     @classmethod
@@ -626,7 +635,7 @@ class GroupRule(_Model):
 def _default_groups() -> list[GroupRule]:
     return [
         GroupRule(name="churn risk", objective="longer",
-                  when="churn_probability >= 0.5 and clv_tier != 'Low' and not within_cycle and not churned"),
+                  when="churn_probability >= 0.5 and past_value_tier != 'Low' and not within_cycle and not churned"),
         GroupRule(name="high value", objective="longer", when="clv_tier == 'High'"),
         GroupRule(name="growth potential", objective="deeper", when="value_cell == 'Develop' or trend > 0.25"),
         GroupRule(name="stable", objective="deeper", when="clv_tier == 'Medium'"),
@@ -634,11 +643,34 @@ def _default_groups() -> list[GroupRule]:
 
 
 class Action(_Model):
+    """An action of the library and how its expected gain per customer is counted (cvlib.strategy.gains):
+
+    - ``applies_to: clv`` (a revenue effect): uplift x the customer's expected gross profit per month (their CLV
+      spread over the horizon) x the months the effect lasts (``effect_months``, each month keeping
+      ``effect_decay`` of the month before), so a one-off effect is booked once, not over the whole horizon;
+    - ``applies_to: value_at_risk`` (a retention effect): the CLV difference when the action keeps ``uplift`` of
+      the customers who would leave: uplift x churn probability x CLV;
+    - ``applies_to: win_back``: for departed customers only: uplift (the share won back) x their past gross profit
+      per month x ``effect_months``.
+
+    A campaign named in ``strategy.measured_uplift`` replaces the assumed uplift by its measured absolute revenue
+    uplift per treated customer x the gross margin, with its interval, over the campaign's window."""
+
     name: str
     groups: list[str] = Field(description="strategic groups the action is for")
     cost_per_customer: float = Field(ge=0, allow_inf_nan=False)
     uplift: float = Field(ge=0, le=5, description="expected relative gain on the value it acts on")
-    applies_to: Literal["clv", "value_at_risk"] = Field("clv", description="value the uplift applies to")
+    applies_to: Literal["clv", "value_at_risk", "win_back"] = Field("clv", description="value the uplift applies "
+                                                                    "to (see the class doc)")
+    effect_months: float = Field(12.0, gt=0, le=120, allow_inf_nan=False,
+                                 description="months a revenue or win-back effect lasts")
+    effect_decay: float = Field(1.0, gt=0, le=1, description="share of the effect left after each month (1: none "
+                                "lost until effect_months)")
+    max_budget_share: float | None = Field(None, gt=0, le=1, description="most of the budget this action may take; "
+                                           "None: strategy.max_action_share")
+    lever: str | None = Field(None, description="the churn or outcome driver the action works on (e.g. "
+                              "price_fairness); an action with no groups whose lever is a top churn driver is offered "
+                              "to the retention groups")
     channel: str = ""
     priority: int = Field(2, ge=1, le=5)
 
@@ -670,15 +702,31 @@ class Strategy(_Model):
     win_back: dict[str, str] = Field(default_factory=dict, description="churn reason -> the action of the library "
                                      "that answers it (reasons matched ignoring case and spacing)")
     measured_uplift: dict[str, str] = Field(default_factory=dict, description="action -> campaign: the campaign's "
-                                            "measured relative revenue uplift replaces the action's assumed uplift")
+                                            "measured revenue uplift per treated customer (x gross margin, over the "
+                                            "campaign window) replaces the action's assumed uplift")
+    max_action_share: float = Field(0.5, gt=0, le=1, description="most of the budget one action may take "
+                                    "(diminishing returns); 1: no limit")
+    max_group_share: float = Field(1.0, gt=0, le=1, description="most of the budget spent on one strategic group; "
+                                   "1: no limit")
+    departed_group: str = Field("departed", description="the group of customers who have left (cvlib.status): "
+                                "only win_back actions reach it")
 
     @model_validator(mode="after")
     def _known_groups(self) -> "Strategy":
-        names = {g.name for g in self.groups} | {self.default_group}
+        names = {g.name for g in self.groups} | {self.default_group, self.departed_group}
+        if self.departed_group in {g.name for g in self.groups} | {self.default_group}:
+            raise ValueError(f"departed_group {self.departed_group!r} is also the name of a group rule or the default "
+                             "group: customers who have left are put in it before any rule")
         for a in self.actions:
             unknown = [g for g in a.groups if g not in names]
             if unknown:
                 raise ValueError(f"action {a.name!r} is for unknown group(s) {unknown}; groups are {sorted(names)}")
+            if a.applies_to == "win_back" and any(g != self.departed_group for g in a.groups):
+                raise ValueError(f"action {a.name!r} is a win-back action: it can only be for the group "
+                                 f"{self.departed_group!r} (customers who have left), not {a.groups}")
+            if a.applies_to != "win_back" and self.departed_group in a.groups:
+                raise ValueError(f"action {a.name!r} is for the group {self.departed_group!r} of customers who have "
+                                 "left: set applies_to: win_back (their forward value is 0)")
         actions = {a.name for a in self.actions}
         for action in self.measured_uplift:
             if action not in actions:

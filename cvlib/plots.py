@@ -468,15 +468,17 @@ def _place_labels(fig: plt.Figure, ax: plt.Axes, points: list[tuple[str, float, 
 
 
 @_shown_once
-def ipa_chart(d: pd.DataFrame, scale_label: str) -> plt.Figure:
-    """Importance-performance chart with its four named quadrants."""
+def ipa_chart(d: pd.DataFrame, scale_label: str, scale: tuple[float, float] | None = None) -> plt.Figure:
+    """Importance-performance chart with its four named quadrants; the rating axis spans the whole `scale` and is
+    split where `drivers.ipa` splits it (its `performance_cut`)."""
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     ax.scatter(d["mean_rating"], d["importance"], s=50)
-    mx, my = d["mean_rating"].mean(), d["importance"].mean()
+    mx = float(d["performance_cut"].iloc[0]) if "performance_cut" in d.columns else d["mean_rating"].mean()
+    my = d["importance"].mean()
     ax.axvline(mx, color="grey", ls="--")
     ax.axhline(my, color="grey", ls="--")
     pad_x, pad_y = np.ptp(ax.get_xlim()) * 0.15, np.ptp(ax.get_ylim()) * 0.15
-    ax.set_xlim(ax.get_xlim()[0] - pad_x, ax.get_xlim()[1] + pad_x)
+    ax.set_xlim(*(scale if scale else (ax.get_xlim()[0] - pad_x, ax.get_xlim()[1] + pad_x)))
     ax.set_ylim(ax.get_ylim()[0] - pad_y, ax.get_ylim()[1] + pad_y)
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()

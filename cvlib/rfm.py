@@ -661,13 +661,25 @@ def cluster_pipeline(k: int, seed: int):
                          KMeans(n_clusters=k, n_init=10, random_state=seed))
 
 
-def _label(z: pd.Series) -> str:
+RECENT_DAYS, LAPSED_DAYS = 180, 365  # a cluster is 'recent' only if its median member bought within half a year
+
+
+def _label(z: pd.Series, median: pd.Series) -> str:
+    """A cluster's name from its mean standardised log recency, frequency and spend, checked against its members'
+    medians so that it never contradicts them: 'recent' only when the median member bought within RECENT_DAYS,
+    'lapsed' whenever they did not buy for LAPSED_DAYS, 'frequent' never for a cluster of one-time buyers."""
     def level(v: float, hi: str, lo: str, mid: str) -> str:
         return hi if v > 0.5 else lo if v < -0.5 else mid
 
-    return " · ".join([level(-z["recency"], "recent", "lapsed", "mid recency"),
-                       level(z["frequency"], "frequent", "rare", "occasional"),
-                       level(z["monetary"], "high spend", "low spend", "mid spend")])
+    recency = level(-z["recency"], "recent", "lapsed", "mid recency")
+    if median["recency"] > LAPSED_DAYS:
+        recency = "lapsed"
+    elif recency == "recent" and median["recency"] > RECENT_DAYS:
+        recency = "mid recency"
+    frequency = level(z["frequency"], "frequent", "rare", "occasional")
+    if median["frequency"] <= 1:
+        frequency = "rare"
+    return " · ".join([recency, frequency, level(z["monetary"], "high spend", "low spend", "mid spend")])
 
 
 def silhouettes(dist: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -735,7 +747,9 @@ def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
         mean_monetary=("monetary", "mean"), revenue=("monetary", "sum"))
     prof["share_of_customers"] = prof["customers"] / prof["customers"].sum()
     prof["share_of_revenue"] = prof["revenue"] / prof["revenue"].sum()
-    names = z.assign(cluster=labels.to_numpy()).groupby("cluster").mean().apply(_label, axis=1)
+    medians = X.assign(cluster=labels.to_numpy()).groupby("cluster").median()
+    names = z.assign(cluster=labels.to_numpy()).groupby("cluster").mean().apply(
+        lambda row: _label(row, medians.loc[row.name]), axis=1)
     dup = names.duplicated(keep=False)
     names[dup] = names[dup] + " (" + names[dup].index.astype(str) + ")"
     prof.insert(0, "label", names)

@@ -68,7 +68,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("clv", "03_clv.ipynb", "Customer lifetime value", "cvlib.clv:run_clv",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv_summary.parquet"),
           optional=("clv_calibration.parquet",), writes=("clv.parquet", "clv_model.json"),
-          tables=("customers",), sections=("inputs", "rfm", "clv", "value.profitability")),  # profit of the variants
+          tables=("customers",), sections=("inputs", "rfm", "clv", "value.profitability",  # profit of the variants
+                                            "drivers.churn", "drivers.churn_days")),  # who has left (cvlib.status)
     Stage("value", "03b_value.ipynb", "Customer value assessment", "cvlib.value:run_value",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"),
           writes=("value.parquet", "value.json"), tables=("customers", "feedback"),
@@ -86,7 +87,7 @@ STAGES: tuple[Stage, ...] = (
           sections=("inputs", "clv", "campaign"), needs_table="campaigns"),  # before strategy: measured uplifts
     Stage("strategy", "05_strategy.ipynb", "Strategy recommendations", "cvlib.strategy:run_strategy",
           reads=("rfm.parquet", "clv.parquet"),
-          optional=("value.parquet", "churn_risk.parquet", "drivers.parquet", "drivers.json",
+          optional=("value.parquet", "value.json", "churn_risk.parquet", "drivers.parquet", "drivers.json",
                     "transactions_clean.parquet", "journey.parquet", "campaign.json"),
           writes=("strategy_groups.parquet", "playbook.csv", "targets.csv", "targets.xlsx", "strategy.json"),
           sections=("rfm", "clv", "value", "strategy")),

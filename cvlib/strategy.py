@@ -1,9 +1,13 @@
 """Strategy: strategic groups, a playbook, a budget allocation with expected return, and CRM target lists.
 
-Expected incremental value of an action for a customer = uplift x the value it acts on (predicted CLV, or
-value at risk = CLV x churn probability). The allocation maximises expected net value (incremental value
-less the actions' cost) under the budget, as an integer program over (group, action) counts (scipy's milp);
-within a group, the customers with the highest expected gain are targeted first.
+Expected incremental gross profit of an action for a customer (`gains`): a revenue effect over the months it lasts
+(uplift x expected gross profit per month x effect months), a retention effect (uplift x churn probability x CLV),
+a win-back (uplift x past gross profit per month x effect months, departed customers only) or a measured campaign
+effect (its uplift per treated customer x margin, booked once). Customers who have left (cvlib.status) are in
+the departed group, reached by win-back actions only. The allocation maximises expected net value (gain less the
+actions' cost) under the budget, each action taking at most its share of it (diminishing returns), as an integer
+program over (customer, action) pairs (scipy's milp) or greedily for large studies; the target list is exactly
+the chosen pairs, so its sums are the plan's figures.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import pandas as pd
 from cvlib import expr, i18n, io, reasons
 from cvlib import xlsx as xlsx_writer
 from cvlib.errors import ParamError
-from cvlib.params import Action, Strategy, Study
+from cvlib.params import Action, Clv, Strategy, Study
 
 # the columns of the customer table that group rules can use (a test checks customer_table makes exactly these)
 RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "monetary", "monetary_mean", "tenure",
@@ -25,31 +29,45 @@ RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "mone
                 "value_tier", "cluster", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier",
                 "churn_probability", "churned", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
                 "value_at_risk", "lifecycle_stage", "overdue", "suggested_product", "cross_sell_rule",
-                "clv_aov", "clv_retention_growth", "clv_discounted_profit", "profit_share", "profit_per_cost_to_serve")
+                "clv_aov", "clv_retention_growth", "clv_discounted_profit", "profit_share", "profit_per_cost_to_serve",
+                "departed", "departed_reason", "clv_before_status", "monthly_profit", "past_monthly_profit",
+                "past_value_tier")
 
 
 def rule_categories(study: Study) -> dict[str, set]:
     """The values each category column of the customer table can take, from the study's parameters."""
-    from cvlib.value import cell_names
+    from cvlib.status import REASONS
+    from cvlib.value import DEPARTED_CELL, cell_names
 
     m = study.value.matrix
     return {"segment": {s.name for s in study.rfm.segments} | {"Other"},
-            "clv_tier": set(study.clv.tiers.names), "abc_class": {"A", "B", "C"},
+            "clv_tier": set(study.clv.tiers.names), "past_value_tier": set(study.clv.tiers.names),
+            "departed_reason": {"", *REASONS},
+            "abc_class": {"A", "B", "C"},
             "value_tier": set(study.rfm.pyramid.names),
-            "value_cell": set(cell_names(m.size, m.names).values()) | {"unknown"},
+            "value_cell": set(cell_names(m.size, m.names).values()) | {"unknown", DEPARTED_CELL},
             "lifecycle_stage": {"acquisition", "growth", "maturity", "decline", "lapsed", "unknown"}}
 
 
 # --------------------------------------------------------------------------- the customer table
 def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None = None,
                    risk: pd.DataFrame | None = None, tx: pd.DataFrame | None = None,
-                   journey: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+                   journey: pd.DataFrame | None = None, clv_cfg: Clv | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per customer with what the group rules can use: RFM, CLV, churn probability, value cell, trend,
-    lifecycle stage and whether they are overdue (journey stage)."""
+    lifecycle stage and whether they are overdue (journey stage), whether they have left (the CLV stage's
+    `departed`, cvlib.status), their expected and past gross profit per month, and `past_value_tier`: the CLV
+    tiers' cuts and names applied to past yearly revenue of live customers (value before any churn risk)."""
     notes = []
+    clv_cfg = clv_cfg or Clv()
     d = io.by_customer(rfm)
     c = io.by_customer(clv)
     d = d.join(c[[k for k in c.columns if k not in d.columns]], how="left")
+    d["departed"] = d["departed"].fillna(False).astype(bool) if "departed" in d.columns else False
+    if "monthly_profit" not in d.columns:
+        d["monthly_profit"] = d["clv"] / clv_cfg.horizon_months
+    yearly = d["monetary"] / np.maximum(d["tenure"].astype(float), 365.0) * 365.0
+    d["past_monthly_profit"] = clv_cfg.margin * yearly / 12
+    d["past_value_tier"] = past_value_tiers(yearly, d["departed"], clv_cfg)
     d["clv_tier"] = d["clv_tier"].astype(str)
     d["segment"] = d["segment"].astype(str)
     rk = io.by_customer(risk) if risk is not None else None
@@ -61,8 +79,12 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
     else:
         d["churn_probability"] = np.nan
         notes.append(i18n.for_consultant("strategy.note_no_risk"))
-    d["churned"] = (rk["churned"].reindex(d.index).fillna(False).astype(bool) if rk is not None and "churned" in rk
-                    else False)  # without the drivers stage nobody is known to have churned
+    if "departed" in c.columns:  # one definition of who has left, the CLV stage's
+        d["churned"] = d["departed"]
+    else:  # an older CLV output: the drivers stage's flag (without it nobody is known to have churned)
+        d["churned"] = (rk["churned"].reindex(d.index).fillna(False).astype(bool) if rk is not None
+                        and "churned" in rk else False)
+        d["departed"] = d["churned"]
     if rk is not None and "within_cycle" in rk.columns:
         d["within_cycle"] = rk["within_cycle"].reindex(d.index).fillna(False).astype(bool)
         d["cycle_days"] = rk["cycle_days"].reindex(d.index)
@@ -82,7 +104,7 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
         d["trend"] = spend_trend(tx).reindex(d.index).fillna(0.0)
     else:
         d["trend"] = 0.0
-    d["value_at_risk"] = (d["clv"] * d["churn_probability"]).fillna(0.0)
+    d["value_at_risk"] = (d["clv"] * d["churn_probability"]).fillna(0.0).where(~d["departed"], 0.0)  # live only
     j = io.by_customer(journey) \
         if journey is not None else None
     d["lifecycle_stage"] = j["lifecycle_stage"].reindex(d.index).fillna("unknown").astype(str) if j is not None \
@@ -94,9 +116,13 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
 
 
 def assign_groups(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
-    """Every customer in exactly one group: the first rule that matches, else the default group."""
+    """Every customer in exactly one group: the departed group for customers who have left, else the first rule
+    that matches, else the default group."""
     group = pd.Series(pd.NA, index=df.index, dtype="object")
     objective = pd.Series(cfg.default_objective, index=df.index, dtype="object")
+    if "departed" in df.columns:  # customers who have left: their own group, before any rule
+        gone = df["departed"].fillna(False).astype(bool)
+        group[gone], objective[gone] = cfg.departed_group, "wider"
     for rule in cfg.groups:
         try:
             hit = expr.evaluate(rule.when, df)
@@ -112,14 +138,58 @@ def assign_groups(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
 
 
 
+def past_value_tiers(yearly_revenue: pd.Series, departed: pd.Series, cfg: Clv) -> pd.Series:
+    """The CLV tiers (cuts and names) applied to past yearly revenue of live customers; departed customers are in
+    the lowest tier. Value before churn risk, so a rule 'high risk and high value' is not empty by construction."""
+    from cvlib.rfm import value_tiers
+
+    out = pd.Series(cfg.tiers.names[-1], index=yearly_revenue.index, dtype=object)
+    on = ~departed.to_numpy(dtype=bool)
+    if on.any():
+        out[on] = np.asarray(value_tiers(yearly_revenue[on], cfg.tiers.cuts, cfg.tiers.names), dtype=object)
+    return out.astype(str)
+
+
 # --------------------------------------------------------------------------- economics
-def gains(df: pd.DataFrame, action: Action, multiplier: float = 1.0) -> pd.Series:
-    """Expected incremental value of the action for each customer."""
-    base = df["clv"] if action.applies_to == "clv" else df["value_at_risk"]
-    return (action.uplift * multiplier * base.clip(lower=0)).fillna(0.0)
+@dataclass(frozen=True)
+class Measured:
+    """A campaign's measured effect for an action: gross profit per treated customer over the campaign window, with
+    its 95% interval (revenue uplift x margin)."""
+    campaign: str
+    gain: float
+    low: float
+    high: float
+    window_days: int
 
 
-def action_table(df: pd.DataFrame, cfg: Strategy, horizon_months: int, multiplier: float = 1.0) -> pd.DataFrame:
+def effect_months(action: Action) -> float:
+    """Months of full effect an action buys: effect_months, each month keeping effect_decay of the one before."""
+    m, k = action.effect_months, action.effect_decay
+    return m if k >= 1 else (1 - k ** m) / (1 - k)
+
+
+def gains(df: pd.DataFrame, action: Action, multiplier: float = 1.0, measured: dict[str, Measured] | None = None,
+          which: str = "gain") -> pd.Series:
+    """Expected incremental gross profit of the action for each customer (see the module doc). `which`: 'gain', or
+    'low' / 'high' for the ends of a measured effect's interval (an assumed uplift has none: the gain itself).
+    Departed customers gain nothing from any action but a win-back."""
+    m = (measured or {}).get(action.name)
+    gone = df["departed"].to_numpy(dtype=bool) if "departed" in df.columns else np.zeros(len(df), dtype=bool)
+    if action.applies_to == "win_back":
+        g = action.uplift * df["past_monthly_profit"].clip(lower=0) * effect_months(action)
+        return (multiplier * g).where(gone, 0.0).fillna(0.0)
+    if m is not None:
+        per = {"gain": m.gain, "low": m.low, "high": m.high}[which]
+        g = pd.Series(max(per, 0.0), index=df.index, dtype=float)
+    elif action.applies_to == "value_at_risk":
+        g = action.uplift * df["value_at_risk"].clip(lower=0)
+    else:
+        g = action.uplift * df["monthly_profit"].clip(lower=0) * effect_months(action)
+    return (multiplier * g).where(~gone, 0.0).fillna(0.0)
+
+
+def action_table(df: pd.DataFrame, cfg: Strategy, horizon_months: int, multiplier: float = 1.0,
+                 measured: dict[str, Measured] | None = None) -> pd.DataFrame:
     """Per group and action: customers, cost, expected incremental value, ROI and payback if all are targeted."""
     rows = []
     at = group_positions(df)
@@ -128,12 +198,18 @@ def action_table(df: pd.DataFrame, cfg: Strategy, horizon_months: int, multiplie
             if not len(at.get(g, ())):
                 continue
             sub = df.iloc[at[g]]
-            gain = gains(sub, a, multiplier)
+            gain = gains(sub, a, multiplier, measured)
             cost = a.cost_per_customer * len(sub)
             value = float(gain.sum())
+            m = (measured or {}).get(a.name) if a.applies_to != "win_back" else None
+            months = (m.window_days / (365.25 / 12) if m is not None else None if a.applies_to == "value_at_risk"
+                      else effect_months(a))
             rows.append({"group": g, "action": a.name, "customers": len(sub), "cost_per_customer": a.cost_per_customer,
-                         "uplift": a.uplift * multiplier, "acts_on": a.applies_to, "cost": cost,
-                         "expected_incremental_value": value, "roi": (value - cost) / cost if cost else np.nan,
+                         "uplift": np.nan if m is not None else a.uplift * multiplier,
+                         "acts_on": "measured" if m is not None else a.applies_to,
+                         "effect_months": None if months is None else round(months, 2),
+                         "cost": cost, "expected_incremental_value": value,
+                         "roi": (value - cost) / cost if cost else np.nan,
                          "payback_months": cost / (value / horizon_months) if value > 0 else np.nan})
     return pd.DataFrame(rows)
 
@@ -160,7 +236,8 @@ def group_positions(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return df.groupby("group", sort=False).indices if len(df) else {}
 
 
-def _options(df: pd.DataFrame, cfg: Strategy, multiplier: float) -> list[dict]:
+def _options(df: pd.DataFrame, cfg: Strategy, multiplier: float, measured: dict[str, Measured] | None = None
+             ) -> list[dict]:
     """For each (group, action): the customers' gains sorted high to low, and their row positions in that order."""
     at = group_positions(df)
     opts = []
@@ -168,7 +245,7 @@ def _options(df: pd.DataFrame, cfg: Strategy, multiplier: float) -> list[dict]:
         every = None
         for g in a.groups:
             if len(at.get(g, ())):
-                every = gains(df, a, multiplier) if every is None else every  # elementwise: once per action
+                every = gains(df, a, multiplier, measured) if every is None else every  # once per action
                 gain = every.iloc[at[g]].sort_values(ascending=False, kind="stable")
                 opts.append({"group": g, "action": a.name, "cost": a.cost_per_customer, "gains": gain,
                              "pos": df.index.get_indexer(gain.index)})
@@ -308,27 +385,86 @@ def _greedy(cand: pd.DataFrame, budget: float) -> tuple[pd.DataFrame, float]:
     return cand.iloc[by[list(chosen.values())]], bound + 0.0
 
 
+def spending_limits(cfg: Strategy, budget: float, opts: list[dict]) -> list[tuple[str, np.ndarray, float]]:
+    """(name, option positions, cap) of every spending limit that can bind: each action's max_budget_share (else
+    strategy.max_action_share) and each group's strategy.max_group_share of the budget (diminishing returns)."""
+    out = []
+    for a in cfg.actions:
+        mine = np.array([i for i, o in enumerate(opts) if o["action"] == a.name], dtype=np.int64)
+        share = a.max_budget_share or cfg.max_action_share
+        if len(mine) and share < 1:
+            out.append((a.name, mine, share * budget))
+    if cfg.max_group_share < 1:
+        for g in dict.fromkeys(o["group"] for o in opts):
+            mine = np.array([i for i, o in enumerate(opts) if o["group"] == g], dtype=np.int64)
+            out.append((g, mine, cfg.max_group_share * budget))
+    return out
+
+
+def _capped_greedy(cand: pd.DataFrame, budget: float, members: list[np.ndarray], caps: list[float]) -> pd.DataFrame:
+    """The greedy allocation under spending limits (`members[j]`: which candidates limit j covers): solve, and
+    while a limit is exceeded, keep its best picks (net gain per unit cost) that fit every limit, take its
+    candidates and those customers out, and solve again for what is left of the budget."""
+    kept, left, pool, caps = [], float(budget), np.ones(len(cand), dtype=bool), list(caps)
+    cost = cand["cost"].to_numpy(dtype=float)
+    while pool.any():
+        picks, _ = _greedy(cand[pool], left)
+        at = cand.index.get_indexer(picks.index)
+        spent = [float(cost[at][m[at]].sum()) for m in members]
+        over = [j for j in range(len(caps)) if spent[j] > caps[j] + 1e-9]
+        if not over:
+            kept.append(picks)
+            break
+        j = max(over, key=lambda k: spent[k] / max(caps[k], 1e-12))
+        mine = at[members[j][at]]
+        eff = (cand["expected_gain"].to_numpy(dtype=float)[mine] - cost[mine]) / np.maximum(cost[mine], 1e-12)
+        take = []
+        for r in mine[np.argsort(-eff, kind="stable")]:  # best first, while every limit it counts for allows
+            if cost[r] <= left + 1e-9 and all(cost[r] <= caps[k] + 1e-9 for k in range(len(caps)) if members[k][r]):
+                take.append(r)
+                left -= cost[r]
+                for k in range(len(caps)):
+                    if members[k][r]:
+                        caps[k] -= cost[r]
+        kept.append(cand.iloc[take])
+        pool &= ~members[j] & ~cand["row"].isin(cand["row"].to_numpy()[take]).to_numpy()
+    return pd.concat(kept) if kept else cand.iloc[:0]
+
+
 def allocate(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multiplier: float = 1.0,
-             max_binaries: int = MAX_BINARIES) -> Allocation:
-    """Maximise expected net value (gain - cost) under the budget; each customer gets at most one action.
+             max_binaries: int = MAX_BINARIES, measured: dict[str, Measured] | None = None) -> Allocation:
+    """Maximise expected net value (gain - cost) under the budget; each customer gets at most one action and no
+    action or group spends more than its limit (`spending_limits`).
 
     Up to `max_binaries` (customer, action) pairs worth considering: an integer program with one binary per pair,
-    one row per customer (at most one action) and the budget row, solved to optimality by scipy's `milp` (HiGHS).
-    Above that size: the multiple-choice knapsack's LP relaxation, solved greedily, less its one fractional
-    customer (then any option that still fits); its distance from the LP bound is reported. Either way the
-    reported value is the sum over the chosen customers, so the target list delivers it to the cent."""
+    one row per customer (at most one action), the budget row and a row per spending limit, solved to optimality
+    by scipy's `milp` (HiGHS). Above that size: the multiple-choice knapsack's LP relaxation, solved greedily,
+    less its one fractional customer (then any option that still fits); its distance from the LP bound is
+    reported (with binding caps, `_capped_greedy`: no bound). Either way the reported value is the sum over the
+    chosen customers, so the target list delivers it to the cent."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_array
 
     from cvlib.errors import StageError
 
     budget = cfg.budget if budget is None else budget
-    opts = _options(df, cfg, multiplier)
+    opts = _options(df, cfg, multiplier, measured)
     cand = _candidates(df, opts)
     if cand.empty:
         return _allocation(df, opts, cand, "exact", "no customer's expected gain exceeds an action's cost")
+    limits = spending_limits(cfg, budget, opts)
+    option = cand["option"].to_numpy(dtype=np.int64)
+    members = [np.isin(option, mine) for _, mine, _ in limits]
+    caps = [cap for _, _, cap in limits]
+    cost = cand["cost"].to_numpy(dtype=float)
     if len(cand) > max_binaries:
         picks, bound = _greedy(cand, budget)
+        at = cand.index.get_indexer(picks.index)
+        if any(cost[at][m[at]].sum() > c + 1e-9 for m, c in zip(members, caps)):
+            picks = _capped_greedy(cand, budget, members, caps)
+            alloc = _allocation(df, opts, picks[["row", "option", "expected_gain", "cost"]], "greedy", "")
+            alloc.status = i18n.t("strategy.greedy_capped", n=f"{len(cand):,}")
+            return alloc
         alloc = _allocation(df, opts, picks[["row", "option", "expected_gain", "cost"]], "greedy", "")
         gap = max(bound - alloc.net_value, 0.0)  # from the plan as reported (gains to the cent)
         alloc.status = (i18n.t("strategy.greedy_status", n=f"{len(cand):,}", gap=f"{gap:,.2f}",
@@ -338,9 +474,10 @@ def allocate(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multi
     n = len(cand)
     rows = pd.factorize(cand["row"])[0]
     a_cust = csr_array((np.ones(n), (rows, np.arange(n))), shape=(rows.max() + 1, n))
-    cost = cand["cost"].to_numpy(dtype=float)
-    res = milp(c=-(cand["expected_gain"].to_numpy(dtype=float) - cost),
-               constraints=[LinearConstraint(a_cust, -np.inf, 1.0), LinearConstraint(cost[None, :], -np.inf, budget)],
+    rows_ = [LinearConstraint(a_cust, -np.inf, 1.0), LinearConstraint(cost[None, :], -np.inf, budget)]
+    rows_ += [LinearConstraint(np.where(m, cost, 0.0)[None, :], -np.inf, c) for m, c in zip(members, caps)
+              if cost[m].sum() > c]
+    res = milp(c=-(cand["expected_gain"].to_numpy(dtype=float) - cost), constraints=rows_,
                integrality=np.ones(n), bounds=Bounds(np.zeros(n), np.ones(n)), options={"time_limit": 60})
     if res.x is None or res.status not in (0, 1):
         raise StageError(f"The budget allocation could not be solved ({res.message}; {n:,} variables, budget "
@@ -350,11 +487,12 @@ def allocate(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multi
     return _allocation(df, opts, picks[["row", "option", "expected_gain", "cost"]], "exact", status)
 
 
-def even_split(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multiplier: float = 1.0) -> Allocation:
+def even_split(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multiplier: float = 1.0,
+               measured: dict[str, Measured] | None = None) -> Allocation:
     """The naive plan: the budget split evenly across every (group, action), best customers first, each customer
     at most once (its figures, too, are the sums over the customers it picks)."""
     budget = cfg.budget if budget is None else budget
-    opts = _options(df, cfg, multiplier)
+    opts = _options(df, cfg, multiplier, measured)
     share = budget / len(opts) if opts else 0.0
     taken = np.zeros(len(df), dtype=bool)
     picks = []
@@ -370,14 +508,57 @@ def even_split(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, mul
     return _allocation(df, opts, p, "even split", "")
 
 
-def sensitivity(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
+def sensitivity(df: pd.DataFrame, cfg: Strategy, measured: dict[str, Measured] | None = None) -> pd.DataFrame:
     """Optimised and even-split results when every uplift is scaled by each multiplier."""
     rows = []
     for m in cfg.sensitivity:
-        opt, even = allocate(df, cfg, multiplier=m), even_split(df, cfg, multiplier=m)
+        opt = allocate(df, cfg, multiplier=m, measured=measured)
+        even = even_split(df, cfg, multiplier=m, measured=measured)
         rows.append({"uplift_multiplier": m, "optimised_net_value": opt.net_value, "optimised_cost": opt.total_cost,
                      "even_split_net_value": even.net_value})
     return pd.DataFrame(rows)
+
+
+def plan_interval(alloc: Allocation, df: pd.DataFrame, cfg: Strategy, measured: dict[str, Measured] | None
+                  ) -> dict[str, float]:
+    """The plan's expected gain, net value and ROI with the 95% interval their measured uplifts give (the ends of
+    each measured effect's interval for the customers that action targets; an assumed uplift counts as given)."""
+    chosen = alloc.chosen
+    gain = float(chosen["expected_gain"].sum())
+    lo = hi = gain
+    by_name = {a.name: a for a in cfg.actions}
+    for name, m in (measured or {}).items():
+        mine = chosen["action"] == name
+        if mine.any() and name in by_name:
+            rows = df.set_index("customer_id").loc[chosen.loc[mine, "customer_id"]].reset_index()
+            point = float(chosen.loc[mine, "expected_gain"].sum())
+            lo += float(gains(rows, by_name[name], 1.0, measured, "low").round(2).sum()) - point
+            hi += float(gains(rows, by_name[name], 1.0, measured, "high").round(2).sum()) - point
+    cost = float(chosen["cost"].sum())
+
+    def roi(v: float) -> float:
+        return (v - cost) / cost if cost else float("nan")
+
+    return {"gain": gain, "gain_low": lo, "gain_high": hi, "cost": cost, "net": gain - cost, "net_low": lo - cost,
+            "net_high": hi - cost, "roi": roi(gain), "roi_low": roi(lo), "roi_high": roi(hi),
+            "measured": bool(measured) and bool(chosen["action"].isin(list(measured or {})).any())}
+
+
+def budget_shares(alloc: Allocation, cfg: Strategy) -> pd.DataFrame:
+    """Per action: customers targeted, cost, its share of the money spent and of the budget, expected gain, net
+    value, ROI and the driver lever it works on."""
+    lever = {a.name: a.lever or "" for a in cfg.actions}
+    g = alloc.plan.groupby("action", sort=False).agg(customers_targeted=("customers_targeted", "sum"),
+                                                     cost=("cost", "sum"),
+                                                     expected_incremental_value=("expected_incremental_value",
+                                                                                 "sum")).reset_index()
+    spent = float(g["cost"].sum())
+    g["share_of_spend"] = g["cost"] / spent if spent else 0.0
+    g["share_of_budget"] = g["cost"] / cfg.budget
+    g["net_value"] = g["expected_incremental_value"] - g["cost"]
+    g["roi"] = g["net_value"] / g["cost"].where(g["cost"] > 0)
+    g["lever"] = g["action"].map(lever)
+    return g
 
 
 # --------------------------------------------------------------------------- outputs
@@ -442,16 +623,23 @@ def profiles(df: pd.DataFrame) -> pd.DataFrame:
     return g.reset_index()
 
 
+def top_driver_names(drivers: pd.DataFrame | None, prefix: str, n: int = 3) -> list[str]:
+    """The `n` drivers of largest absolute importance by the methods starting with `prefix`."""
+    if drivers is None or drivers.empty:
+        return []
+    d = drivers[drivers["method"].str.startswith(prefix)]
+    return [str(x) for x in d.assign(a=d["importance"].abs()).sort_values("a", ascending=False)["driver"].head(n)]
+
+
 def top_drivers(drivers: pd.DataFrame | None, n: int = 3) -> dict[str, str]:
     """The strongest churn drivers and outcome drivers, as short text (their labels in the report language)."""
     if drivers is None or drivers.empty:
         return {}
     out = {}
     for key, prefix in (("churn", "permutation"), ("outcome", "LMG")):
-        d = drivers[drivers["method"].str.startswith(prefix)]
-        if len(d):
-            top = d.assign(a=d["importance"].abs()).sort_values("a", ascending=False)["driver"].head(n)
-            out[key] = i18n.t("common.list_sep").join(i18n.label(str(x)) for x in top)
+        top = top_driver_names(drivers, prefix, n)
+        if top:
+            out[key] = i18n.t("common.list_sep").join(i18n.label(x) for x in top)
     return out
 
 
@@ -517,26 +705,43 @@ class StrategyResult:
     notes: list[str] = field(default_factory=list)
     lifecycle: pd.DataFrame | None = None  # per lifecycle stage: size, CLV, main group, the stage's strategy
     win_back: pd.DataFrame | None = None  # per churn reason (drivers stage): the win-back action of the library
+    interval: dict = field(default_factory=dict)  # the plan's gain, net and ROI with their measured intervals
+    shares: pd.DataFrame | None = None  # per action: spend, share of the budget, gain, ROI, lever
 
 
-def with_measured_uplift(cfg: Strategy, measured: dict[str, dict]) -> tuple[Strategy, list[str]]:
-    """The strategy with each action of `strategy.measured_uplift` given its campaign's measured relative revenue
-    uplift (at least 0) in place of the assumed one, and a note per action saying which was used."""
-    if not cfg.measured_uplift:
-        return cfg, []
-    notes, actions = [], []
+def measured_effects(cfg: Strategy, measured: dict[str, dict], margin: float) -> tuple[dict[str, Measured], list[str]]:
+    """For each action of `strategy.measured_uplift` whose campaign has a measured revenue uplift: its gross profit
+    per treated customer (the pre-period-adjusted revenue uplift x the margin, at least 0) with its interval, over
+    the campaign window, and a note per action saying which was used. The effect is booked once: it was measured
+    over the window, not over the CLV horizon."""
+    out, notes = {}, []
     for a in cfg.actions:
         camp = cfg.measured_uplift.get(a.name)
         m = measured.get(camp) if camp else None
-        if camp and m is not None and m.get("relative_uplift") == m.get("relative_uplift"):
-            new = max(0.0, float(m["relative_uplift"]))
-            notes.append(i18n.t("strategy.note_measured_uplift", action=a.name, campaign=camp, uplift=i18n.pct(new),
-                                lo=i18n.pct(m["relative_ci_low"]), hi=i18n.pct(m["relative_ci_high"]),
-                                assumed=i18n.pct(a.uplift)))
-            a = a.model_copy(update={"uplift": new})
+        if camp and m is not None and m.get("revenue_uplift") is not None and m["revenue_uplift"] == m["revenue_uplift"]:
+            out[a.name] = Measured(camp, margin * float(m["revenue_uplift"]), margin * float(m["revenue_ci_low"]),
+                                   margin * float(m["revenue_ci_high"]), int(m.get("window_days") or 0))
+            e = out[a.name]
+            notes.append(i18n.t("strategy.note_measured_gain", action=a.name, campaign=camp,
+                                gain=f"{e.gain:,.2f}", lo=f"{e.low:,.2f}", hi=f"{e.high:,.2f}", days=e.window_days,
+                                margin=i18n.pct(margin, 0), cost=f"{a.cost_per_customer:,.2f}"))
         elif camp:
             notes.append(i18n.t("strategy.note_uplift_not_measured", action=a.name, campaign=camp,
                                 assumed=i18n.pct(a.uplift)))
+    return out, notes
+
+
+def with_levers(cfg: Strategy, drivers: pd.DataFrame | None, n: int = 3) -> tuple[Strategy, list[str]]:
+    """An action with no groups whose `lever` is one of the `n` strongest churn drivers is offered to every
+    retention group (objective 'longer'): the top driver's lever gets a chance at the budget."""
+    top = set(top_driver_names(drivers, "permutation", n))
+    retention = [g.name for g in cfg.groups if g.objective == "longer"]
+    actions, notes = [], []
+    for a in cfg.actions:
+        if a.lever and not a.groups and a.applies_to != "win_back" and a.lever in top and retention:
+            a = a.model_copy(update={"groups": retention})
+            notes.append(i18n.t("strategy.note_lever", action=a.name, driver=i18n.label(a.lever),
+                                groups=i18n.t("common.list_sep").join(i18n.name(g) for g in retention)))
         actions.append(a)
     return cfg.model_copy(update={"actions": actions}), notes
 
@@ -544,16 +749,38 @@ def with_measured_uplift(cfg: Strategy, measured: dict[str, dict]) -> tuple[Stra
 def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None,
                    risk: pd.DataFrame | None, drivers: pd.DataFrame | None, tx: pd.DataFrame | None,
                    journey: pd.DataFrame | None = None, measured: dict[str, dict] | None = None,
-                   churn_reasons: pd.DataFrame | None = None) -> StrategyResult:
-    cfg, measured_notes = with_measured_uplift(study.strategy, measured or {})
-    d, notes = customer_table(rfm, clv, value, risk, tx, journey)
-    notes = measured_notes + notes
+                   churn_reasons: pd.DataFrame | None = None, value_check: dict | None = None) -> StrategyResult:
+    """Everything the strategy stage computes. `value_check`: the value stage's validation record (whether its
+    score beat the ranking by past revenue), so a group built on the score says when it was not validated."""
+    cfg, lever_notes = with_levers(study.strategy, drivers)
+    effects, measured_notes = measured_effects(cfg, measured or {}, study.clv.margin)
+    d, notes = customer_table(rfm, clv, value, risk, tx, journey, study.clv)
+    notes = measured_notes + lever_notes + notes
     d = assign_groups(d, cfg)
-    alloc = allocate(d, cfg)
-    return StrategyResult(d, playbook(d, cfg), profiles(d), action_table(d, cfg, study.clv.horizon_months), alloc,
-                          even_split(d, cfg), sensitivity(d, cfg), target_list(d, alloc, cfg, study.currency),
-                          top_drivers(drivers), notes, lifecycle_playbook(d),
-                          reasons.win_back(churn_reasons, cfg.actions, cfg.win_back) if churn_reasons is not None else None)
+    alloc = allocate(d, cfg, measured=effects)
+    for r in cfg.groups:
+        if not (d["group"] == r.name).any():
+            notes.append(i18n.t("strategy.note_empty_group", group=i18n.name(r.name), rule=r.when))
+    if value_check is not None and value_check.get("beats_past_revenue") is False:
+        uses = [r.name for r in cfg.groups if "value_cell" in r.when or "value_score" in r.when]
+        if uses:
+            notes.append(i18n.t("strategy.note_value_not_validated", groups=i18n.t("common.list_sep").join(
+                i18n.name(g) for g in uses)))
+    res = StrategyResult(d, playbook(d, cfg), profiles(d), action_table(d, cfg, study.clv.horizon_months,
+                                                                        measured=effects), alloc,
+                         even_split(d, cfg, measured=effects), sensitivity(d, cfg, effects),
+                         target_list(d, alloc, cfg, study.currency), top_drivers(drivers), notes, lifecycle_playbook(d),
+                         reasons.win_back(churn_reasons, cfg.actions, cfg.win_back) if churn_reasons is not None
+                         else None)
+    res.interval = plan_interval(alloc, d, cfg, effects)
+    res.shares = budget_shares(alloc, cfg)
+    return res
+
+
+def value_validation(run_dir: Path) -> dict | None:
+    """The value stage's check of its score against realised holdout revenue (value.json), when it made one."""
+    d = io.read_stage_json(Path(run_dir), "value.json", optional=True)
+    return (d or {}).get("validation")
 
 
 def churn_reasons(run_dir: Path) -> pd.DataFrame | None:
@@ -574,7 +801,8 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
     res = build_strategy(study, io.read_stage(run_dir, "rfm.parquet"),
                          io.read_stage(run_dir, "clv.parquet"), opt("value.parquet"),
                          opt("churn_risk.parquet"), opt("drivers.parquet"), opt("transactions_clean.parquet"),
-                         opt("journey.parquet"), measured_uplift(run_dir), churn_reasons(run_dir))
+                         opt("journey.parquet"), measured_uplift(run_dir), churn_reasons(run_dir),
+                         value_validation(run_dir))
     io.write_parquet(res.customers[["customer_id", "group", "objective", "clv", "churn_probability", "value_at_risk"]],
                      run_dir / "strategy_groups.parquet")
     io.write_csv(io.rounded_for_export(res.playbook), run_dir / "playbook.csv")
@@ -589,6 +817,11 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
                    "net_value": gain - cost, "even_split_net_value": res.even.net_value,
                    "even_split_cost": res.even.total_cost,
                    "target_list": {"customers": len(res.targets), "expected_incremental_value": gain, "cost": cost},
+                   "interval": res.interval, "budget_shares": res.shares.to_dict("records"),
+                   "departed_in_targets": int(res.customers.set_index("customer_id").loc[
+                       res.targets["customer_id"], "departed"].to_numpy(dtype=bool)[
+                       (res.targets["action"].map({a.name: a.applies_to for a in study.strategy.actions})
+                        != "win_back").to_numpy()].sum()) if len(res.targets) else 0,
                    "playbook": res.playbook.to_dict("records"),
                    "lifecycle_playbook": res.lifecycle.to_dict("records"),
                    "win_back": None if res.win_back is None else res.win_back.to_dict("records"), "notes": res.notes}, run_dir / "strategy.json")

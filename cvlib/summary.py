@@ -114,6 +114,12 @@ def findings(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
                            share=i18n.pct(k["customer_share_for_80pct"], 0)), html_of("rfm") + "#value_concentration"))
     clv = _parquet(run_dir, "clv.parquet")
     m = _json(run_dir, "clv_model.json")
+    if m and m.get("formula_fallback"):  # never silent: the headline says the model was not used, and why
+        out.insert(0, (i18n.t("clv.headline_formula", why=m["formula_fallback"]), html_of("clv")))
+    if clv is not None and m and "departed" in clv.columns and clv["departed"].any():
+        gone = clv["departed"].astype(bool)
+        out.append((i18n.t("summary.f_departed", n=f"{int(gone.sum()):,}", share=i18n.pct(gone.mean(), 0)),
+                    html_of("clv")))
     if clv is not None and m:
         h = m["assumptions"]["horizon_months"]
         by = clv.groupby("segment", observed=True)["clv"].sum()

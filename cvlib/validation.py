@@ -27,7 +27,8 @@ SHARES = (0.10, 0.20)
 
 @dataclass
 class Validation:
-    customers: pd.DataFrame   # customer_id, value_score, clv, past_revenue, holdout_revenue (as of the calibration end)
+    customers: pd.DataFrame   # customer_id, value_score, potential_value_score, value_cell, clv, past_revenue (as of
+    #                           the calibration end), holdout_revenue
     metrics: pd.DataFrame     # per ranking: spearman, top 10% and top 20% share of holdout revenue
     gains: pd.DataFrame       # share of customers (0-1) x ranking: cumulative share of holdout revenue
     calibration_end: pd.Timestamp
@@ -52,9 +53,16 @@ def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.Dat
         c = clv_mod.customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, study.rfm.time_unit)
     else:
         c = clv_mod.fallback_clv(summary, cfg, retention)
+    c = clv_mod.with_status(study, c.astype({"customer_id": str}), summary, attrs, [])  # who had left by then
     prof, index = value.index_scores(study, past, summary, c, retention, attrs, fb, at)
     scores = index.customers
-    out = pd.DataFrame({"value_score": scores["value_score"]})
+    out = pd.DataFrame({"value_score": scores["value_score"],
+                        "potential_value_score": scores["potential_value_score"]})
+    m = study.value.matrix
+    alive = value.live_customers(c, out.index)
+    out["value_cell"] = value.value_cells(scores.loc[alive, "current_value_score"],
+                                          scores.loc[alive, "potential_value_score"], m.size, m.current_cuts,
+                                          m.potential_cuts, m.names).reindex(out.index).fillna(value.DEPARTED_CELL)
     out["clv"] = io.by_customer(c)["clv"].reindex(out.index).to_numpy()
     out["past_revenue"] = prof.set_index("customer_id")["revenue"].reindex(out.index).to_numpy()
     return out.rename_axis("customer_id")

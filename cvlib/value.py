@@ -91,14 +91,27 @@ def clv_with_costs(prof: pd.DataFrame, cfg: Value, retention: float, discount_ra
 
 # --------------------------------------------------------------------------- indicators and weights
 def spend_trend(tx: pd.DataFrame) -> pd.Series:
-    """Recent against earlier spend: log((spend in the last half of the period + 1) / (earlier half + 1))."""
+    """Spend rate in the later half of the period against the customer's own earlier rate, like with like:
+    (late - early) / (late + early), each a spend per day of the half the customer was there for (the earlier
+    half from their first purchase). -1: bought only before the midpoint (lapsed, whatever they spent); +1: only
+    after it; missing for a customer first seen in the later half (no earlier rate to compare with)."""
+    from cvlib.rfm import customer_codes
+
     start, end = tx["date"].min(), tx["date"].max()
     mid = start + (end - start) / 2
-    from cvlib.rfm import customer_sums
-
-    amount, late = tx["amount"].to_numpy(dtype=float), (tx["date"] > mid).to_numpy()
-    s = customer_sums(tx["customer_id"], recent=np.where(late, amount, 0.0), earlier=np.where(late, 0.0, amount))
-    return np.log((s["recent"] + 1) / (s["earlier"] + 1))
+    codes, distinct = customer_codes(io.as_ids(tx["customer_id"]))
+    amount, late = tx["amount"].to_numpy(dtype=float).clip(min=0), (tx["date"] > mid).to_numpy()
+    day = (tx["date"] - start).dt.days.to_numpy(dtype=float)
+    n = len(distinct)
+    earlier = np.bincount(codes, weights=np.where(late, 0.0, np.nan_to_num(amount)), minlength=n)
+    recent = np.bincount(codes, weights=np.where(late, np.nan_to_num(amount), 0.0), minlength=n)
+    first = pd.Series(day).groupby(codes).min().reindex(np.arange(n)).to_numpy()
+    mid_day, end_day = (mid - start).days, max((end - start).days, 1)
+    early = earlier / np.maximum(mid_day - first, 1.0)
+    later = recent / max(end_day - mid_day, 1.0)
+    total = early + later
+    out = np.where((first <= mid_day) & (total > 0), (later - early) / np.where(total > 0, total, 1.0), np.nan)
+    return pd.Series(out, index=distinct.rename("customer_id")).sort_index()
 
 
 def normalise(x: pd.Series, method: str, direction: str = "higher") -> pd.Series:
@@ -351,6 +364,16 @@ def value_cells(current: pd.Series, potential: pd.Series, size: int = 2, current
     return (c + "/" + p).map(cell_names(size, names))
 
 
+DEPARTED_CELL = "departed"  # the value cell of customers who have left (cvlib.status): not on the grid
+
+
+def live_customers(clv: pd.DataFrame, ids: pd.Index) -> np.ndarray:
+    """For each id in `ids`: True unless the CLV stage marked the customer as departed."""
+    if "departed" not in clv.columns:
+        return np.ones(len(ids), dtype=bool)
+    return ~io.by_customer(clv)["departed"].reindex(ids).fillna(False).astype(bool).to_numpy()
+
+
 def cell_names(size: int = 2, names: dict[str, str] | None = None) -> dict[str, str]:
     """Name of every cell 'current/potential' of the grid (the defaults, overridden by `names`)."""
     levels = ["low", "high"] if size == 2 else ["low", "medium", "high"]
@@ -396,8 +419,10 @@ def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataF
     prof, scores = index_scores(study, tx, rfm, clv, retention, attrs, fb, tx["date"].max())
     out = prof.set_index("customer_id").join(scores.customers)
     m = cfg.matrix
-    out["value_cell"] = value_cells(out["current_value_score"], out["potential_value_score"], m.size,
-                                    m.current_cuts, m.potential_cuts, m.names)
+    alive = live_customers(clv, out.index)  # the matrix places live customers; departed ones have their own cell
+    out["value_cell"] = value_cells(out.loc[alive, "current_value_score"], out.loc[alive, "potential_value_score"],
+                                    m.size, m.current_cuts, m.potential_cuts, m.names).reindex(out.index).fillna(
+        DEPARTED_CELL)
     whale, facts = whale_curve(out["profit"])
     out = out.reset_index()
     out["customer_id"] = out["customer_id"].astype(io.STRING)
@@ -429,31 +454,32 @@ def run_value(study: Study, run_dir: str | Path) -> ValueResult:
                    "validation": None if v is None else {
                        "calibration_end": str(v.calibration_end.date()), "holdout_end": str(v.holdout_end.date()),
                        "metrics": v.metrics.to_dict("records"), "beats_past_revenue": v.beats_past_revenue},
-                   "churn_by_cell": churn_by_cell(res.customers, rfm, study.drivers.churn_days).to_dict("records")},
+                   "churn_by_cell": churn_by_cell(v).to_dict("records")},
                   run_dir / "value.json")
     return res
 
 
-def churn_by_cell(value_df: pd.DataFrame, rfm: pd.DataFrame, churn_days: int) -> pd.DataFrame:
-    """Churn rate (no purchase in the last `churn_days`, among customers observed that long) and mean potential
-    score per value cell: a potential score that means something has lower churn in its high cells."""
-    d = value_df[["customer_id", "value_cell", "potential_value_score"]].merge(
-        rfm[["customer_id", "recency", "tenure"]], on="customer_id")
-    d = d[d["tenure"] >= churn_days]
-    if d.empty:
-        return pd.DataFrame(columns=["value_cell", "customers", "churn_rate", "mean_potential_score"])
-    g = d.assign(churned=d["recency"] > churn_days).groupby("value_cell").agg(
-        customers=("churned", "size"), churn_rate=("churned", "mean"),
+def churn_by_cell(validation) -> pd.DataFrame:
+    """Does the potential axis mean something? The value cells as the study would have drawn them on the
+    calibration end (`cvlib.validation`), against who then made no purchase at all in the holdout: high-potential
+    cells should churn less. Empty without a calibration period."""
+    cols = ["value_cell", "customers", "holdout_churn_rate", "mean_potential_score"]
+    if validation is None or validation.customers.empty:
+        return pd.DataFrame(columns=cols)
+    d = validation.customers
+    g = d.assign(churned=d["holdout_revenue"] <= 0).groupby("value_cell").agg(
+        customers=("churned", "size"), holdout_churn_rate=("churned", "mean"),
         mean_potential_score=("potential_value_score", "mean"))
-    return g.sort_values("mean_potential_score", ascending=False).reset_index()
+    return g.sort_values("mean_potential_score", ascending=False).reset_index()[cols]
 
 
 def matrix_cuts(res: ValueResult, study: Study) -> tuple[list[float], list[float]]:
     """The cut points the value matrix used (for drawing the grid)."""
     m = study.value.matrix
     q = [0.5] if m.size == 2 else [1 / 3, 2 / 3]
-    c = m.current_cuts or list(res.customers["current_value_score"].quantile(q))
-    p = m.potential_cuts or list(res.customers["potential_value_score"].quantile(q))
+    on = res.customers[res.customers["value_cell"] != DEPARTED_CELL]  # the grid is cut over live customers
+    c = m.current_cuts or list(on["current_value_score"].quantile(q))
+    p = m.potential_cuts or list(on["potential_value_score"].quantile(q))
     return c, p
 
 

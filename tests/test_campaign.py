@@ -97,23 +97,29 @@ def test_the_agency_example_recovers_its_planted_campaign_uplift(tmp_path):
     assert len(res.set_aside) == 2 and len(res.outcomes) + len(res.set_aside) == len(agency_book()["campaigns"])
 
 
-def test_the_measured_uplift_replaces_the_assumed_one_in_the_strategy():
+def test_a_measured_campaign_enters_the_plan_as_its_gross_profit_per_customer_booked_once():
     from cvlib.params import Strategy
-    from cvlib.strategy import with_measured_uplift
+    from cvlib.strategy import gains, measured_effects
 
     cfg = Strategy.model_validate({"groups": [{"name": "g", "objective": "wider", "when": "clv > 0"}],
                                    "actions": [{"name": "offer", "groups": ["g"], "cost_per_customer": 1, "uplift": 0.04},
                                                {"name": "call", "groups": ["g"], "cost_per_customer": 1, "uplift": 0.1}],
                                    "measured_uplift": {"offer": "spring", "call": "autumn"}})
-    measured = {"spring": {"relative_uplift": 0.11, "relative_ci_low": 0.06, "relative_ci_high": 0.16}}
-    new, notes = with_measured_uplift(cfg, measured)
-    uplift = {a.name: a.uplift for a in new.actions}
-    assert uplift == {"offer": 0.11, "call": 0.1}  # 'autumn' was not measured: the assumption stays
+    measured = {"spring": {"relative_uplift": 0.11, "revenue_uplift": 200.0, "revenue_ci_low": 120.0,
+                           "revenue_ci_high": 280.0, "window_days": 90}}
+    effects, notes = measured_effects(cfg, measured, margin=0.35)
+    assert set(effects) == {"offer"}  # 'autumn' was not measured: the assumption stays, and a note says so
+    e = effects["offer"]
+    assert (e.gain, e.low, e.high, e.window_days) == pytest.approx((70.0, 42.0, 98.0, 90))
     assert len(notes) == 2 and "spring" in notes[0] and "autumn" in notes[1]
-    harmful = {"spring": {"relative_uplift": -0.05, "relative_ci_low": -0.1, "relative_ci_high": 0.0}}
-    assert {a.name: a.uplift for a in with_measured_uplift(cfg, harmful)[0].actions}["offer"] == 0.0
-    assert with_measured_uplift(cfg.model_copy(update={"measured_uplift": {}}), measured) == (
-        cfg.model_copy(update={"measured_uplift": {}}), [])
+    # the gain is the same 70 (once) for a customer with a CLV of 10 or 10,000: not a share of horizon CLV
+    df = pd.DataFrame({"customer_id": ["a", "b"], "clv": [10.0, 10_000.0], "monthly_profit": [10 / 12, 10_000 / 12],
+                       "value_at_risk": [0.0, 0.0]})
+    assert gains(df, cfg.actions[0], measured=effects).tolist() == [70.0, 70.0]
+    assert gains(df, cfg.actions[0], measured=effects, which="low").tolist() == [42.0, 42.0]
+    assert gains(df, cfg.actions[1], measured=effects).tolist() == pytest.approx([0.1 * 10, 0.1 * 10_000])
+    harmful = {"spring": {**measured["spring"], "revenue_uplift": -50.0, "revenue_ci_low": -90.0}}
+    assert gains(df, cfg.actions[0], measured=measured_effects(cfg, harmful, 0.35)[0]).tolist() == [0.0, 0.0]
 
 
 def test_the_uplift_table_reads_rates_as_percentages_and_money_as_money():

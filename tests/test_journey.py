@@ -1,8 +1,7 @@
 """The customer journey module against hand-built cases: cycles and overdue customers, lifecycle stages and
-their transitions, association rules against a brute-force count and against mlxtend itself."""
+their transitions, directed cross-sell rules against counts by hand and on a planted sequence."""
 from __future__ import annotations
 
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -62,64 +61,76 @@ def test_lifecycle_stages_and_transitions_on_a_small_book_with_known_histories()
     assert int(table.to_numpy().sum()) == len(books)
 
 
-def brute_rules(basket: pd.DataFrame, min_support: float, min_confidence: float, min_lift: float) -> set:
-    n, items = len(basket), list(basket.columns)
-    out = set()
-    for size in (1, 2):
-        for ante in combinations(items, size):
-            for cons in items:
-                if cons in ante:
-                    continue
-                has_a = basket[list(ante)].all(axis=1)
-                both = (has_a & basket[cons]).sum()
-                if not has_a.any() or both / n < min_support:
-                    continue
-                conf = both / has_a.sum()
-                lift = conf / basket[cons].mean()
-                if conf >= min_confidence and lift >= min_lift:
-                    out.add((tuple(sorted(ante)), cons, round(both / n, 9), round(conf, 9), round(lift, 9)))
-    return out
+def first_days_of(rows: list[tuple[str, str, int]]) -> tuple[np.ndarray, pd.Index, pd.Index]:
+    """(customer, item, day) rows as journey.first_days' matrix, its customers and its items."""
+    d = pd.DataFrame(rows, columns=["customer_id", "product", "day"])
+    cust, ids = pd.factorize(d["customer_id"], sort=True)
+    item, items = journey.item_codes(d["product"])
+    return journey.first_days(cust, item, d["day"].to_numpy(), len(ids), len(items)), pd.Index(ids), items
 
 
-def test_association_rules_equal_a_brute_force_count_on_a_small_basket_set():
-    rows = [("a", "media"), ("a", "analytics"), ("b", "media"), ("b", "analytics"), ("c", "media"),
-            ("d", "social"), ("d", "media"), ("e", "analytics"), ("e", "social"), ("f", "media"), ("f", "analytics"),
-            ("f", "social")]
-    basket = journey.baskets(pd.DataFrame(rows, columns=["customer_id", "product"]))
-    got = journey.association_rules(basket, min_support=0.1, min_confidence=0.3, min_lift=0.0)
-    mine = {(a, c, round(s, 9), round(cf, 9), round(lf, 9)) for a, c, s, cf, lf in
-            zip(got["antecedent"], got["consequent"], got["support"], got["confidence"], got["lift"])}
-    assert mine == brute_rules(basket, 0.1, 0.3, 0.0)
+def test_sequence_rule_counts_by_hand():
+    rows = [("a", "media", 1), ("a", "analytics", 5), ("b", "media", 2), ("b", "analytics", 9), ("c", "media", 3),
+            ("c", "analytics", 3),  # the same day: no order, counts for neither direction
+            ("d", "analytics", 1), ("d", "media", 4), ("e", "media", 2), ("f", "print", 1)]
+    first, ids, items = first_days_of(rows)
+    assert first[list(ids).index("c"), list(items).index("analytics")] == 3
+    got = journey.sequence_rules(first, items, min_support=0.1, min_confidence=0.1, min_lift=0.0, max_p_value=1.0)
+    r = got.set_index(got["antecedent"].map(lambda a: a[0]) + ">" + got["consequent"])
+    # media buyers: a, b, c, d, e (5); analytics after media: a, b (2); media after analytics: d (1)
+    assert r.loc["media>analytics", ["a_first", "b_first"]].tolist() == [2, 1]
+    assert r.loc["media>analytics", "support"] == pytest.approx(2 / 6)
+    assert r.loc["media>analytics", "confidence"] == pytest.approx(2 / 5)
+    assert "analytics>media" not in r.index  # fewer bought media after analytics than before: never backwards
 
 
-def test_association_rules_equal_mlxtend_on_a_larger_set():
-    from mlxtend.frequent_patterns import association_rules, fpgrowth
+def planted_sequence_book(seed: int = 4, n: int = 3000) -> tuple[np.ndarray, pd.Index]:
+    """Customers buying up to six products on random days; B follows A for half of A's buyers, some 150 days
+    later on average (a planted sequence); N ('noise') is bought at random, mostly by heavy buyers, in no relation
+    to anything."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n):
+        heavy = rng.random() < 0.3
+        for item, p in zip("ACDE", (0.4, 0.3, 0.3, 0.2)):
+            if rng.random() < (p + 0.4 if heavy else p):
+                rows.append((f"c{c}", item, int(rng.integers(0, 600))))
+        a = [r for r in rows if r[0] == f"c{c}" and r[1] == "A"]
+        if a and rng.random() < 0.5:
+            rows.append((f"c{c}", "B", a[0][2] + 1 + int(rng.exponential(150))))
+        elif rng.random() < 0.1:
+            rows.append((f"c{c}", "B", int(rng.integers(0, 600))))
+        if rng.random() < (0.7 if heavy else 0.05):
+            rows.append((f"c{c}", "N", int(rng.integers(0, 600))))
+    first, _, items = first_days_of(rows)
+    return first, items
 
-    rng = np.random.default_rng(4)
-    basket = pd.DataFrame(rng.random((2000, 6)) < [0.5, 0.3, 0.2, 0.4, 0.1, 0.25], columns=list("ABCDEF"))
-    basket["B"] |= basket["A"] & (rng.random(2000) < 0.5)  # a planted pattern: A customers go on to buy B
-    ours = journey.association_rules(basket, 0.05, 0.2, 1.0)
-    items = fpgrowth(basket, min_support=0.05, use_colnames=True, max_len=3)
-    ref = association_rules(items, metric="confidence", min_threshold=0.2, num_itemsets=len(basket))
-    ref = ref[(ref["consequents"].map(len) == 1) & (ref["lift"] >= 1.0)]
-    key = lambda a, c: (tuple(sorted(a)), next(iter(c)) if not isinstance(c, str) else c)  # noqa: E731
-    assert {key(a, c) for a, c in zip(ref["antecedents"], ref["consequents"])} == \
-        {key(a, c) for a, c in zip(ours["antecedent"], ours["consequent"])}
-    single = ours[ours["antecedent"].map(len) == 1].iloc[0]
-    assert (single["antecedent"], single["consequent"]) in ((("A",), "B"), (("B",), "A"))  # the planted rule leads
+
+def test_a_planted_sequence_gives_a_to_b_never_b_to_a_and_a_noise_product_gets_no_rule():
+    first, items = planted_sequence_book()
+    rules = journey.sequence_rules(first, items, 0.02, 0.2, 1.2, 0.05)
+    pairs = set(zip(rules["antecedent"].map(lambda a: a[0]), rules["consequent"]))
+    assert ("A", "B") in pairs and ("B", "A") not in pairs
+    assert not any("N" in p for p in pairs), pairs  # heavy buyers hold it with everything: no lift once matched
+    # the symmetric whole-history lift that was used before would have passed the noise product
+    held = first < journey.NEVER
+    col = {c: i for i, c in enumerate(items)}
+    n_, c_ = held[:, col["N"]], held[:, col["C"]]
+    assert (n_ & c_).mean() / (n_.mean() * c_.mean()) > 1.2
+    # forward in time: mined before day 500, checked on the rest
+    mined = np.where(first <= 500, first, journey.NEVER)
+    kept = journey.holdout_rules(journey.sequence_rules(mined, items, 0.02, 0.2, 1.2, 0.05), first, items, 500, 1.2)
+    assert ("A", "B") in set(zip(kept["antecedent"].map(lambda a: a[0]), kept["consequent"]))
+    assert (kept["holdout_lift"] >= 1.2).all()
 
 
-def test_rules_that_do_not_hold_on_the_holdout_are_dropped_and_the_next_best_product_is_one_they_lack():
+def test_the_next_best_product_is_one_they_lack_in_the_direction_observed():
     cal = pd.DataFrame({"media": [1, 1, 1, 1, 0, 0], "analytics": [1, 1, 1, 0, 0, 1], "print": [0, 0, 1, 1, 1, 0]},
                        index=list("abcdef")).astype(bool)
-    rules = journey.association_rules(cal, 0.1, 0.5, 1.0)
-    hold = pd.DataFrame({"media": [1, 1, 0, 1], "analytics": [1, 1, 0, 1], "print": [0, 1, 1, 0]},
-                        index=list("wxyz")).astype(bool)
-    kept = journey.holdout_rules(rules, hold, 0.5, 1.0)
-    assert set(zip(kept["antecedent"], kept["consequent"])) <= set(zip(rules["antecedent"], rules["consequent"]))
-    assert ((("media",), "analytics") in set(zip(kept["antecedent"], kept["consequent"])))
-    nb = journey.next_best_product(cal, kept).set_index("customer_id")
-    assert nb.loc["d", "suggested_product"] == "analytics" and "media" in nb.loc["d", "rule"]
+    rules = pd.DataFrame({"antecedent": [("media",)], "consequent": ["analytics"]})
+    nb = journey.next_best_product(cal, rules).set_index("customer_id")
+    assert nb.loc["d", "suggested_product"] == "analytics" and nb.loc["d", "rule"] == "media -> analytics"
+    assert "f" not in nb.index  # holds analytics without media: the rule is never read backwards
     for cust, row in nb.iterrows():
         assert not cal.loc[cust, row["suggested_product"]]  # never a product they already have
 
@@ -167,6 +178,7 @@ def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns
     hit = rules[(rules["a"] == ("media buying",)) & (rules["consequent"] == "analytics")]
     assert len(hit) == 1 and hit["lift"].iloc[0] > 1.4 and hit["holdout_lift"].iloc[0] > 1.2
     assert not ((rules["a"] == ("creative",)) & (rules["consequent"] == "analytics")).any()  # nothing planted there
+    assert not ((rules["a"] == ("analytics",)) & (rules["consequent"] == "media buying")).any()  # never backwards
     suggested = res.customers.dropna(subset=["suggested_product"])
     assert len(suggested) and "analytics" in set(suggested["suggested_product"])
     acq = res.channels["acquisition"].set_index("channel")

@@ -100,9 +100,9 @@ def test_example_study_end_to_end(example_run):
     assert targets["expected_gain"].sum() == pytest.approx(st["expected_incremental_value"], abs=0.005)
     assert (targets["expected_gain"] - targets["cost"]).sum() == pytest.approx(st["net_value"], abs=0.005)
     cells = pd.DataFrame(json.loads((run / "value.json").read_text())["churn_by_cell"]).set_index("value_cell")
-    high, low = cells.loc[["Keep and grow", "Develop"], "churn_rate"], cells.loc[["Maintain", "Reduce cost to serve"],
-                                                                                 "churn_rate"]
-    assert high.max() < low.min()
+    rate = cells["holdout_churn_rate"]  # the cells as of the calibration end, against churn in the holdout
+    assert rate[["Keep and grow", "Develop"]].max() < rate[["Maintain", "Reduce cost to serve"]].min()
+    assert rate["departed"] == rate.max()  # who had left by then mostly stayed away
     assert clv.loc[clv["customer_id"].isin(rfm.loc[rfm["x"] == 0, "customer_id"]), "p_alive"].isna().all()
     # value assessment
     value_page = (run / "03b_value.html").read_text(encoding="utf-8")
@@ -148,6 +148,19 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
                                                                        crossed["suggested_product"]))
     journey_page = (res.run_dir / "04b_journey.html").read_text(encoding="utf-8")
     assert "media buying" in journey_page and "client portal" in journey_page
+    # the decisions (issue #28): a client who has left is reached by win-back only and adds nothing to the value at
+    # risk; the measured workshop (2,367 EUR gross profit per client against a 2,500 EUR cost) gets no budget
+    from cvlib.params import load_study
+
+    kind = {a.name: a.applies_to for a in load_study(res.run_dir / "params.yaml").strategy.actions}
+    clv = pd.read_parquet(res.run_dir / "clv.parquet").astype({"customer_id": str}).set_index("customer_id")
+    on_gone = clv["departed"].reindex(targets["customer_id"].astype(str)).to_numpy(dtype=bool)
+    assert on_gone.any() and (targets.loc[on_gone, "action"].map(kind) == "win_back").all()
+    assert not (targets.loc[~on_gone, "action"].map(kind) == "win_back").any()
+    assert (clv.loc[clv["departed"], "clv"] == 0).all() and st["departed_in_targets"] == 0
+    shares = {r["action"]: r["share_of_budget"] for r in st["budget_shares"]}
+    assert shares["strategy workshop"] == 0 and max(shares.values()) <= 0.5 + 1e-9
+    assert "booked once" in (res.run_dir / "05_strategy.html").read_text(encoding="utf-8")
     assert golden.differences(golden.extract(res.run_dir), golden_ref("agency")) == []
 
 

@@ -20,7 +20,7 @@ def frame(n_by_group: dict[str, int], clv: dict[str, float] | None = None, p: fl
         for i in range(n):
             v = (clv or {}).get(g, 100.0)
             rows.append({"customer_id": f"{g}-{i}", "group": g, "clv": v, "churn_probability": p,
-                         "value_at_risk": v * p, "segment": "Loyal"})
+                         "value_at_risk": v * p, "segment": "Loyal", "monthly_profit": v / 12})
     return pd.DataFrame(rows)
 
 
@@ -46,9 +46,12 @@ def test_action_for_unknown_group_is_a_parameter_error():
         Strategy.model_validate({"actions": [{"name": "a", "groups": ["nobody"], "cost_per_customer": 1, "uplift": 0.1}]})
 
 
-def small_cfg(budget: float, uplifts=(0.2, 0.1, 0.05)) -> Strategy:
+def small_cfg(budget: float, uplifts=(0.2, 0.1, 0.05), share: float = 1.0) -> Strategy:
+    """Three actions whose revenue effects last 12 months (a gain of uplift x CLV for a frame's 12-month CLV); no
+    action held to a share of the budget unless `share` says so."""
     return Strategy.model_validate({
         "groups": [{"name": "g1", "objective": "longer", "when": "clv > 150"}], "default_group": "g2", "budget": budget,
+        "max_action_share": share,
         "actions": [{"name": "a", "groups": ["g1"], "cost_per_customer": 10, "uplift": uplifts[0]},
                     {"name": "b", "groups": ["g1", "g2"], "cost_per_customer": 4, "uplift": uplifts[1]},
                     {"name": "c", "groups": ["g2"], "cost_per_customer": 1, "uplift": uplifts[2]}]})
@@ -103,6 +106,7 @@ def test_target_lists_hold_exactly_the_chosen_customers():
     rng = np.random.default_rng(0)
     df = frame({"g1": 40, "g2": 60})
     df["clv"] = rng.uniform(50, 400, len(df))
+    df["monthly_profit"] = df["clv"] / 12
     df["value_at_risk"] = df["clv"] * df["churn_probability"]
     cfg = small_cfg(300)
     alloc = strategy.allocate(df, cfg)
@@ -130,32 +134,69 @@ def test_write_targets_csv_and_workbook(tmp_path):
 
 
 def brute_force_per_customer(df: pd.DataFrame, cfg: Strategy) -> float:
-    """Best net value over every assignment of at most one action to each customer (gains differ per customer)."""
+    """Best net value over every assignment of at most one action to each customer (gains differ per customer),
+    each action spending at most its share of the budget."""
+    caps = {a.name: (a.max_budget_share or cfg.max_action_share) * cfg.budget for a in cfg.actions}
+    group_cap = cfg.max_group_share * cfg.budget
     options = []
     for _, c in df.iterrows():
-        opts = [(0.0, 0.0)]
+        opts = [(0.0, 0.0, None, None)]
         for a in cfg.actions:
             if c["group"] in a.groups:
                 base = c["clv"] if a.applies_to == "clv" else c["value_at_risk"]
-                opts.append((a.uplift * max(base, 0.0), a.cost_per_customer))
+                opts.append((a.uplift * max(base, 0.0), a.cost_per_customer, a.name, c["group"]))
         options.append(opts)
     best = 0.0
     for combo in product(*options):
         cost = sum(o[1] for o in combo)
-        if cost <= cfg.budget + 1e-9:
+        spent: dict = {}
+        by_group: dict = {}
+        for o in combo:
+            spent[o[2]] = spent.get(o[2], 0.0) + o[1]
+            by_group[o[3]] = by_group.get(o[3], 0.0) + o[1]
+        if cost <= cfg.budget + 1e-9 and all(v <= caps[k] + 1e-9 for k, v in spent.items() if k) and \
+                all(v <= group_cap + 1e-9 for k, v in by_group.items() if k):
             best = max(best, sum(o[0] for o in combo) - cost)
     return best
 
 
-def random_instance(rng: np.random.Generator) -> tuple[pd.DataFrame, Strategy]:
+def test_no_action_or_group_takes_more_than_its_share_of_the_budget_and_the_capped_plan_is_the_optimum():
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        df, cfg = random_instance(rng, share=float(rng.choice([0.3, 0.5, 0.7])))
+        if trial % 2:  # a limit per group too
+            cfg = cfg.model_copy(update={"max_group_share": float(rng.choice([0.4, 0.6]))})
+        exact, greedy = strategy.allocate(df, cfg), strategy.allocate(df, cfg, max_binaries=0)
+        best = brute_force_per_customer(df, cfg)
+        assert exact_net(df, cfg, exact) == pytest.approx(best, abs=1e-6), trial
+        for alloc in (exact, greedy):
+            spent = alloc.chosen.groupby("action")["cost"].sum()
+            assert (spent <= cfg.max_action_share * cfg.budget + 1e-9).all(), trial
+            by_group = alloc.chosen.groupby("group")["cost"].sum()
+            assert (by_group <= cfg.max_group_share * cfg.budget + 1e-9).all(), trial
+            assert alloc.total_cost <= cfg.budget + 1e-9
+            assert exact_net(df, cfg, alloc) <= best + 1e-6
+    # one profitable action, default share: half the budget, not all of it, unless the action's own limit says so
+    df = frame({"g1": 50, "g2": 50}, {"g1": 1000.0, "g2": 1.0})
+    one = Strategy.model_validate({"groups": [{"name": "g1", "objective": "longer", "when": "clv > 150"}],
+                                   "default_group": "g2", "budget": 100,
+                                   "actions": [{"name": "a", "groups": ["g1"], "cost_per_customer": 10, "uplift": 0.2}]})
+    for mb in (3000, 0):
+        assert strategy.allocate(df, one, max_binaries=mb).total_cost == pytest.approx(50)
+        own = one.model_copy(update={"actions": [one.actions[0].model_copy(update={"max_budget_share": 1.0})]})
+        assert strategy.allocate(df, own, max_binaries=mb).total_cost == pytest.approx(100)
+
+
+def random_instance(rng: np.random.Generator, share: float = 1.0) -> tuple[pd.DataFrame, Strategy]:
     n1, n2 = int(rng.integers(1, 5)), int(rng.integers(1, 4))
     df = frame({"g1": n1, "g2": n2})
     df["clv"] = rng.uniform(0, 300, len(df)).round(2)
+    df["monthly_profit"] = df["clv"] / 12
     df["churn_probability"] = rng.uniform(0, 1, len(df)).round(3)
     df["value_at_risk"] = df["clv"] * df["churn_probability"]
     cfg = Strategy.model_validate({
         "groups": [{"name": "g1", "objective": "longer", "when": "clv > 0"}], "default_group": "g2",
-        "budget": float(rng.uniform(5, 120)),
+        "budget": float(rng.uniform(5, 120)), "max_action_share": share,
         "actions": [{"name": "a", "groups": ["g1"], "cost_per_customer": float(rng.uniform(1, 30)),
                      "uplift": float(rng.uniform(0.01, 0.5)), "applies_to": "value_at_risk"},
                     {"name": "b", "groups": ["g1", "g2"], "cost_per_customer": float(rng.uniform(1, 30)),
@@ -196,6 +237,7 @@ def test_large_instances_are_solved_greedily_within_the_lp_bound_never_counting_
     rng = np.random.default_rng(3)
     df = frame({"g1": 300, "g2": 500})
     df["clv"] = rng.lognormal(4, 1, len(df))
+    df["monthly_profit"] = df["clv"] / 12
     df["value_at_risk"] = df["clv"] * rng.uniform(0, 1, len(df))
     cfg = small_cfg(2000, uplifts=(0.2, 0.15, 0.1))
     exact = strategy.allocate(df, cfg, max_binaries=10_000)
@@ -319,6 +361,7 @@ def test_exported_target_list_sums_to_the_plan_to_the_cent(tmp_path):
     rng = np.random.default_rng(8)
     df = frame({"g1": 3000, "g2": 2000})
     df["clv"] = rng.lognormal(3, 1, len(df))  # every gain with many decimals
+    df["monthly_profit"] = df["clv"] / 12
     df["value_at_risk"] = df["clv"] * rng.uniform(0, 1, len(df))
     cfg = small_cfg(4000, uplifts=(0.137, 0.0911, 0.0533))
     for alloc in (strategy.allocate(df, cfg), strategy.even_split(df, cfg)):
