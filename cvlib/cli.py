@@ -104,6 +104,22 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
     return 0
 
 
+def run_scrubber(run_dir: Path):
+    """The pseudonymising scrubber of a run's study (from its params.yaml; the ids in its input files when they are
+    still there, else those in the parameters). A pseudonymised run whose scrubber cannot be built is refused."""
+    from cvlib import privacy
+    from cvlib.errors import ParamError
+    from cvlib.params import load_study
+
+    try:
+        study = load_study(run_dir / "params.yaml", check_files=False)
+    except ParamError as exc:
+        raise ParamError(f"{run_dir}: its params.yaml cannot be read ({exc}), so its ids cannot be pseudonymised; "
+                         "nothing was written.") from None
+    present = all(study.resolve(t.path).is_file() for t in study.input_tables().values())
+    return privacy.scrubber_for(study, read_inputs=present)
+
+
 def cmd_compare(study: str, run_ids: list[str], reports_dir: str, out: str | None) -> int:
     from cvlib import pages, runs
     from cvlib.errors import ParamError
@@ -113,8 +129,9 @@ def cmd_compare(study: str, run_ids: list[str], reports_dir: str, out: str | Non
         raise ParamError("cvlib compare: give two runs (RUN_A RUN_B) or none (the two newest complete runs).")
     a, b = (runs.find_run(folder, r) for r in run_ids) if run_ids else runs.two_newest(folder)
     c = runs.compare(a, b)
-    print(c.table())
-    path = pages.write_compare(c, Path(out) if out else folder / f"compare-{a.name}-{b.name}.html")
+    scrub = run_scrubber(b).scrub
+    print(scrub(c.table()))
+    path = pages.write_compare(c, Path(out) if out else folder / f"compare-{a.name}-{b.name}.html", scrub)
     print(f"\nwrote {path}")
     return 0
 
@@ -172,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     except CvlibError as exc:
         print(f"cvlib: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full or read-only disk, a folder that cannot be made: said, never a traceback
+        print(f"cvlib: error: {exc.strerror or exc} ({exc.filename or 'no file named'}). Free disk space or choose a "
+              "writable folder (--reports-dir), then run again.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("cvlib: interrupted", file=sys.stderr)
         return 130

@@ -30,3 +30,9 @@ class StageInputError(StageError):
     """A stage notebook stopped on a problem with the input data or parameters (exit code 2)."""
 
     exit_code = 2
+
+
+class RunError(CvlibError):
+    """A run could not be finished (disk full, read-only folder, a file that vanished); it is recorded as failed."""
+
+    exit_code = 1

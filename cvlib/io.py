@@ -104,6 +104,17 @@ def _check_header(names: list[str], path: Path, name: str) -> None:
     seen: dict[str, list[int]] = {}
     for i, n in enumerate(names, 1):
         seen.setdefault(n, []).append(i)
+    if any("\ufffd" in n for n in names):
+        raise InputDataError(f"inputs.{name}: the first line of {path} holds bytes that are not valid in the encoding "
+                             f"given. The file is probably in another encoding: set inputs.{name}.encoding "
+                             "(gb18030 or gbk for Chinese "
+                             "files from Excel, latin-1 or cp1252 for Western European ones, utf-16 for some exports).")
+    empty = [i for i, n in enumerate(names, 1) if n.strip() in {"", "nan", "None", "NaN"} or n.startswith("Unnamed:")]
+    if names and len(empty) >= max(1, len(names) // 2):
+        raise InputDataError(f"inputs.{name}: the first row of {path} has {len(empty)} empty cells of {len(names)} "
+                             f"(columns {', '.join(map(str, empty[:8]))}): it looks like a title or a note above the "
+                             "table, not the column names. Delete the rows above the header (or save the table on its "
+                             "own), then run again.")
     dups = {n: pos for n, pos in seen.items() if len(pos) > 1}
     if dups:
         listed = "; ".join(f"{n!r} in columns {', '.join(map(str, pos))}" for n, pos in dups.items())
@@ -241,10 +252,13 @@ def check_columns(df: pd.DataFrame, wanted: dict[str, str], path: Path, key: str
         close = difflib.get_close_matches(col, available, n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         lines.append(f"  - {key}.columns.{field}: column {col!r} is not in the file.{hint}")
-    lines.append(f"  Columns in the file: {', '.join(map(repr, available))}.")
     if available and all(re.fullmatch(r"[\d.,:/ +-]+", str(c)) for c in available):
-        lines.append("  Those 'names' look like data: the file seems to have no header row. Set header: false and "
-                     "give the columns in order under names (its first row is then read as data, not lost).")
+        # the first row is data (it may hold a customer id): its values are not repeated here
+        lines.append(f"  The file's first row has {len(available)} values that look like data, not column names: "
+                     "the file seems to have no header row. Set header: false and give the columns in order under "
+                     "names (its first row is then read as data, not lost).")
+    else:
+        lines.append(f"  Columns in the file: {', '.join(map(repr, available))}.")
     lines.append("  Fix the mapping in the params file (names are case- and space-sensitive).")
     raise InputDataError("\n".join(lines))
 

@@ -54,8 +54,9 @@ def comparison_view(c: runs.Comparison) -> dict:
             "params": [(k, runs._short(a), runs._short(b)) for k, a, b in c.params]}
 
 
-def write_compare(c: runs.Comparison, out: Path) -> Path:
-    return io.write_text(render("compare.html.j2", comparison=comparison_view(c)), out)
+def write_compare(c: runs.Comparison, out: Path, scrub: Callable[[str], str] = lambda t: t) -> Path:
+    """The comparison page of two runs, pseudonymised by `scrub` like every page."""
+    return io.write_text(scrub(render("compare.html.j2", comparison=comparison_view(c))), out)
 
 
 def _count(v: Any) -> str:
@@ -76,7 +77,7 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
     from cvlib.runner import write_record
 
     run_dir = result.run_dir
-    manifest = write_record(ctx, result, "complete" if result.ok else "failed")
+    manifest = write_record(ctx, result, "running" if result.ok else "failed")  # 'complete' only once sealed
     i18n.use(ctx.study.report.language)
     finish_stage_pages(ctx, result)
     currency = ctx.study.currency
@@ -93,16 +94,19 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
         from cvlib.monitoring import monitoring_view
 
         m = ctx.study.monitoring
-        monitoring = monitoring_view(run_dir, history.complete(), m.kpis, currency, m.history, draw)
+        monitoring = monitoring_view(run_dir, history.verified(), m.kpis, currency, m.history, draw)
         if monitoring is not None:
             io.write_json({"kpis": monitoring["table"].to_dict("records"),
                            "trend": monitoring["trend"].to_dict("records")}, run_dir / "monitoring.json")
     except Exception as exc:  # noqa: BLE001  # monitoring must never hide the stage links
         error = error or str(exc)
     comparison = None
-    previous = history.complete()
+    previous = history.verified()  # a run whose files changed since it was sealed is not compared with
     if previous:
-        comparison = comparison_view(runs.compare(previous[0][0], run_dir))
+        try:
+            comparison = comparison_view(runs.compare(previous[0][0], run_dir))
+        except Exception as exc:  # noqa: BLE001  # an unreadable earlier run must never stop this one's index
+            error = error or f"run {previous[0][0].name}: {exc}"
     stages = [{"title": i18n.t(f"stages.{s.stage.name}"), "html": s.html, "status": s.status,
                "status_text": status_text(s.status),
                "reason": s.reason, "error": s.error,
@@ -111,7 +115,8 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
     params_yaml = yaml.safe_dump(runs.strip_paths(ctx.study.resolved()), sort_keys=False, allow_unicode=True)
     page = render(
         "index.html.j2", study=ctx.study.study, client=ctx.study.client, run=run_dir.name, client_view=ctx.client,
-        status=manifest["status"], status_text=i18n.t("index.complete" if result.ok else "index.failed"),
+        status="complete" if result.ok else "failed",
+        status_text=i18n.t("index.complete" if result.ok else "index.failed"),
         started=manifest["started"].replace("T", " "), finished=(manifest["finished"] or "").replace("T", " "),
         headline=headline, findings=findings, summary_error=error, stages=stages, comparison=comparison,
         monitoring=monitoring,

@@ -17,6 +17,51 @@ from cvlib.errors import ParamError
 
 EXAMPLE_PREFIX = "example://"
 DATA_DIR = Path(__file__).parent / "data"
+MAX_ALIASES = 20  # YAML aliases a parameter file may use: k aliases expand a value at most e^(k/e) times
+MAX_PARAMS_BYTES = 1_000_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only, no tags that build objects) that refuses more than MAX_ALIASES
+    aliases, so a small file cannot expand into an exponentially large value."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name), line {mark.line + 1}: parameter "
+                                     "files do not need them; write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node, deep=False):  # type: ignore[no-untyped-def]
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:  # the date 2024-02-30, a number of thousands of digits
+            value = node.value if isinstance(node.value, str) else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {value[:40] + ('...' if len(value) > 40 else '')!r}: {str(exc)[:120]}",
+                node.start_mark) from None
+
+
+def safe_yaml(text: str) -> Any:
+    """Parse YAML text as plain data with a bound on aliases (yaml.YAMLError otherwise, also for a value YAML cannot
+    build: the date 2024-02-30, a number of thousands of digits)."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  # a SafeLoader subclass
+    except (ValueError, OverflowError) as exc:
+        msg = str(exc)
+        raise yaml.YAMLError(f"a value cannot be read: {msg[:200]}") from None
+
+
+def short_repr(value: Any, width: int = 120) -> str:
+    """repr of a value, cut to `width` characters without building the whole text of a huge value."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = width, width, 6, 6, 3
+    text = r.repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 class _Model(BaseModel):
@@ -808,7 +853,7 @@ class Study(_Model):
             raise ValueError("rfm.frequency is 'orders' but inputs.transactions.columns.order_id is not mapped; "
                              "map the order id column or use frequency: days")
         from cvlib.expr import ExpressionError, check_names, parse
-        from cvlib.strategy import RULE_COLUMNS, rule_categories
+        from cvlib.strategy import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories
 
         categories = rule_categories(self)
         for i, g in enumerate(self.strategy.groups):
@@ -817,6 +862,10 @@ class Study(_Model):
                 check_names(rule, RULE_COLUMNS)
             except ExpressionError as exc:
                 raise ValueError(f"strategy.groups.{i}.when (group {g.name!r}): {exc}") from None
+            text = sorted(rule.arithmetic_names & (set(categories) | set(TEXT_RULE_COLUMNS)))
+            if text:
+                raise ValueError(f"strategy.groups.{i}.when (group {g.name!r}) does arithmetic on {', '.join(text)}, "
+                                 "which hold text or dates: compare them instead (==, !=, in [...])")
             for col, value in rule.literals():
                 allowed = categories.get(col)
                 if allowed is not None and value not in allowed:
@@ -871,9 +920,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ParamError(f"--set {text!r}: the key is empty")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+        parsed = safe_yaml(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        if "aliases" in str(exc):
+            raise ParamError(f"--set {key}: {exc}") from None
+        parsed = value  # kept as text: validation then says what the key allows
     return key, parsed
 
 
@@ -943,8 +994,8 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
             if "expected" in ctx:
                 allowed = f" Allowed: {ctx['expected']}."
             msg = e["msg"].removeprefix("Value error, ")
-            got = repr(e.get("input"))
-            got = f" (got {got})" if len(got) <= 120 and not isinstance(e.get("input"), dict) else ""
+            got = short_repr(e.get("input"))  # bounded: the value may be huge
+            got = f" (got {got})" if not isinstance(e.get("input"), dict) else ""
             lines.append(f"  - {key}: {msg}{got}.{allowed}" if key else f"  - {msg}.")
     return "\n".join(lines)
 
@@ -952,12 +1003,20 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
 def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = None, check_files: bool = True) -> Study:
     """Read, override and validate a study YAML file; check that the input files exist."""
     path = Path(path)
+    if "\x00" in str(path):
+        raise ParamError(f"Study parameters file name holds a NUL character: {short_repr(str(path))}")
     if not path.is_file():
         raise ParamError(f"Study parameters file not found: {path}. Copy params/cdnow.yaml to start a new study.")
+    if path.stat().st_size > MAX_PARAMS_BYTES:
+        raise ParamError(f"{path} has {path.stat().st_size:,} bytes; a parameter file has at most "
+                         f"{MAX_PARAMS_BYTES:,}. Is it the right file?")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ParamError(f"{path} is not UTF-8 text (byte {exc.start}): save the parameter file as UTF-8.") from None
     except yaml.YAMLError as exc:
-        raise ParamError(f"{path} is not valid YAML: {exc}") from None
+        text = str(exc)
+        raise ParamError(f"{path} is not valid YAML: {text[:400] + ('...' if len(text) > 400 else '')}") from None
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of keys (study, client, inputs, ...) at the top level")
     data = apply_overrides(data, overrides)
@@ -969,6 +1028,9 @@ def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = 
         raise ParamError(format_validation_error(err, src, Study)) from None
     if check_files:
         for name, table in study.input_tables().items():
+            if "\x00" in table.path:
+                raise ParamError(f"Invalid study parameters in {path}:\n  - inputs.{name}.path holds a NUL character: "
+                                 f"{short_repr(table.path)}")
             resolved = study.resolve(table.path)
             if not resolved.is_file():
                 raise ParamError(

@@ -7,7 +7,9 @@ bits (16 hex digits): at a million customers the chance that two share one is ab
 `Scrubber.scrub` replaces every customer id wherever it stands in a text (raw lines, error messages, free
 text, rendered tables): the runner passes every executed notebook, the index page and its own messages through
 it. Ids are found as whole tokens (split on white space, quotes, brackets and the usual field separators), so
-an id that is also a plain small number (customer "7") also replaces that number in prose: the safe side.
+an id that is also a plain small number (customer "7") also replaces that number in prose: the safe side. An id
+holding a character that HTML escapes (& < > " ') is also found in each of its escaped spellings (&amp;, &lt;,
+&#39;, &#x27;, ...), since a report shows it escaped; the pseudonym itself needs no escaping.
 """
 from __future__ import annotations
 
@@ -29,6 +31,20 @@ MIN_KEY_LENGTH = 16
 PREFIX = "c_"
 _TOKEN = re.compile(r"[^\s,;|\"'`()\[\]{}<>=:]+")
 _EDGE = ".!?"
+_ESCAPES = {"&": ("&", "&amp;", "&#38;", "&#x26;"), "<": ("<", "&lt;", "&#60;", "&#x3c;"),
+            ">": (">", "&gt;", "&#62;", "&#x3e;"), '"': ('"', "&quot;", "&#34;", "&#x22;"),
+            "'": ("'", "&#39;", "&#x27;", "&apos;")}
+
+
+def _spellings(i: str) -> str:
+    """A pattern matching an id as written and in every HTML-escaped spelling of its special characters."""
+    return "".join("(?i:" + "|".join(re.escape(e) for e in _ESCAPES[ch]) + ")" if ch in _ESCAPES else re.escape(ch)
+                   for ch in i)
+
+
+def _core(i: str) -> str:
+    """The longest stretch of an id that HTML leaves as it is (a cheap test of whether it can be in a text)."""
+    return max(re.split("[&<>\"']", i), key=len)
 
 
 def load_key(study: "Study") -> bytes:
@@ -41,7 +57,13 @@ def load_key(study: "Study") -> bytes:
             raise ParamError(f"privacy.key_file: {path} does not exist. Create it with a secret of at least "
                              f"{MIN_KEY_LENGTH} characters (e.g. `python -c \"import secrets; print(secrets.token_hex(32))\" "
                              f"> {path}`), and keep it out of the study folder you send.")
-        key, source = path.read_text(encoding="utf-8").strip(), f"key file {path}"
+        try:
+            key, source = path.read_bytes().decode("utf-8").strip(), f"key file {path}"
+        except UnicodeDecodeError:
+            raise ParamError(f"privacy.key_file: {path} is not text (a key is a line of at least {MIN_KEY_LENGTH} "
+                             "characters, e.g. 64 hex digits).") from None
+        if "\x00" in key:
+            raise ParamError(f"privacy.key_file: {path} holds a NUL byte: write the key as one line of text.")
     else:
         key, source = os.environ.get(p.key_env, "").strip(), f"environment variable {p.key_env}"
     if not key:
@@ -73,8 +95,11 @@ class Scrubber:
     def __init__(self, ids: Iterable[str], key: bytes) -> None:
         self.key = key
         self.ids = {str(i).strip() for i in ids if i is not None and str(i).strip() and str(i).strip() != "nan"}
-        # ids that a token split would cut (they hold a separator) are replaced as whole strings, longest first
-        self._odd = sorted((i for i in self.ids if _TOKEN.fullmatch(i) is None), key=len, reverse=True)
+        # ids that a token split would cut (they hold a separator) or that HTML escapes are replaced as whole
+        # strings, longest first, in every spelling
+        self._odd = sorted((i for i in self.ids if _TOKEN.fullmatch(i) is None or any(c in i for c in _ESCAPES)),
+                           key=len, reverse=True)
+        self._cores = [_core(i) for i in self._odd]
         self._cache: dict[str, str] = {}
 
     def _sub(self, i: str) -> str:
@@ -96,9 +121,10 @@ class Scrubber:
         """The text with every id replaced."""
         if not text or not self.ids:
             return text
-        for i in self._odd:
-            if i in text:
-                text = text.replace(i, self._sub(i))
+        here = [i for i, c in zip(self._odd, self._cores) if c in text]  # longest first
+        if here:
+            pattern = re.compile("|".join(f"(?P<i{k}>{_spellings(i)})" for k, i in enumerate(here)))
+            text = pattern.sub(lambda m: self._sub(here[int(m.lastgroup[1:])]), text)
         return _TOKEN.sub(self._token, text)
 
     def scrub_notebook(self, nb) -> None:
@@ -140,11 +166,22 @@ def study_ids(study: "Study") -> set[str]:
     return ids
 
 
-def scrubber_for(study: "Study") -> Scrubber:
-    """The study's scrubber (one that changes nothing when the study does not pseudonymise)."""
+def params_ids(study: "Study") -> set[str]:
+    """Customer ids written in the parameters themselves (test ids): shown in the index's parameter dump and in
+    comparisons, so they are pseudonymised too."""
+    return {str(i) for i in study.cleaning.test_ids.ids}
+
+
+def scrubber_for(study: "Study", read_inputs: bool = True) -> Scrubber:
+    """The study's scrubber (one that changes nothing when the study does not pseudonymise). Without
+    `read_inputs` (the input files may be gone), only the ids in the parameters are known."""
     if not study.privacy.pseudonymize_ids:
         return Scrubber([], b"")
-    return Scrubber(study_ids(study), load_key(study))
+    key = load_key(study)
+    ids = params_ids(study)
+    if read_inputs:
+        ids |= study_ids(study)
+    return Scrubber(ids, key)
 
 
 def key_fingerprint(key: bytes) -> str:

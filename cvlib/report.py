@@ -96,6 +96,8 @@ def _fmt(v: Any, kind: str, currency: str) -> str:
         return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, (int, np.integer)):
         return f"{v:,}"
+    if str(v) in {"nan", "NaN", "None", "NaT", "<NA>"}:  # a missing value that became text on the way
+        return "–"
     return i18n.name(str(v))
 
 

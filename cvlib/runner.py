@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cvlib import io, runs, threads
-from cvlib.errors import ParamError, StageError, StageInputError
+from cvlib.errors import ParamError, RunError, StageError, StageInputError
 from cvlib.params import Study, load_study
 from cvlib.stages import STAGES, Stage, by_name, producer
 
@@ -75,11 +75,13 @@ class StageRun:
     reused_from: str = ""
     outputs: dict = field(default_factory=dict)  # file -> sha256
     nav: dict = field(default_factory=dict)  # the header its report was given (pages.nav_spec)
+    reports: dict = field(default_factory=dict)  # its executed notebook and HTML report -> sha256 (when sealed)
 
     def record(self) -> dict:
         return {"name": self.stage.name, "status": self.status, "seconds": round(self.seconds, 1),
                 "html": self.html, "error": self.error, "key": self.key, "reason": self.reason,
-                "reused_from": self.reused_from, "outputs": self.outputs, "depends": self.depends}
+                "reused_from": self.reused_from, "outputs": self.outputs, "reports": self.reports,
+                "depends": self.depends}
 
 
 @dataclass
@@ -264,20 +266,19 @@ def reused_banner(run_id: str, when: str, language: str = "en") -> str:
             f"{escape(i18n.t('runner.reused', language, run=run_id, when=when))}</div><!-- /cvlib:reused -->")
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard link when possible (outputs are only ever replaced by rename, never edited in place), else copy."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+def _copy(src: Path, dst: Path) -> None:
+    """A copy of its own (never a hard link: editing an old run must not change this one), made writable."""
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o644)
 
 
 def reuse(sr: StageRun, source: runs.Source, run_dir: Path, language: str = "en") -> None:
-    """Bring a stage's outputs, notebook and report from an earlier run into run_dir."""
+    """Bring a stage's outputs, notebook and report from an earlier run into run_dir (copies, checked against
+    their recorded sha256 when the source was chosen)."""
     s = sr.stage
     for f in source.entry["outputs"]:
-        _link_or_copy(source.run_dir / f, run_dir / f)
-    _link_or_copy(source.run_dir / s.notebook, run_dir / s.notebook)
+        _copy(source.run_dir / f, run_dir / f)
+    _copy(source.run_dir / s.notebook, run_dir / s.notebook)
     page = REUSED_MARK.sub("", (source.run_dir / s.html).read_text(encoding="utf-8"))
     page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + reused_banner(source.origin, source.when, language),
                   page, count=1)
@@ -656,9 +657,10 @@ def run_study(
     scrubber = privacy.scrubber_for(study)  # refuses a pseudonymised study without a key
     earlier_rec = runs.record(params_file.parent) if params_file.name == "params.yaml" else None
     root = project_root(params_file)
-    nb_dir = Path(notebooks_dir).resolve() if notebooks_dir else (
-        Path(earlier_rec["notebooks_dir"]) if earlier_rec and earlier_rec.get("notebooks_dir")
-        and Path(earlier_rec["notebooks_dir"]).is_dir() else root / "notebooks")
+    # notebooks come from the project (or the folder named on the command line), never from a run folder's record
+    nb_dir = Path(notebooks_dir).resolve() if notebooks_dir else root / "notebooks"
+    if earlier_rec is not None and not notebooks_dir:
+        runs.check_notebooks(earlier_rec, nb_dir, params_file.parent)
     names = check_stage_names(stages, nb_dir)
     selected = available_stages(nb_dir)
     if not selected:
@@ -749,7 +751,8 @@ def run_study(
                 _progress(f"[{i}/{len(selected)}] {s.name}: {sr.reason}")
             else:
                 sr.reason = ("forced (--force)" if force else "named in --stages") if s.name in ctx.forced else \
-                    explain_change(sr.depends, history.last_depends(s.name))
+                    getattr(history, "refused", {}).get(s.name) or explain_change(sr.depends,
+                                                                                 history.last_depends(s.name))
                 if side is None and beside_next(i - 1):
                     lane = lane or SideLane(runtime)
                     side = (i, _run_stage(sr, i, len(selected), ctx, kernel, scrubber, renders, result, lane))
@@ -763,7 +766,19 @@ def run_study(
         settle()
         if renders is not None:
             renders.wait()  # every report written before the index gives them their headers
-        pages.write_index(ctx, result, history, scrubber.scrub, _drawer(renders, study))
+        try:
+            pages.write_index(ctx, result, history, scrubber.scrub, _drawer(renders, study))
+            seal(ctx, result)
+        except (RunError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001  # the index could not be written: the run is not complete
+            fail(ctx, result, f"the index page could not be written: {type(exc).__name__}: {exc}")
+            raise RunError(f"Run {run_dir.name} failed while writing its index page ({type(exc).__name__}: {exc}); "
+                           "it is recorded as failed and 'latest' is unchanged.") from None
+    except OSError as exc:  # a full or read-only disk, a file that vanished: the run is failed, and says why
+        fail(ctx, result, f"{type(exc).__name__}: {exc}")
+        raise RunError(f"Run {run_dir.name} of study {study.study!r} failed: {exc}. Earlier runs and 'latest' are "
+                       f"unchanged; free disk space or make {run_dir.parent} writable and run again.") from None
     finally:
         kernel.close()
         if lane is not None:
@@ -787,7 +802,45 @@ def _drawer(renders: Renders | None, study: Study) -> Any:
     return lambda function, *args: renders.call(function, *args, language=study.report.language)
 
 
-def write_record(ctx: _Context, result: RunResult, status: str) -> dict:
+def seal(ctx: _Context, result: RunResult) -> None:
+    """Finish a run: record the sha256 of every stage's notebook and report, check that every declared file and
+    index.html exist and match what was recorded, then write run.json as 'complete' (the last thing written)
+    and make the run's files read-only. A check that fails records the run as 'failed' with the reason."""
+    run_dir = result.run_dir
+    if not result.ok:
+        return  # already recorded 'failed' by the index
+    problems = [] if (run_dir / "index.html").is_file() else ["index.html is missing"]
+    for sr in result.stages:
+        if sr.status not in {"ok", "reused"}:
+            continue
+        s = sr.stage
+        for f in (s.notebook, s.html):
+            if not (run_dir / f).is_file():
+                problems.append(f"{f} is missing")
+        sr.reports = {f: io.sha256_file(run_dir / f) for f in (s.notebook, s.html) if (run_dir / f).is_file()}
+        for f, sha in sr.outputs.items():
+            if not (run_dir / f).is_file() or io.sha256_file(run_dir / f) != sha:
+                problems.append(f"{f} does not match its recorded sha256")
+        problems += [f"{f} is missing" for f in s.writes if f not in sr.outputs]
+    if problems:
+        fail(ctx, result, "; ".join(problems))
+        raise RunError(f"Run {run_dir.name} could not be completed: {'; '.join(problems)}. It is recorded as "
+                       "failed; 'latest' is unchanged.")
+    write_record(ctx, result, "complete")
+    for f in run_dir.iterdir():
+        if f.is_file():
+            f.chmod(0o444)
+
+
+def fail(ctx: _Context, result: RunResult, reason: str) -> None:
+    """Record the run as failed with the reason, as far as the disk lets us (never raises)."""
+    try:
+        write_record(ctx, result, "failed", reason)
+    except OSError:
+        pass
+
+
+def write_record(ctx: _Context, result: RunResult, status: str, reason: str = "") -> dict:
     """run.json: what ran or was reused, on which inputs (sha256), with which parameters, and the run's status:
     'running' while it runs (so a killed run is never taken for a finished one), then 'complete' or 'failed'."""
     run_dir = result.run_dir
@@ -799,7 +852,9 @@ def write_record(ctx: _Context, result: RunResult, status: str) -> dict:
         "finished": dt.datetime.now().isoformat(timespec="seconds") if status != "running" else None,
         "overrides": ctx.overrides, "inputs": ctx.fps, "params": ctx.study.resolved(), "row_counts": counts,
         "versions": ctx.versions, "notebooks_dir": str(ctx.nb_dir), "forced": sorted(ctx.forced),
-        "stages": [s.record() for s in result.stages],
+        "stages": [s.record() for s in result.stages], "reason": reason,
     }
+    if status == "complete":
+        manifest["index_sha256"] = io.sha256_file(run_dir / "index.html")
     io.write_json(manifest, run_dir / "run.json")
     return manifest

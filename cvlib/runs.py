@@ -10,7 +10,34 @@ from typing import Any
 from cvlib import io
 from cvlib.errors import ParamError
 from cvlib.params import Study
-from cvlib.stages import CLIENT_FILES, STAGES, Stage
+from cvlib.stages import CLIENT_FILES, STAGES, Stage, by_name
+
+
+def tampered(run_dir: Path, rec: dict) -> list[str]:
+    """The files of a sealed run that are missing or differ from their recorded sha256 (empty: intact)."""
+    out = []
+    files = {"index.html": rec.get("index_sha256")} if rec.get("index_sha256") else {}
+    for e in rec.get("stages", []):
+        files |= {**(e.get("outputs") or {}), **(e.get("reports") or {})}
+    for f, sha in files.items():
+        if not (run_dir / f).is_file() or io.sha256_file(run_dir / f) != sha:
+            out.append(f)
+    return out
+
+
+def check_notebooks(rec: dict, nb_dir: Path, run_dir: Path) -> None:
+    """A rerun from a run's params.yaml: the project's notebooks must be the ones that made that run (their
+    sha256 in the record), or the rerun is refused (exit 2). Nothing in the run folder chooses the code."""
+    changed = []
+    for e in rec.get("stages", []):
+        want = (e.get("depends") or {}).get("notebook")
+        nb = nb_dir / by_name(e["name"]).notebook if e.get("name") in {s.name for s in STAGES} else None
+        if want and nb is not None and nb.is_file() and io.sha256_file(nb) != want:
+            changed.append(nb.name)
+    if changed:
+        raise ParamError(f"{run_dir / 'params.yaml'}: the notebooks in {nb_dir} are not the ones that made run "
+                         f"{run_dir.name} ({', '.join(changed)} changed). Run the study's own params file, or name "
+                         "the notebooks folder to use with --notebooks-dir.")
 
 
 def fingerprints(study: Study) -> list[dict[str, Any]]:
@@ -49,25 +76,35 @@ class Runs:
         self.records = [(d, r) for d in dirs if (r := record(d)) is not None]
 
     def complete(self) -> list[tuple[Path, dict]]:
-        return [(d, r) for d, r in self.records if r.get("status") == "complete"]
+        """Complete runs (run.json written last, so 'complete' means sealed) that still have their index page."""
+        return [(d, r) for d, r in self.records if r.get("status") == "complete" and (d / "index.html").is_file()]
+
+    def verified(self) -> list[tuple[Path, dict]]:
+        """Complete runs whose every recorded file still has its recorded sha256 (what package and compare use)."""
+        return [(d, r) for d, r in self.complete() if not tampered(d, r)]
 
     def reusable(self, stage: Stage, key: str) -> Source | None:
-        """The newest earlier result of `stage` with the same dependency key whose files are all still there
-        unchanged. Runs still marked 'running' (killed, or running now) are never used; a stage that finished
-        in a run that failed later is."""
+        """The newest earlier result of `stage` with the same dependency key whose outputs, executed notebook and
+        report all still have their recorded sha256. Runs still marked 'running' (killed, or running now) are
+        never used; a stage that finished in a run that failed later is. A candidate whose files changed since
+        they were recorded is passed over and named in `refused` (the stage then runs again, saying why)."""
+        self.refused: dict[str, str] = getattr(self, "refused", {})
         for d, rec in self.records:
             if rec.get("status") not in {"complete", "failed"}:
                 continue
             for e in rec.get("stages", []):
                 if e.get("name") != stage.name or e.get("status") not in {"ok", "reused"} or e.get("key") != key:
                     continue
-                outputs = e.get("outputs") or {}
-                if not set(stage.writes) <= set(outputs):
+                outputs, reports = e.get("outputs") or {}, e.get("reports") or {}
+                if not set(stage.writes) <= set(outputs) or set(reports) != {stage.notebook, stage.html}:
+                    continue  # an unfinished record (the run stopped before it was sealed) is not a source
+                changed = [f for f, sha in {**outputs, **reports}.items()
+                           if not (d / f).is_file() or io.sha256_file(d / f) != sha]
+                if changed:
+                    self.refused.setdefault(stage.name, f"the files of run {d.name} changed since they were "
+                                                        f"recorded ({', '.join(changed)})")  # the newest says why
                     continue
-                if not all((d / f).exists() for f in (stage.notebook, stage.html)):
-                    continue
-                if all(io.sha256_file(d / f) == sha for f, sha in outputs.items()):
-                    return Source(d, e, e.get("reused_from") or d.name, (rec.get("started") or "").replace("T", " ")[:16])
+                return Source(d, e, e.get("reused_from") or d.name, (rec.get("started") or "").replace("T", " ")[:16])
         return None
 
     def last_depends(self, stage: str) -> dict | None:
@@ -197,10 +234,13 @@ def study_folder(study: str, reports_dir: Path) -> Path:
 def find_run(folder: Path, run: str | None) -> Path:
     """A run folder by id (or 'latest'); without one, the latest complete run."""
     if run in (None, "latest"):
-        complete = Runs(folder).complete()
+        complete = Runs(folder).verified()
         if not complete:
-            raise ParamError(f"Study folder {folder} has no complete run.")
+            raise ParamError(f"Study folder {folder} has no complete run whose files are intact.")
         return complete[0][0]
+    if Path(run).name != run or run in {".", ".."} or "\\" in run or "\x00" in run:
+        raise ParamError(f"{run!r} is not a run of {folder.name}: name a run by its id (a folder name such as "
+                         "20240101-120000), never a path.")
     d = folder / run
     if not d.is_dir() or record(d) is None:
         names = ", ".join(d.name for d, _ in Runs(folder).records[:8])
@@ -210,7 +250,7 @@ def find_run(folder: Path, run: str | None) -> Path:
 
 def two_newest(folder: Path) -> tuple[Path, Path]:
     """The two newest complete runs, older first."""
-    complete = Runs(folder).complete()
+    complete = Runs(folder).verified()
     if len(complete) < 2:
         raise ParamError(f"Study folder {folder} has {len(complete)} complete run(s); comparing needs two "
                          "(or name the runs: cvlib compare STUDY RUN_A RUN_B).")
@@ -223,10 +263,15 @@ def package(run_dir: Path, out: Path | None = None) -> Path:
     target lists, the playbook and the quarantine file. No parquet, notebooks, run record or parameters
     with local paths."""
     rec = record(run_dir)
-    if rec is None or rec.get("status") != "complete":
-        status = "no run record" if rec is None else f"status {rec.get('status')!r}"
+    if rec is None or rec.get("status") != "complete" or not (run_dir / "index.html").is_file():
+        status = "no run record" if rec is None else f"status {rec.get('status')!r}" + (
+            "" if (run_dir / "index.html").is_file() else ", no index.html")
         raise ParamError(f"{run_dir} is not a complete run ({status}): only complete runs are packaged. "
                          "Rerun the study, or name a complete run.")
+    changed = tampered(run_dir, rec)
+    if changed:
+        raise ParamError(f"{run_dir}: {', '.join(changed)} changed since the run was completed (sha256 differs from "
+                         "run.json), so it is not packaged. Rerun the study for a clean copy.")
     files = ["index.html"] + [s.html for s in STAGES if (run_dir / s.html).exists()] + \
         [f for f in CLIENT_FILES if (run_dir / f).exists()]
     out = out or run_dir.parent / f"{rec['study']}-{run_dir.name}.zip"

@@ -34,6 +34,10 @@ RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "mone
                 "past_value_tier")
 
 
+# columns of the customer table that hold text or dates besides the categories below (no arithmetic on them)
+TEXT_RULE_COLUMNS = ("first_purchase", "last_purchase", "suggested_product", "cross_sell_rule")
+
+
 def rule_categories(study: Study) -> dict[str, set]:
     """The values each category column of the customer table can take, from the study's parameters."""
     from cvlib.status import REASONS
