@@ -363,7 +363,8 @@ def clean_transactions(
     book.log("unparseable_date", True, "quarantined", k, _sum(amount_raw[bad_date]))
     bad_amount = np.isnan(amount_raw)
     k = book.send(bad_amount, "unparseable_amount", lambda i: (
-        "amount cannot be read exactly: " + raw["amount"].iloc[i].astype(str).fillna("").map(repr).to_numpy()
+        "amount cannot be read exactly: " + raw["amount"].iloc[i].astype(str).fillna("").map(
+            lambda v: repr(v) if len(v) <= 80 else repr(v[:80]) + f"... ({len(v):,} characters)").to_numpy()
         + " (" + amount_reason.iloc[i].to_numpy().astype(str) + ")"))
     book.log("unparseable_amount", True, "quarantined", k, 0.0)
     blank_id = _blank(raw["customer_id"]) & book.alive

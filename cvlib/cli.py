@@ -60,7 +60,7 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
     from cvlib.params import ATTRIBUTE_TABLES
     from cvlib.cleaning import parse_amounts_explained, parse_dates
     from cvlib.errors import InputDataError
-    from cvlib.params import load_study
+    from cvlib.params import load_study, short_repr
 
     study = load_study(params, overrides)
     if study.privacy.pseudonymize_ids:
@@ -93,10 +93,10 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
     if len(unreadable):
         first = raw["amount"][amounts.isna()].iloc[0]
         print(scrub(f"  {len(unreadable):,} amount(s) cannot be read exactly and will be quarantined, e.g. "
-                    f"{first!r}: {unreadable.iloc[0]}"))
+                    f"{short_repr(first, 80)}: {str(unreadable.iloc[0])[:200]}"))
     if len(bad):
         print(scrub(f"  {len(bad)} malformed line(s) in the sample, e.g. file row {bad['line'].iloc[0]}: "
-                    f"{bad['text'].iloc[0]!r}"))
+                    f"{short_repr(bad['text'].iloc[0], 120)}"))
     for name in ATTRIBUTE_TABLES:
         t = io.read_attributes(study, name)
         if t is not None:

@@ -125,6 +125,7 @@ def _check_header(names: list[str], path: Path, name: str) -> None:
 def _read_delimited(path: Path, table: TableInput, fmt: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CSV/TSV through pyarrow (fast), capturing malformed lines instead of failing."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     delimiter = _delimiter(path, table, fmt)
@@ -154,10 +155,18 @@ def _read_delimited(path: Path, table: TableInput, fmt: str, name: str) -> tuple
             parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False)
             return pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
 
-        tbl = read(True)
-        if any(b["line"] is None for b in bad):  # threaded parsing does not know line numbers: find them
-            bad.clear()
-            tbl = read(False)
+        try:
+            tbl = read(True)
+            if any(b["line"] is None for b in bad):  # threaded parsing does not know line numbers: find them
+                bad.clear()
+                tbl = read(False)
+            swallowed = any(pc.any(pc.match_substring(tbl[c], "\n")).as_py() for c in tbl.column_names)
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) and "block" not in str(exc):
+                raise
+            swallowed = True  # a line longer than a parse block
+        if swallowed:  # an unbalanced quote made one value take in the lines after it: read line by line instead
+            return _read_lines(path, table, delimiter, names, name)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise InputDataError(
             f"Cannot read inputs.{name} file {path} as {fmt.upper()} (encoding {table.encoding!r}, delimiter "
@@ -176,6 +185,43 @@ def _read_delimited(path: Path, table: TableInput, fmt: str, name: str) -> tuple
         rows = np.arange(first, first + len(df) + len(malformed))
         good = rows[~np.isin(rows, malformed["line"].to_numpy())] - (first - 1)
         df.insert(0, ROW, good.astype("int64"))
+    return df, malformed
+
+
+def _read_lines(path: Path, table: TableInput, delimiter: str, names: list[str], name: str
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CSV read one line at a time (the fallback when a line cannot be parsed as part of the file: an unbalanced
+    quote, a line longer than a parse block). A line with an odd number of quotes or the wrong number of fields is
+    malformed, with its line number; every other line is read as usual. Empty lines are skipped."""
+    import csv
+
+    csv.field_size_limit(1 << 31 - 1)  # a field as long as the line (the value is quarantined by cleaning, not here)
+    rows: list[list[str]] = []
+    bad: list[dict[str, Any]] = []
+    lines = []
+    number = 0
+    with open(path, encoding=table.encoding, newline="") as fh:
+        for raw in fh:
+            text = raw.rstrip("\r\n")
+            if not text.strip():
+                continue
+            number += 1
+            if number == 1 and table.header:
+                continue
+            fields = next(csv.reader([text], delimiter=delimiter)) if text.count('"') % 2 == 0 else None
+            if fields is None or len(fields) != len(names):
+                bad.append({"line": number, "text": text, "expected": len(names),
+                            "got": len(fields) if fields is not None else 0})
+            else:
+                rows.append(fields)
+                lines.append(number)
+    first = 2 if table.header else 1
+    df = pd.DataFrame(rows, columns=[n.strip().lstrip("\ufeff") for n in names], dtype=object).astype(STRING)
+    df.insert(0, ROW, np.asarray(lines, dtype="int64") - (first - 1))
+    malformed = pd.DataFrame(bad, columns=["line", "text", "expected", "got"])
+    malformed["fields"] = [str(t).split(delimiter) for t in malformed["text"]]
+    malformed.attrs["names"] = names
+    malformed[ROW] = (malformed["line"] - (first - 1)).astype("int64")
     return df, malformed
 
 
@@ -199,6 +245,13 @@ def read_raw(study: Study, table: TableInput, name: str, nrows: int | None = Non
             bad = empty_bad
         elif fmt in {"csv", "tsv"}:
             df, bad = _read_delimited(path, table, fmt, name)
+            if len(bad) and table.bad_lines == "refuse":
+                shown = ", ".join(str(x) for x in bad["line"].head(5))
+                raise InputDataError(f"inputs.{name}: {len(bad):,} line(s) of {path} cannot be read (line {shown}"
+                                     f"{', ...' if len(bad) > 5 else ''}: wrong number of fields or an unbalanced "
+                                     f"quote), and inputs.{name}."
+                                     "bad_lines is 'refuse'. Fix those lines, or set bad_lines: quarantine to set them "
+                                     "aside (counted and listed in the cleaning report).")
         elif fmt == "whitespace":
             if table.header:
                 _check_header(_header_names(path, table, None), path, name)

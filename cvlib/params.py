@@ -98,6 +98,9 @@ class TableInput(_Model):
         None, description="strftime format(s) tried in order; None: inferred and reported"
     )
     header: bool = Field(True, description="the first row holds the column names; false: give them in `names`")
+    bad_lines: Literal["quarantine", "refuse"] = Field("quarantine", description="a line that cannot be read (wrong "
+                                                       "number of fields, an unbalanced quote): set aside with its line "
+                                                       "number, or refuse the file (exit 2) naming the lines")
     names: list[str] | None = Field(None, description="column names of a file without a header row")
 
     @model_validator(mode="after")

@@ -75,6 +75,9 @@ def for_display(df: pd.DataFrame, study: Study | None) -> pd.DataFrame:
     return out
 
 
+MAX_CELL = 200  # characters of a text cell shown in a report table
+
+
 def _fmt(v: Any, kind: str, currency: str) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT:
         return "–"
@@ -98,7 +101,10 @@ def _fmt(v: Any, kind: str, currency: str) -> str:
         return f"{v:,}"
     if str(v) in {"nan", "NaN", "None", "NaT", "<NA>"}:  # a missing value that became text on the way
         return "–"
-    return i18n.name(str(v))
+    text = str(v)
+    if len(text) > MAX_CELL:  # a 200 MB line in a client file is shown by its start, not whole
+        return text[:MAX_CELL] + f"… ({len(text):,} characters)"
+    return i18n.name(text)
 
 
 _counts = {"table": 0, "figure": 0}

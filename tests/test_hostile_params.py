@@ -198,3 +198,59 @@ def test_a_file_in_another_encoding_or_with_a_title_row_is_named_as_such(tmp_pat
         assert main(["validate", str(p)]) == 2
         err = capsys.readouterr().err
         assert want in err and "repeats column names" not in err, err
+
+
+def test_a_line_with_an_unbalanced_quote_is_set_aside_with_its_number_and_the_rest_is_read(tmp_path, capsys):
+    from cvlib import cleaning
+    from cvlib.params import load_study
+
+    text = "customer,date,amount\nA1,2024-01-01,10\nA2,2024-01-02,\"11\nA3,2024-01-03,12\nA4,2024-01-04,13\n"
+    (tmp_path / "q.csv").write_text(text)
+    params = {"study": "q", "client": "c", "inputs": {"transactions": {
+        "path": "q.csv", "columns": {"customer_id": "customer", "date": "date", "amount": "amount"}}}}
+    p = tmp_path / "q.yaml"
+    p.write_text(yaml.safe_dump(params))
+    cleaning.run_cleaning(load_study(p), tmp_path / "run")
+    kept = pd.read_parquet(tmp_path / "run" / "transactions_clean.parquet")
+    q = pd.read_csv(tmp_path / "run" / "quarantine.csv", dtype=str)
+    assert sorted(kept["customer_id"]) == ["A1", "A3", "A4"]  # before, A3 and A4 vanished into A2's amount
+    assert len(q) == 1 and q["source_row"].tolist() == ["2"]
+    summary = json.loads((tmp_path / "run" / "cleaning.json").read_text())["summary"]
+    assert summary["rows_in"] == 4 and summary["balanced"]
+    params["inputs"]["transactions"]["bad_lines"] = "refuse"
+    p.write_text(yaml.safe_dump(params))
+    from cvlib import io
+    from cvlib.errors import InputDataError
+
+    with pytest.raises(InputDataError, match="line 3"):
+        io.read_transactions(load_study(p))
+
+
+def test_a_20_mb_line_is_read_and_its_value_quarantined_without_flooding_messages_or_reports(tmp_path, capsys):
+    from cvlib import report
+    from cvlib.params import load_study
+
+    with open(tmp_path / "big.csv", "w") as fh:
+        fh.write("customer,date,amount\nA1,2024-01-01,10\nA2,2024-01-02,")
+        fh.write("9" * 20_000_000 + "x\nA3,2024-01-03,12\n")  # longer than a parse block (16 MB)
+    params = {"study": "big", "client": "c", "inputs": {"transactions": {
+        "path": "big.csv", "columns": {"customer_id": "customer", "date": "date", "amount": "amount"}}}}
+    p = tmp_path / "big.yaml"
+    p.write_text(yaml.safe_dump(params))
+    assert main(["validate", str(p)]) == 0
+    out = capsys.readouterr()
+    assert len(out.out) + len(out.err) < 5000
+    from cvlib import cleaning
+
+    cleaning.run_cleaning(load_study(p), tmp_path / "run")
+    q = pd.read_csv(tmp_path / "run" / "quarantine.csv", dtype=str)
+    assert len(q) == 1 and len(pd.read_parquet(tmp_path / "run" / "transactions_clean.parquet")) == 2
+    shown = report.table(q, None).data
+    assert len(shown) < 10_000 and "characters" in shown
+
+
+def test_missing_values_that_became_text_are_shown_as_missing_not_nan():
+    from cvlib import report
+
+    shown = report.table(pd.DataFrame({"reason": ["nan", None, "price", "<NA>"], "n": [1, 2, 3, 4]}), None).data
+    assert ">nan<" not in shown and ">&lt;NA&gt;<" not in shown and shown.count(">–<") == 3
