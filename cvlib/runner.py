@@ -779,6 +779,9 @@ def run_study(
         fail(ctx, result, f"{type(exc).__name__}: {exc}")
         raise RunError(f"Run {run_dir.name} of study {study.study!r} failed: {exc}. Earlier runs and 'latest' are "
                        f"unchanged; free disk space or make {run_dir.parent} writable and run again.") from None
+    except BaseException as exc:  # a stage, a report that could not be rendered, an interrupt: never left 'running'
+        fail(ctx, result, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
     finally:
         kernel.close()
         if lane is not None:

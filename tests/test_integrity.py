@@ -210,3 +210,40 @@ def test_a_run_killed_at_random_points_is_never_recorded_complete_without_its_fi
                 assert (d / "index.html").is_file() and runs.tampered(d, rec) == [], d.name
     latest = (reports / "kill" / "latest").resolve()
     assert record(latest)["status"] == "complete" and runs.tampered(latest, record(latest)) == []
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    """A small file system of our own (a real full or read-only disk); skipped where mounting is not allowed."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8): CI runs as root, so it runs there")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs: {done.stderr.decode(errors='replace').strip()}")
+
+
+def test_a_full_or_read_only_disk_fails_the_run_with_a_message_and_a_record(base, tmp_path):
+    params, nb = base / "params" / "base.yaml", base / "nb"
+    cmd = [sys.executable, "-m", "cvlib", "run", str(params), "--notebooks-dir", str(nb), "--reports-dir"]
+    full = tmp_path / "full"
+    _mount_tmpfs(full, "700k")  # room for the first stage's report, not for the second's
+    try:
+        p = subprocess.run(cmd + [str(full), "--force"], capture_output=True, text=True)
+        assert p.returncode == 1 and "Traceback" not in p.stderr and "No space left on device" in p.stderr, p.stderr
+        run = next(d for d in (full / "base").iterdir() if d.is_dir())
+        rec = record(run)
+        assert rec["status"] == "failed" and "No space left on device" in rec["reason"]
+        assert not (full / "base" / "latest").exists()
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
+    ro = tmp_path / "ro"
+    _mount_tmpfs(ro, "50m")
+    try:
+        shutil.copytree(base / "r", ro, dirs_exist_ok=True, symlinks=True)
+        before = (ro / "base" / "latest").resolve()
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        p = subprocess.run(cmd + [str(ro)], capture_output=True, text=True)
+        assert p.returncode == 1 and "Traceback" not in p.stderr and "Read-only file system" in p.stderr, p.stderr
+        assert (ro / "base" / "latest").resolve() == before and record(before)["status"] == "complete"
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
