@@ -593,7 +593,7 @@ def playbook(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
     g["channel"] = [", ".join(dict.fromkeys(a.channel for a in acts[grp] if a.channel)) for grp in g.index]
     g["priority"] = [min((a.priority for a in acts[grp]), default=np.nan) for grp in g.index]
     g = g.join(journey_profile(df))
-    order = [r.name for r in cfg.groups] + [cfg.default_group]
+    order = [r.name for r in cfg.groups] + [cfg.default_group, cfg.departed_group]
     g = g.reindex([o for o in order if o in g.index])
     return g.reset_index()[["group", "customers", "share_of_revenue", "total_clv", "mean_clv", "value_at_risk",
                             "objective", "aim", "actions", "channel", "priority", *JOURNEY_COLUMNS]]

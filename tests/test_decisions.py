@@ -167,6 +167,9 @@ def test_a_client_whose_contract_ended_is_worth_nothing_forward_and_reached_by_w
     assert not targets[~targets["customer_id"].isin(ended)]["action"].map(kind).eq("win_back").any()
     st = json.loads((run / "strategy.json").read_text())
     assert st["departed_in_targets"] == 0
+    playbook = pd.read_csv(run / "playbook.csv").set_index("group")  # the departed group has its row and action
+    assert playbook.loc["departed", "customers"] == len(ended) and "win-back pitch" in playbook.loc["departed", "actions"]
+    assert playbook["customers"].sum() == len(clv)
     # the headline value at risk counts live customers only
     from cvlib.summary import figures
 
