@@ -258,6 +258,29 @@ def test_kernels_talk_over_ipc_not_unencrypted_tcp(tmp_path, capfd):
     err = capfd.readouterr().err  # the kernel's own stderr included
     assert code == 0 and "cleaning: done" in err
     assert "without encryption" not in err and "Kernel is running over TCP" not in err
+    # and the kernel really was started on IPC sockets, in the run's private folder (what the warnings' absence
+    # alone cannot show)
+    import unittest.mock
+
+    from cvlib import runner
+
+    managers = []
+    real = runner.kernel_manager_class
+
+    def recording(runtime_dir=None):
+        base = real(runtime_dir)
+
+        class Recorded(base):  # type: ignore[misc, valid-type]
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                managers.append(self)
+
+        return Recorded
+
+    with unittest.mock.patch.object(runner, "kernel_manager_class", recording):
+        run_study(params, reports_dir=tmp_path / "r2", notebooks_dir=notebooks_up_to(tmp_path, "cleaning"))
+    assert managers and all(m.transport == "ipc" for m in managers)
+    assert all(Path(m.connection_file).parent.name.startswith("cvlib-kernel-") for m in managers)
 
 
 def test_missing_mapped_column_stops_the_run_before_anything_runs(tmp_path, capsys):
