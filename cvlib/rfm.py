@@ -80,7 +80,6 @@ def text_int_key(arr) -> np.ndarray | None:
     to 8 bytes are their bytes packed into one integer
     (bijectively mixed, so hash tables spread them). Integers factorise several times faster than
     texts are hashed: 10M ids in well under a second instead of about two."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     if len(arr) == 0 or arr.null_count:

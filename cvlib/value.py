@@ -11,7 +11,7 @@ import pandas as pd
 
 from cvlib import fuzzy, i18n, io
 from cvlib.errors import ParamError
-from cvlib.params import Indicator, Study, Value
+from cvlib.params import Study, Value
 
 # Saaty's random consistency index by matrix size
 RANDOM_INDEX = {1: 0.0, 2: 0.0, 3: 0.58, 4: 0.90, 5: 1.12, 6: 1.24, 7: 1.32, 8: 1.41, 9: 1.45, 10: 1.49,

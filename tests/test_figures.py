@@ -3,7 +3,6 @@ annotations, legends), on the agency example, whose figures are the fullest (sur
 channels, long amounts)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
