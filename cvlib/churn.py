@@ -299,6 +299,18 @@ def bench_fields(bench: pd.DataFrame) -> dict[str, str]:
             "n": f"{int(b['active_customers'].iloc[0]):,}"}
 
 
+def ranked(y: np.ndarray, recency: np.ndarray, classifier: np.ndarray, purchase_model: np.ndarray,
+           horizon: int | None) -> tuple[pd.DataFrame, str, pd.DataFrame]:
+    """The out-of-time benchmark of the three rankings (active: bought within `horizon`; every customer when None,
+    as for contracts), the ranking chosen and its calibration table."""
+    active = recency <= horizon if horizon is not None else np.ones(len(y), dtype=bool)
+    scores = {"classifier": classifier, "purchase model": purchase_model, "recency": recency}
+    bench = benchmark_table(y, active, scores)
+    method = choose_ranking(bench)
+    shown = recency_probability(recency, y, recency) if method == "recency" else scores[method]
+    return bench, method, calibration_table(y, shown)
+
+
 def recency_probability(recency_fit: np.ndarray, y: np.ndarray, recency_new: np.ndarray) -> np.ndarray:
     """Churn probability as a non-decreasing function of recency, fitted by isotonic regression on the labelled
     cutoff and applied to `recency_new` (recency used as the ranking, calibrated on what followed)."""
@@ -435,19 +447,16 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
                 n_train = n_test = len(y1)
                 notes.append(i18n.t("churn.in_time_note", h=h))
             auc_m, auc_b = _auc(y1, p_test), _auc(y1, b1)
-            rec1 = s1["recency_days"].to_numpy(dtype=float)
-            active1 = rec1 <= h if contract_end is None else np.ones(len(y1), dtype=bool)
-            bench = benchmark_table(y1, active1, {"classifier": p_test, "purchase model": b1, "recency": rec1})
-            method = choose_ranking(bench)
+            bench, method, cal = ranked(y1, s1["recency_days"].to_numpy(dtype=float), p_test, b1,
+                                        h if contract_end is None else None)
             auc_r = float(bench.set_index("ranking").loc["recency", "auc_all"])
-            cal = calibration_table(y1, {"classifier": p_test, "purchase model": b1,
-                                         "recency": recency_probability(rec1, y1, rec1)}[method])
             if method == "classifier":
                 final = _calibrated(seed, len(y1)).fit(f1[cols], y1)
                 with threads.batch_threads(len(feats_end), len(tx)):  # every customer scored: a large batch
                     proba = final.predict_proba(feats_end.reindex(columns=cols))[:, 1]
             elif method == "recency":
-                proba = recency_probability(rec1, y1, state_end["recency_days"].to_numpy(dtype=float))
+                proba = recency_probability(s1["recency_days"].to_numpy(dtype=float), y1,
+                                            state_end["recency_days"].to_numpy(dtype=float))
             else:
                 proba = base_end
             notes.append(i18n.t(f"churn.ranking_{method.replace(' ', '_')}", **bench_fields(bench)))

@@ -399,6 +399,34 @@ def contract_forward_clv(m: ShiftedBetaGeometric, periods_paid: np.ndarray, mont
     return cfg.margin * np.asarray(value_per_period, dtype=float) * share
 
 
+def with_contracts(customers: pd.DataFrame, contracts: dict | None, horizon_months: int, notes: list[str]) -> np.ndarray:
+    """Value every running contract by the fitted sBG (`contract_clv_horizon`), in place of the purchase model's or
+    the formula's CLV; returns which customers are still valued the other way."""
+    if contracts is None:
+        return np.ones(len(customers), dtype=bool)
+    active = contracts["active"]
+    on = customers["customer_id"].astype(str).map(active.set_index(active["customer_id"].astype(str))[
+        "contract_clv_horizon"])
+    customers["clv"] = on.fillna(customers["clv"]).to_numpy()
+    notes.append(i18n.t("clv.note_contract_clv", n=f"{int(on.notna().sum()):,}", h=horizon_months))
+    return on.isna().to_numpy()
+
+
+def forward_interval(summary: pd.DataFrame, customers: pd.DataFrame, by_model: np.ndarray, cfg: Clv, unit: str,
+                     purchase: FitOutcome, spend: FitOutcome) -> tuple[tuple[float, float] | None, str]:
+    """95% interval of the forward total CLV: the model's part over the live customers it values (refitted on
+    every customer), plus the contracts' sBG values taken as fixed; with how it was computed."""
+    counted = by_model & ~customers["departed"].to_numpy(dtype=bool)
+    fixed = float(customers.loc[~by_model, "clv"].sum())
+    if len(summary) > cfg.bootstrap_max_customers and cfg.bootstrap:
+        interval = delta_interval(summary, cfg, unit, purchase.model, spend.model if spend.ok else None, counted)
+        how = i18n.t("clv.interval_delta", n=f"{len(summary):,}", cap=f"{cfg.bootstrap_max_customers:,}")
+    else:
+        interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok, purchase, spend, counted)
+        how = i18n.t("clv.interval_bootstrap", n=cfg.bootstrap)
+    return (None if interval is None else (interval[0] + fixed, interval[1] + fixed)), how
+
+
 def observation_end(rfm: pd.DataFrame) -> pd.Timestamp:
     """The observation end the RFM table was computed at (last purchase + recency)."""
     return pd.Timestamp((pd.to_datetime(rfm["last_purchase"]) + pd.to_timedelta(rfm["recency"], unit="D")).max())
@@ -491,32 +519,15 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})
     customers = customers.astype({"customer_id": str}).merge(seg, on="customer_id", how="left")
     rfm2 = rfm.assign(customer_id=rfm["customer_id"].astype(str))
-    contracts = None
-    if cfg.contracts.enabled:
-        contracts = contract_summary(study, attrs, rfm2, tx, notes)
-    if contracts is not None:  # running contracts are valued by the fitted sBG, not by the purchase model
-        contracted = contracts["active"].set_index(
-            contracts["active"]["customer_id"].astype(str))["contract_clv_horizon"]
-        on = customers["customer_id"].astype(str).map(contracted)
-        customers["clv"] = on.fillna(customers["clv"]).to_numpy()
-        if on.notna().all() and used == "formula":  # every customer has a contract: no formula value is left
+    contracts = contract_summary(study, attrs, rfm2, tx, notes) if cfg.contracts.enabled else None
+    by_model = with_contracts(customers, contracts, cfg.horizon_months, notes)
+    if not by_model.all():
+        if used == "formula" and not by_model.any():  # every customer has a contract: no formula value is left
             notes.remove(formula_note)
-        used = "sbg" if on.notna().any() else used
-        notes.append(i18n.t("clv.note_contract_clv", n=f"{int(on.notna().sum()):,}", h=cfg.horizon_months))
+        used = "sbg"
     customers = with_status(study, customers, rfm, attrs, notes)
-    interval, interval_how = None, ""
-    if purchase.ok:  # the interval of the forward total: live customers valued by the model (contracts as fixed)
-        by_model = customers["customer_id"].astype(str).map(contracted).isna().to_numpy() if contracts else \
-            np.ones(len(customers), dtype=bool)
-        counted = by_model & ~customers["departed"].to_numpy(dtype=bool)
-        fixed = float(customers.loc[~by_model, "clv"].sum())
-        if len(summary) > cfg.bootstrap_max_customers and cfg.bootstrap:
-            interval = delta_interval(summary, cfg, unit, purchase.model, spend.model if spend.ok else None, counted)
-            interval_how = i18n.t("clv.interval_delta", n=f"{len(summary):,}", cap=f"{cfg.bootstrap_max_customers:,}")
-        else:
-            interval = bootstrap_total(summary, cfg, unit, cfg.model, spend.ok, purchase, spend, counted)
-            interval_how = i18n.t("clv.interval_bootstrap", n=cfg.bootstrap)
-        interval = None if interval is None else (interval[0] + fixed, interval[1] + fixed)
+    interval, interval_how = forward_interval(summary, customers, by_model, cfg, unit, purchase, spend) \
+        if purchase.ok else (None, "")
     customers["clv_tier"] = value_tiers(customers["clv"], cfg.tiers.cuts, cfg.tiers.names)
     customers["customer_id"] = customers["customer_id"].astype(io.STRING)
 
@@ -548,7 +559,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
         per, variants, contribution = build_variants(study, tx, rfm, customers["clv"], retention, cac, attrs)
         aligned = per.reindex(customers["customer_id"].astype(str).to_numpy())
         customers = customers.assign(**{c: aligned[c].to_numpy() for c in per.columns})
-    fallback = formula_note if used == "formula" or (used == "sbg" and formula_note in notes) else ""
+    fallback = formula_note if formula_note and formula_note in notes else ""  # some CLV is the formula's
     return ClvResult(customers, fits, used, retention, how, overall, by_seg, by_chan, holdout, hfits, interval,
                      interval_how, contracts, notes, variants, contribution, fallback)
 

@@ -122,19 +122,44 @@ def _check_header(names: list[str], path: Path, name: str) -> None:
                              "columns in the file so that each name is unique, then run again.")
 
 
-def _read_delimited(path: Path, table: TableInput, fmt: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """CSV/TSV through pyarrow (fast), capturing malformed lines instead of failing."""
+def _arrow_csv(path: Path, table: TableInput, delimiter: str, names: list[str], codec: str, bad: list[dict]) -> Any:
+    """The file as an Arrow table of text columns, malformed lines appended to `bad` with their line numbers; None
+    when a line cannot be read as part of the file (an unbalanced quote made one value take in the lines after
+    it, or a line is longer than a parse block)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
-
-    delimiter = _delimiter(path, table, fmt)
-    bad: list[dict[str, Any]] = []
 
     def on_invalid(row: Any) -> str:
         bad.append({"line": row.number, "text": row.text, "expected": row.expected_columns, "got": row.actual_columns})
         return "skip"
 
+    def read(threads: bool) -> Any:
+        opts = pacsv.ReadOptions(encoding=codec, block_size=1 << 24, use_threads=threads,
+                                 column_names=None if table.header else names)
+        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False,
+                                       quoted_strings_can_be_null=False, null_values=[])
+        parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False)
+        return pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
+
+    try:
+        tbl = read(True)
+        if any(b["line"] is None for b in bad):  # threaded parsing does not know line numbers: find them
+            bad.clear()
+            tbl = read(False)
+    except pa.ArrowInvalid as exc:
+        if "straddl" in str(exc) or "block" in str(exc):
+            return None
+        raise
+    return None if any(pc.any(pc.match_substring(tbl[c], "\n")).as_py() for c in tbl.column_names) else tbl
+
+
+def _read_delimited(path: Path, table: TableInput, fmt: str, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CSV/TSV through pyarrow (fast), capturing malformed lines instead of failing."""
+    import pyarrow as pa
+
+    delimiter = _delimiter(path, table, fmt)
+    bad: list[dict[str, Any]] = []
     encoding = table.encoding.lower().replace("_", "-")
     codec = "utf8" if encoding in {"utf-8", "utf8", "utf-8-sig"} else table.encoding
     try:
@@ -147,25 +172,8 @@ def _read_delimited(path: Path, table: TableInput, fmt: str, name: str) -> tuple
         else:
             names = list(table.names or [])
 
-        def read(threads: bool) -> Any:
-            opts = pacsv.ReadOptions(encoding=codec, block_size=1 << 24, use_threads=threads,
-                                     column_names=None if table.header else names)
-            convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False,
-                                           quoted_strings_can_be_null=False, null_values=[])
-            parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=False)
-            return pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
-
-        try:
-            tbl = read(True)
-            if any(b["line"] is None for b in bad):  # threaded parsing does not know line numbers: find them
-                bad.clear()
-                tbl = read(False)
-            swallowed = any(pc.any(pc.match_substring(tbl[c], "\n")).as_py() for c in tbl.column_names)
-        except pa.ArrowInvalid as exc:
-            if "straddl" not in str(exc) and "block" not in str(exc):
-                raise
-            swallowed = True  # a line longer than a parse block
-        if swallowed:  # an unbalanced quote made one value take in the lines after it: read line by line instead
+        tbl = _arrow_csv(path, table, delimiter, names, codec, bad)
+        if tbl is None:  # a line pyarrow cannot take as part of the file: read line by line instead
             return _read_lines(path, table, delimiter, names, name)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise InputDataError(

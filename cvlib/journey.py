@@ -180,15 +180,18 @@ def first_days(customer: np.ndarray, item: np.ndarray, day: np.ndarray, n: int, 
     return out
 
 
-def _matched_rate(held: np.ndarray, a: int, b: int, k: np.ndarray) -> np.ndarray:
-    """For each customer: the share holding b among customers who hold as many products as they do and not a
-    (the baseline a rule 'a -> b' must beat: heavy buyers hold everything)."""
-    others = ~held[:, a]
+def _rate_by_count(k: np.ndarray, among: np.ndarray, hit: np.ndarray) -> np.ndarray:
+    """For each number of products held (index): the share of the customers `among` who `hit` (NaN where none).
+    The baseline a rule must beat: heavy buyers hold everything, so customers are compared at equal counts."""
     kmax = int(k.max()) + 1 if len(k) else 1
-    holders = np.bincount(k[others], weights=held[others, b], minlength=kmax)
-    total = np.bincount(k[others], minlength=kmax)
-    rate = np.divide(holders, total, out=np.full(kmax, np.nan), where=total > 0)
-    return rate[k]
+    total = np.bincount(k[among], minlength=kmax)
+    return np.divide(np.bincount(k[among], weights=hit[among], minlength=kmax), total, out=np.full(kmax, np.nan),
+                     where=total > 0)
+
+
+def _matched_rate(held: np.ndarray, a: int, b: int, k: np.ndarray) -> np.ndarray:
+    """For each customer: the share holding b among customers who hold as many products as they do and not a."""
+    return _rate_by_count(k, ~held[:, a], held[:, b])[k]
 
 
 def sequence_rules(first: np.ndarray, items: pd.Index, min_support: float = 0.02, min_confidence: float = 0.3,
@@ -257,11 +260,7 @@ def holdout_rules(rules: pd.DataFrame, first: np.ndarray, items: pd.Index, split
         a, b = col[ant[0]], col[c]
         lacking = known & ~held[:, b]
         mine = lacking & held[:, a]
-        rest = lacking & ~held[:, a]
-        kmax = int(k.max()) + 1
-        rate = np.divide(np.bincount(k[rest], weights=later[rest, b], minlength=kmax),
-                         np.bincount(k[rest], minlength=kmax), out=np.full(kmax, np.nan),
-                         where=np.bincount(k[rest], minlength=kmax) > 0)
+        rate = _rate_by_count(k, lacking & ~held[:, a], later[:, b])
         conv.append(float(later[mine, b].mean()) if mine.any() else 0.0)
         base.append(float(np.nanmean(rate[k[mine]])) if mine.any() else np.nan)
     out = rules.assign(holdout_conversion=conv, holdout_baseline=base)

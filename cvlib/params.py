@@ -856,7 +856,7 @@ class Study(_Model):
             raise ValueError("rfm.frequency is 'orders' but inputs.transactions.columns.order_id is not mapped; "
                              "map the order id column or use frequency: days")
         from cvlib.expr import ExpressionError, check_names, parse
-        from cvlib.strategy import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories
+        from cvlib.rules import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories
 
         categories = rule_categories(self)
         for i, g in enumerate(self.strategy.groups):

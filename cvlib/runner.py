@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cvlib import io, runs, threads
-from cvlib.errors import ParamError, RunError, StageError, StageInputError
+from cvlib.errors import CvlibError, ParamError, RunError, StageError, StageInputError
 from cvlib.params import Study, load_study
 from cvlib.stages import STAGES, Stage, by_name, producer
 
@@ -766,21 +766,21 @@ def run_study(
         settle()
         if renders is not None:
             renders.wait()  # every report written before the index gives them their headers
-        try:
-            pages.write_index(ctx, result, history, scrubber.scrub, _drawer(renders, study))
-            seal(ctx, result)
-        except (RunError, OSError):
-            raise
-        except Exception as exc:  # noqa: BLE001  # the index could not be written: the run is not complete
-            fail(ctx, result, f"the index page could not be written: {type(exc).__name__}: {exc}")
-            raise RunError(f"Run {run_dir.name} failed while writing its index page ({type(exc).__name__}: {exc}); "
-                           "it is recorded as failed and 'latest' is unchanged.") from None
+        pages.write_index(ctx, result, history, scrubber.scrub, _drawer(renders, study))
+        seal(ctx, result)
     except OSError as exc:  # a full or read-only disk, a file that vanished: the run is failed, and says why
         fail(ctx, result, f"{type(exc).__name__}: {exc}")
         raise RunError(f"Run {run_dir.name} of study {study.study!r} failed: {exc}. Earlier runs and 'latest' are "
                        f"unchanged; free disk space or make {run_dir.parent} writable and run again.") from None
-    except BaseException as exc:  # a stage, a report that could not be rendered, an interrupt: never left 'running'
-        fail(ctx, result, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except CvlibError as exc:  # a stage, or a report that could not be rendered: already said
+        fail(ctx, result, str(exc).splitlines()[0])
+        raise
+    except Exception as exc:  # noqa: BLE001  # e.g. the index page: the run is not complete, and says why
+        fail(ctx, result, f"{type(exc).__name__}: {exc}")
+        raise RunError(f"Run {run_dir.name} failed ({type(exc).__name__}: {exc}); it is recorded as failed and "
+                       "'latest' is unchanged.") from None
+    except BaseException:  # an interrupt: never left 'running'
+        fail(ctx, result, "interrupted")
         raise
     finally:
         kernel.close()
@@ -821,9 +821,7 @@ def seal(ctx: _Context, result: RunResult) -> None:
             if not (run_dir / f).is_file():
                 problems.append(f"{f} is missing")
         sr.reports = {f: io.sha256_file(run_dir / f) for f in (s.notebook, s.html) if (run_dir / f).is_file()}
-        for f, sha in sr.outputs.items():
-            if not (run_dir / f).is_file() or io.sha256_file(run_dir / f) != sha:
-                problems.append(f"{f} does not match its recorded sha256")
+        problems += [f"{f} does not match its recorded sha256" for f in runs.changed_files(run_dir, sr.outputs)]
         problems += [f"{f} is missing" for f in s.writes if f not in sr.outputs]
     if problems:
         fail(ctx, result, "; ".join(problems))

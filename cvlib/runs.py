@@ -13,16 +13,17 @@ from cvlib.params import Study
 from cvlib.stages import CLIENT_FILES, STAGES, Stage, by_name
 
 
+def changed_files(run_dir: Path, files: dict[str, str]) -> list[str]:
+    """The files (name -> recorded sha256) that are missing from run_dir or no longer have their sha256."""
+    return [f for f, sha in files.items() if not (run_dir / f).is_file() or io.sha256_file(run_dir / f) != sha]
+
+
 def tampered(run_dir: Path, rec: dict) -> list[str]:
     """The files of a sealed run that are missing or differ from their recorded sha256 (empty: intact)."""
-    out = []
     files = {"index.html": rec.get("index_sha256")} if rec.get("index_sha256") else {}
     for e in rec.get("stages", []):
         files |= {**(e.get("outputs") or {}), **(e.get("reports") or {})}
-    for f, sha in files.items():
-        if not (run_dir / f).is_file() or io.sha256_file(run_dir / f) != sha:
-            out.append(f)
-    return out
+    return changed_files(run_dir, files)
 
 
 def check_notebooks(rec: dict, nb_dir: Path, run_dir: Path) -> None:
@@ -98,8 +99,7 @@ class Runs:
                 outputs, reports = e.get("outputs") or {}, e.get("reports") or {}
                 if not set(stage.writes) <= set(outputs) or set(reports) != {stage.notebook, stage.html}:
                     continue  # an unfinished record (the run stopped before it was sealed) is not a source
-                changed = [f for f, sha in {**outputs, **reports}.items()
-                           if not (d / f).is_file() or io.sha256_file(d / f) != sha]
+                changed = changed_files(d, {**outputs, **reports})
                 if changed:
                     self.refused.setdefault(stage.name, f"the files of run {d.name} changed since they were "
                                                         f"recorded ({', '.join(changed)})")  # the newest says why

@@ -23,34 +23,7 @@ from cvlib import xlsx as xlsx_writer
 from cvlib.errors import ParamError
 from cvlib.params import Action, Clv, Strategy, Study
 
-# the columns of the customer table that group rules can use (a test checks customer_table makes exactly these)
-RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "monetary", "monetary_mean", "tenure",
-                "x", "t_x", "T", "monetary_value", "r_score", "f_score", "m_score", "segment", "abc_class",
-                "value_tier", "cluster", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier",
-                "churn_probability", "churned", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
-                "value_at_risk", "lifecycle_stage", "overdue", "suggested_product", "cross_sell_rule",
-                "clv_aov", "clv_retention_growth", "clv_discounted_profit", "profit_share", "profit_per_cost_to_serve",
-                "departed", "departed_reason", "clv_before_status", "monthly_profit", "past_monthly_profit",
-                "past_value_tier")
-
-
-# columns of the customer table that hold text or dates besides the categories below (no arithmetic on them)
-TEXT_RULE_COLUMNS = ("first_purchase", "last_purchase", "suggested_product", "cross_sell_rule")
-
-
-def rule_categories(study: Study) -> dict[str, set]:
-    """The values each category column of the customer table can take, from the study's parameters."""
-    from cvlib.status import REASONS
-    from cvlib.value import DEPARTED_CELL, cell_names
-
-    m = study.value.matrix
-    return {"segment": {s.name for s in study.rfm.segments} | {"Other"},
-            "clv_tier": set(study.clv.tiers.names), "past_value_tier": set(study.clv.tiers.names),
-            "departed_reason": {"", *REASONS},
-            "abc_class": {"A", "B", "C"},
-            "value_tier": set(study.rfm.pyramid.names),
-            "value_cell": set(cell_names(m.size, m.names).values()) | {"unknown", DEPARTED_CELL},
-            "lifecycle_stage": {"acquisition", "growth", "maturity", "decline", "lapsed", "unknown"}}
+from cvlib.rules import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories  # noqa: F401  # the rule vocabulary
 
 
 # --------------------------------------------------------------------------- the customer table
@@ -62,16 +35,9 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
     `departed`, cvlib.status), their expected and past gross profit per month, and `past_value_tier`: the CLV
     tiers' cuts and names applied to past yearly revenue of live customers (value before any churn risk)."""
     notes = []
-    clv_cfg = clv_cfg or Clv()
     d = io.by_customer(rfm)
     c = io.by_customer(clv)
-    d = d.join(c[[k for k in c.columns if k not in d.columns]], how="left")
-    d["departed"] = d["departed"].fillna(False).astype(bool) if "departed" in d.columns else False
-    if "monthly_profit" not in d.columns:
-        d["monthly_profit"] = d["clv"] / clv_cfg.horizon_months
-    yearly = d["monetary"] / np.maximum(d["tenure"].astype(float), 365.0) * 365.0
-    d["past_monthly_profit"] = clv_cfg.margin * yearly / 12
-    d["past_value_tier"] = past_value_tiers(yearly, d["departed"], clv_cfg)
+    d = value_columns(d.join(c[[k for k in c.columns if k not in d.columns]], how="left"), clv_cfg or Clv())
     d["clv_tier"] = d["clv_tier"].astype(str)
     d["segment"] = d["segment"].astype(str)
     rk = io.by_customer(risk) if risk is not None else None
@@ -140,6 +106,18 @@ def assign_groups(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
     return df.assign(group=group.astype(str), objective=objective)
 
 
+
+
+def value_columns(d: pd.DataFrame, cfg: Clv) -> pd.DataFrame:
+    """`departed` (False without the CLV stage's status), expected and past gross profit per month, and the past
+    value tier, added to the customer table."""
+    d["departed"] = d["departed"].fillna(False).astype(bool) if "departed" in d.columns else False
+    if "monthly_profit" not in d.columns:
+        d["monthly_profit"] = d["clv"] / cfg.horizon_months
+    yearly = d["monetary"] / np.maximum(d["tenure"].astype(float), 365.0) * 365.0
+    d["past_monthly_profit"] = cfg.margin * yearly / 12
+    d["past_value_tier"] = past_value_tiers(yearly, d["departed"], cfg)
+    return d
 
 
 def past_value_tiers(yearly_revenue: pd.Series, departed: pd.Series, cfg: Clv) -> pd.Series:

@@ -12,12 +12,11 @@ import pandas as pd
 from cvlib import fuzzy, i18n, io
 from cvlib.errors import ParamError
 from cvlib.params import Study, Value
+from cvlib.rules import DEPARTED_CELL, cell_names
 
 # Saaty's random consistency index by matrix size
 RANDOM_INDEX = {1: 0.0, 2: 0.0, 3: 0.58, 4: 0.90, 5: 1.12, 6: 1.24, 7: 1.32, 8: 1.41, 9: 1.45, 10: 1.49,
                 11: 1.51, 12: 1.48, 13: 1.56, 14: 1.57, 15: 1.59}
-CELL_NAMES_2 = {"high/high": "Keep and grow", "low/high": "Develop", "high/low": "Maintain",
-                "low/low": "Reduce cost to serve"}
 
 
 # --------------------------------------------------------------------------- profitability
@@ -364,21 +363,11 @@ def value_cells(current: pd.Series, potential: pd.Series, size: int = 2, current
     return (c + "/" + p).map(cell_names(size, names))
 
 
-DEPARTED_CELL = "departed"  # the value cell of customers who have left (cvlib.status): not on the grid
-
-
 def live_customers(clv: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     """For each id in `ids`: True unless the CLV stage marked the customer as departed."""
     if "departed" not in clv.columns:
         return np.ones(len(ids), dtype=bool)
     return ~io.by_customer(clv)["departed"].reindex(ids).fillna(False).astype(bool).to_numpy()
-
-
-def cell_names(size: int = 2, names: dict[str, str] | None = None) -> dict[str, str]:
-    """Name of every cell 'current/potential' of the grid (the defaults, overridden by `names`)."""
-    levels = ["low", "high"] if size == 2 else ["low", "medium", "high"]
-    table = {f"{c}/{p}": f"current {c}, potential {p}" for c in levels for p in levels}
-    return {**table, **(CELL_NAMES_2 if size == 2 else {}), **(names or {})}
 
 
 def cell_table(df: pd.DataFrame) -> pd.DataFrame:
