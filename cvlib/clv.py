@@ -521,11 +521,10 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     rfm2 = rfm.assign(customer_id=rfm["customer_id"].astype(str))
     contracts = contract_summary(study, attrs, rfm2, tx, notes) if cfg.contracts.enabled else None
     by_model = with_contracts(customers, contracts, cfg.horizon_months, notes)
-    if not by_model.all():
-        if used == "formula" and not by_model.any():  # every customer has a contract: no formula value is left
-            notes.remove(formula_note)
-        used = "sbg"
+    used = used if by_model.all() else "sbg"
     customers = with_status(study, customers, rfm, attrs, notes)
+    if formula_note and not (by_model & ~customers["departed"].to_numpy(dtype=bool)).any():
+        notes.remove(formula_note)  # every live customer is valued by the contract model: no formula value is left
     interval, interval_how = forward_interval(summary, customers, by_model, cfg, unit, purchase, spend) \
         if purchase.ok else (None, "")
     customers["clv_tier"] = value_tiers(customers["clv"], cfg.tiers.cuts, cfg.tiers.names)

@@ -153,7 +153,9 @@ def test_a_client_whose_contract_ended_is_worth_nothing_forward_and_reached_by_w
     assert (gone["clv_before_status"] > 0).any()  # what the model alone would have said
     live = clv.loc[~clv["departed"]]
     assert (live["clv"] > 0).mean() > 0.9  # running contracts are valued, by the fitted sBG
-    assert json.loads((run / "clv_model.json").read_text())["used_for_customer_clv"] == "sbg"
+    model = json.loads((run / "clv_model.json").read_text())
+    assert model["used_for_customer_clv"] == "sbg"
+    assert model["formula_fallback"] is None  # no live client is valued by the formula: the headline must not say so
     value = io.by_customer(io.read_stage(run, "value.parquet"))
     assert (value.loc[value.index.isin(ended), "value_cell"] == "departed").all()
     assert "departed" not in set(value.loc[~value.index.isin(ended), "value_cell"])
