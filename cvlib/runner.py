@@ -12,6 +12,7 @@ when a run completes) is always a complete package to review and send.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -25,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from cvlib import io, runs, threads
 from cvlib.errors import CvlibError, ParamError, RunError, StageError, StageInputError
@@ -738,50 +739,37 @@ def run_study(
                   "complete run.")
 
     try:
-        for i, sr in enumerate(result.stages, 1):
-            if side is not None and i > side[0] + 1:  # the stage after the one beside it: may read its outputs
-                settle()
-            s = sr.stage
-            decision = plan(i - 1)
-            if decision == "n/a":
-                sr.status, sr.reason = "not_applicable", f"no {s.needs_table} table (inputs.{s.needs_table})"
-                _progress(f"[{i}/{len(selected)}] {s.name}: not applicable ({sr.reason})")
-            elif decision != "run":
-                reuse(sr, decision, run_dir, study.report.language)
-                _progress(f"[{i}/{len(selected)}] {s.name}: {sr.reason}")
-            else:
-                sr.reason = ("forced (--force)" if force else "named in --stages") if s.name in ctx.forced else \
-                    getattr(history, "refused", {}).get(s.name) or explain_change(sr.depends,
-                                                                                 history.last_depends(s.name))
-                if side is None and beside_next(i - 1):
-                    lane = lane or SideLane(runtime)
-                    side = (i, _run_stage(sr, i, len(selected), ctx, kernel, scrubber, renders, result, lane))
+        with failures_recorded(ctx, result):
+            for i, sr in enumerate(result.stages, 1):
+                if side is not None and i > side[0] + 1:  # the stage after the one beside it: may read its outputs
+                    settle()
+                s = sr.stage
+                decision = plan(i - 1)
+                if decision == "n/a":
+                    sr.status, sr.reason = "not_applicable", f"no {s.needs_table} table (inputs.{s.needs_table})"
+                    _progress(f"[{i}/{len(selected)}] {s.name}: not applicable ({sr.reason})")
+                elif decision != "run":
+                    reuse(sr, decision, run_dir, study.report.language)
+                    _progress(f"[{i}/{len(selected)}] {s.name}: {sr.reason}")
                 else:
-                    _run_stage(sr, i, len(selected), ctx, kernel, scrubber, renders, result)
-            write_record(ctx, result, "running")
-            if sr.status == "failed":
-                stop(sr)
-            if sr.status == "ok":
-                _progress(f"[{i}/{len(selected)}] {s.name}: done in {sr.seconds:.1f} s -> {s.html}")
-        settle()
-        if renders is not None:
-            renders.wait()  # every report written before the index gives them their headers
-        pages.write_index(ctx, result, history, scrubber.scrub, _drawer(renders, study))
-        seal(ctx, result)
-    except OSError as exc:  # a full or read-only disk, a file that vanished: the run is failed, and says why
-        fail(ctx, result, f"{type(exc).__name__}: {exc}")
-        raise RunError(f"Run {run_dir.name} of study {study.study!r} failed: {exc}. Earlier runs and 'latest' are "
-                       f"unchanged; free disk space or make {run_dir.parent} writable and run again.") from None
-    except CvlibError as exc:  # a stage, or a report that could not be rendered: already said
-        fail(ctx, result, str(exc).splitlines()[0])
-        raise
-    except Exception as exc:  # noqa: BLE001  # e.g. the index page: the run is not complete, and says why
-        fail(ctx, result, f"{type(exc).__name__}: {exc}")
-        raise RunError(f"Run {run_dir.name} failed ({type(exc).__name__}: {exc}); it is recorded as failed and "
-                       "'latest' is unchanged.") from None
-    except BaseException:  # an interrupt: never left 'running'
-        fail(ctx, result, "interrupted")
-        raise
+                    sr.reason = ("forced (--force)" if force else "named in --stages") if s.name in ctx.forced else \
+                        getattr(history, "refused", {}).get(s.name) or explain_change(sr.depends,
+                                                                                     history.last_depends(s.name))
+                    if side is None and beside_next(i - 1):
+                        lane = lane or SideLane(runtime)
+                        side = (i, _run_stage(sr, i, len(selected), ctx, kernel, scrubber, renders, result, lane))
+                    else:
+                        _run_stage(sr, i, len(selected), ctx, kernel, scrubber, renders, result)
+                write_record(ctx, result, "running")
+                if sr.status == "failed":
+                    stop(sr)
+                if sr.status == "ok":
+                    _progress(f"[{i}/{len(selected)}] {s.name}: done in {sr.seconds:.1f} s -> {s.html}")
+            settle()
+            if renders is not None:
+                renders.wait()  # every report written before the index gives them their headers
+            pages.write_index(ctx, result, history, scrubber.scrub, _drawer(renders, study))
+            seal(ctx, result)
     finally:
         kernel.close()
         if lane is not None:
@@ -803,6 +791,30 @@ def _drawer(renders: Renders | None, study: Study) -> Any:
     if renders is None:
         return None
     return lambda function, *args: renders.call(function, *args, language=study.report.language)
+
+
+@contextlib.contextmanager
+def failures_recorded(ctx: _Context, result: RunResult) -> Iterator[None]:
+    """A run that stops for any reason is recorded 'failed' with the reason, never left 'running': a full or
+    read-only disk and any unexpected error become a RunError with a message (exit 1), a stage's error is passed
+    on as it is (already said), an interrupt too."""
+    run_dir = result.run_dir
+    try:
+        yield
+    except OSError as exc:  # a full or read-only disk, a file that vanished
+        fail(ctx, result, f"{type(exc).__name__}: {exc}")
+        raise RunError(f"Run {run_dir.name} of study {ctx.study.study!r} failed: {exc}. Earlier runs and 'latest' are "
+                       f"unchanged; free disk space or make {run_dir.parent} writable and run again.") from None
+    except CvlibError as exc:  # a stage, or a report that could not be rendered
+        fail(ctx, result, str(exc).splitlines()[0])
+        raise
+    except Exception as exc:  # noqa: BLE001  # e.g. the index page
+        fail(ctx, result, f"{type(exc).__name__}: {exc}")
+        raise RunError(f"Run {run_dir.name} failed ({type(exc).__name__}: {exc}); it is recorded as failed and "
+                       "'latest' is unchanged.") from None
+    except BaseException:  # an interrupt
+        fail(ctx, result, "interrupted")
+        raise
 
 
 def seal(ctx: _Context, result: RunResult) -> None:
