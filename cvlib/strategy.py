@@ -526,6 +526,15 @@ def plan_interval(alloc: Allocation, df: pd.DataFrame, cfg: Strategy, measured: 
             "measured": bool(measured) and bool(chosen["action"].isin(list(measured or {})).any())}
 
 
+def lever_shares(shares: pd.DataFrame) -> pd.DataFrame:
+    """The budget per driver lever (the churn or outcome driver an action works on; '' for actions on none): its
+    actions, cost, share of the budget and expected gain."""
+    g = shares.groupby("lever", sort=False).agg(actions=("action", ", ".join), cost=("cost", "sum"),
+                                                share_of_budget=("share_of_budget", "sum"),
+                                                expected_incremental_value=("expected_incremental_value", "sum"))
+    return g.reset_index()
+
+
 def budget_shares(alloc: Allocation, cfg: Strategy) -> pd.DataFrame:
     """Per action: customers targeted, cost, its share of the money spent and of the budget, expected gain, net
     value, ROI and the driver lever it works on."""
@@ -800,6 +809,7 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
                    "even_split_cost": res.even.total_cost,
                    "target_list": {"customers": len(res.targets), "expected_incremental_value": gain, "cost": cost},
                    "interval": res.interval, "budget_shares": res.shares.to_dict("records"),
+                   "lever_shares": lever_shares(res.shares).to_dict("records"),
                    "departed_in_targets": int(res.customers.set_index("customer_id").loc[
                        res.targets["customer_id"], "departed"].to_numpy(dtype=bool)[
                        (res.targets["action"].map({a.name: a.applies_to for a in study.strategy.actions})

@@ -187,6 +187,10 @@ def test_no_action_takes_the_whole_budget_and_a_top_driver_lever_is_offered(cont
     shares = pd.DataFrame(st["budget_shares"]).set_index("action")
     assert (shares["share_of_budget"] <= study.strategy.max_action_share + 1e-9).all()
     assert shares["share_of_budget"].sum() <= 1 + 1e-9
+    levers = pd.DataFrame(st["lever_shares"]).set_index("lever")  # the plan's budget per driver lever, too
+    assert levers["cost"].sum() == pytest.approx(shares["cost"].sum())
+    assert levers["cost"].to_dict() == pytest.approx(shares.groupby("lever")["cost"].sum().to_dict())
+    assert set(levers.index) == set(shares["lever"])
 
 
 def test_an_action_on_a_top_churn_driver_is_offered_to_the_retention_groups():
