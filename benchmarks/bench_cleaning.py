@@ -18,7 +18,8 @@ from common import DATA, measure, messy_transactions, report  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = """
 import sys, time, yaml, tempfile
-from cvlib import load_study, cleaning
+from cvlib import load_study
+from cvlib.analysis import cleaning
 study = load_study(sys.argv[1])
 t0 = time.perf_counter()
 r = cleaning.run_cleaning(study, tempfile.mkdtemp())

@@ -4,7 +4,7 @@
 
 Builds in memory about --rows purchases of rows/10 customers who buy and drop out as BG/NBD assumes
 (benchmarks/common.py), each with a product (8 products; buyers of product 0 favour product 1, a planted
-cross-sell) and a channel (3 channels), and times `cvlib.journey.build_journey` with every part on: cycles,
+cross-sell) and a channel (3 channels), and times `cvlib.analysis.journey.build_journey` with every part on: cycles,
 lifecycle stages and flow, channel mix and cross-sell rules with the holdout check. Prints seconds and the
 process's peak RSS.
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import buying_customers, report  # noqa: E402
 
-from cvlib import journey  # noqa: E402
+from cvlib.analysis import journey  # noqa: E402
 from cvlib.params import Study  # noqa: E402
 
 

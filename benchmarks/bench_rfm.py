@@ -24,7 +24,7 @@ OURS = """
 import sys, time, numpy as np, pandas as pd
 from pathlib import Path
 from cvlib import io
-from cvlib.rfm import customer_summary
+from cvlib.customers import customer_summary
 by = sys.argv[2]
 tx = io.read_stage(Path(sys.argv[1]).parent, Path(sys.argv[1]).name)  # as the RFM stage reads its input
 if by == "orders":  # every row its own order: the most orders there can be

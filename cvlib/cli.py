@@ -4,9 +4,17 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
-from cvlib.errors import CvlibError
+from cvlib import io, paramdoc, privacy
+from cvlib.errors import CvlibError, InputDataError, ParamError
+from cvlib.examples import write_agency
+from cvlib.params import ATTRIBUTE_TABLES, DATA_DIR, load_study, short_repr
+from cvlib.parsing import parse_amounts_explained, parse_dates
+from cvlib.run import history as runs
+from cvlib.run import pages
+from cvlib.run.runner import run_study
 from cvlib.stages import STAGES
 
 
@@ -47,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     pkg.add_argument("--reports-dir", default="reports", help="where the study's run folders are (default: reports)")
     pkg.add_argument("--out", help="the zip to write (default: reports/<study>/<study>-<run>.zip)")
 
+    prm = sub.add_parser("params", help="the parameter reference (every key, its type, default and meaning)")
+    prm.add_argument("--markdown", action="store_true", help="as Markdown (docs/parameters.md is this output)")
+
     ex = sub.add_parser("example", help="write an example data set and its params file")
     ex.add_argument("name", choices=["cdnow", "agency"], help="which example: the CDNOW purchases, or a synthetic "
                     "advertising agency's client book (billings, clients, survey)")
@@ -56,19 +67,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(params: str, overrides: list[str]) -> int:
-    from cvlib import io, privacy
-    from cvlib.params import ATTRIBUTE_TABLES
-    from cvlib.cleaning import parse_amounts_explained, parse_dates
-    from cvlib.errors import InputDataError
-    from cvlib.params import load_study, short_repr
-
     study = load_study(params, overrides)
     if study.privacy.pseudonymize_ids:
         privacy.load_key(study)  # refuses a pseudonymised study without a (long enough) key
     io.check_inputs(study)
     print(f"{params}: parameters valid (study {study.study!r}, client {study.client!r})")
     raw, bad = io.read_transactions(study, nrows=2000)
-    scrub = (lambda t: t)
+    scrub = str  # identity on text, replaced below for a pseudonymised study
     if study.privacy.pseudonymize_ids:
         ids = set(raw["customer_id"].astype(str)) | (set(bad["customer_id"]) if "customer_id" in bad else set())
         scrub = privacy.Scrubber(ids, privacy.load_key(study)).scrub
@@ -107,9 +112,6 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
 def run_scrubber(run_dir: Path):
     """The pseudonymising scrubber of a run's study (from its params.yaml; the ids in its input files when they are
     still there, else those in the parameters). A pseudonymised run whose scrubber cannot be built is refused."""
-    from cvlib import privacy
-    from cvlib.errors import ParamError
-    from cvlib.params import load_study
 
     try:
         study = load_study(run_dir / "params.yaml", check_files=False)
@@ -121,9 +123,6 @@ def run_scrubber(run_dir: Path):
 
 
 def cmd_compare(study: str, run_ids: list[str], reports_dir: str, out: str | None) -> int:
-    from cvlib import pages, runs
-    from cvlib.errors import ParamError
-
     folder = runs.study_folder(study, Path(reports_dir))
     if len(run_ids) not in (0, 2):
         raise ParamError("cvlib compare: give two runs (RUN_A RUN_B) or none (the two newest complete runs).")
@@ -137,11 +136,8 @@ def cmd_compare(study: str, run_ids: list[str], reports_dir: str, out: str | Non
 
 
 def cmd_package(study: str, run: str | None, reports_dir: str, out: str | None) -> int:
-    from cvlib import runs
-
     run_dir = runs.find_run(runs.study_folder(study, Path(reports_dir)), run)
     path = runs.package(run_dir, Path(out) if out else None)
-    import zipfile
 
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
@@ -152,13 +148,9 @@ def cmd_package(study: str, run: str | None, reports_dir: str, out: str | None) 
 
 
 def cmd_example(name: str, dest: str, seed: int = 7) -> int:
-    from cvlib.params import DATA_DIR
-
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     if name == "agency":
-        from cvlib.examples import write_agency
-
         for table, path in write_agency(out, seed).items():
             print(f"wrote {path}")
         print("Map them like params/agency_demo.yaml does (paths relative to your params file).")
@@ -173,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            from cvlib.runner import run_study
-
             run_study(args.params, args.stages, args.overrides, args.with_code, args.reports_dir, args.notebooks_dir,
                       force=args.force, client=args.client)
             return 0
@@ -186,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validate(args.params, args.overrides)
         if args.command == "example":
             return cmd_example(args.name, args.dir, args.seed)
+        if args.command == "params":
+            sys.stdout.write(paramdoc.markdown() if args.markdown else paramdoc.text())
+            return 0
     except CvlibError as exc:
         print(f"cvlib: error: {exc}", file=sys.stderr)
         return exc.exit_code

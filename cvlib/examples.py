@@ -27,7 +27,8 @@ cut', 'moved in-house' or 'lost a pitch'; recorded as free text by account manag
 left empty for about one in ten.
 
 Planted campaign (campaigns.csv; a fourth seeded stream): on 2024-04-01 the clients billed in the 90 days before,
-whose retainer runs through the next 90 days, are split at random into treatment and control for the 'workshop offer 2024'; within 90 days a treated client
+whose retainer runs through the next 90 days, are split at random into treatment and control for the 'workshop offer
+2024'; within 90 days a treated client
 books a one-off strategy workshop (12,000 EUR x size) with probability 0.60, a control client with 0.05, so the
 planted revenue uplift is 0.55 x 12,000 x size per treated client (about 6,800 EUR). The file also holds two rows
 that cannot be used (a 'holdout' group, an unreadable date), which the stage sets aside and counts.
@@ -38,6 +39,7 @@ one row in ten dated day-first (dd/mm/yyyy) by a second billing system.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +236,6 @@ def write_agency(directory: str | Path, seed: int = 7, n_clients: int = 2000) ->
 
 def agency_cache(seed: int = 7) -> Path:
     """Folder holding the generated agency example (made on first use; deterministic)."""
-    import os
 
     root = Path(os.environ.get("CVLIB_CACHE", Path.home() / ".cache" / "cvlib")) / f"agency-{seed}-v{EXAMPLE_VERSION}"
     if not (root / "survey.csv").exists():

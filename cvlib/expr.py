@@ -22,6 +22,7 @@ import ast
 import difflib
 import operator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,54 +123,74 @@ def _fold(node: ast.AST, text: str) -> object:
 
 
 def _check(node: ast.AST, text: str) -> None:
-    if isinstance(node, ast.Expression):
-        return _check(node.body, text)
-    if isinstance(node, ast.BoolOp):
-        for v in node.values:
-            _check(v, text)
-        return
-    if isinstance(node, ast.UnaryOp):
-        if not isinstance(node.op, (ast.Not, ast.USub, ast.UAdd)):
-            raise _refuse(node, "operator '~' is not allowed (use 'not')", text)
-        return _check(node.operand, text)
-    if isinstance(node, ast.BinOp):
-        if type(node.op) not in _ARITH:
-            sym = {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.Pow: "**", ast.MatMult: "@",
-                   ast.LShift: "<<", ast.RShift: ">>"}.get(type(node.op), type(node.op).__name__)
-            hint = " (use 'and' / 'or')" if sym in "&|" else ""
-            raise _refuse(node, f"operator '{sym}' is not allowed{hint}", text)
-        for side in (node.left, node.right):
-            if isinstance(side, ast.Constant) and isinstance(side.value, str):
-                raise _refuse(node, "text cannot take part in arithmetic", text)
-        _check(node.left, text)
-        _check(node.right, text)
-        _fold(node, text)
-        return
-    if isinstance(node, ast.Compare):
-        _check(node.left, text)
-        for op, right in zip(node.ops, node.comparators):
-            if isinstance(op, (ast.In, ast.NotIn)):
-                if not isinstance(right, (ast.List, ast.Tuple, ast.Set)) or not all(
-                        isinstance(e, ast.Constant) and _constant_ok(e.value) for e in right.elts):
-                    raise _refuse(right, "'in' takes a list of constants, e.g. segment in ['Lost', 'At Risk']", text)
-                if len(right.elts) > MAX_ITEMS:
-                    raise _refuse(right, f"a list of more than {MAX_ITEMS} items", text)
-            elif type(op) in _COMPARE:
-                _check(right, text)
-            else:
-                raise _refuse(node, "comparison 'is' is not allowed (use == or !=)", text)
-        return
-    if isinstance(node, ast.Name):
-        if node.id.startswith("_"):
-            raise _refuse(node, f"name {node.id!r} is not allowed (names may not start with '_')", text)
-        return
-    if isinstance(node, ast.Constant):
-        if not _constant_ok(node.value):
-            raise _refuse(node, f"constant {str(node.value)[:40]!r} is not allowed", text)
-        return
-    what = {ast.Attribute: "attribute access ('.')", ast.Call: "a function call", ast.Subscript: "a subscript ('[]')",
-            ast.Lambda: "a lambda", ast.NamedExpr: "an assignment (':=')"}.get(type(node), f"'{type(node).__name__}'")
-    raise _refuse(node, f"{what} is not allowed", text)
+    """Refuse (ExpressionError naming the place) anything outside the language; fold constant arithmetic."""
+    check = _CHECKS.get(type(node))
+    if check is None:
+        what = {ast.Attribute: "attribute access ('.')", ast.Call: "a function call",
+                ast.Subscript: "a subscript ('[]')", ast.Lambda: "a lambda",
+                ast.NamedExpr: "an assignment (':=')"}.get(type(node), f"'{type(node).__name__}'")
+        raise _refuse(node, f"{what} is not allowed", text)
+    check(node, text)
+
+
+def _check_bool(node: ast.BoolOp, text: str) -> None:
+    for v in node.values:
+        _check(v, text)
+
+
+def _check_unary(node: ast.UnaryOp, text: str) -> None:
+    if not isinstance(node.op, (ast.Not, ast.USub, ast.UAdd)):
+        raise _refuse(node, "operator '~' is not allowed (use 'not')", text)
+    _check(node.operand, text)
+
+
+def _check_arithmetic(node: ast.BinOp, text: str) -> None:
+    if type(node.op) not in _ARITH:
+        sym = {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.Pow: "**", ast.MatMult: "@",
+               ast.LShift: "<<", ast.RShift: ">>"}.get(type(node.op), type(node.op).__name__)
+        hint = " (use 'and' / 'or')" if sym in "&|" else ""
+        raise _refuse(node, f"operator '{sym}' is not allowed{hint}", text)
+    for side in (node.left, node.right):
+        if isinstance(side, ast.Constant) and isinstance(side.value, str):
+            raise _refuse(node, "text cannot take part in arithmetic", text)
+    _check(node.left, text)
+    _check(node.right, text)
+    _fold(node, text)
+
+
+def _check_compare(node: ast.Compare, text: str) -> None:
+    _check(node.left, text)
+    for op, right in zip(node.ops, node.comparators):
+        if isinstance(op, (ast.In, ast.NotIn)):
+            _check_member_list(right, text)
+        elif type(op) in _COMPARE:
+            _check(right, text)
+        else:
+            raise _refuse(node, "comparison 'is' is not allowed (use == or !=)", text)
+
+
+def _check_member_list(right: ast.AST, text: str) -> None:
+    if not isinstance(right, (ast.List, ast.Tuple, ast.Set)) or not all(
+            isinstance(e, ast.Constant) and _constant_ok(e.value) for e in right.elts):
+        raise _refuse(right, "'in' takes a list of constants, e.g. segment in ['Lost', 'At Risk']", text)
+    if len(right.elts) > MAX_ITEMS:
+        raise _refuse(right, f"a list of more than {MAX_ITEMS} items", text)
+
+
+def _check_name(node: ast.Name, text: str) -> None:
+    if node.id.startswith("_"):
+        raise _refuse(node, f"name {node.id!r} is not allowed (names may not start with '_')", text)
+
+
+def _check_constant(node: ast.Constant, text: str) -> None:
+    if not _constant_ok(node.value):
+        raise _refuse(node, f"constant {str(node.value)[:40]!r} is not allowed", text)
+
+
+_CHECKS: dict[type, Any] = {
+    ast.Expression: lambda node, text: _check(node.body, text), ast.BoolOp: _check_bool, ast.UnaryOp: _check_unary,
+    ast.BinOp: _check_arithmetic, ast.Compare: _check_compare, ast.Name: _check_name, ast.Constant: _check_constant,
+}
 
 
 def _constant_ok(v: object) -> bool:

@@ -157,7 +157,8 @@ def localise_notebook(nb: Any, notebook: str, language: str) -> Any:
     for cell in nb.cells:
         key = cell.get("metadata", {}).get("cvlib_text")
         if cell.cell_type == "markdown" and key:  # the anchor lets the index and the contents link here
-            cell.source = f'<a id="{key}" class="cvlib-anchor"></a>\n\n' + notebook_text(notebook, key, language).rstrip("\n")
+            anchor = f'<a id="{key}" class="cvlib-anchor"></a>\n\n'
+            cell.source = anchor + notebook_text(notebook, key, language).rstrip("\n")
     return nb
 
 

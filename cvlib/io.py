@@ -5,6 +5,7 @@ the cleaning stage can record it. Stage outputs are written atomically.
 """
 from __future__ import annotations
 
+import csv
 import difflib
 import hashlib
 import json
@@ -20,7 +21,13 @@ import numpy as np
 import pandas as pd
 
 from cvlib.errors import InputDataError
-from cvlib.params import ATTRIBUTE_TABLES, AttributeInput, Study, TableInput, TransactionsInput
+from cvlib.params import (
+    ATTRIBUTE_TABLES,
+    AttributeInput,
+    Study,
+    TableInput,
+    TransactionsInput,
+)
 
 STRING = pd.StringDtype("pyarrow")
 
@@ -29,9 +36,16 @@ def as_ids(ids: pd.Series) -> pd.Series:
     """Customer ids as Arrow-backed text: a no-op for the stage files' ids, no Python string per row
     (`astype(str)` on 10M transactions makes 10M of them: seconds and gigabytes)."""
     return ids if ids.dtype == STRING else ids.astype(str).astype(STRING)
+
+
 def by_customer(df: pd.DataFrame) -> pd.DataFrame:
     """A per-customer table indexed by its customer id as text (the key every stage joins on)."""
     return df.assign(customer_id=df["customer_id"].astype(str)).set_index("customer_id")
+
+
+def first_per_customer(df: pd.DataFrame) -> pd.DataFrame:
+    """An attribute table indexed by customer id as text, the first row of an id given twice kept."""
+    return df.assign(customer_id=df["customer_id"].astype(str)).drop_duplicates("customer_id").set_index("customer_id")
 
 
 ROW = "source_row"  # 1-based data row number in the client's file (header excluded)
@@ -201,7 +215,6 @@ def _read_lines(path: Path, table: TableInput, delimiter: str, names: list[str],
     """CSV read one line at a time (the fallback when a line cannot be parsed as part of the file: an unbalanced
     quote, a line longer than a parse block). A line with an odd number of quotes or the wrong number of fields is
     malformed, with its line number; every other line is read as usual. Empty lines are skipped."""
-    import csv
 
     csv.field_size_limit(1 << 31 - 1)  # a field as long as the line (the value is quarantined by cleaning, not here)
     rows: list[list[str]] = []

@@ -5,15 +5,31 @@ whose message names the key, the file and what is allowed.
 """
 from __future__ import annotations
 
+import codecs
+import copy
 import datetime as dt
 import difflib
+import reprlib
+import typing
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cvlib.errors import ParamError
+from cvlib.examples import agency_cache
+from cvlib.expr import ExpressionError, check_names, parse
+from cvlib.rules import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories
+from cvlib.weights import ahp_weights
 
 EXAMPLE_PREFIX = "example://"
 DATA_DIR = Path(__file__).parent / "data"
@@ -56,7 +72,6 @@ def safe_yaml(text: str) -> Any:
 
 def short_repr(value: Any, width: int = 120) -> str:
     """repr of a value, cut to `width` characters without building the whole text of a huge value."""
-    import reprlib
 
     r = reprlib.Repr()
     r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = width, width, 6, 6, 3
@@ -72,35 +87,44 @@ class _Model(BaseModel):
 class TransactionColumns(_Model):
     """Which column of the client's file holds each field (None: not in the file)."""
 
-    customer_id: str
-    date: str
-    amount: str
-    order_id: str | None = None
-    quantity: str | None = None
-    product: str | None = None
-    channel: str | None = None
-    cost: str | None = None
-    margin: str | None = None
-    return_flag: str | None = None
+    customer_id: str = Field(description="column holding the customer id (read as text: leading zeros kept)")
+    date: str = Field(description="column holding the transaction date (or date and time)")
+    amount: str = Field(description="column holding the amount in the study currency (read strictly; unreadable "
+                                    "values are quarantined)")
+    order_id: str | None = Field(None,
+        description=(
+            "column holding the order or invoice id (purchase occasions by order; returns matched to orders)"))
+    quantity: str | None = Field(None, description="column holding the quantity")
+    product: str | None = Field(
+        None, description="column holding the product or category (cross-sell, returns matched by product)")
+    channel: str | None = Field(None, description="column holding the sales channel (channel mix in the journey stage)")
+    cost: str | None = Field(
+        None, description="column holding the direct cost of the line (profitability; else the margin is used)")
+    margin: str | None = Field(
+        None, description="column holding the gross margin of the line as a share (profitability)")
+    return_flag: str | None = Field(
+        None, description="column marking returns and cancellations (its values in cleaning.returns.flag_values)")
 
 
 class TableInput(_Model):
     """How to read one client file."""
 
-    path: str
-    format: Literal["auto", "csv", "tsv", "whitespace", "excel", "parquet"] = "auto"
-    encoding: str = "utf-8"
+    path: str = Field(description="the file, relative to the params file; example://NAME is a bundled example file")
+    format: Literal["auto", "csv", "tsv", "whitespace", "excel", "parquet"] = Field(
+        "auto", description="file format; auto: from the extension, else sniffed")
+    encoding: str = Field("utf-8", description="text encoding, e.g. utf-8-sig, gbk, gb18030, latin-1")
     delimiter: str | None = Field(None, description="None: ',' for csv, tab for tsv")
-    decimal: str = "."
-    thousands: str | None = None
-    sheet: str | int | None = None
+    decimal: str = Field(".", description="decimal separator (',' for most of Europe)")
+    thousands: str | None = Field(
+        None, description="thousands separator; None still reads grouped values such as 1,234.50")
+    sheet: str | int | None = Field(None, description="Excel sheet name or number (default: the first sheet)")
     date_format: str | list[str] | None = Field(
         None, description="strftime format(s) tried in order; None: inferred and reported"
     )
     header: bool = Field(True, description="the first row holds the column names; false: give them in `names`")
-    bad_lines: Literal["quarantine", "refuse"] = Field("quarantine", description="a line that cannot be read (wrong "
-                                                       "number of fields, an unbalanced quote): set aside with its line "
-                                                       "number, or refuse the file (exit 2) naming the lines")
+    bad_lines: Literal["quarantine", "refuse"] = Field(
+        "quarantine", description="a line that cannot be read (wrong number of fields, an unbalanced quote): set "
+                                  "aside with its line number, or refuse the file (exit 2) naming the lines")
     names: list[str] | None = Field(None, description="column names of a file without a header row")
 
     @model_validator(mode="after")
@@ -114,8 +138,6 @@ class TableInput(_Model):
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, v: str) -> str:
-        import codecs
-
         try:
             codecs.lookup(v)
         except LookupError:
@@ -169,7 +191,8 @@ class Privacy(_Model):
     """Pseudonyms are keyed HMAC-SHA256 of each id; the key is read from an environment variable or a key
     file and is never written into any output."""
 
-    pseudonymize_ids: bool = False
+    pseudonymize_ids: bool = Field(
+        False, description="show keyed pseudonyms instead of customer ids in every report, notebook and message")
     key_env: str = Field("CVLIB_PSEUDONYM_KEY", description="environment variable holding the key")
     key_file: str | None = Field(None, description="file holding the key (relative to the params file)")
 
@@ -186,20 +209,26 @@ class Privacy(_Model):
 
 # --------------------------------------------------------------------------- cleaning
 class Toggle(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="whether the rule runs")
 
 
 class ReturnsRule(_Model):
-    enabled: bool = True
-    action: Literal["net", "drop"] = "net"
+    enabled: bool = Field(True,
+        description=(
+            "handle returns and cancellations (negative amounts, a return_flag value, an order id with the invoice "
+            "prefix)"))
+    action: Literal["net", "drop"] = Field("net",
+        description=(
+            "net: each return reduces its purchases (same customer and order, else product, else customer), latest "
+            "first; a return with no such purchase is quarantined. drop: returns are quarantined"))
     flag_values: list[str] = Field(default_factory=list, description="values of columns.return_flag that mark a return")
     invoice_prefix: str | None = Field(None, description="order ids starting with this mark a return, e.g. 'C'")
 
 
 class WindowRule(_Model):
-    enabled: bool = True
-    start: dt.date | None = None
-    end: dt.date | None = None
+    enabled: bool = Field(True, description="quarantine dates outside the analysis window (inclusive)")
+    start: dt.date | None = Field(None, description="first day of the analysis window (None: no lower bound)")
+    end: dt.date | None = Field(None, description="last day of the analysis window (None: no upper bound)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "WindowRule":
@@ -209,8 +238,8 @@ class WindowRule(_Model):
 
 
 class TestIdsRule(_Model):
-    enabled: bool = True
-    ids: list[str] = Field(default_factory=list)
+    enabled: bool = Field(True, description="quarantine the test or internal customer ids listed in ids")
+    ids: list[str] = Field(default_factory=list, description="test or internal customer ids to quarantine")
 
 
 class NonPositiveRule(_Model):
@@ -218,25 +247,33 @@ class NonPositiveRule(_Model):
     as zero: a $0 purchase (a free item, a voucher) is a purchase occasion for the purchase models, though it
     adds nothing to revenue."""
 
-    enabled: bool = True
-    keep_zero: bool = True
+    enabled: bool = Field(True, description="quarantine zero or negative amounts left after netting returns")
+    keep_zero: bool = Field(True,
+        description=(
+            "keep purchases written as 0 (a free item, a voucher) as purchase occasions that add nothing to revenue"))
 
 
 class DatesRule(_Model):
     """Dates outside the plausible range are quarantined: before `earliest`, after `latest` (default: the run
     date), or more than `after_bulk_days` after the 99th percentile of the file's dates."""
 
-    enabled: bool = True
-    earliest: dt.date = dt.date(1980, 1, 1)
+    enabled: bool = Field(True,
+        description=(
+            "quarantine implausible dates (before earliest, after latest or far after the bulk of the file)"))
+    earliest: dt.date = Field(dt.date(1980, 1, 1), description="dates before this day are quarantined")
     latest: dt.date | None = Field(None, description="None: the day the study runs")
     after_bulk_days: int | None = Field(365, ge=1, description="None: no check against the bulk of the data")
 
 
 class OutlierRule(_Model):
-    enabled: bool = True
-    method: Literal["iqr", "zscore", "quantile"] = "iqr"
+    enabled: bool = Field(True, description="look for outlying transaction amounts")
+    method: Literal["iqr", "zscore", "quantile"] = Field("iqr",
+        description=(
+            "iqr: outside Q1 - k*IQR, Q3 + k*IQR; zscore: |z| > k; quantile: above the upper quantile given by "
+            "threshold"))
     threshold: float = Field(3.0, gt=0, description="iqr: k x IQR; zscore: |z|; quantile: upper quantile in (0.5, 1)")
-    action: Literal["flag", "cap", "drop"] = "flag"
+    action: Literal["flag", "cap", "drop"] = Field(
+        "flag", description="flag (column is_outlier), cap (set to the bound) or drop (quarantine)")
     log_scale: bool = Field(True, description="judge amounts on the log scale (amounts are right-skewed)")
     ceiling: float | None = Field(1e9, gt=0, allow_inf_nan=False,
                                   description="amounts above this are outliers whatever the method says")
@@ -262,9 +299,10 @@ class Cleaning(_Model):
 class SegmentRule(_Model):
     """A cell range of the R x F (or R x FM) grid on a 1-5 scale: the first rule that matches wins."""
 
-    name: str
-    r: tuple[int, int]
-    f: tuple[int, int]
+    name: str = Field(description="segment name (any language)")
+    r: tuple[int, int] = Field(description="recency score range [low, high] on the 1-5 scale")
+    f: tuple[int, int] = Field(
+        description="frequency score range [low, high] on the 1-5 scale (or the mean of F and M with segment_on: rfm)")
 
     @field_validator("r", "f")
     @classmethod
@@ -292,9 +330,12 @@ DEFAULT_SEGMENTS = [
 class BinEdges(_Model):
     """Fixed score bin edges (ascending values; scores 1..len+1); recency is reversed."""
 
-    recency: list[float] | None = None
-    frequency: list[float] | None = None
-    monetary: list[float] | None = None
+    recency: list[float] | None = Field(
+        None, description="fixed ascending edges for the recency score instead of quantiles (scores 1..len+1)")
+    frequency: list[float] | None = Field(
+        None, description="fixed ascending edges for the frequency score instead of quantiles")
+    monetary: list[float] | None = Field(
+        None, description="fixed ascending edges for the monetary score instead of quantiles")
 
     @field_validator("recency", "frequency", "monetary")
     @classmethod
@@ -306,7 +347,9 @@ class BinEdges(_Model):
 
 class Pyramid(_Model):
     cuts: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.20], description="cumulative customer shares")
-    names: list[str] = Field(default_factory=lambda: ["Top 1%", "Next 4%", "Next 15%", "Other 80%"])
+    names: list[str] = Field(default_factory=lambda: ["Top 1%", "Next 4%", "Next 15%", "Other 80%"],
+        description=(
+            "names of the value pyramid tiers, top first (one more than cuts)"))
 
     @model_validator(mode="after")
     def _sizes(self) -> "Pyramid":
@@ -318,25 +361,34 @@ class Pyramid(_Model):
 
 
 class Clusters(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="k-means clusters on log, standardised R, F and M")
     k: int | None = Field(None, ge=2, le=20, description="fixed k; None: chosen by silhouette over k_range")
-    k_range: tuple[int, int] = (2, 8)
-    seed: int = 0
+    k_range: tuple[int, int] = Field((2, 8), description="range of k tried when k is not fixed (chosen by silhouette)")
+    seed: int = Field(0, description="random seed of k-means and of the silhouette sample")
     sample: int = Field(5_000, ge=500, description="customers sampled for silhouette scores")
-    tree_depth: int = Field(3, ge=1, le=6)
+    tree_depth: int = Field(3, ge=1, le=6, description="depth of the decision tree that explains the clusters in rules")
 
 
 class Rfm(_Model):
     end_date: dt.date | None = Field(None, description="observation end; None: the last transaction date")
-    frequency: Literal["auto", "orders", "days"] = "auto"
-    time_unit: Literal["days", "weeks"] = "weeks"
-    calibration_end: dt.date | None = None
-    holdout_end: dt.date | None = None
-    n_bins: int = Field(5, ge=2, le=9)
-    ties: Literal["shared", "first"] = Field("shared", description="shared: equal values share a score; first: ties broken in data order")
-    bin_edges: BinEdges = Field(default_factory=BinEdges)
-    segment_on: Literal["rf", "rfm"] = "rf"
-    segments: list[SegmentRule] = Field(default_factory=lambda: [SegmentRule(**s) for s in DEFAULT_SEGMENTS])
+    frequency: Literal["auto", "orders", "days"] = Field("auto",
+        description=(
+            "purchase occasions: days (distinct days), orders (distinct order ids), auto (orders when an order id is "
+            "mapped)"))
+    time_unit: Literal["days", "weeks"] = Field("weeks", description="unit of the CLV model inputs x, t_x and T")
+    calibration_end: dt.date | None = Field(
+        None, description="end of the calibration period for validating the CLV models on a holdout (None: no holdout)")
+    holdout_end: dt.date | None = Field(None, description="end of the holdout period (None: the data's last day)")
+    n_bins: int = Field(5, ge=2, le=9, description="R, F and M scores 1..n (n best; recency reversed)")
+    ties: Literal["shared", "first"] = Field(
+        "shared", description="shared: equal values share a score; first: ties broken in data order")
+    bin_edges: BinEdges = Field(
+        default_factory=BinEdges, description="fixed score edges per measure instead of quantiles")
+    segment_on: Literal["rf", "rfm"] = Field(
+        "rf", description="the segment grid on R and F (rf), or on R and the mean of F and M (rfm)")
+    segments: list[SegmentRule] = Field(default_factory=lambda: [SegmentRule(**s) for s in DEFAULT_SEGMENTS],
+        description=(
+            "the segment grid: a list of {name, r: [low, high], f: [low, high]}; the first matching rule wins"))
     abc: tuple[float, float] = Field((0.80, 0.95), description="cumulative revenue shares ending classes A and B")
     pyramid: Pyramid = Field(default_factory=Pyramid)
     clusters: Clusters = Field(default_factory=Clusters)
@@ -368,7 +420,10 @@ class FormulaClv(_Model):
 class Contracts(_Model):
     """Contractual clients: sBG retention fitted to contract periods."""
 
-    enabled: bool = False
+    enabled: bool = Field(False,
+        description=(
+            "value customers by their contracts with the shifted-beta-geometric retention model (needs contract "
+            "columns in the customers table)"))
     start_column: str = Field("contract_start", description="column of the customers table")
     end_column: str = Field("contract_end", description="column of the customers table; empty = still active")
     period_months: int = Field(12, ge=1, le=60, description="length of one renewal period")
@@ -377,7 +432,8 @@ class Contracts(_Model):
 
 class ClvTiers(_Model):
     cuts: list[float] = Field(default_factory=lambda: [0.10, 0.30], description="cumulative customer shares")
-    names: list[str] = Field(default_factory=lambda: ["High", "Medium", "Low"])
+    names: list[str] = Field(
+        default_factory=lambda: ["High", "Medium", "Low"], description="names of the CLV tiers, highest first")
 
     @model_validator(mode="after")
     def _sizes(self) -> "ClvTiers":
@@ -393,20 +449,20 @@ class ClvTiers(_Model):
 class Clv(_Model):
     model: Literal["bgnbd", "paretonbd"] = Field("bgnbd", description="the purchase model used for per-customer CLV")
     compare_paretonbd: bool = Field(True, description="also fit Pareto/NBD and show it beside BG/NBD")
-    horizon_months: int = Field(12, ge=1, le=120)
+    horizon_months: int = Field(12, ge=1, le=120, description="months of future value counted in the CLV")
     margin: float = Field(1.0, gt=0, le=1, description="gross margin share of revenue")
     discount_rate: float = Field(0.10, ge=0, lt=1, description="annual, applied month by month")
     bootstrap: int = Field(100, ge=0, le=2000, description="resamples for the interval of total CLV (0: off)")
     bootstrap_max_customers: int = Field(50_000, ge=1000, description="above this many customers the interval of "
                                          "total CLV comes from the fits' Hessians (delta method), not from refits")
-    seed: int = 0
+    seed: int = Field(0, description="random seed of the CLV bootstrap")
     max_fit_customers: int = Field(25_000, ge=1000, description="Pareto/NBD is fitted on a random sample above "
                                    "this (its likelihood costs a hypergeometric function per customer)")
     tiers: ClvTiers = Field(default_factory=ClvTiers)
     formula: FormulaClv = Field(default_factory=FormulaClv)
     variants: list[Literal["aov", "retention_growth", "discounted_profit", "contribution"]] = Field(
         default_factory=lambda: ["aov", "retention_growth", "discounted_profit", "contribution"],
-        description="named CLV formulas shown beside the model CLV (cvlib.variants)")
+        description="named CLV formulas shown beside the model CLV (cvlib.analysis.variants)")
     contracts: Contracts = Field(default_factory=Contracts)
     departed_p_alive: float | None = Field(0.1, gt=0, lt=1, description="a customer whose purchase-model P(alive) "
                                            "is below this has left (forward value 0); null: not used. The other "
@@ -424,8 +480,10 @@ class Profitability(_Model):
     margin_by_line: dict[str, float] = Field(default_factory=dict,
                                              description="gross margin share per product / service line")
     cost_to_serve: CostToServe = Field(default_factory=CostToServe)
-    retention_cost_per_year: float = Field(0.0, ge=0)
-    acquisition_cost: float = Field(0.0, ge=0)
+    retention_cost_per_year: float = Field(
+        0.0, ge=0, description="yearly cost of keeping a customer, in the study currency (CLV with costs)")
+    acquisition_cost: float = Field(
+        0.0, ge=0, description="cost of acquiring a customer, in the study currency (CLV with costs)")
     horizon_years: int = Field(5, ge=1, le=30, description="horizon of the formula CLV with costs")
 
 
@@ -434,12 +492,14 @@ Category = Literal["financial", "satisfaction", "loyalty", "relationship"]
 
 
 class Indicator(_Model):
-    column: str
-    group: Literal["current", "potential"]
+    column: str = Field(description="a column of the customer table used as an indicator")
+    group: Literal["current", "potential"] = Field(
+        description="whether the indicator measures current or potential value")
     category: Category | None = Field(None, description="indicator group for two-level weights (value.weights.groups)")
-    direction: Literal["higher", "lower"] = "higher"
+    direction: Literal["higher", "lower"] = Field(
+        "higher", description="higher: a higher value is better; lower: a lower value is better")
     normalisation: Literal["minmax", "rank"] | None = Field(None, description="None: value.normalisation")
-    label: str | None = None
+    label: str | None = Field(None, description="the indicator's name in the reports (default: the column's label)")
 
 
 def _default_indicators() -> list["Indicator"]:
@@ -457,7 +517,6 @@ class Ahp(_Model):
     @classmethod
     def _fractions(cls, m: object) -> object:
         """Accept Saaty's judgements written as fractions, e.g. 1/3."""
-        from fractions import Fraction
 
         if not isinstance(m, list):
             return m
@@ -488,31 +547,35 @@ class Ahp(_Model):
 class GroupWeights(_Model):
     """The upper level of two-level weights: one weight per indicator group (category)."""
 
-    method: Literal["fixed", "ahp", "entropy"] = "entropy"
+    method: Literal["fixed", "ahp", "entropy"] = Field(
+        "entropy", description="how the two groups (current, potential) are weighted: fixed, ahp or entropy")
     fixed: dict[Category, float] = Field(default_factory=dict, description="category -> weight")
     ahp: Ahp | None = Field(None, description="pairwise comparisons of the categories used, in the order financial, "
                                               "satisfaction, loyalty, relationship")
 
 
 class Weights(_Model):
-    method: Literal["fixed", "ahp", "entropy"] = "entropy"
+    method: Literal["fixed", "ahp", "entropy"] = Field("entropy",
+        description=(
+            "how indicators are weighted within a group: fixed, ahp (pairwise comparisons) or entropy"))
     fixed: dict[str, float] = Field(default_factory=dict, description="indicator column -> weight")
-    ahp: Ahp | None = None
+    ahp: Ahp | None = Field(None, description="the AHP pairwise comparison matrix and its indicators (method: ahp)")
     groups: GroupWeights | None = Field(None, description="two-level weights: categories weighted by this, the "
                                         "indicators within each category by `method` (None: one level)")
 
 
 class ValueMatrix(_Model):
-    size: Literal[2, 3] = 2
+    size: Literal[2, 3] = Field(2, description="cells per axis of the current x potential value matrix (2x2 or 3x3)")
     current_cuts: list[float] | None = Field(None, description="score cut points (0-100); None: median or tertiles")
-    potential_cuts: list[float] | None = None
+    potential_cuts: list[float] | None = Field(
+        None, description="score cuts of the potential axis (None: the medians, or terciles for size 3)")
     names: dict[str, str] | None = Field(None, description="cell 'current/potential' (e.g. 'high/low') -> name")
 
 
 class Fuzzy(_Model):
     """Fuzzy comprehensive evaluation beside the weighted score (see cvlib.fuzzy)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="also grade customers by fuzzy comprehensive evaluation")
     levels: list[str] = Field(default_factory=lambda: ["poor", "fair", "good", "excellent"],
                               description="graded levels, worst first")
     centres: list[float] = Field(default_factory=lambda: [0.0, 1 / 3, 2 / 3, 1.0],
@@ -526,7 +589,8 @@ class Fuzzy(_Model):
             raise ValueError("fuzzy.levels needs at least two different level names")
         if len(self.centres) != len(self.levels):
             raise ValueError(f"fuzzy.centres has {len(self.centres)} values for {len(self.levels)} levels")
-        if any(b <= a for a, b in zip(self.centres, self.centres[1:])) or not 0 <= self.centres[0] <= self.centres[-1] <= 1:
+        increasing = all(a < b for a, b in zip(self.centres, self.centres[1:]))
+        if not increasing or not 0 <= self.centres[0] <= self.centres[-1] <= 1:
             raise ValueError(f"fuzzy.centres must increase within 0-1, got {self.centres}")
         if self.level_scores is not None and len(self.level_scores) != len(self.levels):
             raise ValueError(f"fuzzy.level_scores has {len(self.level_scores)} values for {len(self.levels)} levels")
@@ -535,8 +599,11 @@ class Fuzzy(_Model):
 
 class Value(_Model):
     profitability: Profitability = Field(default_factory=Profitability)
-    indicators: list[Indicator] = Field(default_factory=_default_indicators)
-    normalisation: Literal["minmax", "rank"] = "minmax"
+    indicators: list[Indicator] = Field(default_factory=_default_indicators,
+        description=(
+            "the indicators of the value index: a list of {column, group, direction, label}"))
+    normalisation: Literal["minmax", "rank"] = Field(
+        "minmax", description="how indicators are put on one scale: minmax (0-1) or rank (percentile)")
     weights: Weights = Field(default_factory=Weights)
     matrix: ValueMatrix = Field(default_factory=ValueMatrix)
     fuzzy: Fuzzy = Field(default_factory=Fuzzy)
@@ -572,7 +639,6 @@ class Value(_Model):
             if len(w.ahp.matrix) != len(cols):
                 raise ValueError(f"the AHP matrix is {len(w.ahp.matrix)}x{len(w.ahp.matrix)} but there are "
                                  f"{len(cols)} indicators ({', '.join(cols)})")
-            from cvlib.value import ahp_weights
 
             ahp = ahp_weights(w.ahp.matrix)
             if not ahp["consistent"] and not w.ahp.allow_inconsistent:
@@ -590,7 +656,7 @@ class Value(_Model):
 class FeedbackColumns(_Model):
     nps: str | None = Field("nps", description="0-10 likelihood to recommend")
     csat: str | None = Field("csat", description="satisfaction on a 1..csat_scale scale")
-    csat_scale: int = Field(5, ge=3, le=10)
+    csat_scale: int = Field(5, ge=3, le=10, description="the top of the CSAT scale (5 for 1-5)")
     complaints: str | None = Field("complaints", description="complaints counted in the survey period")
     ratings: list[str] | None = Field(None, description="attribute ratings; None: every other numeric column")
 
@@ -598,7 +664,9 @@ class FeedbackColumns(_Model):
 class Drivers(_Model):
     churn: Literal["inactivity", "contracts"] = Field("inactivity", description="how churn is defined")
     churn_days: int = Field(365, ge=7, description="inactivity: no purchase for this many days before the end")
-    outcome: Literal["retained", "nps", "clv"] = "retained"
+    outcome: Literal["retained", "nps", "clv"] = Field("retained",
+        description=(
+            "the outcome of the linear driver analysis: retained, nps (mean NPS per customer) or clv"))
     early_days: int = Field(90, ge=1, description="behaviour in each customer's first N days")
     group_by: str = Field("segment", description="KM curves and rates by this: an RFM segment or an attribute column")
     drivers: list[str] | None = Field(None, description="driver names to use; None: every usable one")
@@ -612,13 +680,13 @@ class Drivers(_Model):
         return [*self.exclude, self.churn_reason_column]
     max_exact: int = Field(12, ge=2, le=16, description="LMG exact up to this many drivers, sampled beyond")
     permutations: int = Field(300, ge=10, description="sampled orderings for LMG beyond max_exact")
-    bootstrap: int = Field(100, ge=0, le=2000)
-    test_size: float = Field(0.3, gt=0.05, lt=0.9)
+    bootstrap: int = Field(100, ge=0, le=2000, description="resamples for the importance intervals")
+    test_size: float = Field(0.3, gt=0.05, lt=0.9, description="held-out share for the driver classifier")
     min_class: int = Field(20, ge=5, description="fewest churners (and stayers) to fit a classifier")
     max_model_customers: int = Field(100_000, ge=1000, description="classifiers are trained and validated on a "
                                      "stratified random sample of this many customers at most (every customer is "
                                      "scored)")
-    seed: int = 0
+    seed: int = Field(0, description="random seed of the bootstrap and the classifiers")
     feedback: FeedbackColumns = Field(default_factory=FeedbackColumns)
 
 
@@ -641,7 +709,7 @@ class Cycles(_Model):
 
 
 class CrossSell(_Model):
-    """Directed cross-sell rules 'A -> B': customers bought B after A, on a later day (cvlib.journey)."""
+    """Directed cross-sell rules 'A -> B': customers bought B after A, on a later day (cvlib.analysis.journey)."""
 
     min_support: float = Field(0.02, gt=0, le=1, description="share of customers who bought B after A")
     min_confidence: float = Field(0.3, gt=0, le=1, description="share of A's buyers who went on to buy B")
@@ -666,16 +734,15 @@ class GroupRule(_Model):
     """A strategic group: customers for whom `when` (a rule in cvlib.expr over the customer table) is true.
     Rules are tried in order; the first that matches wins."""
 
-    name: str
-    objective: Literal["wider", "longer", "deeper"]
+    name: str = Field(description="the strategic group's name")
+    objective: Literal["wider", "longer", "deeper"] = Field(
+        description="wider (more products), longer (keep them) or deeper (spend more)")
     when: str = Field(description="a rule in cvlib's expression language (see cvlib.expr), e.g. "
                                   "\"churn_probability >= 0.5 and past_value_tier != 'Low'\"")
 
     @field_validator("when")
     @classmethod
     def _safe(cls, v: str) -> str:
-        from cvlib.expr import parse
-
         parse(v)  # ExpressionError is a ValueError: pydantic names the key
         return v
 
@@ -691,8 +758,7 @@ def _default_groups() -> list[GroupRule]:
 
 
 class Action(_Model):
-    """An action of the library and how its expected gain per customer is counted (cvlib.strategy.gains):
-
+    """An action of the library and how its expected gain per customer is counted (cvlib.analysis.strategy.gains):
     - ``applies_to: clv`` (a revenue effect): uplift x the customer's expected gross profit per month (their CLV
       spread over the horizon) x the months the effect lasts (``effect_months``, each month keeping
       ``effect_decay`` of the month before), so a one-off effect is booked once, not over the whole horizon;
@@ -704,9 +770,11 @@ class Action(_Model):
     A campaign named in ``strategy.measured_uplift`` replaces the assumed uplift by its measured absolute revenue
     uplift per treated customer x the gross margin, with its interval, over the campaign's window."""
 
-    name: str
+    name: str = Field(description="the action's name (named by win_back and measured_uplift)")
     groups: list[str] = Field(description="strategic groups the action is for")
-    cost_per_customer: float = Field(ge=0, allow_inf_nan=False)
+    cost_per_customer: float = Field(ge=0, allow_inf_nan=False,
+        description=(
+            "cost of the action per targeted customer, in the study currency (required)"))
     uplift: float = Field(ge=0, le=5, description="expected relative gain on the value it acts on")
     applies_to: Literal["clv", "value_at_risk", "win_back"] = Field("clv", description="value the uplift applies "
                                                                     "to (see the class doc)")
@@ -719,13 +787,14 @@ class Action(_Model):
     lever: str | None = Field(None, description="the churn or outcome driver the action works on (e.g. "
                               "price_fairness); an action with no groups whose lever is a top churn driver is offered "
                               "to the retention groups")
-    channel: str = ""
-    priority: int = Field(2, ge=1, le=5)
+    channel: str = Field("", description="the channel the action goes through (shown in the playbook)")
+    priority: int = Field(2, ge=1, le=5, description="1 (first) to 5: order of the actions in the playbook")
 
 
 def _default_actions() -> list[Action]:
     return [
-        Action(name="win-back offer", groups=["churn risk"], cost_per_customer=15, uplift=0.25, applies_to="value_at_risk",
+        Action(name="win-back offer", groups=["churn risk"], cost_per_customer=15, uplift=0.25,
+               applies_to="value_at_risk",
                channel="email + call", priority=1),
         Action(name="dedicated account team", groups=["high value"], cost_per_customer=40, uplift=0.08,
                channel="account manager", priority=1),
@@ -739,10 +808,16 @@ def _default_actions() -> list[Action]:
 
 
 class Strategy(_Model):
-    groups: list[GroupRule] = Field(default_factory=_default_groups)
+    groups: list[GroupRule] = Field(default_factory=_default_groups,
+        description=(
+            "strategic groups: a list of {name, objective, when}; when is a rule over the customer table; the first "
+            "match wins"))
     default_group: str = Field("low value", description="customers no rule matched")
-    default_objective: Literal["wider", "longer", "deeper"] = "wider"
-    actions: list[Action] = Field(default_factory=_default_actions, min_length=1)
+    default_objective: Literal["wider", "longer", "deeper"] = Field(
+        "wider", description="objective of the customers no rule matched")
+    actions: list[Action] = Field(default_factory=_default_actions, min_length=1,
+        description=(
+            "the action library: a list of {name, groups, cost_per_customer, uplift, applies_to, effect_months, ...}"))
     budget: float = Field(50_000.0, gt=0, allow_inf_nan=False,
                           description="total budget for the actions, in the study currency")
     sensitivity: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5],
@@ -795,11 +870,11 @@ class Report(_Model):
 
 
 class CampaignParams(_Model):
-    """Campaign evaluation (cvlib.campaign), when inputs.campaigns is given."""
+    """Campaign evaluation (cvlib.analysis.campaign), when inputs.campaigns is given."""
 
     window_days: int = Field(90, ge=1, le=730, description="outcomes are measured this many days after the date")
     bootstrap: int = Field(1000, ge=0, le=20000, description="resamples for the uplift intervals")
-    seed: int = 0
+    seed: int = Field(0, description="random seed of the campaign bootstrap")
     costs: dict[str, float] = Field(default_factory=dict, description="campaign -> total cost")
     cost_per_customer: dict[str, float] = Field(default_factory=dict, description="campaign -> cost per treated "
                                                 "customer (when no total cost is given)")
@@ -815,7 +890,11 @@ class Kpi(_Model):
     """A KPI to monitor: one of the headline figures, with an optional target and industry benchmark."""
 
     kpi: Literal["customers", "revenue", "top20_share", "mean_clv", "churn_rate", "retention_rate", "value_at_risk",
-                 "plan_net_value", "nps"]
+                 "plan_net_value", "nps"] = Field(
+
+        description=(
+            "the KPI: customers, revenue, top20_share, mean_clv, churn_rate, retention_rate, value_at_risk, "
+            "plan_net_value or nps"))
     target: float | None = Field(None, allow_inf_nan=False, description="in the KPI's unit (shares as 0-1)")
     benchmark: float | None = Field(None, allow_inf_nan=False, description="an industry benchmark, same unit")
     direction: Literal["higher", "lower"] = Field("higher", description="which way is better")
@@ -831,8 +910,8 @@ class Study(_Model):
     study: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$",
                        description="short plain name (letters, digits, _ . -; not starting with '.'), "
                                    "used for the report folder")
-    client: str
-    currency: str = "USD"
+    client: str = Field(description="client name shown in the reports")
+    currency: str = Field("USD", description="currency code shown with every amount (e.g. USD, CNY, EUR)")
     inputs: Inputs
     privacy: Privacy = Field(default_factory=Privacy)
     report: Report = Field(default_factory=Report)
@@ -855,8 +934,6 @@ class Study(_Model):
         if self.rfm.frequency == "orders" and not self.inputs.transactions.columns.order_id:
             raise ValueError("rfm.frequency is 'orders' but inputs.transactions.columns.order_id is not mapped; "
                              "map the order id column or use frequency: days")
-        from cvlib.expr import ExpressionError, check_names, parse
-        from cvlib.rules import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories
 
         categories = rule_categories(self)
         for i, g in enumerate(self.strategy.groups):
@@ -881,7 +958,6 @@ class Study(_Model):
         if path.startswith(EXAMPLE_PREFIX):
             rest = path[len(EXAMPLE_PREFIX):]
             if rest.startswith("agency/"):  # generated on first use (deterministic)
-                from cvlib.examples import agency_cache
 
                 return agency_cache() / rest[len("agency/"):]
             return DATA_DIR / rest
@@ -937,7 +1013,6 @@ def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None) ->
         return data
     if isinstance(overrides, list):
         overrides = dict(parse_override(o) for o in overrides)
-    import copy
 
     out = copy.deepcopy(data)
     for key, value in overrides.items():
@@ -957,7 +1032,6 @@ def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None) ->
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
     """Field names of the model found by walking `loc` (for 'did you mean')."""
-    import typing
 
     current: Any = model
     for part in loc:
@@ -1003,7 +1077,8 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
     return "\n".join(lines)
 
 
-def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = None, check_files: bool = True) -> Study:
+def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = None,
+               check_files: bool = True) -> Study:
     """Read, override and validate a study YAML file; check that the input files exist."""
     path = Path(path)
     if "\x00" in str(path):

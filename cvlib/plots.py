@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import textwrap
+import zlib
+from importlib.resources import files
 from typing import Any
 
 import matplotlib.dates as mdates
@@ -12,6 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from cvlib import numbering
 from cvlib.i18n import currency_unit, label, name
 from cvlib.i18n import text as T
 
@@ -40,7 +44,6 @@ FIXED_COLOURS = ("Champions", "Loyal", "Potential Loyalist", "New", "Promising",
 
 def group_colours(names) -> dict[str, tuple]:
     """A colour per group name, the same in every study and figure (not the order a figure meets them in)."""
-    import zlib
 
     pal = sns.color_palette("tab20", 20)
     out = {}
@@ -53,12 +56,11 @@ def group_colours(names) -> dict[str, tuple]:
 
 def number(fig: plt.Figure) -> None:
     """Put the report's next figure number before the figure's title ('Figure 3. ...', '图 3 ...')."""
-    from cvlib import report
 
     titled = [a for a in fig.axes if a.get_title()]
     if titled:
         a = titled[0] if len(titled) == 1 else None
-        n = report.next_number("figure")
+        n = numbering.next_number("figure")
         if a is not None:
             a.set_title(T("common.figure_title", n=n, title=a.get_title()))
         else:  # several panels: the number goes above them all
@@ -98,7 +100,6 @@ def label_overlaps(fig: plt.Figure) -> list[tuple[str, str]]:
 def cjk_font() -> str:
     """Register the Noto Sans CJK SC font shipped by the `mplfonts` package with matplotlib (once) and return
     its family name: the fallback for every glyph the theme's Latin font lacks (Chinese names and text)."""
-    from importlib.resources import files
 
     from matplotlib import font_manager
 
@@ -110,7 +111,6 @@ def cjk_font() -> str:
 def use_theme() -> None:
     """The one theme every cvlib figure uses: seaborn's whitegrid, DejaVu Sans with Noto Sans CJK as the
     fallback font (so Chinese text never turns into boxes), plain numbers on the axes."""
-    import logging
 
     # Noto Sans CJK ships one weight: bold titles use it at 400, which matplotlib would log on every figure
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
@@ -131,7 +131,8 @@ def _money_axis(ax: plt.Axes, currency: str, axis: str = "y", text: str | None =
     if axis == "x":  # long amounts side by side: fewer ticks, so their labels never touch
         target.set_major_locator(mticker.MaxNLocator(nbins=5))
     text = text if text is not None else ax.get_ylabel() if axis == "y" else ax.get_xlabel()
-    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(T("plots.with_currency", text=text, currency=currency_unit(currency)))
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(T("plots.with_currency", text=text,
+                                                        currency=currency_unit(currency)))
 
 
 @_shown_once
@@ -142,7 +143,8 @@ def monthly_activity(monthly: pd.DataFrame, currency: str) -> plt.Figure:
     ax.set_ylabel(T("plots.revenue"))
     _money_axis(ax, currency)
     ax2 = ax.twinx()
-    ax2.plot(monthly["month"], monthly["active_customers"], color=sns.color_palette()[3], marker="o", label=T("plots.active_customers"))
+    ax2.plot(monthly["month"], monthly["active_customers"], color=sns.color_palette()[3], marker="o",
+             label=T("plots.active_customers"))
     ax2.set_ylabel(T("plots.active_customers_count"))
     ax2.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax2.grid(False)
@@ -422,7 +424,8 @@ def km_plot(curves: pd.DataFrame, test: dict) -> plt.Figure:
     fig, ax = plt.subplots()
     colours = group_colours(curves["group"].unique())
     for g, d in curves.groupby("group"):
-        ax.step(d["days"], d["survival"] * 100, where="post", color=colours[str(g)], label=f"{name(str(g))} (n={int(d['customers'].iloc[0]):,})")
+        ax.step(d["days"], d["survival"] * 100, where="post", color=colours[str(g)],
+                label=f"{name(str(g))} (n={int(d['customers'].iloc[0]):,})")
     ax.set_xlabel(T("plots.days_since_first"))
     ax.set_ylabel(T("plots.not_churned"))
     p = test.get("p_value")
@@ -435,7 +438,8 @@ def km_plot(curves: pd.DataFrame, test: dict) -> plt.Figure:
 @_shown_once
 def importance(d: pd.DataFrame, title: str, xlabel: str) -> plt.Figure:
     """Driver importance with its interval, largest first."""
-    d = d.assign(order=d["importance"].abs(), driver=d["driver"].astype(str).map(label)).sort_values("order", ascending=True)
+    d = d.assign(order=d["importance"].abs(), driver=d["driver"].astype(str).map(label))
+    d = d.sort_values("order", ascending=True)
     fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(d), 4) + 1.2))
     ax.barh(d["driver"], d["importance"], color=sns.color_palette()[0])
     if d["ci_low"].notna().any():
@@ -455,7 +459,8 @@ def _place_labels(fig: plt.Figure, ax: plt.Axes, points: list[tuple[str, float, 
     renderer = FigureCanvasAgg(fig).get_renderer()
     placed: list[Any] = []
     offsets = [(5, 5, "left", "bottom"), (5, -5, "left", "top"), (-5, 5, "right", "bottom"), (-5, -5, "right", "top"),
-               (0, 9, "center", "bottom"), (0, -9, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center")]
+               (0, 9, "center", "bottom"), (0, -9, "center", "top"), (9, 0, "left", "center"),
+               (-9, 0, "right", "center")]
     for text, x, y in sorted(points, key=lambda p: (p[1], p[2])):
         for dx, dy, ha, va in offsets:
             a = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=8.5)

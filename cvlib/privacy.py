@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from cvlib import io
 from cvlib.errors import ParamError
+from cvlib.params import ATTRIBUTE_TABLES
 
 if TYPE_CHECKING:
     from cvlib.params import Study
@@ -54,9 +56,10 @@ def load_key(study: "Study") -> bytes:
     if p.key_file:
         path = study.resolve(p.key_file)
         if not path.is_file():
+            make = 'python -c "import secrets; print(secrets.token_hex(32))"'
             raise ParamError(f"privacy.key_file: {path} does not exist. Create it with a secret of at least "
-                             f"{MIN_KEY_LENGTH} characters (e.g. `python -c \"import secrets; print(secrets.token_hex(32))\" "
-                             f"> {path}`), and keep it out of the study folder you send.")
+                             f"{MIN_KEY_LENGTH} characters (e.g. `{make} > {path}`), and keep it out of the study "
+                             "folder you send.")
         try:
             key, source = path.read_bytes().decode("utf-8").strip(), f"key file {path}"
         except UnicodeDecodeError:
@@ -148,9 +151,6 @@ def _joined(v: str | list[str]) -> str:
 
 def study_ids(study: "Study") -> set[str]:
     """Every customer id in the study's input files, malformed lines included."""
-    from cvlib.params import ATTRIBUTE_TABLES
-
-    from cvlib import io
 
     ids: set[str] = set()
     raw, bad = io.read_transactions(study)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML
 
-from cvlib import i18n, privacy
+from cvlib import i18n, numbering, plots, privacy, threads
 from cvlib.params import Study
 
 ID_COLUMNS = ("customer_id",)
@@ -26,13 +26,13 @@ WARNINGS_LOG = "warnings.log"
 
 
 def setup(study: Study | None = None, run_dir: str | Path | None = None) -> None:
-    """Apply the study's report language, the shared figure theme and table display options, and send
-    Python warnings to `warnings.log` in the run folder instead of the report (call once per notebook)."""
-    from cvlib import plots
-
+    """Apply the study's report language, the shared figure theme, table display options and the numerical
+    libraries' thread cap, and send Python warnings to `warnings.log` in the run folder instead of the report
+    (call once per notebook)."""
     i18n.use(study.report.language if study is not None else "en")
+    threads.limit_threads()  # the notebook's numerical libraries: one thread each unless CVLIB_THREADS says
     plots.use_theme()
-    _counts.update(table=0, figure=0)
+    numbering.restart()
     capture_warnings(Path(run_dir) / WARNINGS_LOG if run_dir is not None else None)
     pd.set_option("display.max_columns", 50)
     pd.set_option("display.width", 200)
@@ -107,15 +107,6 @@ def _fmt(v: Any, kind: str, currency: str) -> str:
     return i18n.name(text)
 
 
-_counts = {"table": 0, "figure": 0}
-
-
-def next_number(kind: str) -> int:
-    """The next table or figure number of this report (numbering restarts with `setup`)."""
-    _counts[kind] += 1
-    return _counts[kind]
-
-
 text = i18n.text
 
 
@@ -141,7 +132,8 @@ def table(
     header = []
     for c in shown.columns:
         unit = currency if c in money else "%" if c in pct else i18n.unit(units[c]) if c in units else ""
-        header.append(html.escape(i18n.label(str(c))) + (f" <span class='unit'>({html.escape(unit)})</span>" if unit else ""))
+        header.append(html.escape(i18n.label(str(c)))
+                      + (f" <span class='unit'>({html.escape(unit)})</span>" if unit else ""))
     rows = []
     for _, r in shown.iterrows():
         cells = "".join(
@@ -152,9 +144,11 @@ def table(
         rows.append(f"<tr>{cells}</tr>")
     cap = ""
     if caption:
-        numbered = i18n.t("common.table_caption", n=next_number("table"), caption=text(caption))
+        numbered = i18n.t("common.table_caption", n=numbering.next_number("table"), caption=text(caption))
         cap = f"<caption style='caption-side:top;text-align:left'>{html.escape(numbered)}</caption>"
-    more = f"<p><em>{html.escape(i18n.t('common.more_rows', n=f'{len(df) - max_rows:,}'))}</em></p>" if len(df) > max_rows else ""
+    more = ""
+    if len(df) > max_rows:
+        more = f"<p><em>{html.escape(i18n.t('common.more_rows', n=f'{len(df) - max_rows:,}'))}</em></p>"
     head = "".join(f"<th>{h}</th>" for h in header)
     return HTML(f"<table class='cvlib'>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}")
 

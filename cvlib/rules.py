@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cvlib.status import REASONS
-
 if TYPE_CHECKING:
     from cvlib.params import Study
 
 CELL_NAMES_2 = {"high/high": "Keep and grow", "low/high": "Develop", "high/low": "Maintain",
                 "low/low": "Reduce cost to serve"}
+DEPARTED_REASONS = ("contract ended", "inactive", "p_alive")  # why a customer counts as departed (cvlib.status)
 DEPARTED_CELL = "departed"  # the value cell of customers who have left (cvlib.status): not on the grid
 
 
@@ -26,7 +25,8 @@ def cell_names(size: int = 2, names: dict[str, str] | None = None) -> dict[str, 
 RULE_COLUMNS = ("first_purchase", "last_purchase", "recency", "frequency", "monetary", "monetary_mean", "tenure",
                 "x", "t_x", "T", "monetary_value", "r_score", "f_score", "m_score", "segment", "abc_class",
                 "value_tier", "cluster", "p_alive", "expected_purchases", "expected_spend", "clv", "clv_tier",
-                "churn_probability", "churned", "within_cycle", "cycle_days", "value_cell", "profit", "value_score", "trend",
+                "churn_probability", "churned", "within_cycle", "cycle_days", "value_cell", "profit", "value_score",
+                "trend",
                 "value_at_risk", "lifecycle_stage", "overdue", "suggested_product", "cross_sell_rule",
                 "clv_aov", "clv_retention_growth", "clv_discounted_profit", "profit_share", "profit_per_cost_to_serve",
                 "departed", "departed_reason", "clv_before_status", "monthly_profit", "past_monthly_profit",
@@ -42,7 +42,7 @@ def rule_categories(study: "Study") -> dict[str, set]:
     m = study.value.matrix
     return {"segment": {s.name for s in study.rfm.segments} | {"Other"},
             "clv_tier": set(study.clv.tiers.names), "past_value_tier": set(study.clv.tiers.names),
-            "departed_reason": {"", *REASONS},
+            "departed_reason": {"", *DEPARTED_REASONS},
             "abc_class": {"A", "B", "C"},
             "value_tier": set(study.rfm.pyramid.names),
             "value_cell": set(cell_names(m.size, m.names).values()) | {"unknown", DEPARTED_CELL},

@@ -7,8 +7,12 @@ stage and checks that it reads and writes exactly the files declared here.
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
+
+from cvlib import io
 
 #: parameter sections every stage's report depends on (names, currency, table sizes, id display)
 COMMON_SECTIONS: tuple[str, ...] = ("study", "client", "currency", "report", "privacy")
@@ -58,34 +62,34 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("cleaning", "01_cleaning.ipynb", "Data cleaning", "cvlib.cleaning:run_cleaning",
+    Stage("cleaning", "01_cleaning.ipynb", "Data cleaning", "cvlib.analysis.cleaning:run_cleaning",
           writes=("transactions_clean.parquet", "quarantine.csv", "cleaning.json"),
           tables=("transactions",), sections=("inputs", "cleaning")),
-    Stage("rfm", "02_rfm.ipynb", "RFM and segmentation", "cvlib.rfm:run_rfm",
+    Stage("rfm", "02_rfm.ipynb", "RFM and segmentation", "cvlib.analysis.rfm:run_rfm",
           reads=("transactions_clean.parquet",),
           writes=("rfm.parquet", "clv_summary.parquet", "rfm.json"), may_write=("clv_calibration.parquet",),
           sections=("rfm",)),
-    Stage("clv", "03_clv.ipynb", "Customer lifetime value", "cvlib.clv:run_clv",
+    Stage("clv", "03_clv.ipynb", "Customer lifetime value", "cvlib.analysis.clv:run_clv",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv_summary.parquet"),
           optional=("clv_calibration.parquet",), writes=("clv.parquet", "clv_model.json"),
           tables=("customers",), sections=("inputs", "rfm", "clv", "value.profitability",  # profit of the variants
                                             "drivers.churn", "drivers.churn_days")),  # who has left (cvlib.status)
-    Stage("value", "03b_value.ipynb", "Customer value assessment", "cvlib.value:run_value",
+    Stage("value", "04_value.ipynb", "Customer value assessment", "cvlib.analysis.value:run_value",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"),
           writes=("value.parquet", "value.json"), tables=("customers", "feedback"),
           sections=("inputs", "rfm", "clv", "drivers", "value")),  # rfm: the calibration period of the validation
-    Stage("drivers", "04_loyalty_drivers.ipynb", "Loyalty and retention drivers", "cvlib.drivers:run_drivers",
+    Stage("drivers", "05_loyalty_drivers.ipynb", "Loyalty and retention drivers", "cvlib.analysis.drivers:run_drivers",
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("rfm.json", "clv.parquet"),
           writes=("drivers.parquet", "churn_risk.parquet", "drivers.json"), tables=("customers", "feedback"),
           sections=("inputs", "rfm", "clv", "drivers", "journey.cycles")),  # the customers' cycle
-    Stage("journey", "04b_journey.ipynb", "Customer journey", "cvlib.journey:run_journey",
+    Stage("journey", "06_journey.ipynb", "Customer journey", "cvlib.analysis.journey:run_journey",
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("clv.parquet", "churn_risk.parquet"),
           writes=("journey.parquet", "journey.json"), tables=("customers",),
           sections=("inputs", "clv", "drivers.churn_days", "journey")),  # who is lost, without churn flags
-    Stage("campaign", "06_campaign.ipynb", "Campaign evaluation", "cvlib.campaign:run_campaign",
+    Stage("campaign", "07_campaign.ipynb", "Campaign evaluation", "cvlib.analysis.campaign:run_campaign",
           reads=("transactions_clean.parquet",), writes=("campaign.json",), tables=("campaigns",),
           sections=("inputs", "clv", "campaign"), needs_table="campaigns"),  # before strategy: measured uplifts
-    Stage("strategy", "05_strategy.ipynb", "Strategy recommendations", "cvlib.strategy:run_strategy",
+    Stage("strategy", "08_strategy.ipynb", "Strategy recommendations", "cvlib.analysis.strategy:run_strategy",
           reads=("rfm.parquet", "clv.parquet"),
           optional=("value.parquet", "value.json", "churn_risk.parquet", "drivers.parquet", "drivers.json",
                     "transactions_clean.parquet", "journey.parquet", "campaign.json"),
@@ -113,3 +117,25 @@ def producer(file: str) -> Stage | None:
 def html_of(name: str) -> str:
     """The rendered report of stage `name` (for links)."""
     return by_name(name).html
+
+
+def require(study: Any, run_dir: str | Path, stage: str, build_missing: bool = False) -> None:
+    """Make sure the files stage `stage` reads (as declared in `cvlib.stages`) are in run_dir.
+
+    With build_missing (a notebook opened by hand) missing ones are built by the earlier stages'
+    functions, optional ones too, so the report is the one the runner gives; otherwise a missing
+    required file is a clear error."""
+    s = by_name(stage)
+    for name in s.inputs:
+        if (Path(run_dir) / name).exists():
+            continue
+        src = producer(name)
+        if not build_missing or src is None:
+            if name in s.reads:
+                io.stage_file(run_dir, name)  # raises with a clear message
+            continue
+        if name not in src.writes:  # a file its producer writes only when the study asks for it
+            continue
+        require(study, run_dir, src.name, build_missing=True)
+        print(f"cvlib: building missing {name} with {src.function}", file=sys.stderr, flush=True)
+        src.build()(study, run_dir)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-REASONS = ("contract ended", "inactive", "p_alive")
+from cvlib import io
 
 
 def contract_ends(attrs: pd.DataFrame, column: str = "contract_end") -> pd.Series:
     """customer_id -> contract end date (NaT: still active), from the customers table's configured column."""
-    a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id").set_index("customer_id")
+    a = io.first_per_customer(attrs)
     if column not in a.columns:
         return pd.Series(pd.NaT, index=a.index, dtype="datetime64[ns]")
     return pd.to_datetime(a[column], errors="coerce", format="mixed")

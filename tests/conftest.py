@@ -101,7 +101,7 @@ def notebooks_up_to(tmp: Path, last: str) -> Path:
 def example_run(tmp_path_factory):
     """Run a bundled example study once per test session (the runs are the slowest part of the suite) and
     return its RunResult: example_run("cdnow") or example_run("cdnow_zh")."""
-    from cvlib.runner import run_study
+    from cvlib.run.runner import run_study
 
     done: dict[str, Any] = {}
 

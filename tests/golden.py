@@ -16,7 +16,7 @@ import pandas as pd
 
 def extract(run_dir: Path) -> dict:
     """The numbers a client acts on, from a run folder."""
-    from cvlib.summary import figures
+    from cvlib.run.summary import figures
 
     j = lambda name: json.loads((run_dir / name).read_text(encoding="utf-8"))  # noqa: E731
     clv, drv, st, rfm = j("clv_model.json"), j("drivers.json"), j("strategy.json"), j("rfm.json")

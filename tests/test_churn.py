@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cvlib import churn
+from cvlib.analysis import churn
 from cvlib.params import Drivers
 
 
@@ -102,9 +102,9 @@ def test_a_churn_reason_attribute_cannot_leak_into_the_churn_risk():
     assert a.auc_model == b.auc_model
 
 
-def test_batch_predictions_use_every_core_only_for_large_batches_of_large_studies(monkeypatch):
-    """cvlib's one-thread default is widened for a large prediction batch only: CVLIB_THREADS unset, the batch
-    at least BATCH_MIN_ROWS, and the study above the rows where the runner may run two kernels at once."""
+def test_batch_predictions_use_every_core_only_for_large_batches(monkeypatch):
+    """cvlib's one-thread cap (applied by every notebook) is widened for a large prediction batch only:
+    CVLIB_THREADS unset and the batch at least BATCH_MIN_ROWS; afterwards the cap is back."""
     import os
 
     import sklearn.ensemble  # noqa: F401  (loads scikit-learn's OpenMP runtime)
@@ -114,15 +114,15 @@ def test_batch_predictions_use_every_core_only_for_large_batches_of_large_studie
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.delenv("CVLIB_THREADS", raising=False)
-    big, large_study = threads.BATCH_MIN_ROWS, threads.SIDE_BY_SIDE_MAX_ROWS + 1
+    threads.limit_threads()
+    big = threads.BATCH_MIN_ROWS
     openmp = lambda: [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]  # noqa: E731
     assert openmp() and all(k == 1 for k in openmp())  # cvlib's default cap
-    with threads.batch_threads(big, large_study) as n:
+    with threads.batch_threads(big) as n:
         assert n == 2 and all(k == 2 for k in openmp())
     assert all(k == 1 for k in openmp())  # back to one thread after the batch
-    for rows, study in [(big - 1, large_study), (big, threads.SIDE_BY_SIDE_MAX_ROWS)]:
-        with threads.batch_threads(rows, study) as n:
-            assert n == 1 and all(k == 1 for k in openmp())
+    with threads.batch_threads(big - 1) as n:
+        assert n == 1 and all(k == 1 for k in openmp())
     monkeypatch.setenv("CVLIB_THREADS", "1")  # a count the user chose is kept
-    with threads.batch_threads(big, large_study) as n:
+    with threads.batch_threads(big) as n:
         assert n == 1 and all(k == 1 for k in openmp())

@@ -7,9 +7,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cvlib.cleaning import clean_transactions, outlier_bounds, parse_amounts, parse_dates
+from cvlib.analysis.cleaning import clean_transactions
+from cvlib.analysis.cleaning_rules import outlier_bounds
 from cvlib.io import ROW, STRING
 from cvlib.params import Cleaning
+from cvlib.parsing import parse_amounts, parse_dates
 
 
 def raw(rows: list[tuple], cols=("customer_id", "date", "amount")) -> pd.DataFrame:
@@ -209,7 +211,7 @@ def test_every_row_and_cent_is_accounted_for(rows, dup_idx, action, outlier, win
 
 
 def test_exact_duplicates_compare_full_text_not_just_the_fingerprint():
-    from cvlib.cleaning import exact_duplicates
+    from cvlib.analysis.cleaning_rules import exact_duplicates
 
     long_a, long_b = "a" * 20, "b" + "a" * 19  # same length and last 8 bytes
     frame = raw([(long_a, "2024-01-01", "10"), (long_b, "2024-01-01", "10"), (long_a, "2024-01-01", "10"),

@@ -5,8 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvlib import clv, models, rfm
-from cvlib.models import BetaGeoNBD, GammaGamma, ModelFitError, ParetoNBD, ShiftedBetaGeometric
+from cvlib import customers, finance, models
+from cvlib.analysis import clv, rfm
+from cvlib.models import (
+    BetaGeoNBD,
+    GammaGamma,
+    ModelFitError,
+    ParetoNBD,
+    ShiftedBetaGeometric,
+)
 from cvlib.params import DATA_DIR
 
 
@@ -22,7 +29,7 @@ def cdnow_cal() -> pd.DataFrame:
     df = pd.read_csv(DATA_DIR / "CDNOW_sample.txt", sep=r"\s+", header=None, names=cols, dtype=str)
     tx = pd.DataFrame({"customer_id": df["cid"].astype("string[pyarrow]"),
                        "date": pd.to_datetime(df["date"], format="%Y%m%d"), "amount": df["value"].astype(float)})
-    return rfm.calibration_holdout(tx, pd.Timestamp("1997-09-30").date(), pd.Timestamp("1998-06-30").date(),
+    return customers.calibration_holdout(tx, pd.Timestamp("1997-09-30").date(), pd.Timestamp("1998-06-30").date(),
                                    by="days", unit="weeks")
 
 
@@ -52,7 +59,7 @@ def test_fits_on_full_cdnow_master_calibration_converge():
                      dtype=str)
     tx = pd.DataFrame({"customer_id": df["cid"].astype("string[pyarrow]"),
                        "date": pd.to_datetime(df["date"], format="%Y%m%d"), "amount": df["value"].astype(float)})
-    cal = rfm.calibration_holdout(tx, pd.Timestamp("1997-09-30").date(), pd.Timestamp("1998-06-30").date())
+    cal = customers.calibration_holdout(tx, pd.Timestamp("1997-09-30").date(), pd.Timestamp("1998-06-30").date())
     for model in (BetaGeoNBD(), ParetoNBD()):
         m = model.fit(cal)
         assert m.converged_, (type(m).__name__, m.message_)
@@ -125,10 +132,10 @@ def test_simulated_parameters_are_recovered():
 
 
 def test_formula_clv_worked_check_and_retention_form():
-    assert clv.formula_clv(5000, margin=1.0, lifetime_years=3, acquisition_cost=1000, discount_rate=0) == 14000
-    assert clv.formula_clv(1000, 1.0, 1, 0, 0.10) == pytest.approx(1000 / 1.1)
-    assert clv.formula_clv(1000, 0.5, 1.5, 0, 0) == pytest.approx(750)
-    assert clv.retention_clv(100, 0.8, 0.1) == pytest.approx(100 * 0.8 / 0.3)
+    assert finance.formula_clv(5000, margin=1.0, lifetime_years=3, acquisition_cost=1000, discount_rate=0) == 14000
+    assert finance.formula_clv(1000, 1.0, 1, 0, 0.10) == pytest.approx(1000 / 1.1)
+    assert finance.formula_clv(1000, 0.5, 1.5, 0, 0) == pytest.approx(750)
+    assert finance.retention_clv(100, 0.8, 0.1) == pytest.approx(100 * 0.8 / 0.3)
 
 
 def test_degenerate_data_raise_clear_errors():
@@ -215,7 +222,7 @@ def test_degenerate_fits_are_not_ok_and_say_why(cdnow_cal):
 
 
 def test_paretonbd_as_the_customer_model_runs_with_a_calibration_split(tmp_path):
-    from cvlib.cleaning import run_cleaning
+    from cvlib.analysis.cleaning import run_cleaning
     from cvlib.params import load_study
     from tests.conftest import ROOT
 
@@ -266,7 +273,7 @@ def test_infinite_expected_lifetime_is_said_not_truncated():
 def test_delta_method_interval_agrees_with_the_bootstrap_and_patterns_change_nothing(cdnow_cal):
     """Large studies get the total-CLV interval from the fits' Hessians; on the CDNOW sample it matches the
     resampling bootstrap's. Fits on distinct (x, t_x, T) patterns equal fits on the rows."""
-    from cvlib.clv import bootstrap_total, delta_interval, fit_models
+    from cvlib.analysis.clv import bootstrap_total, delta_interval, fit_models
     from cvlib.models import patterns
     from cvlib.params import Clv
 

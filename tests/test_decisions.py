@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from cvlib import campaign, io, status, strategy
+from cvlib import io, status
+from cvlib.analysis import campaign, strategy
 from cvlib.params import CampaignParams, Strategy, load_study
 from cvlib.stages import by_name
 
@@ -173,7 +174,7 @@ def test_a_client_whose_contract_ended_is_worth_nothing_forward_and_reached_by_w
     assert playbook.loc["departed", "customers"] == len(ended) and "win-back pitch" in playbook.loc["departed", "actions"]
     assert playbook["customers"].sum() == len(clv)
     # the headline value at risk counts live customers only
-    from cvlib.summary import figures
+    from cvlib.run.summary import figures
 
     var = {f.key: f.value for f in figures(run)}["value_at_risk"]
     risk = io.by_customer(io.read_stage(run, "churn_risk.parquet"))
@@ -257,7 +258,7 @@ def test_customers_first_seen_on_a_cut_off_day_are_left_out_of_the_fits_and_scor
 
 # --------------------------------------------------------------------------- 4. potential from live evidence
 def test_the_spend_trend_compares_like_with_like():
-    from cvlib.value import spend_trend
+    from cvlib.analysis.value_index import spend_trend
 
     d = lambda n: pd.Timestamp("2023-01-01") + pd.Timedelta(days=n)  # noqa: E731
     tx = pd.DataFrame({"customer_id": ["small", "big", "steady", "steady", "grower", "grower", "new", "edge", "edge"],
@@ -307,7 +308,7 @@ def test_the_potential_cells_are_not_lapsed_one_timers(tmp_path):
 
 # --------------------------------------------------------------------------- 5. churn risk against recency
 def test_the_churn_ranking_is_the_best_among_live_customers_and_never_a_worse_one():
-    from cvlib import churn
+    from cvlib.analysis import churn
 
     rng = np.random.default_rng(1)
     n = 4000
@@ -338,7 +339,7 @@ def test_the_churn_risk_group_is_defined_on_value_before_risk():
                       "churn_probability": np.r_[np.full(10, 0.9), np.full(n - 10, 0.1)],
                       "within_cycle": False, "churned": False, "departed": False, "value_cell": "x", "trend": 0.0})
     d["clv"] = d["monetary"] * (1 - d["churn_probability"]) * np.r_[np.full(10, 0.01), np.ones(n - 10)]
-    from cvlib.rfm import value_tiers
+    from cvlib.analysis.rfm import value_tiers
 
     cfg = Clv()
     d["clv_tier"] = np.asarray(value_tiers(d["clv"], cfg.tiers.cuts, cfg.tiers.names), dtype=object)
@@ -350,7 +351,7 @@ def test_the_churn_risk_group_is_defined_on_value_before_risk():
 
 # --------------------------------------------------------------------------- 7. labels follow the data
 def test_importance_performance_reads_performance_on_the_rating_scale():
-    from cvlib.drivers import ipa
+    from cvlib.analysis.drivers import ipa
 
     imp = pd.Series({"responsiveness": 0.09, "price_fairness": 0.01, "reporting": 0.02, "creative": 0.08})
     close = pd.Series({"responsiveness": 3.47, "price_fairness": 3.51, "reporting": 3.49, "creative": 3.50})
@@ -363,7 +364,7 @@ def test_importance_performance_reads_performance_on_the_rating_scale():
 
 
 def test_a_cluster_name_never_contradicts_its_members():
-    from cvlib.rfm import _label
+    from cvlib.analysis.rfm import _label
 
     z = pd.Series({"recency": -1.2, "frequency": 1.0, "monetary": 1.1})  # more recent than most, on average
     assert _label(z, pd.Series({"recency": 30.0, "frequency": 4.0})).startswith("recent · frequent")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from cvlib import drivers
+from cvlib.analysis import drivers
 from cvlib.params import Drivers
 
 
@@ -114,7 +114,8 @@ def test_too_few_churners_is_said_not_fitted():
 def agency_run(tmp_path_factory):
     import os
 
-    from cvlib import cleaning, load_study, rfm
+    from cvlib import load_study
+    from cvlib.analysis import cleaning, rfm
     from tests.conftest import ROOT
 
     os.environ["CVLIB_CACHE"] = str(tmp_path_factory.mktemp("cache"))

@@ -3,7 +3,6 @@ annotations, legends), on the agency example, whose figures are the fullest (sur
 channels, long amounts)."""
 from __future__ import annotations
 
-
 import pytest
 
 from tests.conftest import ROOT, run_notebook_inprocess

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvlib import fuzzy, value
+from cvlib import fuzzy
+from cvlib.analysis import value_index
 
 LEVELS = ["poor", "fair", "good", "excellent"]
 CENTRES = [0.0, 1 / 3, 2 / 3, 1.0]
@@ -41,7 +42,7 @@ def test_with_the_centres_as_level_scores_the_grade_is_the_weighted_score():
     norm.iloc[::7, 1] = np.nan
     w = pd.Series({"x": 0.5, "y": 0.3, "z": 0.2})
     out = fuzzy.evaluate(norm, w, LEVELS, CENTRES)
-    assert out["fuzzy_grade"].to_numpy() == pytest.approx(value.weighted_score(norm, w).to_numpy())
+    assert out["fuzzy_grade"].to_numpy() == pytest.approx(value_index.weighted_score(norm, w).to_numpy())
     assert out[LEVELS].sum(axis=1).to_numpy() == pytest.approx(np.ones(200))
 
 

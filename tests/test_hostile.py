@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from cvlib import expr, privacy
-from cvlib.cleaning import clean_transactions, parse_amounts_explained
+from cvlib.analysis.cleaning import clean_transactions
 from cvlib.cli import main
 from cvlib.params import Cleaning, load_study
+from cvlib.parsing import parse_amounts_explained
 from tests.conftest import ROOT, notebooks_up_to, run_notebook_inprocess, write_study
 
 NB = ROOT / "notebooks"
@@ -146,7 +147,7 @@ def test_a_far_future_date_is_quarantined_and_does_not_move_the_observation_end(
     params = write_study(tmp_path, rows, name="future")
     study = load_study(params)
     from cvlib import io
-    from cvlib.cleaning import run_cleaning
+    from cvlib.analysis.cleaning import run_cleaning
 
     res = run_cleaning(study, tmp_path / "run")
     q = res.quarantine.set_index("date")
@@ -238,7 +239,7 @@ def test_source_rows_stay_right_after_a_malformed_line(tmp_path):
     raw, bad = io.read_transactions(load_study(params))
     assert dict(zip(raw["customer_id"], raw["source_row"])) == {"a": 1, "c": 3, "e": 5}
     assert bad["source_row"].tolist() == [2, 4] and bad["customer_id"].tolist() == ["b", "d"]
-    from cvlib.cleaning import run_cleaning
+    from cvlib.analysis.cleaning import run_cleaning
 
     res = run_cleaning(load_study(params), tmp_path / "run")
     m = res.quarantine[res.quarantine["rule"] == "malformed_line"]
@@ -370,7 +371,7 @@ def test_every_stage_finishes_on_tiny_books(tmp_path, n_customers):
     done = {s.name: run_notebook_inprocess(NB / s.notebook, params_file=str(params), run_dir=str(run_dir),
                                            build_missing=False, overrides={}) for s in STAGES}  # in run order
     ns = done["strategy"]
-    from cvlib.strategy import RULE_COLUMNS
+    from cvlib.analysis.strategy import RULE_COLUMNS
 
     # the rule language's column list is what the customer table really has
     assert set(ns["result"].customers.columns) - {"customer_id", "group", "objective"} == set(RULE_COLUMNS)

@@ -201,7 +201,7 @@ def test_a_file_in_another_encoding_or_with_a_title_row_is_named_as_such(tmp_pat
 
 
 def test_a_line_with_an_unbalanced_quote_is_set_aside_with_its_number_and_the_rest_is_read(tmp_path, capsys):
-    from cvlib import cleaning
+    from cvlib.analysis import cleaning
     from cvlib.params import load_study
 
     text = "customer,date,amount\nA1,2024-01-01,10\nA2,2024-01-02,\"11\nA3,2024-01-03,12\nA4,2024-01-04,13\n"
@@ -240,7 +240,7 @@ def test_a_20_mb_line_is_read_and_its_value_quarantined_without_flooding_message
     assert main(["validate", str(p)]) == 0
     out = capsys.readouterr()
     assert len(out.out) + len(out.err) < 5000
-    from cvlib import cleaning
+    from cvlib.analysis import cleaning
 
     cleaning.run_cleaning(load_study(p), tmp_path / "run")
     q = pd.read_csv(tmp_path / "run" / "quarantine.csv", dtype=str)

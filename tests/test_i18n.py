@@ -164,7 +164,7 @@ def test_warnings_go_to_the_run_log_not_the_report(tmp_path):
 def test_cluster_rules_read_as_sentences():
     from sklearn.tree import DecisionTreeClassifier
 
-    from cvlib import rfm
+    from cvlib.analysis import rfm
 
     X = pd.DataFrame({"recency": [10, 20, 300, 320, 15, 310], "frequency": [5, 6, 1, 2, 7, 1],
                       "monetary": [100.0, 120, 10, 12, 130, 9]})
@@ -180,7 +180,7 @@ def test_cluster_rules_read_as_sentences():
 
 
 def test_unobserved_cohort_months_are_blank_not_zero():
-    from cvlib.drivers import cohort_matrix
+    from cvlib.analysis.drivers import cohort_matrix
 
     tx = pd.DataFrame({"customer_id": ["a", "a", "b", "c"],
                        "date": pd.to_datetime(["2024-01-05", "2024-03-01", "2024-02-10", "2024-03-20"]),
@@ -191,7 +191,7 @@ def test_unobserved_cohort_months_are_blank_not_zero():
 
 
 def test_exports_are_rounded_with_english_names_and_the_workbook_in_the_report_language(tmp_path):
-    from cvlib import strategy
+    from cvlib.analysis import strategy
 
     i18n.use("zh")
     t = pd.DataFrame({"customer_id": ["007"], "group": ["g"], "action": ["a"], "clv": [12.3456789],
@@ -216,7 +216,7 @@ def test_a_group_has_one_colour_whatever_else_is_in_the_figure():
 def test_client_rendering_leaves_out_consultant_notes_empty_sections_and_parameter_keys(tmp_path):
     from bs4 import BeautifulSoup
 
-    from cvlib.runner import run_study
+    from cvlib.run.runner import run_study
     from tests.conftest import small_book
 
     params = small_book(tmp_path, name="voice", extra={"report": {"language": "zh"}})

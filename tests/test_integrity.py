@@ -16,10 +16,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cvlib import pages, runs
 from cvlib.cli import main
 from cvlib.errors import RunError
-from cvlib.runner import run_study
+from cvlib.run import history as runs
+from cvlib.run import pages
+from cvlib.run.runner import run_study
 from tests.conftest import ROOT, small_book
 
 NB = ROOT / "notebooks"

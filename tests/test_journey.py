@@ -2,12 +2,12 @@
 their transitions, directed cross-sell rules against counts by hand and on a planted sequence."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from cvlib import journey
+from cvlib import customers
+from cvlib.analysis import journey
 
 END = pd.Timestamp("2024-12-31")
 
@@ -167,7 +167,8 @@ def test_channel_mix_recovers_a_planted_channel_difference_by_hand():
 def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns(tmp_path):
     """cvlib.examples plants 'media buying -> analytics', pitch winning the largest clients, referrals the
     cheapest, multi-channel clients worth more and a one-way move from the account team to the client portal."""
-    from cvlib import churn, cleaning, io, rfm
+    from cvlib import io
+    from cvlib.analysis import cleaning, rfm
     from cvlib.params import load_study
 
     study = load_study("params/agency_demo.yaml", {"rfm.clusters.k_range": [2, 2]})
@@ -193,10 +194,10 @@ def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns
     c = res.customers
     assert study.journey.cycles.occasion == "month" and c["lost"].sum() > 0
     assert not c.loc[c["recency_days"] <= 31, "overdue"].any() and not c.loc[c["lost"], "overdue"].any()
-    by_day = journey.purchase_cycles(None, res.end, k=2.0, p=churn.purchases(io.read_stage(tmp_path, "transactions_clean.parquet")))
+    by_day = journey.purchase_cycles(None, res.end, k=2.0, p=customers.purchases(io.read_stage(tmp_path, "transactions_clean.parquet")))
     assert by_day.loc[by_day["recency_days"] <= 31, "overdue"].any()
     # the drivers stage's cycle (within_cycle, the strategy rules' cycle_days) is this very cycle
-    from cvlib.drivers import study_cycles
+    from cvlib.analysis.drivers import study_cycles
 
     theirs = study_cycles(study, io.read_stage(tmp_path, "transactions_clean.parquet"),
                           io.read_stage(tmp_path, "rfm.parquet"), res.end)

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvlib import monitoring
-from cvlib.errors import StageError
 from cvlib.params import Kpi, Monitoring
+from cvlib.run import monitoring
 
 
 def fake_run(root: Path, name: str, churn: float, nps: float) -> Path:
@@ -56,18 +55,6 @@ def test_the_trend_reads_every_earlier_complete_run_oldest_first(tmp_path):
         plt.Figure.savefig = monkey
     ticks = captured[0].axes[0].get_xticks()
     assert [t for t in ticks if 0.5 <= t <= 1.5] == [1.0]  # one run: the tick is run 1, not 0.95 .. 1.05
-    # the runner draws it in its render worker, where the plotting libraries are already loaded: the same page
-    from cvlib.runner import Renders
-
-    r = Renders()
-    try:
-        drawn = monitoring.monitoring_view(now, history, kpis, "USD",
-                                           draw=lambda f, *a: r.call(f, *a, language="zh"))
-        assert drawn["figure"].startswith("data:image/png;base64,") and drawn["rows"] == view["rows"]
-        with pytest.raises(StageError, match="cvlib.monitoring:no_such_figure failed in the report renderer"):
-            r.call("cvlib.monitoring:no_such_figure")
-    finally:
-        r.close()
     assert np.isnan(monitoring.kpi_table({}, [Kpi(kpi="nps")])["actual"].iloc[0])
 
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from cvlib import clv, drivers, rfm
-from cvlib.cleaning import run_cleaning
+from cvlib.analysis import clv, drivers, rfm
+from cvlib.analysis.cleaning import run_cleaning
 from cvlib.params import load_study
 
 RATINGS = ["delivery_speed", "product_range", "app_usability", "price"]

@@ -5,9 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvlib import reasons
+from cvlib.analysis import reasons
 from cvlib.params import Action, Drivers, Strategy
-
 
 ACTIONS = [Action(name="call back", groups=[], cost_per_customer=50, uplift=0.1, channel="phone"),
            Action(name="discount", groups=[], cost_per_customer=20, uplift=0.1, channel="email")]
@@ -48,7 +47,7 @@ def test_the_latest_reason_in_the_feedback_table_and_rare_reasons_as_other():
 
 def test_a_churn_reason_is_never_a_driver():
     """It is known only for customers who left: as a driver it would 'explain' churn perfectly."""
-    from cvlib.drivers import driver_set
+    from cvlib.analysis.drivers import driver_set
 
     ids = pd.Index([f"c{i}" for i in range(100)])
     attrs = pd.DataFrame({"customer_id": ids, "region": np.where(np.arange(100) % 2, "N", "S"),

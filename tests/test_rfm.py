@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvlib import rfm
+from cvlib import customers
+from cvlib.analysis import rfm
 from cvlib.params import DEFAULT_SEGMENTS, Rfm, SegmentRule
 
 
@@ -24,7 +25,7 @@ T1 = tx([("a", "2024-01-01", 10.0), ("a", "2024-01-01", 5.0), ("a", "2024-01-08"
 
 
 def test_summary_by_hand_same_day_merged_purchase_on_end_date():
-    s = rfm.customer_summary(T1).set_index("customer_id")
+    s = customers.customer_summary(T1).set_index("customer_id")
     a, b = s.loc["a"], s.loc["b"]
     assert (a["frequency"], a["monetary"], a["recency"], a["tenure"]) == (3, 65.0, 0, 14)
     assert a["monetary_mean"] == pytest.approx(65 / 3)
@@ -35,7 +36,7 @@ def test_summary_by_hand_same_day_merged_purchase_on_end_date():
 
 
 def test_summary_in_days_and_explicit_end_ignores_later_purchases():
-    s = rfm.customer_summary(T1, end=pd.Timestamp("2024-01-10"), unit="days").set_index("customer_id")
+    s = customers.customer_summary(T1, end=pd.Timestamp("2024-01-10"), unit="days").set_index("customer_id")
     assert s.loc["a", "frequency"] == 2 and s.loc["a", "recency"] == 2 and s.loc["a", "T"] == 9.0
     assert s.loc["b", "recency"] == 0  # purchase on the end date counts
 
@@ -43,18 +44,18 @@ def test_summary_in_days_and_explicit_end_ignores_later_purchases():
 def test_summary_by_orders():
     t = tx([("a", "2024-01-01", 10.0, "o1"), ("a", "2024-01-01", 5.0, "o2"), ("a", "2024-01-03", 1.0, "o2")],
            ("customer_id", "date", "amount", "order_id"))
-    s = rfm.customer_summary(t, by="orders", unit="days")
+    s = customers.customer_summary(t, by="orders", unit="days")
     assert s["frequency"].item() == 2 and s["x"].item() == 1 and s["t_x"].item() == 0.0  # o2 dated by its first row
     assert s["monetary_value"].item() in (6.0, 10.0)
 
 
 def test_single_customer():
-    s = rfm.customer_summary(tx([("z", "2024-03-01", 9.0)]))
+    s = customers.customer_summary(tx([("z", "2024-03-01", 9.0)]))
     assert len(s) == 1 and s["frequency"].item() == 1 and s["T"].item() == 0.0
 
 
 def test_calibration_holdout_split():
-    c = rfm.calibration_holdout(T1, pd.Timestamp("2024-01-08").date(), pd.Timestamp("2024-01-15").date(),
+    c = customers.calibration_holdout(T1, pd.Timestamp("2024-01-08").date(), pd.Timestamp("2024-01-15").date(),
                                 unit="weeks").set_index("customer_id")
     assert list(c.index) == ["a"]  # b is first seen after the calibration end
     assert (c.loc["a", "x"], c.loc["a", "t_x"], c.loc["a", "T"]) == (1, 1.0, 1.0)
@@ -158,7 +159,7 @@ def test_order_codes_numeric_leading_zero_and_text(ids):
     t = tx([("a", "2024-01-01", 1.0, ids[0]), ("a", "2024-01-02", 2.0, ids[1]), ("a", "2024-01-02", 3.0, ids[2]),
             ("b", "2024-01-05", 4.0, ids[3])], ("customer_id", "date", "amount", "order_id"))
     t["order_id"] = t["order_id"].astype("string[pyarrow]")
-    s = rfm.customer_summary(t, by="orders", unit="days").set_index("customer_id")
+    s = customers.customer_summary(t, by="orders", unit="days").set_index("customer_id")
     assert s.loc["a", "frequency"] == 2 and s.loc["b", "frequency"] == 1  # '007' and '7' are different orders
     assert s.loc["a", "monetary"] == 6.0 and s.loc["a", "monetary_value"] == 5.0  # the repeat order: 2 + 3
 
@@ -194,7 +195,7 @@ def test_summary_matches_groupby_reference_for_every_id_shape(shape, dtype):
     t["customer_id"] = num.map(ID_SHAPES[shape]).astype(dtype)
     if dtype == "category":  # unused categories must not become customers
         t["customer_id"] = t["customer_id"].cat.add_categories(["never-bought"])
-    s = rfm.customer_summary(t).set_index("customer_id")
+    s = customers.customer_summary(t).set_index("customer_id")
     ref = reference_summary(t)
     assert s.index.is_unique and set(s.index) == set(ref.index) and len(s) == t["customer_id"].nunique()
     s = s.loc[ref.index]
@@ -211,10 +212,10 @@ def test_summary_matches_groupby_reference_for_every_id_shape(shape, dtype):
 @pytest.mark.parametrize("years", [0, -60])  # -60: dates before 1970, negative day numbers
 def test_summary_matches_reference_for_both_key_widths_and_old_dates(monkeypatch, key32, years):
     if not key32:
-        monkeypatch.setattr(rfm, "KEY32_LIMIT", 0)
+        monkeypatch.setattr(customers, "KEY32_LIMIT", 0)
     t = random_tx(300, seed=9)
     t["date"] = t["date"] + pd.DateOffset(years=years)
-    s = rfm.customer_summary(t).set_index("customer_id").loc[lambda d: d.index.astype(str)]
+    s = customers.customer_summary(t).set_index("customer_id").loc[lambda d: d.index.astype(str)]
     ref = reference_summary(t)
     s = s.loc[ref.index]
     assert s["frequency"].tolist() == ref["frequency"].tolist() and s["recency"].tolist() == ref["recency"].tolist()
@@ -226,12 +227,12 @@ def test_summary_refuses_rows_without_customer_id():
     t = T1.copy()
     t["customer_id"] = pd.Series(["a", None, "a", "b", "b"], dtype=object)
     with pytest.raises(ValueError, match="customer id on every row"):
-        rfm.customer_summary(t)
+        customers.customer_summary(t)
 
 
 def test_summary_lists_customers_in_order_of_first_appearance():
     t = tx([("30", "2024-01-02", 1.0), ("007", "2024-01-01", 1.0), ("7", "2024-01-03", 1.0), ("30", "2024-01-04", 1.0)])
-    assert rfm.customer_summary(t)["customer_id"].tolist() == ["30", "007", "7"]
+    assert customers.customer_summary(t)["customer_id"].tolist() == ["30", "007", "7"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -239,13 +240,13 @@ def test_summary_lists_customers_in_order_of_first_appearance():
                 min_size=1, max_size=40))
 def test_text_int_key_equal_exactly_when_texts_equal(values):
     arr = pa.array(values, pa.large_string())
-    key = rfm.text_int_key(arr)
+    key = customers.text_int_key(arr)
     if key is None:  # no cheap exact key: those ids are dictionary-encoded instead
         return
     for i, a in enumerate(values):
         for j, b in enumerate(values):
             assert (key[i] == key[j]) == (a == b), (a, b)
-    codes, ids = rfm.customer_codes(pd.Series(values, dtype="string[pyarrow]"))
+    codes, ids = customers.customer_codes(pd.Series(values, dtype="string[pyarrow]"))
     assert list(ids) == list(dict.fromkeys(values)) and [ids[c] for c in codes] == values
 
 
@@ -254,7 +255,7 @@ def test_text_int_key_equal_exactly_when_texts_equal(values):
        st.sampled_from(["CUST-", "C", "id_", "客户-"]))
 def test_prefixed_ids_get_an_exact_key(digits, prefix):
     values = [prefix + d for d in digits]  # one prefix and digits: CUST-0042 and CUST-42 stay apart
-    key = rfm.text_int_key(pa.array(values, pa.large_string()))
+    key = customers.text_int_key(pa.array(values, pa.large_string()))
     assert key is not None or not prefix.isascii()  # an ASCII prefix and digits always get one
     if key is not None:
         for i, a in enumerate(values):
@@ -263,13 +264,13 @@ def test_prefixed_ids_get_an_exact_key(digits, prefix):
 
 
 def test_text_int_key_paths():
-    assert rfm.text_int_key(pa.array(["123", "0042", "42"])) is not None  # digits, leading zeros kept apart
-    assert rfm.text_int_key(pa.array(["CUST-1", "CUST-01", "CUST-123456"])) is not None  # prefix and digits
-    assert rfm.text_int_key(pa.array(["CUST-1", "CUST-2x", "CUST-123456"])) is None  # not digits after it
-    assert rfm.text_int_key(pa.array(["AB12", "CD34"])) is not None  # one length, <= 8 bytes
-    assert rfm.text_int_key(pa.array(["a", "bb"])) is None  # text of several lengths: dictionary-encoded
-    assert rfm.text_int_key(pa.array(["123456789", "abcdefghi"])) is None  # longer than 8 bytes
-    assert rfm.text_int_key(pa.array(["1", None])) is None
+    assert customers.text_int_key(pa.array(["123", "0042", "42"])) is not None  # digits, leading zeros kept apart
+    assert customers.text_int_key(pa.array(["CUST-1", "CUST-01", "CUST-123456"])) is not None  # prefix and digits
+    assert customers.text_int_key(pa.array(["CUST-1", "CUST-2x", "CUST-123456"])) is None  # not digits after it
+    assert customers.text_int_key(pa.array(["AB12", "CD34"])) is not None  # one length, <= 8 bytes
+    assert customers.text_int_key(pa.array(["a", "bb"])) is None  # text of several lengths: dictionary-encoded
+    assert customers.text_int_key(pa.array(["123456789", "abcdefghi"])) is None  # longer than 8 bytes
+    assert customers.text_int_key(pa.array(["1", None])) is None
 
 
 def test_silhouettes_equal_scikit_learns():
@@ -290,13 +291,13 @@ def test_customer_sums_equal_a_groupby(ids):
     """Sums per customer in id order, as a groupby gives: '007' and '7' stay two customers, a missing value is 0."""
     s = pd.Series(pd.array(ids, dtype="string[pyarrow]"))
     amount = pd.Series([1.0, 2.0, np.nan, 4.0, 8.0])
-    got = rfm.customer_sums(s, amount=amount, twice=2 * amount)
+    got = customers.customer_sums(s, amount=amount, twice=2 * amount)
     want = amount.groupby(s).sum()
     pd.testing.assert_series_equal(got["amount"], want.rename("amount").rename_axis("customer_id"), check_index_type=False)
     assert got["twice"].tolist() == (2 * want).tolist()
 
 
-GROUPED_SHAPES = {  # hashed keys of varying length, some non-ASCII, one empty; then the integer-key shapes
+CODING_SHAPES = {  # text keys of varying length, some non-ASCII, one empty; then the shapes coded by integer keys
     "hashed text": lambda i: "" if i == 3 else f"u{(i * 2654435761) % 2**40:x}" if i % 7 else f"kü{i}",
     "digits with leading zeros": lambda i: f"{i:03d}" if i % 2 else str(i),
     "prefix and digits": lambda i: f"CUST-{i}",
@@ -304,59 +305,22 @@ GROUPED_SHAPES = {  # hashed keys of varying length, some non-ASCII, one empty; 
 }
 
 
-@pytest.mark.parametrize("shape", GROUPED_SHAPES)
-@pytest.mark.parametrize("threads", [True, False])
-def test_large_summaries_group_by_group_equal_one_pass_exactly(monkeypatch, shape, threads):
-    """Large inputs are summarised in hash groups of the ids (on two threads from PARALLEL_MIN_ROWS): the result
-    must be the one-pass result to the last bit, customers in the same order, for every id shape."""
+@pytest.mark.parametrize("shape", CODING_SHAPES)
+def test_summary_for_every_id_shape_equals_plain_pandas(shape):
+    """Each id shape takes its own coding route (`customers.text_int_key`); every route gives the customers of a
+    plain pandas groupby, with the same occasions, and codes that name each row's own id."""
     rng = np.random.default_rng(4)
     t = random_tx(3000, seed=12)
     num = t["customer_id"].str[1:].astype(int).to_numpy()
-    names = np.array([GROUPED_SHAPES[shape](i) for i in range(num.max() + 1)])
-    t["customer_id"] = pd.array(names[num], dtype="string[pyarrow]")  # amounts with many decimals: sums
-    # add up differently in another order
+    names = np.array([CODING_SHAPES[shape](i) for i in range(num.max() + 1)])
+    t["customer_id"] = pd.array(names[num], dtype="string[pyarrow]")
     t["amount"] = rng.lognormal(3, 1, len(t))
-    one_pass = rfm.customer_summary(t)
-    calls = []
-    grouped = rfm._grouped_days
-    monkeypatch.setattr(rfm, "_grouped_days", lambda *a: calls.append(a[1][1]) or grouped(*a))
-    monkeypatch.setattr(rfm, "PARTITION_ROWS", 200)
-    monkeypatch.setattr(rfm, "PARALLEL_MIN_ROWS", 0 if threads else 10**9)
-    by_groups = rfm.customer_summary(t)
-    assert calls == [2 ** int(np.ceil(np.log2(len(t) / 200)))] and calls[0] >= 32  # ~10,000 rows, groups of ~200
-    pd.testing.assert_frame_equal(by_groups, one_pass, check_exact=True)
+    summary = customers.customer_summary(t)
     ref = reference_summary(t)
-    assert by_groups.set_index("customer_id").loc[ref.index, "frequency"].tolist() == ref["frequency"].tolist()
-
-
-def test_hash_groups_keep_equal_ids_together_and_spread_them():
-    ids = pa.array([f"u{(i * 2654435761) % 2**40:x}" for i in np.random.default_rng(0).integers(0, 5000, 40_000)])
-    group, n = rfm.hash_groups(ids, rows=2500)
-    assert n == 16
-    per_id = pd.Series(group).groupby(ids.to_pandas()).nunique()
-    assert (per_id == 1).all()  # every value in exactly one group
-    sizes = np.bincount(group, minlength=n)
-    assert sizes.min() > 0.5 * sizes.mean() and sizes.max() < 1.5 * sizes.mean()
-    assert rfm.hash_groups(ids, rows=40_000) is None  # below two groups' worth of rows: one pass
-
-
-def test_two_threads_only_where_the_runner_never_runs_two_kernels():
-    from cvlib import runner
-
-    assert rfm.PARALLEL_MIN_ROWS > runner.SIDE_BY_SIDE_MAX_ROWS
-
-
-@pytest.mark.parametrize("threads", [True, False])
-def test_hashed_ids_coded_group_by_group_equal_one_pass(monkeypatch, threads):
-    ids = pd.Series(pd.array([GROUPED_SHAPES["hashed text"](int(i)) for i in
-                              np.random.default_rng(2).integers(0, 900, 6000)], dtype="string[pyarrow]"))
-    codes, distinct = rfm.customer_codes(ids)
-    calls = []
-    grouped = rfm._grouped_codes
-    monkeypatch.setattr(rfm, "_grouped_codes", lambda *a: calls.append(1) or grouped(*a))
-    monkeypatch.setattr(rfm, "PARTITION_ROWS", 300)
-    monkeypatch.setattr(rfm, "PARALLEL_MIN_ROWS", 0 if threads else 10**9)
-    g_codes, g_distinct = rfm.customer_codes(ids)
-    assert calls == [1]
-    assert np.array_equal(g_codes, codes) and g_distinct.equals(distinct)
-    assert distinct[g_codes].tolist() == ids.tolist()  # every row's code names its own id
+    assert sorted(summary["customer_id"]) == sorted(ref.index)
+    got = summary.set_index("customer_id").loc[ref.index]
+    assert got["frequency"].tolist() == ref["frequency"].tolist()
+    np.testing.assert_allclose(got["monetary"].to_numpy(), t.groupby("customer_id")["amount"].sum().loc[ref.index])
+    codes, distinct = customers.customer_codes(t["customer_id"])
+    assert distinct[codes].tolist() == t["customer_id"].tolist()
+    assert len(set(distinct)) == len(distinct) == t["customer_id"].nunique()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cvlib.cli import main
-from cvlib.runner import run_study
+from cvlib.run.runner import run_study
 from tests import golden
 from tests.conftest import ROOT, notebooks_up_to, write_study
 
@@ -34,7 +34,7 @@ def test_example_study_end_to_end(example_run):
     assert res.ok
     run = res.run_dir
     assert (run.parent / "latest").resolve() == run.resolve()
-    assert res.stage("campaign").status == "not_applicable" and not (run / "06_campaign.html").exists()
+    assert res.stage("campaign").status == "not_applicable" and not (run / "07_campaign.html").exists()
     for sr in res.stages:
         if sr.status == "not_applicable":  # CDNOW has no campaigns table: no page
             continue
@@ -76,19 +76,19 @@ def test_example_study_end_to_end(example_run):
     errors = {e["method"]: e["mae"] for e in model["holdout"]["errors"]}  # BG/NBD beats the naive rate on CDNOW
     assert model["holdout"]["beat_naive_baseline"] is True and errors["bgnbd"] < errors["naive baseline"]
     # drivers
-    drivers_page = (run / "04_loyalty_drivers.html").read_text(encoding="utf-8")
+    drivers_page = (run / "05_loyalty_drivers.html").read_text(encoding="utf-8")
     assert "Retention facts" in drivers_page and "No feedback table" in drivers_page
     risk = pd.read_parquet(run / "churn_risk.parquet")
     assert len(risk) == len(rfm) and risk["churn_probability"].between(0, 1).all()
     # strategy and the summary page
-    strat = (run / "05_strategy.html").read_text(encoding="utf-8")
+    strat = (run / "08_strategy.html").read_text(encoding="utf-8")
     for section in ("Strategic groups and playbook", "Budget allocation", "Target lists"):
         assert section in strat
     targets = pd.read_csv(run / "targets.csv", dtype={"customer_id": str})
     assert targets["customer_id"].is_unique and targets["customer_id"].isin(set(rfm["customer_id"])).all()
     groups = pd.read_parquet(run / "strategy_groups.parquet")
     assert len(groups) == len(rfm) and groups["group"].notna().all()
-    assert "Headline figures" in index and "Key findings" in index and "05_strategy.html" in index
+    assert "Headline figures" in index and "Key findings" in index and "08_strategy.html" in index
     # decisions checked against the data (issue #11)
     risk = risk.merge(rfm[["customer_id", "recency", "segment"]], on="customer_id")
     dec = pd.qcut(risk["recency"].rank(method="first"), 10, labels=False)
@@ -107,7 +107,7 @@ def test_example_study_end_to_end(example_run):
     assert rate["departed"] == rate.max()  # who had left by then mostly stayed away
     assert clv.loc[clv["customer_id"].isin(rfm.loc[rfm["x"] == 0, "customer_id"]), "p_alive"].isna().all()
     # value assessment
-    value_page = (run / "03b_value.html").read_text(encoding="utf-8")
+    value_page = (run / "04_value.html").read_text(encoding="utf-8")
     for section in ("Profitability", "Weighted value index", "AHP consistency ratio", "Value matrix"):
         assert section in value_page
     val = pd.read_parquet(run / "value.parquet")
@@ -136,7 +136,7 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
     assert any("%d/%m/%Y" in n for n in summary["notes"])
     clv_page = (res.run_dir / "03_clv.html").read_text(encoding="utf-8")
     assert "sBG parameters" in clv_page and "Formula CLV by acquisition channel" in clv_page
-    drivers_page = (res.run_dir / "04_loyalty_drivers.html").read_text(encoding="utf-8")
+    drivers_page = (res.run_dir / "05_loyalty_drivers.html").read_text(encoding="utf-8")
     for section in ("What drives churn", "Satisfaction: NPS and CSAT", "Importance and performance"):
         assert section in drivers_page
     assert (res.run_dir / "drivers.parquet").exists() and (res.run_dir / "churn_risk.parquet").exists()
@@ -148,7 +148,7 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
     crossed = targets.dropna(subset=["suggested_product"])  # the journey's next best product reaches the CRM list
     assert len(crossed) and all(r.endswith(" -> " + p) for r, p in zip(crossed["cross_sell_rule"],
                                                                        crossed["suggested_product"]))
-    journey_page = (res.run_dir / "04b_journey.html").read_text(encoding="utf-8")
+    journey_page = (res.run_dir / "06_journey.html").read_text(encoding="utf-8")
     assert "media buying" in journey_page and "client portal" in journey_page
     # the decisions (issue #28): a client who has left is reached by win-back only and adds nothing to the value at
     # risk; the measured workshop (2,367 EUR gross profit per client against a 2,500 EUR cost) gets no budget
@@ -162,7 +162,7 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
     assert (clv.loc[clv["departed"], "clv"] == 0).all() and st["departed_in_targets"] == 0
     shares = {r["action"]: r["share_of_budget"] for r in st["budget_shares"]}
     assert shares["strategy workshop"] == 0 and max(shares.values()) <= 0.5 + 1e-9
-    assert "booked once" in (res.run_dir / "05_strategy.html").read_text(encoding="utf-8")
+    assert "booked once" in (res.run_dir / "08_strategy.html").read_text(encoding="utf-8")
     assert golden.differences(golden.extract(res.run_dir), golden_ref("agency")) == []
 
 
@@ -262,10 +262,10 @@ def test_kernels_talk_over_ipc_not_unencrypted_tcp(tmp_path, capfd):
     # alone cannot show)
     import unittest.mock
 
-    from cvlib import runner
+    from cvlib.run import kernel
 
     managers = []
-    real = runner.kernel_manager_class
+    real = kernel.kernel_manager_class
 
     def recording(runtime_dir=None):
         base = real(runtime_dir)
@@ -277,7 +277,7 @@ def test_kernels_talk_over_ipc_not_unencrypted_tcp(tmp_path, capfd):
 
         return Recorded
 
-    with unittest.mock.patch.object(runner, "kernel_manager_class", recording):
+    with unittest.mock.patch.object(kernel, "kernel_manager_class", recording):
         run_study(params, reports_dir=tmp_path / "r2", notebooks_dir=notebooks_up_to(tmp_path, "cleaning"))
     assert managers and all(m.transport == "ipc" for m in managers)
     assert all(Path(m.connection_file).parent.name.startswith("cvlib-kernel-") for m in managers)
@@ -303,7 +303,7 @@ def test_last_notebook_runs_as_is_building_what_it_misses(tmp_path):
     import papermill as pm
 
     out = tmp_path / "05.ipynb"
-    pm.execute_notebook(str(ROOT / "notebooks" / "05_strategy.ipynb"), str(out), cwd=str(ROOT / "notebooks"),
+    pm.execute_notebook(str(ROOT / "notebooks" / "08_strategy.ipynb"), str(out), cwd=str(ROOT / "notebooks"),
                         parameters={"run_dir": str(tmp_path / "run"),
                                     "overrides": {"clv.bootstrap": 0, "clv.compare_paretonbd": False}},
                         kernel_name="python3", progress_bar=False)
@@ -347,13 +347,13 @@ def test_a_headerless_file_read_with_a_header_is_refused_with_a_hint(tmp_path, c
     assert "seems to have no header row. Set header: false" in capsys.readouterr().err
 
 
-def test_reports_render_in_a_worker_and_a_failed_render_fails_the_run(tmp_path):
-    """The render worker writes each report while the next stage runs; a report it could not render is an error
-    of the run (named), never a missing page found later."""
+def test_reports_render_in_the_background_and_a_failed_render_fails_the_run(tmp_path):
+    """The background renderer writes each report while the next stage runs; a report it could not render is an
+    error of the run (named), never a missing page found later."""
     import nbformat
 
     from cvlib.errors import StageError
-    from cvlib.runner import Renders
+    from cvlib.run.render import Renders
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A rendered report")])
     nbformat.write(nb, tmp_path / "ok.ipynb")
@@ -369,7 +369,6 @@ def test_reports_render_in_a_worker_and_a_failed_render_fails_the_run(tmp_path):
         assert (tmp_path / "again.html").exists()
     finally:
         r.close()
-    assert r.proc.returncode == 0
 
 
 def fake_stage_notebooks(tmp_path: Path, seconds: dict[str, float], fail: str = "") -> Path:
@@ -385,7 +384,8 @@ def fake_stage_notebooks(tmp_path: Path, seconds: dict[str, float], fail: str = 
         body = (f"import json, os, pathlib, time\nt0 = time.time()\ntime.sleep({seconds.get(name, 0)})\n"
                 + (f"raise ValueError('{name} broke')\n" if name == fail else "")
                 + f"for f in {list(st.writes)!r}:\n    (pathlib.Path(run_dir) / f).write_text('x')\n"
-                f"(pathlib.Path(run_dir) / '{name}.ran').write_text(json.dumps([os.getpid(), t0, time.time()]))")
+                f"(pathlib.Path(run_dir) / '{name}.ran').write_text(json.dumps([os.getpid(), t0, time.time(), "
+                f"os.environ.get('OMP_NUM_THREADS')]))")
         nb = nbformat.v4.new_notebook(cells=[
             nbformat.v4.new_code_cell("params_file = ''\nrun_dir = ''", metadata={"tags": ["parameters"]}),
             nbformat.v4.new_code_cell(body)])
@@ -394,55 +394,37 @@ def fake_stage_notebooks(tmp_path: Path, seconds: dict[str, float], fail: str = 
     return nb_dir
 
 
-def test_value_runs_beside_drivers_in_a_second_kernel_and_a_failure_there_stops_the_run(tmp_path, monkeypatch, capsys):
-    """The drivers stage does not read the value stage's outputs, so on two cores the value stage runs in a second
-    kernel at the same time; with CVLIB_SIDE_BY_SIDE=0 one kernel runs them one after the other. A failure in the
-    second kernel stops the run like any other, after the stage beside it has finished."""
-    monkeypatch.setattr("cvlib.runner.os.cpu_count", lambda: 2)
+def test_stages_run_in_order_in_one_kernel_with_its_threads_capped_and_a_failure_stops_the_run(tmp_path, capsys):
+    """Every stage runs in the one kernel of the run, one after the other (a stage starts after the one before has
+    finished), with the numerical libraries' thread cap set when the kernel starts; the runner's own process is
+    left as it was. A failed stage stops the run: later stages are skipped, 'latest' does not move."""
     params = write_study(tmp_path, [{"customer": "a", "date": "2024-01-01", "amount": "5"}] * 3, name="lanes")
-    nb_dir = fake_stage_notebooks(tmp_path, {"value": 1.0, "drivers": 1.0})
+    nb_dir = fake_stage_notebooks(tmp_path, {"value": 0.3, "drivers": 0.3})
 
     def ran(res, name):
         return json.loads((res.run_dir / f"{name}.ran").read_text())
 
-    cwd = os.getcwd()
+    cwd, env_before = os.getcwd(), os.environ.get("OMP_NUM_THREADS")
     res = run_study(params, reports_dir=tmp_path / "r", notebooks_dir=nb_dir)
     assert res.ok and [s.status for s in res.stages] == ["ok"] * 5
-    assert os.getcwd() == cwd  # two kernels run from two threads never move this process's folder
-    value, drivers, clv = ran(res, "value"), ran(res, "drivers"), ran(res, "clv")
-    assert value[0] != drivers[0] == clv[0]  # value in the second kernel, drivers in the first
-    assert drivers[1] < value[2]  # drivers did not wait for value (one after the other, it would)
-    assert "value: running 03b_value.ipynb in a second kernel" in capsys.readouterr().err
-    page = (res.run_dir / "04_loyalty_drivers.html").read_text(encoding="utf-8")
-    assert 'href="03b_value.html" rel="prev"' in page  # the header counts the stage still running beside it
+    assert os.getcwd() == cwd and os.environ.get("OMP_NUM_THREADS") == env_before
+    runs = [ran(res, n) for n in ("rfm", "clv", "value", "drivers")]
+    assert len({r[0] for r in runs}) == 1  # one kernel process
+    assert all(a[2] <= b[1] for a, b in zip(runs, runs[1:]))  # one after the other
+    assert all(r[3] == "1" for r in runs)  # the kernel's thread cap (cvlib.threads.thread_env)
+    page = (res.run_dir / "05_loyalty_drivers.html").read_text(encoding="utf-8")
+    assert 'href="04_value.html" rel="prev"' in page
     from cvlib import io as cio
 
     for st in json.loads((res.run_dir / "run.json").read_text())["stages"]:  # digests of the files each stage read
         assert st["depends"]["files"] == {f: cio.sha256_file(res.run_dir / f) for f in st["depends"]["files"]}, st["name"]
 
-    from cvlib.runner import SideLane
-
-    assert SideLane.allowed(res.run_dir)
-    monkeypatch.setenv("CVLIB_THREADS", "auto")  # each kernel's libraries would take both cores: one kernel
-    assert not SideLane.allowed(res.run_dir)
-    monkeypatch.setattr("cvlib.runner.os.cpu_count", lambda: 4)
-    assert not SideLane.allowed(res.run_dir)  # auto on four cores: four threads a kernel
-    monkeypatch.setenv("CVLIB_THREADS", "2")
-    assert SideLane.allowed(res.run_dir)  # two kernels of two threads on four cores
-    monkeypatch.delenv("CVLIB_THREADS")
-    monkeypatch.setattr("cvlib.runner.os.cpu_count", lambda: 2)
-    monkeypatch.setenv("CVLIB_SIDE_BY_SIDE", "0")
-    assert not SideLane.allowed(res.run_dir)
-    one = run_study(params, reports_dir=tmp_path / "r1", notebooks_dir=nb_dir, force=True)
-    assert one.ok and ran(one, "value")[0] == ran(one, "drivers")[0] and ran(one, "value")[2] <= ran(one, "drivers")[1]
-    monkeypatch.delenv("CVLIB_SIDE_BY_SIDE")
-
-    nb_fail = fake_stage_notebooks(tmp_path / "f", {"drivers": 0.5}, fail="value")
+    nb_fail = fake_stage_notebooks(tmp_path / "f", {}, fail="value")
     code = main(["run", str(params), "--reports-dir", str(tmp_path / "r2"), "--notebooks-dir", str(nb_fail)])
     err = capsys.readouterr().err
     assert code == 1 and "Stage 'value' failed: ValueError: value broke" in err
     run = Path(err.split("shows the error: ")[1].split("\n")[0]).parent
     manifest = json.loads((run / "run.json").read_text())
-    assert [s["status"] for s in manifest["stages"]] == ["ok", "ok", "ok", "failed", "ok"]
-    assert (run / "drivers.json").exists() and "value broke" in (run / "03b_value.html").read_text(encoding="utf-8")
+    assert [s["status"] for s in manifest["stages"]] == ["ok", "ok", "ok", "failed", "skipped"]
+    assert not (run / "drivers.json").exists() and "value broke" in (run / "04_value.html").read_text(encoding="utf-8")
     assert not (run.parent / "latest").exists() or (run.parent / "latest").resolve() != run

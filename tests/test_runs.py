@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cvlib.cli import main
-from cvlib.runner import run_study
+from cvlib.run.runner import run_study
 from tests.conftest import ROOT, small_book
 
 NB = ROOT / "notebooks"
@@ -86,7 +86,7 @@ def test_snapshot_reuse_compare_and_package(tmp_path, capsys):
     names = {Path(n).name for n in z.namelist()}
     assert {"index.html", "targets.csv", "targets.xlsx", "quarantine.csv", "playbook.csv", "MANIFEST.txt"} <= names
     assert {s.stage.html for s in b.stages if s.status != "not_applicable"} <= names
-    assert "06_campaign.html" not in names  # a stage that does not apply has no report
+    assert "07_campaign.html" not in names  # a stage that does not apply has no report
     assert not any(n.endswith((".parquet", ".ipynb", ".json", ".yaml")) for n in names)
 
 

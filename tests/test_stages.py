@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cvlib import io, summary
+from cvlib import io
+from cvlib.run import summary
 from cvlib.stages import STAGES, by_name, producer
 from tests.conftest import ROOT, run_notebook_inprocess, small_book
 
@@ -77,7 +78,7 @@ def test_notebooks_require_their_own_stage_and_the_links_are_the_registry_report
 def test_a_notebook_opened_by_hand_builds_what_it_misses(reference, tmp_path):
     params, _, _ = reference
     run_dir = tmp_path / "by-hand"
-    run_notebook_inprocess(NB / "05_strategy.ipynb", params_file=str(params), run_dir=str(run_dir),
+    run_notebook_inprocess(NB / "08_strategy.ipynb", params_file=str(params), run_dir=str(run_dir),
                            build_missing=True, overrides={})
     for s in STAGES:  # optional inputs too: the report is the one the runner gives
         assert all((run_dir / f).exists() for f in s.writes), s.name

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvlib import ParamError, strategy
+from cvlib import ParamError
+from cvlib.analysis import strategy
 from cvlib.params import Strategy
 
 

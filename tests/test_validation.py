@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvlib import validation
+from cvlib.analysis import validation
 from cvlib.params import Study
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvlib import variants
+from cvlib.analysis import variants
 
 
 def test_each_variant_by_hand():

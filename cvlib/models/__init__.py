@@ -103,7 +103,8 @@ def _hessian(f, theta: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     for i in range(k):
         for j in range(i, k):
             e_i, e_j = np.eye(k)[i] * eps, np.eye(k)[j] * eps
-            v = (f(theta + e_i + e_j) - f(theta + e_i - e_j) - f(theta - e_i + e_j) + f(theta - e_i - e_j)) / (4 * eps**2)
+            num = f(theta + e_i + e_j) - f(theta + e_i - e_j) - f(theta - e_i + e_j) + f(theta - e_i - e_j)
+            v = num / (4 * eps**2)
             h[i, j] = h[j, i] = v
     return h
 
@@ -275,7 +276,8 @@ class BetaGeoNBD(_Fitted):
         """Probability that each customer is still alive at T."""
         x, t_x, T = _check(frame, ("x", "t_x", "T"))
         r, alpha, a, b = (self.params_[k] for k in self.names)
-        log_ratio = np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+        log_ratio = np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) + (r + x) * (np.log(alpha + T)
+            - np.log(alpha + t_x))
         return np.where(x > 0, special.expit(-log_ratio), 1.0)
 
     def predict(self, frame: pd.DataFrame, t: float | np.ndarray) -> np.ndarray:
@@ -466,7 +468,8 @@ class GammaGamma(_Fitted):
         lg = np.log(gm)
         W, Wu = d["W"], d["Wu"]
         value = -(np.dot(Wu, special.gammaln(pu + q) - special.gammaln(pu)) - W * special.gammaln(q) + W * q * np.log(g)
-                  + p * d["S_x_logm"] - d["S_logm"] + p * d["S_x_logx"] - p * np.dot(d["wx"], lg) - q * np.dot(d["w"], lg))
+                  + p * d["S_x_logm"] - d["S_logm"] + p * d["S_x_logx"] - p * np.dot(d["wx"], lg)
+                  - q * np.dot(d["w"], lg))
         if not grad:
             return value
         dpq = special.digamma(pu + q)

@@ -92,7 +92,8 @@ def headline(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
     out = [(f.label, f.text(currency)) for f in figures(run_dir) if f.key != "retention_rate"]  # 1 - churn rate
     c = _json(run_dir, "cleaning.json")
     if c:
-        out.insert(2, (i18n.t("summary.period"), i18n.t("summary.period_value", first=i18n.date(c["summary"]["first_date"]),
+        out.insert(2, (i18n.t("summary.period"),
+                       i18n.t("summary.period_value", first=i18n.date(c["summary"]["first_date"]),
                                                                 last=i18n.date(c["summary"]["last_date"]))))
     return out
 
@@ -105,7 +106,8 @@ def findings(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
     if c:
         s = c["summary"]
         q = s["rows_quarantined"] + s["rows_duplicates"]
-        out.append((i18n.t("summary.f_cleaning", q=f"{q:,}", n=f"{s['rows_in']:,}", share=i18n.pct(q / max(s["rows_in"], 1))),
+        out.append((i18n.t("summary.f_cleaning", q=f"{q:,}", n=f"{s['rows_in']:,}",
+                           share=i18n.pct(q / max(s["rows_in"], 1))),
                     html_of("cleaning") + "#reconciliation"))
     r = _json(run_dir, "rfm.json")
     if r:
@@ -128,26 +130,31 @@ def findings(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
             named = [share.index[0]] + [s for s in ("At Risk", "Can't Lose Them") if s in share.index
                                         and share[s] >= 0.01 and s != share.index[0]]
             for seg in named:
-                out.append((i18n.t("summary.f_segment_value", seg=i18n.name(str(seg)), share=i18n.pct(share[seg], 0), h=h),
+                out.append((i18n.t("summary.f_segment_value", seg=i18n.name(str(seg)), share=i18n.pct(share[seg], 0),
+                                   h=h),
                             html_of("clv") + "#probabilistic_models"))
         hold = m.get("holdout")
         if hold:
-            out.append((i18n.t("summary.f_holdout_beat" if hold["beat_naive_baseline"] else "summary.f_holdout_not_beat",
+            out.append((i18n.t("summary.f_holdout_beat" if hold["beat_naive_baseline"]
+                               else "summary.f_holdout_not_beat",
                                model=i18n.label(hold["model"])), html_of("clv") + "#validation_on_the_holdout_peri"))
     v = _json(run_dir, "value.json")
     if v and v.get("whale_curve", {}).get("loss_making_customers"):
         w = v["whale_curve"]
         out.append((i18n.t("summary.f_loss_makers", n=f"{w['loss_making_customers']:,}",
-                           lost=i18n.money(w["destroyed_by_loss_makers"], currency)), html_of("value") + "#profitability"))
+                           lost=i18n.money(w["destroyed_by_loss_makers"], currency)),
+                               html_of("value") + "#profitability"))
     drv = _parquet(run_dir, "drivers.parquet")
     if drv is not None and len(drv):
         p = drv[drv["method"].str.startswith("permutation")]
         if len(p):
-            out.append((i18n.t("summary.f_churn_driver", driver=i18n.label(str(p.sort_values("importance").iloc[-1]["driver"]))),
+            out.append((i18n.t("summary.f_churn_driver",
+                               driver=i18n.label(str(p.sort_values("importance").iloc[-1]["driver"]))),
                         html_of("drivers") + "#what_drives_churn"))
         lmg = drv[drv["method"].str.startswith("LMG")]
         if len(lmg):
-            out.append((i18n.t("summary.f_outcome_driver", driver=i18n.label(str(lmg.sort_values("importance").iloc[-1]["driver"]))),
+            out.append((i18n.t("summary.f_outcome_driver",
+                               driver=i18n.label(str(lmg.sort_values("importance").iloc[-1]["driver"]))),
                         html_of("drivers") + "#what_drives_the_outcome"))
     st = _json(run_dir, "strategy.json")
     if st:
@@ -155,5 +162,6 @@ def findings(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
         roi = (val - cost) / cost if cost else np.nan
         m = lambda v: i18n.money(v, currency, decimals=0)  # noqa: E731
         out.append((i18n.t("summary.f_plan", cost=m(cost), budget=m(st["budget"]), value=m(val), net=m(val - cost),
-                           roi=i18n.pct(roi, 0), even=m(st["even_split_net_value"])), html_of("strategy") + "#budget_allocation"))
+                           roi=i18n.pct(roi, 0), even=m(st["even_split_net_value"])),
+                               html_of("strategy") + "#budget_allocation"))
     return out

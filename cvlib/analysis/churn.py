@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from cvlib import i18n, io, threads
+from cvlib.customers import DAY_NS, Purchases, _next_day, cycles_at, purchases
+from cvlib.models import BetaGeoNBD
 
 MIN_CLASS = 20
 
@@ -58,79 +60,6 @@ class ChurnRisk:
     notes: list[str] = field(default_factory=list)
     benchmarks: pd.DataFrame | None = None  # ranking, AUC among every customer and among the active, customers
     auc_recency: float = float("nan")
-
-
-# --------------------------------------------------------------------------- per-customer state at a date
-def _next_day(at: pd.Timestamp) -> pd.Timestamp:
-    """Midnight after the day of `at`: 'on or before the cutoff day' includes that whole day."""
-    return pd.Timestamp(at).normalize() + pd.Timedelta(days=1)
-
-
-DAY_NS = 86_400 * 10**9
-
-
-@dataclass(frozen=True)
-class Purchases:
-    """Transactions as integers, computed once for every cutoff: each row's customer (a code into `ids`, which
-    are sorted, so customers come out in id order as a sort would give them), its timestamp and its day."""
-    ids: pd.Index
-    code: np.ndarray
-    ns: np.ndarray
-    day: np.ndarray
-    amount: np.ndarray
-
-
-def purchases(tx: pd.DataFrame) -> Purchases:
-    """The transactions' customer codes, times, days and amounts."""
-    codes, ids = pd.factorize(io.as_ids(tx["customer_id"]), sort=True)
-    ns = tx["date"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    return Purchases(pd.Index(ids, name="customer_id"), codes.astype(np.int64), ns, np.floor_divide(ns, DAY_NS),
-                     tx["amount"].to_numpy(dtype=float))
-
-
-def cycles_at(p: Purchases, at: pd.Timestamp) -> pd.DataFrame:
-    """Per customer who bought on or before the day of `at` (index: customer id, in id order): distinct purchase
-    days (occasions), first and last day (day numbers), median and mean gap between purchase days in days, the
-    gaps' coefficient of variation, total spend, and the customer's code in `p`. Integer keys and sorting, no per-customer Python."""
-    cut = p.ns < _next_day(at).value
-    whole = bool(cut.all())  # a cutoff after the last purchase: the arrays as they are, no copies
-    code, day, amount = (p.code, p.day, p.amount) if whole else (p.code[cut], p.day[cut], p.amount[cut])
-    if not len(code):
-        return pd.DataFrame(columns=["code", "occasions", "first", "last", "median_gap", "mean_gap", "gap_cv", "spend"],
-                            index=pd.Index([], name="customer_id"))
-    d0 = int(day.min())
-    span = int(day.max()) - d0 + 1
-    key = code * span + (day - d0)
-    key.sort()  # distinct (customer, day), by customer then day: a sort (numpy's hashed unique is slower here)
-    key = key[np.r_[True, key[1:] != key[:-1]]]
-    c, d = key // span, key % span + d0
-    new = np.r_[True, c[1:] != c[:-1]]
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], len(c)]
-    cust = c[starts]
-    occ = ends - starts
-    same = ~new[1:]
-    gap_days = np.diff(d)[same]  # whole days, 1 .. span - 1
-    gap_of = (np.cumsum(new) - 1)[1:][same]  # the position of each gap's customer in `cust` (non-decreasing)
-    gap = gap_days.astype(float)
-    n_gaps = np.bincount(gap_of, minlength=len(cust))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.bincount(gap_of, weights=gap, minlength=len(cust)) / n_gaps
-        sd = np.sqrt(np.bincount(gap_of, weights=(gap - mean[gap_of]) ** 2, minlength=len(cust)) / n_gaps)
-        cv = sd / mean
-    # gaps sorted within each customer (the median is the middle one or two): one sort of customer * span + gap,
-    # whose customer part stays in place, as `gap_of` is already in order (several times faster than a lexsort)
-    sg = gap_of * span + gap_days
-    sg.sort()
-    sg = (sg - gap_of * span).astype(float)
-    g_start = np.r_[0, np.cumsum(n_gaps)[:-1]]
-    has = n_gaps > 0
-    median = np.full(len(cust), np.nan)
-    lo, hi = g_start[has] + (n_gaps[has] - 1) // 2, g_start[has] + n_gaps[has] // 2
-    median[has] = (sg[lo] + sg[hi]) / 2
-    spend = np.bincount(code, weights=amount, minlength=len(p.ids))[cust]
-    return pd.DataFrame({"code": cust, "occasions": occ, "first": d[starts], "last": d[ends - 1], "median_gap": median,
-                         "mean_gap": mean, "gap_cv": cv, "spend": spend}, index=p.ids[cust])
 
 
 def state_at(tx: pd.DataFrame, at: pd.Timestamp, unit_days: float = 7.0, p: Purchases | None = None) -> pd.DataFrame:
@@ -180,8 +109,6 @@ def usual_cycle(state: pd.DataFrame) -> pd.Series:
 
 # --------------------------------------------------------------------------- the purchase model baseline
 def _bgnbd_at(state: pd.DataFrame):
-    from cvlib.models import BetaGeoNBD
-
     return BetaGeoNBD().fit(state[["x", "t_x", "T"]])
 
 
@@ -208,8 +135,7 @@ def extra_features(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataF
     count, complaints per survey), missing where a customer gave none."""
     out = pd.DataFrame(index=customers)
     if attrs is not None:
-        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id")
-        a = a.set_index("customer_id").reindex(customers)
+        a = io.first_per_customer(attrs).reindex(customers)
         for col in a.columns:
             if col in exclude or pd.api.types.is_datetime64_any_dtype(a[col]):
                 continue
@@ -292,7 +218,8 @@ def bench_fields(bench: pd.DataFrame) -> dict[str, str]:
     b = bench.set_index("ranking")
 
     def f(name: str) -> str:
-        v = b.loc[name, "auc_active"] if b.loc[name, "auc_active"] == b.loc[name, "auc_active"] else b.loc[name, "auc_all"]
+        active = b.loc[name, "auc_active"]
+        v = active if active == active else b.loc[name, "auc_all"]  # among the active, where measured
         return "–" if v != v else f"{v:.3f}"
 
     return {"clf": f("classifier"), "pm": f("purchase model"), "rec": f("recency"),
@@ -360,6 +287,125 @@ def _frame(tx, at, horizon, attrs, fb, cfg, unit_days, label: bool, p: Purchases
     return state, feats, base, y
 
 
+class InactivityLabels:
+    """Churn as inactivity: a customer churns who makes no purchase within the horizon; recent buyers, within
+    their usual purchase cycle, are shielded from the churn-risk list."""
+
+    shields_by_cycle = True
+
+    def __init__(self, horizon_days: int) -> None:
+        self.h = horizon_days
+        self.recency_horizon: int | None = horizon_days  # recency beyond the horizon is churn by definition
+
+    def churned(self, state: pd.DataFrame, end: pd.Timestamp) -> np.ndarray:
+        return state["recency_days"].to_numpy() > self.h
+
+    def at_cutoff(self, frame: tuple, at: pd.Timestamp) -> tuple:
+        return frame  # labelled by the purchases after the cutoff (`label_after`)
+
+
+class ContractLabels:
+    """Churn as a contract that ends: labelled by the contract end dates; a client billed last week can still be
+    about not to renew, so the purchase cycle shields no one."""
+
+    shields_by_cycle = False
+    recency_horizon = None
+
+    def __init__(self, horizon_days: int, contract_end: pd.Series) -> None:
+        self.h, self.contract_end = horizon_days, contract_end
+
+    def churned(self, state: pd.DataFrame, end: pd.Timestamp) -> np.ndarray:
+        ce = self.contract_end.reindex(state.index)
+        return (ce.notna() & (ce <= end)).to_numpy()
+
+    def at_cutoff(self, frame: tuple, at: pd.Timestamp) -> tuple:
+        """The frame of the customers whose contract still ran at the cutoff, labelled by its end within the
+        horizon."""
+        s, f, b, _ = frame
+        ce = self.contract_end.reindex(s.index)
+        y = (ce.notna() & (ce > at) & (ce <= at + pd.Timedelta(days=self.h))).to_numpy()
+        alive = ~(ce.fillna(pd.Timestamp.max) <= at).to_numpy()
+        return s[alive], f[alive], b[alive], y[alive]
+
+
+@dataclass
+class _Training:
+    """What the one training path learned: the ranking chosen, the probabilities of every customer, and how it
+    was validated."""
+
+    method: str = "none"
+    validation: str = ""
+    auc_model: float = float("nan")
+    auc_baseline: float = float("nan")
+    auc_recency: float = float("nan")
+    benchmarks: pd.DataFrame | None = None
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
+    n_train: int = 0
+    n_test: int = 0
+    proba: np.ndarray | None = None
+
+
+def _sampled(frame: tuple, cap: int, seed: int) -> tuple:
+    keep = bounded_sample(frame[3], cap, seed)
+    s, f, b, y = frame
+    return s.iloc[keep], f.iloc[keep], b[keep], y[keep]
+
+
+def _two_classes(y: np.ndarray) -> bool:
+    k = int(y.sum())
+    return min(k, len(y) - k) >= MIN_CLASS
+
+
+def _test_probabilities(f1: pd.DataFrame, y1: np.ndarray, later: tuple | None, seed: int,
+                        texts: dict) -> tuple[np.ndarray, list[str], str, int, int]:
+    """Out-of-time probabilities of the test cutoff's customers from a model trained at the earlier cutoff
+    (`later`: that cutoff's frame), else out-of-fold at the test cutoff. Returns them with the columns used, the
+    validation in words and the training and test sizes."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    cols = list(f1.columns)
+    if later is not None:
+        f2 = later[1].reindex(columns=cols)
+        cols = [c for c in cols if f2[c].notna().any() and f1[c].notna().any()]  # a column with no value
+        clf = _calibrated(seed, len(later[3])).fit(f2[cols], later[3])
+        return clf.predict_proba(f1[cols])[:, 1], cols, texts["out_of_time"], len(later[3]), len(y1)
+    cols = [c for c in cols if f1[c].notna().any()]
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    p_test = cross_val_predict(_calibrated(seed, len(y1)), f1[cols], y1, cv=folds, method="predict_proba")[:, 1]
+    return p_test, cols, texts["in_time"], len(y1), len(y1)
+
+
+def _train(frames: dict, labels: InactivityLabels | ContractLabels, cfg, feats_end: pd.DataFrame,
+           state_end: pd.DataFrame, texts: dict, notes: list[str]) -> _Training:
+    """The one training path: the test cutoff's customers scored (out of time when the earlier cutoff has both
+    classes), the three rankings compared among the active, and every customer scored by the one chosen."""
+    s1, f1, b1, y1 = frames["test"]
+    cap = cfg.max_model_customers
+    later = frames.get("train")
+    if len(y1) > cap:
+        s1, f1, b1, y1 = _sampled((s1, f1, b1, y1), cap, cfg.seed)
+        notes.append(i18n.t("churn.sampled", n=f"{cap:,}"))
+    if later is not None and len(later[3]) > cap and _two_classes(later[3]):
+        later = _sampled(later, cap, cfg.seed + 1)
+    if later is not None and not _two_classes(later[3]):
+        later = None
+    p_test, cols, validation, n_train, n_test = _test_probabilities(f1, y1, later, cfg.seed, texts)
+    if later is None:
+        notes.append(i18n.t("churn.in_time_note", h=labels.h))
+    bench, method, cal = ranked(y1, s1["recency_days"].to_numpy(dtype=float), p_test, b1, labels.recency_horizon)
+    out = _Training(method, validation, _auc(y1, p_test), _auc(y1, b1),
+                    float(bench.set_index("ranking").loc["recency", "auc_all"]), bench, cal, n_train, n_test)
+    if method == "classifier":
+        final = _calibrated(cfg.seed, len(y1)).fit(f1[cols], y1)
+        with threads.batch_threads(len(feats_end)):  # every customer scored: a large batch
+            out.proba = final.predict_proba(feats_end.reindex(columns=cols))[:, 1]
+    elif method == "recency":
+        out.proba = recency_probability(s1["recency_days"].to_numpy(dtype=float), y1,
+                                        state_end["recency_days"].to_numpy(dtype=float))
+    notes.append(i18n.t(f"churn.ranking_{method.replace(' ', '_')}", **bench_fields(bench)))
+    return out
+
+
 def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attrs: pd.DataFrame | None = None,
                fb: pd.DataFrame | None = None, contract_end: pd.Series | None = None,
                unit_days: float = 7.0, cycle: pd.Series | None = None) -> ChurnRisk:
@@ -367,110 +413,55 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
     `cycle`: each customer's usual purchase cycle in days (the study's, `journey.purchase_cycles`), which decides
     `within_cycle`; `usual_cycle` of the purchase days when not given."""
     notes: list[str] = []
-    end = pd.Timestamp(end).normalize()
-    h = int(horizon_days)
+    end, h = pd.Timestamp(end).normalize(), int(horizon_days)
+    labels = InactivityLabels(h) if contract_end is None else ContractLabels(h, contract_end)
     tx = tx[tx["date"] <= end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")]
     start = tx["date"].min().normalize()
     c1, c2 = end - pd.Timedelta(days=h), end - pd.Timedelta(days=2 * h)
-    seed = cfg.seed
-    cap = cfg.max_model_customers
-
     p = purchases(tx)  # customer codes and days once, for the three cutoffs
     state_end, feats_end, base_end, _ = _frame(tx, end, h, attrs, fb, cfg, unit_days, label=False, p=p)
-    cycle = usual_cycle(state_end) if cycle is None else cycle.reindex(state_end.index)
-    scores = pd.DataFrame({"customer_id": state_end.index, "recency": state_end["recency_days"].to_numpy(),
-                           "cycle_days": cycle.to_numpy()})
-    scores["within_cycle"] = (scores["recency"] <= scores["cycle_days"].fillna(-1)).to_numpy()
-    if contract_end is not None:  # contracts: churned once the contract has ended
-        ce = contract_end.reindex(state_end.index)
-        scores["churned"] = (ce.notna() & (ce <= end)).to_numpy()
-        # churn is a renewal decision, not a gap in purchases: a client billed last week can still be about not to
-        # renew, so the purchase cycle does not shield anyone
-        scores["within_cycle"] = False
-    else:
-        scores["churned"] = (scores["recency"] > h).to_numpy()
-
-    def contract_label(at: pd.Timestamp, idx: pd.Index) -> np.ndarray:
-        ce = contract_end.reindex(idx)
-        return (ce.notna() & (ce > at) & (ce <= at + pd.Timedelta(days=h))).to_numpy()
+    scores = _current_state(state_end, usual_cycle(state_end) if cycle is None else cycle.reindex(state_end.index),
+                            labels, end)
 
     def usable(at: pd.Timestamp) -> bool:
         return at - start >= pd.Timedelta(days=30)
 
-    method, validation = "none", i18n.t("churn.not_validated")
-    auc_m = auc_b = auc_r = float("nan")
-    bench = None
-    cal = pd.DataFrame()
-    n_train = n_test = 0
-    proba = np.full(len(state_end), np.nan)
-    if usable(c1):
-        s1, f1, b1, y1 = _frame(tx, c1, h, attrs, fb, cfg, unit_days, label=True, p=p)
-        if contract_end is not None:
-            y1 = contract_label(c1, s1.index)
-            alive1 = ~(contract_end.reindex(s1.index).fillna(pd.Timestamp.max) <= c1).to_numpy()
-            s1, f1, b1, y1 = s1[alive1], f1[alive1], b1[alive1], y1[alive1]
-        k1 = int(y1.sum())
-        if min(k1, len(y1) - k1) >= MIN_CLASS:
-            cols = list(f1.columns)
-            if usable(c2):
-                s2, f2, b2, y2 = _frame(tx, c2, h, attrs, fb, cfg, unit_days, label=True, p=p)
-                if contract_end is not None:
-                    y2 = contract_label(c2, s2.index)
-                    alive2 = ~(contract_end.reindex(s2.index).fillna(pd.Timestamp.max) <= c2).to_numpy()
-                    f2, y2 = f2[alive2], y2[alive2]
-                k2 = int(y2.sum())
-            else:
-                k2 = 0
-            if len(y1) > cap:
-                keep = bounded_sample(y1, cap, seed)
-                s1, f1, b1, y1 = s1.iloc[keep], f1.iloc[keep], b1[keep], y1[keep]
-                notes.append(i18n.t("churn.sampled", n=f"{cap:,}"))
-            if usable(c2) and len(y2) > cap and min(k2, len(y2) - k2) >= MIN_CLASS:
-                keep2 = bounded_sample(y2, cap, seed + 1)
-                f2, y2 = f2.iloc[keep2], y2[keep2]
-                k2 = int(y2.sum())
-            if usable(c2) and min(k2, len(y2) - k2) >= MIN_CLASS:
-                f2 = f2.reindex(columns=cols)
-                cols = [c for c in cols if f2[c].notna().any() and f1[c].notna().any()]  # a column with no value
-                clf = _calibrated(seed, len(y2)).fit(f2[cols], y2)
-                p_test = clf.predict_proba(f1[cols])[:, 1]
-                validation = i18n.t("churn.out_of_time", train=i18n.date(c2), test=i18n.date(c1), h=h, end=i18n.date(end))
-                n_train, n_test = len(y2), len(y1)
-            else:
-                from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    def frame(at: pd.Timestamp) -> tuple:
+        return labels.at_cutoff(_frame(tx, at, h, attrs, fb, cfg, unit_days, label=True, p=p), at)
 
-                cols = [c for c in cols if f1[c].notna().any()]
-                folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-                p_test = cross_val_predict(_calibrated(seed, len(y1)), f1[cols], y1, cv=folds,
-                                           method="predict_proba")[:, 1]
-                validation = i18n.t("churn.in_time", at=i18n.date(c1), h=h)
-                n_train = n_test = len(y1)
-                notes.append(i18n.t("churn.in_time_note", h=h))
-            auc_m, auc_b = _auc(y1, p_test), _auc(y1, b1)
-            bench, method, cal = ranked(y1, s1["recency_days"].to_numpy(dtype=float), p_test, b1,
-                                        h if contract_end is None else None)
-            auc_r = float(bench.set_index("ranking").loc["recency", "auc_all"])
-            if method == "classifier":
-                final = _calibrated(seed, len(y1)).fit(f1[cols], y1)
-                with threads.batch_threads(len(feats_end), len(tx)):  # every customer scored: a large batch
-                    proba = final.predict_proba(feats_end.reindex(columns=cols))[:, 1]
-            elif method == "recency":
-                proba = recency_probability(s1["recency_days"].to_numpy(dtype=float), y1,
-                                            state_end["recency_days"].to_numpy(dtype=float))
-            else:
-                proba = base_end
-            notes.append(i18n.t(f"churn.ranking_{method.replace(' ', '_')}", **bench_fields(bench)))
-        else:
-            notes.append(i18n.t("churn.too_few", k1=k1, k0=len(y1) - k1, at=i18n.date(c1), need=MIN_CLASS))
-    else:
+    texts = {"in_time": i18n.t("churn.in_time", at=i18n.date(c1), h=h),
+             "out_of_time": i18n.t("churn.out_of_time", train=i18n.date(c2), test=i18n.date(c1), h=h,
+                                   end=i18n.date(end))}
+    fit = _Training(validation=i18n.t("churn.not_validated"))
+    if not usable(c1):
         notes.append(i18n.t("churn.too_short", days=h + 30, h=h))
-    if method == "none" and np.isfinite(base_end).any():
-        method, proba = "purchase model", base_end
+    elif not _two_classes((test := frame(c1))[3]):
+        k1 = int(test[3].sum())
+        notes.append(i18n.t("churn.too_few", k1=k1, k0=len(test[3]) - k1, at=i18n.date(c1), need=MIN_CLASS))
+    else:
+        fit = _train({"test": test, **({"train": frame(c2)} if usable(c2) else {})}, labels, cfg, feats_end,
+                     state_end, texts, notes)
+    if fit.method == "none" and np.isfinite(base_end).any():
+        fit.method, fit.proba = "purchase model", base_end
         notes.append(i18n.t("churn.baseline_used"))
-    scores["churn_probability"] = proba
+    elif fit.method == "purchase model":
+        fit.proba = base_end
+    scores["churn_probability"] = fit.proba if fit.proba is not None else np.full(len(scores), np.nan)
     if contract_end is not None:
         scores.loc[scores["churned"], "churn_probability"] = 1.0
     scores["customer_id"] = scores["customer_id"].astype(str)
-    return ChurnRisk(scores, method, validation, auc_m, auc_b, cal, by_recency_decile(scores), n_train, n_test, h,
+    return ChurnRisk(scores, fit.method, fit.validation, fit.auc_model, fit.auc_baseline, fit.calibration,
+                     by_recency_decile(scores), fit.n_train, fit.n_test, h,
                      {"train": str(c2.date()), "test": str(c1.date()), "score": str(end.date())}, notes,
-                     bench, auc_r)
+                     fit.benchmarks, fit.auc_recency)
+
+
+def _current_state(state: pd.DataFrame, cycle: pd.Series, labels: InactivityLabels | ContractLabels,
+                   end: pd.Timestamp) -> pd.DataFrame:
+    """Each customer's recency, usual cycle, whether still within it, and whether churned already at `end`."""
+    scores = pd.DataFrame({"customer_id": state.index, "recency": state["recency_days"].to_numpy(),
+                           "cycle_days": cycle.to_numpy()})
+    within = (scores["recency"] <= scores["cycle_days"].fillna(-1)).to_numpy()
+    scores["within_cycle"] = within if labels.shields_by_cycle else False
+    scores["churned"] = labels.churned(state, end)
+    return scores

@@ -8,14 +8,19 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from cvlib import i18n, io, runs
+from cvlib import i18n, io
+from cvlib.report import CONSULTANT_CLASS
+from cvlib.run import history as runs
+from cvlib.run import summary
+from cvlib.run.monitoring import monitoring_view
+from cvlib.run.record import RunContext, RunResult, write_record
+from cvlib.run.summary import format_figure
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from cvlib.runner import RunResult, _Context
 
-TEMPLATES = Path(__file__).parent / "templates" / "pages"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "pages"
 STATUS = ("ok", "reused", "failed", "skipped", "pending", "running", "not_applicable")
 
 
@@ -40,7 +45,6 @@ def render(template: str, **context: Any) -> str:
 
 def comparison_view(c: runs.Comparison) -> dict:
     """A comparison with its values formatted for a page."""
-    from cvlib.summary import format_figure
 
     figs = []
     for f in c.figures:
@@ -67,15 +71,10 @@ def _count(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub: Callable[[str], str],
-                draw: Callable[..., Any] | None = None) -> Path:
+def write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: Callable[[str], str]) -> Path:
     """The run's index.html (and its final run.json): findings and headline figures first, then the stage
     reports (ran or reused, and why), the changes since the previous complete run, and, collapsed, the
-    parameters (file names only), the data fingerprint and the package versions. `draw(function, *args)`
-    calls a figure function ('module:name') elsewhere (the runner's render worker); else it runs here."""
-    from cvlib import summary
-    from cvlib.runner import write_record
-
+    parameters (file names only), the data fingerprint and the package versions."""
     run_dir = result.run_dir
     manifest = write_record(ctx, result, "running" if result.ok else "failed")  # 'complete' only once sealed
     i18n.use(ctx.study.report.language)
@@ -91,10 +90,8 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
         error = str(exc)
     monitoring = None
     try:
-        from cvlib.monitoring import monitoring_view
-
         m = ctx.study.monitoring
-        monitoring = monitoring_view(run_dir, history.verified(), m.kpis, currency, m.history, draw)
+        monitoring = monitoring_view(run_dir, history.verified(), m.kpis, currency, m.history)
         if monitoring is not None:
             io.write_json({"kpis": monitoring["table"].to_dict("records"),
                            "trend": monitoring["trend"].to_dict("records")}, run_dir / "monitoring.json")
@@ -110,7 +107,8 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
     stages = [{"title": i18n.t(f"stages.{s.stage.name}"), "html": s.html, "status": s.status,
                "status_text": status_text(s.status),
                "reason": s.reason, "error": s.error,
-               "seconds": "" if s.status in {"reused", "skipped", "pending", "not_applicable"} else f"{s.seconds:.1f} s"}
+               "seconds": "" if s.status in {"reused", "skipped", "pending", "not_applicable"}
+                   else f"{s.seconds:.1f} s"}
               for s in result.stages]
     params_yaml = yaml.safe_dump(runs.strip_paths(ctx.study.resolved()), sort_keys=False, allow_unicode=True)
     page = render(
@@ -128,10 +126,11 @@ def write_index(ctx: "_Context", result: "RunResult", history: runs.Runs, scrub:
     return io.write_text(scrub(page), run_dir / "index.html")
 
 
-def nav_spec(ctx: "_Context", result: "RunResult", i: int, predicted: bool = False) -> dict:
+def nav_spec(ctx: RunContext, result: RunResult, i: int, predicted: bool = False) -> dict:
     """What stage `i`'s report header shows besides its own sections: study, client, run, the links to the
-    previous and next stage reports, the language and whether it is the client's view. A plain dict, so the
-    render worker can apply it. `predicted`: while the run goes on, every later stage that applies counts as
+    previous and next stage reports, the language and whether it is the client's view. A plain dict, kept in
+    the record to tell whether a report already has its header. `predicted`: while the run goes on, every later stage
+    that applies counts as
     having a report (a run that stops early has the headers that this got wrong redone at the end)."""
     i18n.use(ctx.study.report.language)
     shown = [j for j, s in enumerate(result.stages)
@@ -151,7 +150,6 @@ def stage_navigation(html_text: str, nav: dict) -> str:
     without the consultant's notes and without sections left with nothing to show."""
     from bs4 import BeautifulSoup
 
-    from cvlib.report import CONSULTANT_CLASS
 
     i18n.use(nav["language"])
     soup = BeautifulSoup(html_text, "html.parser")
@@ -204,7 +202,7 @@ def _drop_consultant(soup: Any, css_class: str) -> None:
                 c.decompose()
 
 
-def finish_stage_pages(ctx: "_Context", result: "RunResult") -> None:
+def finish_stage_pages(ctx: RunContext, result: RunResult) -> None:
     """Give every stage report of the run its header, contents and links (reused reports included: they get
     this run's header). Reports the render worker already gave this header are left as they are."""
     for i, sr in enumerate(result.stages):

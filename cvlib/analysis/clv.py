@@ -5,6 +5,7 @@ Every figure carries its assumptions: horizon (months), gross margin, annual dis
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,35 +13,24 @@ import numpy as np
 import pandas as pd
 
 from cvlib import i18n, io
-from cvlib.models import (BetaGeoNBD, FitOutcome, GammaGamma, ModelFitError, ParetoNBD, ShiftedBetaGeometric,
-                           patterns)
+from cvlib.analysis.rfm import value_tiers
+from cvlib.analysis.variants import build_variants
+from cvlib.customers import occasions
+from cvlib.finance import DAYS_PER_MONTH, formula_clv, retention_clv
+from cvlib.models import (
+    BetaGeoNBD,
+    FitOutcome,
+    GammaGamma,
+    ModelFitError,
+    ParetoNBD,
+    ShiftedBetaGeometric,
+    patterns,
+)
 from cvlib.params import Clv, Study
+from cvlib.status import contract_ends, departed
 
-DAYS_PER_MONTH = 365.25 / 12
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 MODELS = {"bgnbd": BetaGeoNBD, "paretonbd": ParetoNBD}
-
-
-# --------------------------------------------------------------------------- formula CLV
-def present_value_years(lifetime_years: float, discount_rate: float = 0.0) -> float:
-    """Sum of yearly discount factors over a lifetime (cash at the end of each year; a partial
-    last year counts pro rata)."""
-    full = int(np.floor(lifetime_years))
-    frac = lifetime_years - full
-    t = np.arange(1, full + 1)
-    base = 1.0 + float(discount_rate)
-    return float(np.sum(base ** -t.astype(float)) + frac * base ** -(full + 1.0))
-
-
-def formula_clv(yearly_revenue: float | np.ndarray, margin: float = 1.0, lifetime_years: float = 1.0,
-                acquisition_cost: float | np.ndarray = 0.0, discount_rate: float = 0.0) -> float | np.ndarray:
-    """Mean yearly revenue x gross margin x (discounted) expected lifetime in years, minus acquisition cost."""
-    return np.asarray(yearly_revenue) * margin * present_value_years(lifetime_years, discount_rate) - acquisition_cost
-
-
-def retention_clv(margin_per_year: float | np.ndarray, retention: float, discount_rate: float) -> float | np.ndarray:
-    """Retention form of CLV: m * r / (1 + d - r) (infinite horizon, constant retention r)."""
-    return np.asarray(margin_per_year) * retention / (1 + discount_rate - retention)
 
 
 def yearly_retention(tx: pd.DataFrame) -> tuple[float, str]:
@@ -107,14 +97,16 @@ def formula_table(rfm: pd.DataFrame, cfg: Clv, retention: float, by: str | None 
         cfg.formula.acquisition_cost, (int, float)) else 0.0)
     g["lifetime_years"] = lifetime
     g["formula_clv"] = formula_clv(g["yearly_revenue"], cfg.margin, lifetime, cost, cfg.discount_rate)
-    g["retention_form_clv"] = retention_clv(g["yearly_revenue"] * cfg.margin, r, cfg.discount_rate) if np.isfinite(r) else np.nan
+    g["retention_form_clv"] = retention_clv(g["yearly_revenue"] * cfg.margin, r,
+                                            cfg.discount_rate) if np.isfinite(r) else np.nan
     if cac is not None:
         g["clv_to_cac"] = (g["formula_clv"] + g["cac"]) / g["cac"].replace(0, np.nan)
     return g.reset_index().rename(columns={"_all": "group"})
 
 
 # --------------------------------------------------------------------------- probabilistic CLV
-def fit_models(summary: pd.DataFrame, cfg: Clv, which: tuple[str, ...] = ("bgnbd", "paretonbd")) -> dict[str, FitOutcome]:
+def fit_models(summary: pd.DataFrame, cfg: Clv,
+               which: tuple[str, ...] = ("bgnbd", "paretonbd")) -> dict[str, FitOutcome]:
     """Fit the purchase models and Gamma-Gamma; a model that cannot be fitted carries the reason."""
     out: dict[str, FitOutcome] = {}
     rng = np.random.default_rng(cfg.seed)
@@ -140,7 +132,8 @@ def _try_fit(name: str, fit) -> FitOutcome:
     return FitOutcome(name, model)
 
 
-def discounted_purchases(model, summary: pd.DataFrame, months: int, unit: str, discount_rate: float) -> tuple[np.ndarray, np.ndarray]:
+def discounted_purchases(model, summary: pd.DataFrame, months: int, unit: str,
+                         discount_rate: float) -> tuple[np.ndarray, np.ndarray]:
     """(expected purchases over the horizon, their sum discounted month by month) per customer, computed once
     per distinct (x, t_x, T) pattern."""
     (x, t_x, T), inv = patterns(*(summary[c].to_numpy(dtype=float) for c in ("x", "t_x", "T")))
@@ -177,7 +170,8 @@ def customer_clv(summary: pd.DataFrame, purchase, spend: GammaGamma | None, cfg:
     """p_alive, expected purchases and spend, and CLV over the horizon for each customer."""
     exp_n, disc_n = discounted_purchases(purchase, summary, cfg.horizon_months, unit, cfg.discount_rate)
     exp_spend = _spend(spend, summary)
-    return pd.DataFrame({"customer_id": summary["customer_id"].to_numpy(), "p_alive": evidence_p_alive(purchase, summary),
+    return pd.DataFrame({"customer_id": summary["customer_id"].to_numpy(),
+                         "p_alive": evidence_p_alive(purchase, summary),
                          "expected_purchases": exp_n, "expected_spend": exp_spend,
                          "clv": cfg.margin * exp_spend * disc_n})
 
@@ -198,7 +192,8 @@ def fallback_clv(rfm: pd.DataFrame, cfg: Clv, retention: float) -> pd.DataFrame:
         1 / (1 - retention) if np.isfinite(retention) else 1.0))
     yr = yearly_revenue(rfm)
     return pd.DataFrame({"customer_id": rfm["customer_id"].to_numpy(), "p_alive": np.nan,
-                         "expected_purchases": rfm["frequency"].to_numpy() / np.maximum(rfm["tenure"].to_numpy(), 365) * 365 * lifetime,
+                         "expected_purchases": rfm["frequency"].to_numpy() / np.maximum(rfm["tenure"].to_numpy(), 365)
+                             * 365 * lifetime,
                          "expected_spend": rfm["monetary_mean"].to_numpy(),
                          "clv": np.asarray(formula_clv(yr, cfg.margin, lifetime, 0.0, cfg.discount_rate))})
 
@@ -244,7 +239,6 @@ def delta_interval(summary: pd.DataFrame, cfg: Clv, unit: str, purchase, spend,
     models' log parameters, its gradient by central differences, their covariance from each fit's Hessian (the
     two likelihoods are separate, so the covariance is block-diagonal). Valid for large numbers of customers,
     which is where it replaces the resampling bootstrap. None without a covariance."""
-    import copy
 
     models = [m for m in (purchase, spend) if m is not None]
     if any(getattr(m, "log_cov_", None) is None for m in models):
@@ -310,7 +304,6 @@ def validate_holdout(cal: pd.DataFrame, tx: pd.DataFrame, model, name: str, unit
 
 def weekly_tracking(cal: pd.DataFrame, tx: pd.DataFrame, model, unit: str, holdout_end) -> pd.DataFrame:
     """Cumulative repeat purchases per week, actual against the model, for the calibration customers."""
-    from cvlib.rfm import occasions
 
     ids = set(cal["customer_id"].astype(str))
     t = tx[io.as_ids(tx["customer_id"]).isin(ids) & (tx["date"] < pd.Timestamp(holdout_end) + pd.Timedelta(days=1))]
@@ -370,7 +363,8 @@ def expected_remaining(m: ShiftedBetaGeometric, periods_paid: np.ndarray) -> tup
     """Undiscounted expected further periods; infinite (with a note saying why) when sBG alpha <= 1, where the
     sum of survival probabilities diverges: a truncated sum would be an arbitrary number."""
     if m.params_["alpha"] <= 1:
-        return np.full(len(periods_paid), np.inf), i18n.t("clv.note_infinite_lifetime", alpha=f"{m.params_['alpha']:.2f}")
+        return np.full(len(periods_paid), np.inf), i18n.t("clv.note_infinite_lifetime",
+                                                          alpha=f"{m.params_['alpha']:.2f}")
     return m.derl(periods_paid, 0.0), ""
 
 
@@ -399,7 +393,8 @@ def contract_forward_clv(m: ShiftedBetaGeometric, periods_paid: np.ndarray, mont
     return cfg.margin * np.asarray(value_per_period, dtype=float) * share
 
 
-def with_contracts(customers: pd.DataFrame, contracts: dict | None, horizon_months: int, notes: list[str]) -> np.ndarray:
+def with_contracts(customers: pd.DataFrame, contracts: dict | None, horizon_months: int,
+                   notes: list[str]) -> np.ndarray:
     """Value every running contract by the fitted sBG (`contract_clv_horizon`), in place of the purchase model's or
     the formula's CLV; returns which customers are still valued the other way."""
     if contracts is None:
@@ -436,7 +431,6 @@ def with_status(study: Study, customers: pd.DataFrame, rfm: pd.DataFrame, attrs:
                 notes: list[str]) -> pd.DataFrame:
     """The customers with `departed` / `departed_reason` (cvlib.status) and their forward value: CLV, expected
     purchases and `monthly_profit` (CLV per month of the horizon) are zero for a customer who has left."""
-    from cvlib.status import contract_ends, departed
 
     cfg = study.clv
     ce = None
@@ -454,8 +448,8 @@ def with_status(study: Study, customers: pd.DataFrame, rfm: pd.DataFrame, attrs:
         counts = st.loc[gone, "departed_reason"].value_counts()
         notes.append(i18n.t("clv.note_departed", n=f"{int(gone.sum()):,}", of=f"{len(out):,}",
                             why=i18n.t("common.list_sep").join(
-                                f"{i18n.t('departed.' + k.replace(' ', '_'), days=study.drivers.churn_days, p=cfg.departed_p_alive)}"
-                                f" {v:,}" for k, v in counts.items())))
+                                i18n.t("departed." + k.replace(" ", "_"), days=study.drivers.churn_days,
+                                       p=cfg.departed_p_alive) + f" {v:,}" for k, v in counts.items())))
     return out
 
 
@@ -476,7 +470,7 @@ class ClvResult:
     interval_how: str
     contracts: dict | None
     notes: list[str] = field(default_factory=list)
-    variants: pd.DataFrame | None = None  # the named CLV formulas beside the model CLV (cvlib.variants)
+    variants: pd.DataFrame | None = None  # the named CLV formulas beside the model CLV (cvlib.analysis.variants)
     contribution: dict = field(default_factory=dict)
     fallback: str = ""  # why (some) customers' CLV is the formula's instead of a model's ('' when none is)
 
@@ -490,7 +484,6 @@ class ClvResult:
 def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.DataFrame,
               cal: pd.DataFrame | None, attrs: pd.DataFrame | None = None) -> ClvResult:
     """Everything the CLV stage computes."""
-    from cvlib.rfm import value_tiers
 
     cfg, unit = study.clv, study.rfm.time_unit
     notes: list[str] = []
@@ -553,8 +546,6 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
 
     variants, contribution = None, {}
     if cfg.variants:
-        from cvlib.variants import build_variants
-
         per, variants, contribution = build_variants(study, tx, rfm, customers["clv"], retention, cac, attrs)
         aligned = per.reindex(customers["customer_id"].astype(str).to_numpy())
         customers = customers.assign(**{c: aligned[c].to_numpy() for c in per.columns})
@@ -630,13 +621,15 @@ def model_report(study: Study, res: ClvResult) -> dict:
         "holdout": None if h is None else {
             "model": h.model, "totals": h.totals.to_dict("records"), "errors": h.errors.to_dict("records"),
             "beat_naive_baseline": h.beat_baseline,
-            "calibration_fit": {k: f.model.to_dict() if f.model else None for k, f in (res.holdout_fits or {}).items()}},
+            "calibration_fit": {k: f.model.to_dict() if f.model else None
+                                for k, f in (res.holdout_fits or {}).items()}},
         "total_clv": float(res.customers["clv"].sum()),
         "total_clv_95pct_interval": res.interval,
         "total_clv_interval_method": res.interval_how,
         "contracts": None if not res.contracts else {"params": res.contracts["model"].params_,
                                                      "se": res.contracts["model"].se_},
-        "variants": None if res.variants is None else res.variants.drop(columns=["formula", "inputs"]).to_dict("records"),
+        "variants": None if res.variants is None
+            else res.variants.drop(columns=["formula", "inputs"]).to_dict("records"),
         "contribution": res.contribution,
         "notes": res.notes,
     }

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cvlib import io
+from cvlib import i18n, io
 from cvlib.params import Study
 
 GROUPS = ("treatment", "control")
@@ -197,7 +197,6 @@ def measured_uplift(run_dir: str | Path) -> dict[str, dict]:
 
 def srm_sentences(res: CampaignResult) -> list[tuple[str, dict]]:
     """A warning sentence (catalogue key, fields) for each campaign whose split is not the planned one."""
-    from cvlib import i18n
 
     return [("campaign.srm", {"campaign": r.campaign, "t": f"{r.treatment:,}", "c": f"{r.control:,}",
                               "share": i18n.pct(r.planned_share), "p": f"{r.sample_ratio_p:.2g}"})
@@ -207,7 +206,6 @@ def srm_sentences(res: CampaignResult) -> list[tuple[str, dict]]:
 def uplift_view(uplift: pd.DataFrame, currency: str) -> pd.DataFrame:
     """The uplift table for reading: rates as percentages (uplift in points), revenue in money, p-values rounded
     (below 0.001 shown as such)."""
-    from cvlib import i18n
 
     def fmt(v: float, rate: bool, signed: bool = False) -> str:
         if v != v:
@@ -223,5 +221,6 @@ def uplift_view(uplift: pd.DataFrame, currency: str) -> pd.DataFrame:
                      "control_n": r.control_n, "treatment_mean": fmt(r.treatment_mean, rate),
                      "control_mean": fmt(r.control_mean, rate), "uplift": fmt(r.uplift, rate, True),
                      "ci_low": fmt(r.ci_low, rate, True), "ci_high": fmt(r.ci_high, rate, True),
-                     "p_value": "–" if r.p_value != r.p_value else "< 0.001" if r.p_value < 0.001 else f"{r.p_value:.3f}"})
+                     "p_value": "–" if r.p_value != r.p_value else "< 0.001" if r.p_value < 0.001
+                         else f"{r.p_value:.3f}"})
     return pd.DataFrame(rows)

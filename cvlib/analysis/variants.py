@@ -8,7 +8,7 @@
   acquisition cost.
 - **contribution**: the customer's profit as a share of total profit, and profit per unit of cost to serve.
 
-Net profit is revenue less direct cost less cost to serve (`cvlib.value.profitability`), gross profit revenue
+Net profit is revenue less direct cost less cost to serve (`cvlib.analysis.value.profitability`), gross profit revenue
 less direct cost, both per year observed (at least one). Each input comes from the parameters or is measured in
 the data; the table says which.
 """
@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cvlib.clv import present_value_years
+from cvlib import i18n
+from cvlib.analysis.value_index import profitability
+from cvlib.finance import present_value_years
 
 VARIANTS = ("aov", "retention_growth", "discounted_profit", "contribution")
 COLUMNS = {"aov": "clv_aov", "retention_growth": "clv_retention_growth", "discounted_profit": "clv_discounted_profit",
@@ -52,7 +54,7 @@ def measured_growth(tx: pd.DataFrame) -> float:
 
 def per_customer(prof: pd.DataFrame, rfm: pd.DataFrame, inputs: Inputs,
                  acquisition_cost: pd.Series | float = 0.0) -> pd.DataFrame:
-    """Every variant for each customer (index: customer id). `prof`: `cvlib.value.profitability`; `rfm`: the
+    """Every variant for each customer (index: customer id). `prof`: `cvlib.analysis.value.profitability`; `rfm`: the
     customer summary (frequency, monetary, tenure); `acquisition_cost`: per customer id, or one cost."""
     p = prof.set_index(prof["customer_id"].astype(str))
     r = rfm.set_index(rfm["customer_id"].astype(str)).reindex(p.index)
@@ -108,8 +110,6 @@ def build_variants(study, tx: pd.DataFrame, rfm: pd.DataFrame, model_clv: pd.Ser
                    cac: pd.Series | None, attrs: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The study's chosen variants: per customer, the summary table (formulas and inputs in the report language)
     and the contribution facts."""
-    from cvlib import i18n
-    from cvlib.value import profitability
 
     cfg, f = study.clv, study.clv.formula
     measured_r = retention if np.isfinite(retention) else 0.0
@@ -145,7 +145,6 @@ def build_variants(study, tx: pd.DataFrame, rfm: pd.DataFrame, model_clv: pd.Ser
 
 def sentences(facts: dict) -> list[tuple[str, dict]]:
     """The report's sentence on profit contribution (catalogue key, fields); none without the facts."""
-    from cvlib import i18n
 
     if not facts:
         return []

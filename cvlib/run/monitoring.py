@@ -1,7 +1,7 @@
 """Value monitoring across reruns: the study's KPIs against their targets and industry benchmarks, and each
 KPI's trend over the study's earlier complete runs (from their run folders), on the run's index page.
 
-A KPI is one of the headline figures (`cvlib.summary.figures`: customers, revenue, top-20% revenue share, mean
+A KPI is one of the headline figures (`cvlib.run.summary.figures`: customers, revenue, top-20% revenue share, mean
 CLV, churn and retention rate, value at risk, the plan's net value, NPS), with an optional target, benchmark and
 direction (whether higher is better).
 """
@@ -10,18 +10,17 @@ from __future__ import annotations
 import base64
 import io as _io
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from cvlib import i18n
+from cvlib import i18n, plots
 from cvlib.params import Kpi
+from cvlib.run.summary import figures, format_figure
 
 
 def values(run_dir: Path) -> dict[str, tuple[float, str, str]]:
     """key -> (value, kind, label) of a run folder's headline figures."""
-    from cvlib.summary import figures
 
     return {f.key: (f.value, f.kind, f.label) for f in figures(run_dir)}
 
@@ -64,7 +63,6 @@ def trend_figure(tr: pd.DataFrame, kpis: list[Kpi], table: pd.DataFrame) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cvlib import plots
 
     plots.use_theme()
     n = len(kpis)
@@ -98,11 +96,8 @@ def trend_figure(tr: pd.DataFrame, kpis: list[Kpi], table: pd.DataFrame) -> str:
 
 
 def monitoring_view(run_dir: Path, history: list[tuple[Path, dict]], kpis: list[Kpi], currency: str,
-                    limit: int = 20, draw: Callable[..., str] | None = None) -> dict | None:
-    """What the index page shows: the KPI table formatted, the trend figure and the number of runs in it.
-    `draw(function, *args)` draws the figure elsewhere (the runner's render worker); else it is drawn here."""
-    from cvlib.summary import format_figure
-
+                    limit: int = 20) -> dict | None:
+    """What the index page shows: the KPI table formatted, the trend figure and the number of runs in it."""
     if not kpis:
         return None
     table = kpi_table(values(run_dir), kpis)
@@ -111,5 +106,5 @@ def monitoring_view(run_dir: Path, history: list[tuple[Path, dict]], kpis: list[
     rows = [{"label": r.label, "actual": fmt(r.actual, r.kind), "target": fmt(r.target, r.kind),
              "benchmark": fmt(r.benchmark, r.kind), "gap": fmt(r.gap_to_target, r.kind, True),
              "status": r.status, "status_text": i18n.t(f"monitoring.{r.status}")} for r in table.itertuples()]
-    figure = draw("cvlib.monitoring:trend_figure", tr, kpis, table) if draw is not None else trend_figure(tr, kpis, table)
+    figure = trend_figure(tr, kpis, table)
     return {"rows": rows, "figure": figure, "runs": len(tr), "table": table, "trend": tr}

@@ -18,11 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import expr, i18n, io, reasons
+from cvlib import expr, i18n, io
 from cvlib import xlsx as xlsx_writer
-from cvlib.errors import ParamError
+from cvlib.analysis import reasons
+from cvlib.analysis.campaign import measured_uplift
+from cvlib.analysis.journey import STAGES
+from cvlib.analysis.rfm import value_tiers
+from cvlib.analysis.value_index import spend_trend
+from cvlib.errors import ParamError, StageError
 from cvlib.params import Action, Clv, Strategy, Study
-
 from cvlib.rules import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories  # noqa: F401  # the rule vocabulary
 
 
@@ -69,8 +73,6 @@ def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | N
         d["value_cell"] = "unknown"
         notes.append("No value assessment: the value matrix cell is 'unknown' for every customer.")
     if tx is not None:
-        from cvlib.value import spend_trend
-
         d["trend"] = spend_trend(tx).reindex(d.index).fillna(0.0)
     else:
         d["trend"] = 0.0
@@ -97,7 +99,8 @@ def assign_groups(df: pd.DataFrame, cfg: Strategy) -> pd.DataFrame:
         try:
             hit = expr.evaluate(rule.when, df)
         except (expr.ExpressionError, TypeError) as exc:
-            raise ParamError(f"strategy.groups: rule {rule.name!r} ({rule.when!r}) cannot be evaluated: {exc}") from None
+            raise ParamError(f"strategy.groups: rule {rule.name!r} ({rule.when!r}) cannot be evaluated: "
+                             f"{exc}") from None
         hit = hit & group.isna()
         group[hit] = rule.name
         objective[hit] = rule.objective
@@ -123,7 +126,6 @@ def value_columns(d: pd.DataFrame, cfg: Clv) -> pd.DataFrame:
 def past_value_tiers(yearly_revenue: pd.Series, departed: pd.Series, cfg: Clv) -> pd.Series:
     """The CLV tiers (cuts and names) applied to past yearly revenue of live customers; departed customers are in
     the lowest tier. Value before churn risk, so a rule 'high risk and high value' is not empty by construction."""
-    from cvlib.rfm import value_tiers
 
     out = pd.Series(cfg.tiers.names[-1], index=yearly_revenue.index, dtype=object)
     on = ~departed.to_numpy(dtype=bool)
@@ -427,7 +429,6 @@ def allocate(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, multi
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_array
 
-    from cvlib.errors import StageError
 
     budget = cfg.budget if budget is None else budget
     opts = _options(df, cfg, multiplier, measured)
@@ -486,7 +487,8 @@ def even_split(df: pd.DataFrame, cfg: Strategy, budget: float | None = None, mul
         taken[o["pos"][free][:k_n]] = True
         picks.append(pd.DataFrame({"row": top.index, "option": i, "expected_gain": top.to_numpy(),
                                    "cost": float(o["cost"])}))
-    p = pd.concat(picks, ignore_index=True) if picks else pd.DataFrame(columns=["row", "option", "expected_gain", "cost"])
+    empty = pd.DataFrame(columns=["row", "option", "expected_gain", "cost"])
+    p = pd.concat(picks, ignore_index=True) if picks else empty
     return _allocation(df, opts, p, "even split", "")
 
 
@@ -592,7 +594,6 @@ JOURNEY_COLUMNS = ("share_overdue", "median_cycle_days", "main_lifecycle_stage",
 def lifecycle_playbook(df: pd.DataFrame) -> pd.DataFrame:
     """Per lifecycle stage (journey stage): customers, CLV, share overdue, the strategic group most of them are
     in, and the stage's strategy; empty when the journey stage did not run."""
-    from cvlib.journey import STAGES
 
     known = df[df["lifecycle_stage"].isin(STAGES)]
     if known.empty:
@@ -675,7 +676,8 @@ def write_targets(targets: pd.DataFrame, run_dir: Path) -> tuple[Path, Path]:
         used: set[str] = set()
         sheets = {"targets": targets} if targets.empty else {
             sheet(str(action), used): sub for action, sub in targets.groupby("action", sort=False)}
-        xlsx_writer.write_xlsx(sheets, p, headers={n: [i18n.label(str(c)) for c in df.columns] for n, df in sheets.items()})
+        xlsx_writer.write_xlsx(sheets, p,
+                               headers={n: [i18n.label(str(c)) for c in df.columns] for n, df in sheets.items()})
 
     xlsx = io._atomic(run_dir / "targets.xlsx", write)
     return csv, xlsx
@@ -709,7 +711,8 @@ def measured_effects(cfg: Strategy, measured: dict[str, dict], margin: float) ->
     for a in cfg.actions:
         camp = cfg.measured_uplift.get(a.name)
         m = measured.get(camp) if camp else None
-        if camp and m is not None and m.get("revenue_uplift") is not None and m["revenue_uplift"] == m["revenue_uplift"]:
+        uplift = None if m is None else m.get("revenue_uplift")
+        if camp and uplift is not None and uplift == uplift:  # a measured uplift (not NaN)
             out[a.name] = Measured(camp, margin * float(m["revenue_uplift"]), margin * float(m["revenue_ci_low"]),
                                    margin * float(m["revenue_ci_high"]), int(m.get("window_days") or 0))
             e = out[a.name]
@@ -782,7 +785,6 @@ def churn_reasons(run_dir: Path) -> pd.DataFrame | None:
 
 def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
     """Read every earlier output there is; write playbook, allocation and target lists."""
-    from cvlib.campaign import measured_uplift
 
     run_dir = Path(run_dir)
 
@@ -816,5 +818,6 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
                         != "win_back").to_numpy()].sum()) if len(res.targets) else 0,
                    "playbook": res.playbook.to_dict("records"),
                    "lifecycle_playbook": res.lifecycle.to_dict("records"),
-                   "win_back": None if res.win_back is None else res.win_back.to_dict("records"), "notes": res.notes}, run_dir / "strategy.json")
+                   "win_back": None if res.win_back is None else res.win_back.to_dict("records"), "notes": res.notes},
+                       run_dir / "strategy.json")
     return res

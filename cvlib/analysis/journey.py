@@ -19,39 +19,23 @@ how stages flow from one period to the next, and cross-sell rules from what cust
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cvlib import churn, i18n, io
+from cvlib import customers, i18n, io
+from cvlib.analysis.clv import acquisition_channel, acquisition_costs
+from cvlib.customers import OCCASION_DAYS, occasion_periods
 from cvlib.params import Study
 
 STAGES = ("acquisition", "growth", "maturity", "decline", "lapsed")
 NOT_YET = "not yet a customer"
 
 
-OCCASION_DAYS = {"day": 1.0, "week": 7.0, "month": 365.25 / 12}
-
-
-def occasions(p: churn.Purchases, occasion: str = "day") -> churn.Purchases:
-    """The purchases with each row's day replaced by its purchase occasion: the day itself, the week (from
-    Monday) or the calendar month. Monthly billing of several service lines on different days is one occasion a
-    month, not a purchase every few days."""
-    if occasion == "day":
-        return p
-    if occasion == "week":
-        period = np.floor_divide(p.day + 3, 7)  # day 0 (1970-01-01) was a Thursday
-    elif occasion == "month":
-        period = p.ns.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64)
-    else:
-        raise ValueError(f"unknown purchase occasion {occasion!r} (day, week or month)")
-    return replace(p, day=period)
-
-
 def purchase_cycles(tx: pd.DataFrame | None, end: pd.Timestamp, groups: pd.Series | None = None, k: float = 2.0,
-                    prior_gaps: float = 2.0, p: churn.Purchases | None = None, occasion: str = "day",
+                    prior_gaps: float = 2.0, p: customers.Purchases | None = None, occasion: str = "day",
                     lost: pd.Series | float | None = None) -> pd.DataFrame:
     """Per customer who bought by `end` (index: customer id): occasions, own median gap, cycle_days (own median
     shrunk toward the group's: (own x gaps + group x prior_gaps) / (gaps + prior_gaps); the group's for one-time
@@ -60,10 +44,10 @@ def purchase_cycles(tx: pd.DataFrame | None, end: pd.Timestamp, groups: pd.Serie
     Gaps are counted between purchase occasions (`occasion`: day, week or month) and given in days. `lost`: per
     customer, whether they have already left (the drivers stage's churn flag), or a number of days without a
     purchase after which they have; a lost customer is a win-back case, not overdue."""
-    p = churn.purchases(tx) if p is None else p
-    c = churn.cycles_at(occasions(p, occasion), end)
+    p = customers.purchases(tx) if p is None else p
+    c = customers.cycles_at(occasion_periods(p, occasion), end)
     unit = OCCASION_DAYS[occasion]
-    end_day = pd.Timestamp(end).normalize().value // churn.DAY_NS
+    end_day = pd.Timestamp(end).normalize().value // customers.DAY_NS
     if occasion == "day":
         last_day = c["last"].to_numpy()
     else:  # the last purchase day, not the last occasion's number
@@ -79,7 +63,7 @@ def purchase_cycles(tx: pd.DataFrame | None, end: pd.Timestamp, groups: pd.Serie
     cycle = np.where(own.notna(), (own.fillna(0).to_numpy() * gaps + typical * prior_gaps) / (gaps + prior_gaps),
                      typical).astype(float)
     recency = (end_day - last_day).astype(float)
-    last = pd.to_datetime(last_day * churn.DAY_NS)
+    last = pd.to_datetime(last_day * customers.DAY_NS)
     out = pd.DataFrame({"code": c["code"].to_numpy(dtype=np.int64), "occasions": c["occasions"].to_numpy(),
                         "median_gap_days": own.to_numpy(), "cycle_days": cycle, "recency_days": recency,
                         "last_purchase": last,
@@ -101,15 +85,15 @@ def purchase_cycles(tx: pd.DataFrame | None, end: pd.Timestamp, groups: pd.Serie
 
 def lifecycle_stage(tx: pd.DataFrame | None, at: pd.Timestamp, period_days: int = 90, growth: float = 0.25,
                     decline: float = 0.25, lapsed_factor: float = 2.0, groups: pd.Series | None = None,
-                    prior_gaps: float = 2.0, p: churn.Purchases | None = None, occasion: str = "day") -> pd.Series:
+                    prior_gaps: float = 2.0, p: customers.Purchases | None = None, occasion: str = "day") -> pd.Series:
     """Each customer's lifecycle stage at `at` (customers who bought by then): acquisition, lapsed, growth,
     maturity or decline (see the module doc; the cycle is `purchase_cycles`' with the same shrinkage)."""
     at = pd.Timestamp(at).normalize()
-    p = churn.purchases(tx) if p is None else p  # ids coded once for the cycles and the spend
+    p = customers.purchases(tx) if p is None else p  # ids coded once for the cycles and the spend
     cyc = purchase_cycles(None, at, groups, lapsed_factor, prior_gaps, p=p, occasion=occasion)
     cut = p.ns < (at + pd.Timedelta(days=1)).value
     code, day, amount = p.code[cut], p.day[cut], p.amount[cut]
-    start = (at - pd.Timedelta(days=period_days)).value // churn.DAY_NS  # the last period: (start, at]
+    start = (at - pd.Timedelta(days=period_days)).value // customers.DAY_NS  # the last period: (start, at]
     recent = day > start
     spend_recent = np.bincount(code, weights=np.where(recent, amount, 0.0), minlength=len(p.ids))
     spend_before = np.bincount(code, weights=np.where(recent, 0.0, amount), minlength=len(p.ids))
@@ -126,11 +110,11 @@ def lifecycle_stage(tx: pd.DataFrame | None, at: pd.Timestamp, period_days: int 
 
 
 def lifecycle_flow(tx: pd.DataFrame | None, end: pd.Timestamp, period_days: int = 90,
-                   p: churn.Purchases | None = None, **rules) -> tuple[pd.Series, pd.DataFrame]:
+                   p: customers.Purchases | None = None, **rules) -> tuple[pd.Series, pd.DataFrame]:
     """Stages now and one period earlier, and the transition table (rows: the earlier stage, 'not yet a
     customer' for those acquired since; columns: the stage now; cells: customers)."""
     end = pd.Timestamp(end).normalize()
-    p = churn.purchases(tx) if p is None else p
+    p = customers.purchases(tx) if p is None else p
     now = lifecycle_stage(None, end, period_days, p=p, **rules)
     before = lifecycle_stage(None, end - pd.Timedelta(days=period_days), period_days, p=p, **rules)
     prev = before.reindex(now.index).fillna(NOT_YET)
@@ -294,7 +278,7 @@ def next_best_product(basket: pd.DataFrame, rules: pd.DataFrame) -> pd.DataFrame
 
 
 # --------------------------------------------------------------------------- channels
-def _distinct_days(p: churn.Purchases) -> np.ndarray:
+def _distinct_days(p: customers.Purchases) -> np.ndarray:
     """Distinct purchase days per customer code."""
     if not len(p.code):
         return np.zeros(len(p.ids), dtype=np.int64)
@@ -308,11 +292,10 @@ def _distinct_days(p: churn.Purchases) -> np.ndarray:
 def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Series | None = None,
                 acquisition: pd.Series | None = None,
                 cac: pd.Series | dict[str, float] | float | None = None,
-                p: churn.Purchases | None = None) -> dict[str, pd.DataFrame]:
+                p: customers.Purchases | None = None) -> dict[str, pd.DataFrame]:
     """What each channel brings, from transactions with a `channel` column (`clv`, `churned`, `acquisition`
     channel and `cac`: per customer id; `cac` may also be a cost per acquisition channel or one cost; `p`: the
-    transactions' `churn.purchases`, when the caller has them):
-
+    transactions' `customers.purchases`, when the caller has them):
     - `acquisition`: by acquisition channel (`acquisition`, else the channel of the first purchase): customers,
       revenue, mean and total CLV, conversion (share who came back for a second purchase day), and with
       acquisition costs the mean CAC, CLV/CAC and ROI ((total CLV - total cost) / total cost);
@@ -320,7 +303,7 @@ def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Seri
       CLV/CAC;
     - `multi`: multi-channel against single-channel customers: customers, mean revenue, mean CLV, retention;
     - `migration`: customers by first channel (rows) and last channel (columns) of their purchases."""
-    p = churn.purchases(tx) if p is None else p
+    p = customers.purchases(tx) if p is None else p
     ch, names = item_codes(tx["channel"])
     names = list(names)
     if (ch < 0).any():
@@ -368,7 +351,8 @@ def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Seri
                           "clv": per["clv"].to_numpy()[pair_cust],
                           **({"cac": per["cac"].to_numpy()[pair_cust]} if cac is not None else {})})
     used = pairs.groupby("channel").agg(customers=("amount", "size"), revenue=("amount", "sum"),
-                                        mean_clv=("clv", "mean"), **({"cac": ("cac", "mean")} if cac is not None else {}))
+                                        mean_clv=("clv", "mean"), **({"cac": ("cac", "mean")} if cac is not None
+                                                                     else {}))
     if cac is not None:
         used["clv_to_cac"] = used["mean_clv"] / used["cac"].where(used["cac"] > 0)
         used = used.drop(columns="cac")
@@ -402,10 +386,10 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
                   attrs: pd.DataFrame | None = None, risk: pd.DataFrame | None = None) -> JourneyResult:
     """Everything the journey stage computes, from clean transactions, the RFM (and CLV) tables, the customer
     attributes (acquisition channel and cost) and the churn flags of the drivers stage (who is already lost;
-    retention by channel). Customers are coded once (`churn.purchases`) for every part."""
+    retention by channel). Customers are coded once (`customers.purchases`) for every part."""
     cfg = study.journey
     end = pd.Timestamp(tx["date"].max()).normalize()
-    p = churn.purchases(tx)
+    p = customers.purchases(tx)
     seg = io.by_customer(rfm)["segment"].astype(str)
     value = (io.by_customer(clv)["clv"]
              if clv is not None else pd.Series(dtype=float))
@@ -437,11 +421,10 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     by_seg = cust.assign(overdue_clv=cust["clv"].where(cust["overdue"], 0.0)).groupby("segment").agg(
         customers=("revenue", "size"), median_cycle_days=("cycle_days", "median"), share_overdue=("overdue", "mean"),
         share_lost=("lost", "mean"), overdue_clv=("overdue_clv", "sum"))
-    overdue = cust[cust["overdue"]].sort_values(["clv", "days_overdue"], ascending=False).reset_index(names="customer_id")
+    overdue = cust[cust["overdue"]].sort_values(["clv", "days_overdue"],
+                                                ascending=False).reset_index(names="customer_id")
     channels = None
     if "channel" in tx.columns:
-        from cvlib.clv import acquisition_channel, acquisition_costs
-
         acquired = acquisition_channel(study, tx, attrs)
         cost = acquisition_costs(study, attrs, acquired)
         f = study.clv.formula.acquisition_cost

@@ -2,6 +2,7 @@
 package of a run that goes to the client."""
 from __future__ import annotations
 
+import copy
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 from cvlib import io
 from cvlib.errors import ParamError
-from cvlib.params import Study
+from cvlib.params import Study, load_study
+from cvlib.run.summary import figures, format_figure
 from cvlib.stages import CLIENT_FILES, STAGES, Stage, by_name
 
 
@@ -75,6 +77,7 @@ class Runs:
         dirs = sorted((d for d in study_dir.iterdir() if d.is_dir() and not d.is_symlink() and d != exclude),
                       key=lambda d: d.name, reverse=True) if study_dir.is_dir() else []
         self.records = [(d, r) for d in dirs if (r := record(d)) is not None]
+        self.refused: dict[str, str] = {}  # stage -> why its earlier result could not be reused
 
     def complete(self) -> list[tuple[Path, dict]]:
         """Complete runs (run.json written last, so 'complete' means sealed) that still have their index page."""
@@ -89,7 +92,6 @@ class Runs:
         report all still have their recorded sha256. Runs still marked 'running' (killed, or running now) are
         never used; a stage that finished in a run that failed later is. A candidate whose files changed since
         they were recorded is passed over and named in `refused` (the stage then runs again, saying why)."""
-        self.refused: dict[str, str] = getattr(self, "refused", {})
         for d, rec in self.records:
             if rec.get("status") not in {"complete", "failed"}:
                 continue
@@ -146,7 +148,6 @@ class Comparison:
 
     def table(self) -> str:
         """The comparison as plain text for the terminal."""
-        from cvlib.summary import format_figure
 
         lines = [f"Study {self.study}: run {self.run_a} (A) against run {self.run_b} (B)", "",
                  "Parameters changed:" if self.params else "Parameters changed: none"]
@@ -171,7 +172,6 @@ def _short(v: Any) -> str:
 
 def compare(run_a: Path, run_b: Path) -> Comparison:
     """Parameters changed and headline figures side by side between two runs of a study."""
-    from cvlib.summary import figures
 
     rec_a, rec_b = record(run_a), record(run_b)
     if rec_a is None or rec_b is None:
@@ -195,7 +195,6 @@ def compare(run_a: Path, run_b: Path) -> Comparison:
 
 def strip_paths(params: dict) -> dict:
     """A copy of the parameters with every input and key file path reduced to its file name."""
-    import copy
 
     out = copy.deepcopy(params)
     for spec in (out.get("inputs") or {}).values():
@@ -217,9 +216,6 @@ def study_folder(study: str, reports_dir: Path) -> Path:
     p = Path(study)
     candidates = []
     if p.suffix in {".yaml", ".yml"} and p.is_file():
-        from cvlib.params import load_study
-        from cvlib.runner import project_root
-
         study = load_study(p, check_files=False).study
         candidates.append(project_root(p) / "reports" / study)
     folder = reports_dir / study
@@ -287,3 +283,12 @@ def package(run_dir: Path, out: Path | None = None) -> Path:
             z.writestr(prefix + "MANIFEST.txt", "\n".join(manifest) + "\n")
 
     return io._atomic(Path(out), write)
+
+
+def project_root(params_file: Path) -> Path:
+    """The nearest folder above the params file holding notebooks/ (so params/x.yaml and
+    reports/<study>/<run>/params.yaml both find it), else the working folder."""
+    for cand in params_file.resolve().parents:
+        if (cand / "notebooks").is_dir():
+            return cand
+    return Path.cwd()

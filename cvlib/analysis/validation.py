@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from cvlib import clv as clv_mod
-from cvlib import i18n, io
+from cvlib import customers, i18n, io
+from cvlib.analysis import clv as clv_mod
+from cvlib.analysis import value_index
 from cvlib.params import Study
+from cvlib.rules import DEPARTED_CELL
 
 RANKINGS = ("value_score", "clv", "past_revenue")
 SHARES = (0.10, 0.20)
@@ -40,11 +42,10 @@ class Validation:
 def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.DataFrame | None = None,
                  fb: pd.DataFrame | None = None) -> pd.DataFrame:
     """Value score, CLV and past revenue per customer who bought by `at`, from the transactions up to then only."""
-    from cvlib import rfm, value
 
     at = pd.Timestamp(at).normalize()
     past = tx[tx["date"] < at + pd.Timedelta(days=1)]
-    summary = rfm.customer_summary(past, at, by=study.rfm.frequency, unit=study.rfm.time_unit)
+    summary = customers.customer_summary(past, at, by=study.rfm.frequency, unit=study.rfm.time_unit)
     cfg = study.clv
     retention, _ = clv_mod.yearly_retention(past)
     fits = clv_mod.fit_models(summary, cfg, (cfg.model,))
@@ -54,15 +55,15 @@ def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.Dat
     else:
         c = clv_mod.fallback_clv(summary, cfg, retention)
     c = clv_mod.with_status(study, c.astype({"customer_id": str}), summary, attrs, [])  # who had left by then
-    prof, index = value.index_scores(study, past, summary, c, retention, attrs, fb, at)
+    prof, index = value_index.index_scores(study, past, summary, c, retention, attrs, fb, at)
     scores = index.customers
     out = pd.DataFrame({"value_score": scores["value_score"],
                         "potential_value_score": scores["potential_value_score"]})
     m = study.value.matrix
-    alive = value.live_customers(c, out.index)
-    out["value_cell"] = value.value_cells(scores.loc[alive, "current_value_score"],
+    alive = value_index.live_customers(c, out.index)
+    out["value_cell"] = value_index.value_cells(scores.loc[alive, "current_value_score"],
                                           scores.loc[alive, "potential_value_score"], m.size, m.current_cuts,
-                                          m.potential_cuts, m.names).reindex(out.index).fillna(value.DEPARTED_CELL)
+                                          m.potential_cuts, m.names).reindex(out.index).fillna(DEPARTED_CELL)
     out["clv"] = io.by_customer(c)["clv"].reindex(out.index).to_numpy()
     out["past_revenue"] = prof.set_index("customer_id")["revenue"].reindex(out.index).to_numpy()
     return out.rename_axis("customer_id")

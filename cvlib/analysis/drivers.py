@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import churn, i18n, io, reasons, threads
+from cvlib import i18n, io, threads
+from cvlib.analysis import churn, journey, reasons
 from cvlib.params import Drivers, Study
 from cvlib.status import contract_ends
 
@@ -143,7 +144,8 @@ def csat(scores: pd.Series, scale: int = 5) -> dict[str, float]:
     return {"n": n, "csat": p, "ci_low": mid - half, "ci_high": mid + half}
 
 
-def cluster_bootstrap(values: pd.Series, clusters: pd.Series, stat, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+def cluster_bootstrap(values: pd.Series, clusters: pd.Series, stat, n: int = 1000,
+                      seed: int = 0) -> tuple[float, float]:
     """95% interval of stat(values) resampling whole customers (clusters) with replacement: answers of one
     customer are not independent, so an interval that treats them as such is too narrow."""
     d = pd.DataFrame({"v": pd.to_numeric(values, errors="coerce").to_numpy(), "c": clusters.to_numpy()}).dropna()
@@ -216,49 +218,47 @@ def early_behaviour(tx: pd.DataFrame, days: int) -> pd.DataFrame:
     return out
 
 
-def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame | None, early: pd.DataFrame,
-               cfg: Drivers) -> DriverSet:
-    """The drivers per customer: attributes, mean survey ratings and complaints, early behaviour.
+Drivers_ = tuple[list[pd.Series | pd.DataFrame], dict[str, list[str]]]  # columns, and each driver's columns
 
-    Constant or entirely missing drivers are dropped with a note; near-collinear pairs are reported."""
-    parts, groups, ratings, notes = [], {}, [], []
-    respondents = pd.Series(True, index=customers)
-    c = cfg.feedback
-    skip = set(cfg.never_used()) | {"customer_id", "date"}
-    if attrs is not None:
-        a = attrs.assign(customer_id=attrs["customer_id"].astype(str)).drop_duplicates("customer_id").set_index(
-            "customer_id").reindex(customers)
-        for col in a.columns:
-            if col in skip:
-                continue
-            s = a[col]
-            if pd.api.types.is_numeric_dtype(s):
-                parts.append(s.astype(float).rename(col))
-                groups[col] = [col]
-            elif s.nunique() <= 12:
-                dummies = pd.get_dummies(s.astype("string"), prefix=col, prefix_sep="=", drop_first=True, dtype=float)
-                dummies[s.isna().to_numpy()] = np.nan
-                if dummies.shape[1]:
-                    parts.append(dummies)
-                    groups[col] = list(dummies.columns)
-    if fb is not None:
-        f = fb.assign(customer_id=fb["customer_id"].astype(str))
-        rating_cols = c.ratings or [k for k in f.columns if k not in {"customer_id", "date", c.nps, c.csat, c.complaints}
-                                    and pd.api.types.is_numeric_dtype(f[k])]
-        means = f.groupby("customer_id")[rating_cols].mean().reindex(customers)
-        for col in rating_cols:
-            parts.append(means[col].rename(col))
+
+def _attribute_drivers(attrs: pd.DataFrame, customers: pd.Index, skip: set[str]) -> Drivers_:
+    """Numeric attributes as they are; categorical ones (at most 12 values) as dummies, missing kept missing."""
+    parts, groups = [], {}
+    a = io.first_per_customer(attrs).reindex(customers)
+    for col in a.columns:
+        s = a[col]
+        if col in skip:
+            continue
+        if pd.api.types.is_numeric_dtype(s):
+            parts.append(s.astype(float).rename(col))
             groups[col] = [col]
-            ratings.append(col)
-        if c.complaints and c.complaints in f.columns:  # a rate per survey: not a sum that grows with tenure
-            per = f.groupby("customer_id")[c.complaints].mean().reindex(customers).rename("complaints")
-            parts.append(per)
-            groups["complaints"] = ["complaints"]
-        respondents = f.groupby("customer_id").size().reindex(customers).notna()
-    for col in early.columns:
-        parts.append(early[col].reindex(customers).astype(float).rename(col))
+        elif s.nunique() <= 12:
+            dummies = pd.get_dummies(s.astype("string"), prefix=col, prefix_sep="=", drop_first=True, dtype=float)
+            dummies[s.isna().to_numpy()] = np.nan
+            if dummies.shape[1]:
+                parts.append(dummies)
+                groups[col] = list(dummies.columns)
+    return parts, groups
+
+
+def _survey_drivers(fb: pd.DataFrame, customers: pd.Index, c) -> tuple[Drivers_, list[str], pd.Series]:
+    """Each customer's mean survey ratings and complaint rate, the rating drivers, and who answered a survey."""
+    parts, groups = [], {}
+    f = fb.assign(customer_id=fb["customer_id"].astype(str))
+    not_ratings = {"customer_id", "date", c.nps, c.csat, c.complaints}
+    rating_cols = c.ratings or [k for k in f.columns if k not in not_ratings and pd.api.types.is_numeric_dtype(f[k])]
+    means = f.groupby("customer_id")[rating_cols].mean().reindex(customers)
+    for col in rating_cols:
+        parts.append(means[col].rename(col))
         groups[col] = [col]
-    X = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=customers)
+    if c.complaints and c.complaints in f.columns:  # a rate per survey: not a sum that grows with tenure
+        parts.append(f.groupby("customer_id")[c.complaints].mean().reindex(customers).rename("complaints"))
+        groups["complaints"] = ["complaints"]
+    return (parts, groups), list(rating_cols), f.groupby("customer_id").size().reindex(customers).notna()
+
+
+def _usable(X: pd.DataFrame, groups: dict[str, list[str]], cfg: Drivers, notes: list[str]) -> dict[str, list[str]]:
+    """The drivers asked for (`drivers.drivers`), without those entirely missing or constant (each said)."""
     if cfg.drivers:
         unknown = [d for d in cfg.drivers if d not in groups]
         if unknown:
@@ -272,8 +272,28 @@ def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame
         elif sub.nunique(dropna=True).max() <= 1:
             notes.append(i18n.t("drivers.note_constant_driver", name=i18n.label(name)))
             del groups[name]
-    keep = [c for cols in groups.values() for c in cols]
-    X = X[keep]
+    return groups
+
+
+def driver_set(customers: pd.Index, attrs: pd.DataFrame | None, fb: pd.DataFrame | None, early: pd.DataFrame,
+               cfg: Drivers) -> DriverSet:
+    """The drivers per customer: attributes, mean survey ratings and complaints, early behaviour.
+
+    Constant or entirely missing drivers are dropped with a note; near-collinear pairs are reported."""
+    parts, groups, ratings, notes = [], {}, [], []
+    respondents = pd.Series(True, index=customers)
+    if attrs is not None:
+        more, named = _attribute_drivers(attrs, customers, set(cfg.never_used()) | {"customer_id", "date"})
+        parts, groups = parts + more, {**groups, **named}
+    if fb is not None:
+        (more, named), ratings, respondents = _survey_drivers(fb, customers, cfg.feedback)
+        parts, groups = parts + more, {**groups, **named}
+    for col in early.columns:
+        parts.append(early[col].reindex(customers).astype(float).rename(col))
+        groups[col] = [col]
+    X = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=customers)
+    groups = _usable(X, groups, cfg, notes)
+    X = X[[c for cols in groups.values() for c in cols]]
     collinear = collinear_pairs(X)
     if len(collinear):
         notes.append(i18n.t("drivers.note_collinear", n=len(collinear)))
@@ -425,7 +445,8 @@ def logistic_importance(X: pd.DataFrame, y: np.ndarray, groups: dict[str, list[s
     Z = _standardise(_impute(X).to_numpy(dtype=float))
     m = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(Z, y)
     coef = pd.Series(m.coef_[0], index=X.columns)
-    return pd.Series({g: float(coef[cols].iloc[np.argmax(np.abs(coef[cols].to_numpy()))]) for g, cols in groups.items()})
+    return pd.Series({g: float(coef[cols].iloc[np.argmax(np.abs(coef[cols].to_numpy()))])
+                      for g, cols in groups.items()})
 
 
 def permutation_importance_groups(model, X: pd.DataFrame, y: np.ndarray, groups: dict[str, list[str]],
@@ -459,16 +480,19 @@ class ChurnModel:
     churners: int
 
 
-def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataFrame | None = None,
-                study_rows: int = 0) -> ChurnModel | str:
+def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataFrame | None = None) -> ChurnModel | str:
     """Logistic and gradient-boosted churn models; calibrated out-of-fold churn probabilities.
 
-    Returns the reason as text when there are too few churners or stayers. `study_rows` (the study's
-    transactions) lets a large batch of customers outside the sample be scored on every core (`batch_threads`)."""
+    Returns the reason as text when there are too few churners or stayers. A large batch of customers outside the
+    sample is scored on every core (`batch_threads`)."""
     from sklearn.calibration import CalibratedClassifierCV, calibration_curve
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+    from sklearn.model_selection import (
+        StratifiedKFold,
+        cross_val_predict,
+        train_test_split,
+    )
 
     y = churned.astype(int).to_numpy()
     k1, k0 = int(y.sum()), int(len(y) - y.sum())
@@ -501,7 +525,7 @@ def churn_model(ds: DriverSet, churned: pd.Series, cfg: Drivers, X_new: pd.DataF
     if len(rest) or len(new):  # customers outside the sample, and those too new to be judged: the model fitted
         other = pd.concat([rest, new])  # on the sample scores them
         cal.fit(X, y)
-        with threads.batch_threads(len(other), study_rows):
+        with threads.batch_threads(len(other)):
             probs = pd.concat([probs, pd.Series(cal.predict_proba(other)[:, 1], index=other.index)])
     return ChurnModel(auc, imp, probs, pd.DataFrame({"predicted": pred, "observed": obs}), len(y), int(y.sum()))
 
@@ -560,7 +584,6 @@ def study_cycles(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, end: pd.Time
     """Each customer's usual purchase cycle in days as the journey stage measures it (`journey.cycles`: the
     purchase occasion, shrinkage toward the segment's cycle), so `within_cycle`, `cycle_days` and `overdue` rest
     on one cycle in every stage."""
-    from cvlib import journey
 
     c = study.journey.cycles
     seg = io.by_customer(rfm)["segment"].astype(str) if "segment" in rfm.columns else None
@@ -598,7 +621,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     if ds.respondents is not None:
         el = el & ds.respondents.reindex(eligible.index).fillna(False).to_numpy(dtype=bool)
         eligible = pd.Series(el, index=eligible.index)
-    cm = churn_model(DriverSet(ds.X[el], ds.groups, ds.ratings), churned[eligible], cfg, ds.X[~el], len(tx))
+    cm = churn_model(DriverSet(ds.X[el], ds.groups, ds.ratings), churned[eligible], cfg, ds.X[~el])
     if isinstance(cm, str):
         notes.append(i18n.t("drivers.note_classifier_skipped", why=cm))
     else:
@@ -630,7 +653,8 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
                 imp = lin[lin["method"].str.startswith("LMG")].set_index("driver")["importance"]
                 ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean(), (1, cfg.feedback.csat_scale))
     elif churn_cm is not None and ds.ratings:
-        imp = churn_cm.importance[churn_cm.importance["method"].str.startswith("permutation")].set_index("driver")["importance"]
+        perm = churn_cm.importance[churn_cm.importance["method"].str.startswith("permutation")]
+        imp = perm.set_index("driver")["importance"]
         ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean(), (1, cfg.feedback.csat_scale))
     drivers = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["driver", "method", "importance", "ci_low", "ci_high"])
@@ -659,24 +683,25 @@ def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str], 
     dropped_groups = sorted(set(ds.groups) - set(groups))
     X = X[[c for cols in groups.values() for c in cols]]
     what = outcome or i18n.t("drivers.the_outcome")
-    notes.append(i18n.t("drivers.note_linear", what=what, n=f"{len(X):,}", dropped=f"{int((~ok).sum()):,}", of=f"{len(ok):,}")
+    notes.append(i18n.t("drivers.note_linear", what=what, n=f"{len(X):,}", dropped=f"{int((~ok).sum()):,}",
+                        of=f"{len(ok):,}")
                  + (i18n.t("drivers.note_constant", names=", ".join(i18n.label(g) for g in dropped_groups))
                     if dropped_groups else "") + i18n.t("drivers.full_stop"))
     if len(X) < max(30, 3 * X.shape[1]) or not groups:
         notes.append(i18n.t("drivers.note_too_few", n=len(X), what=what))
         return pd.DataFrame(columns=["driver", "method", "importance", "ci_low", "ci_high"]), float("nan")
     lmg_fn = lambda a, b, g: lmg(a, b, g, cfg.max_exact, cfg.permutations, cfg.seed)  # noqa: E731
-    l = lmg_fn(X, yv, groups)
+    shares = lmg_fn(X, yv, groups)
     rw = relative_weights(X, yv, groups)
     how = "exact" if len(groups) <= cfg.max_exact else f"{cfg.permutations} sampled orderings"
     out = []
-    for name, imp, fn in ((f"{prefix}LMG share of R² ({how})", l, lmg_fn),
+    for name, imp, fn in ((f"{prefix}LMG share of R² ({how})", shares, lmg_fn),
                           (f"{prefix}relative weight (Johnson)", rw, relative_weights)):
         ci = bootstrap_importance(fn, X, yv, groups, cfg.bootstrap, cfg.seed, imp)
         out.append(pd.DataFrame({"driver": imp.index, "method": name, "importance": imp.to_numpy(),
                                  "ci_low": ci["ci_low"].reindex(imp.index).to_numpy(),
                                  "ci_high": ci["ci_high"].reindex(imp.index).to_numpy()}))
-    return pd.concat(out, ignore_index=True), float(l.sum())
+    return pd.concat(out, ignore_index=True), float(shares.sum())
 
 
 def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:

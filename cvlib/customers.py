@@ -1,0 +1,452 @@
+"""The per-customer kernel: customer codes, purchase occasions, per-customer sums and the customer summary
+(x, t_x, T, monetary), purchase cycles at a date. Every stage counts a customer's purchases here.
+
+Ids are coded once (digit ids and ids of one prefix and digits read as numbers, short fixed-width ids packed into
+integers, other text dictionary-encoded by Arrow) and the summary is one sort of (customer, day) keys: no
+per-customer Python, so 10M transactions of 1M customers take a few seconds.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cvlib import io
+from cvlib.params import Rfm
+
+UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
+
+
+KEY32_LIMIT = 2**32  # customers x days up to this: (customer, day) keys sorted as uint32, half the memory of int64
+
+
+# --------------------------------------------------------------------------- occasions
+def occasions(tx: pd.DataFrame, by: str = "days") -> pd.DataFrame:
+    """Purchase occasions: one row per customer and day (or order), with its date and value.
+
+    Sorted by customer, then date. Columns: customer (int code), day (int days since epoch), value.
+    The customer codes index `customer_ids` returned in `.attrs['customer_ids']`.
+    """
+    if "_code" in tx.columns:
+        codes, uniques = tx["_code"].to_numpy(), None
+    else:
+        codes, uniques = customer_codes(tx["customer_id"])
+    day = tx["date"].to_numpy(dtype="datetime64[ns]").view(np.int64) // 86_400_000_000_000
+    amount = tx["amount"].to_numpy(dtype=np.float64)
+    codes = codes.astype(np.int64)
+    if by == "orders":
+        ocodes, _ = pd.factorize(tx["order_id"])
+        key = codes * (int(ocodes.max()) + 2) + ocodes.astype(np.int64)
+        uk, inv = np.unique(key, return_inverse=True)
+        value = np.bincount(inv, weights=amount, minlength=len(uk))
+        first_day = np.full(len(uk), np.iinfo(np.int64).max)
+        np.minimum.at(first_day, inv, day)
+        cust = uk // (int(ocodes.max()) + 2)
+        order = np.lexsort((first_day, cust))
+        out = pd.DataFrame({"customer": cust[order], "day": first_day[order], "value": value[order]})
+    else:
+        d0 = int(day.min()) if len(day) else 0
+        span = int(day.max() - d0 + 1) if len(day) else 1
+        key = codes * span + (day - d0)
+        uk, inv = np.unique(key, return_inverse=True)
+        value = np.bincount(inv, weights=amount, minlength=len(uk))
+        out = pd.DataFrame({"customer": uk // span, "day": uk % span + d0, "value": value})
+    out.attrs["customer_ids"] = uniques
+    out.attrs["customer_codes"] = out["customer"].to_numpy()
+    return out
+
+
+def frequency_basis(tx: pd.DataFrame, rules: Rfm) -> str:
+    """'orders' or 'days' (auto: orders when the data has order ids)."""
+    if rules.frequency == "auto":
+        return "orders" if "order_id" in tx.columns and tx["order_id"].notna().any() else "days"
+    if rules.frequency == "orders" and "order_id" not in tx.columns:
+        raise ValueError("rfm.frequency is 'orders' but the transactions have no order_id column mapped")
+    return rules.frequency
+
+
+def text_int_key(arr) -> np.ndarray | None:
+    """An int64 per text value, equal exactly when the texts are equal, where one is cheap to get; else None.
+
+    Digit-only ids (up to 17 digits) are read as numbers, their length kept when leading zeros would
+    make '007' and '7' equal, and so are ids of one fixed prefix and digits (CUST-12345); ids of one length up
+    to 8 bytes are their bytes packed into one integer
+    (bijectively mixed, so hash tables spread them). Integers factorise several times faster than
+    texts are hashed: 10M ids in well under a second instead of about two."""
+
+    if len(arr) == 0 or arr.null_count:
+        return None
+    lens = pc.binary_length(arr)
+    mm = pc.min_max(lens)
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    if lo > 0 and hi <= 17 and pc.all(pc.ascii_is_decimal(arr)).as_py():
+        return _digits_after(arr, 0, hi)
+    if lo == hi and 0 < hi <= 8:
+        offsets, data = io.string_buffers(arr)
+        packed = np.zeros((len(arr), 8), dtype=np.uint8)
+        packed[:, :hi] = data[offsets[0]:offsets[-1]].reshape(-1, hi)
+        key = packed.view(np.uint64).ravel()
+        with np.errstate(over="ignore"):
+            key *= np.uint64(0x9E3779B97F4A7C15)  # odd multiplier and xor-shift: both one-to-one
+        key ^= key >> np.uint64(29)
+        return key.view(np.int64)
+    prefix = re.match(r"[^0-9]*", arr[0].as_py()).group(0)
+    if 0 < len(prefix) < lo and prefix.isascii() and pc.all(pc.starts_with(arr, prefix)).as_py():
+        # one fixed prefix and digits (CUST-12345, C-0001): the digits say everything, and are a number
+        if hi - len(prefix) <= 17:  # the prefix is ASCII: one byte per character
+            return _digits_after(arr, len(prefix), hi - len(prefix))
+    return None
+
+
+def _digits_after(arr, skip: int, width: int, chunk: int = 1 << 18) -> np.ndarray | None:
+    """The digits after the first `skip` bytes of each text as an integer (None if any is not a digit).
+
+    Read from Arrow's buffers right-aligned, one digit position per pass, in chunks through small
+    reused buffers that stay in cache: no sliced copy of the texts, and the only large fresh array
+    is the result (fresh large arrays are slow to fault in on these machines)."""
+    offsets, data = io.string_buffers(arr)
+    n = len(offsets) - 1
+    out = np.empty(n, np.int64)
+    start, pos = np.empty(min(n, chunk), np.int64), np.empty(min(n, chunk), np.int64)
+    digit, valid, bad = np.empty(len(start), np.uint8), np.empty(len(start), bool), np.empty(len(start), bool)
+    lead_zero = False  # a value of several digits starting with '0' ('007')
+    for a in range(0, n, chunk):
+        m = min(chunk, n - a)
+        st, ps, dg, ok, bd = start[:m], pos[:m], digit[:m], valid[:m], bad[:m]
+        val, end = out[a:a + m], offsets[a + 1:a + m + 1]
+        np.add(offsets[a:a + m], skip, out=st)
+        np.subtract(end, width, out=ps)
+        val[:] = 0
+        for _ in range(width):
+            np.greater_equal(ps, st, out=ok)  # this position holds one of the value's digits
+            np.take(data, ps, out=dg, mode="clip")
+            np.subtract(dg, 48, out=dg)  # '0'..'9' -> 0..9; anything else wraps above 9
+            np.greater(dg, 9, out=bd)
+            bd &= ok
+            if bd.any():
+                return None
+            dg *= ok
+            val *= 10
+            val += dg
+            ps += 1
+        np.take(data, st, out=dg, mode="clip")
+        lead_zero = lead_zero or bool(((dg == 48) & (end - st > 1)).any())
+    if lead_zero:
+        n_digits = np.diff(offsets) - skip
+        if n_digits.min() != n_digits.max():  # '007' and '7' told apart by length (< 10**17 * 20: no overflow)
+            out *= 20
+            out += n_digits
+    return out
+
+
+def first_appearance_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes 0..n-1 numbering the distinct keys in order of first appearance, and each one's first row.
+
+    Keys in a narrow range (numbered ids) are coded by direct indexing, not hashing: 10M rows of 1M ids
+    in about half the time of pd.factorize. `key` may be overwritten."""
+    lo, hi = (int(key.min()), int(key.max())) if len(key) else (0, -1)
+    if hi - lo < 4 * len(key) + 1024 and len(key) < 2**31 - 1:
+        rel = np.subtract(key, lo, out=key)
+        first = np.full(hi - lo + 1, len(key), dtype=np.int32)
+        np.minimum.at(first, rel, np.arange(len(key), dtype=first.dtype))  # each key's earliest row
+        first_row = np.sort(first[first < len(key)]).astype(np.int64)
+        code_of = np.empty(hi - lo + 1, dtype=np.int64)
+        code_of[rel[first_row]] = np.arange(len(first_row), dtype=np.int64)
+        return np.take(code_of, rel, out=rel), first_row
+    codes, _ = pd.factorize(key)  # codes in order of first appearance, as the dictionary would give
+    codes = codes.astype(np.int64, copy=False)
+    # factorize numbers codes in order of first appearance: a code's first row is where the running
+    # maximum of the codes grows (linear, unlike np.minimum.at)
+    seen = np.maximum.accumulate(codes)
+    return codes, np.flatnonzero(np.r_[True, seen[1:] > seen[:-1]])
+
+
+def customer_codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer code per row (0..n-1, every code used) and the distinct ids, in order of first appearance.
+
+    Arrow-backed text ids keep their distinct values Arrow-backed (no Python string objects)."""
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        ids = ids.cat.remove_unused_categories()
+        return ids.cat.codes.to_numpy().astype(np.int64), pd.Index(ids.cat.categories.astype(str))
+    if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
+        arr = io.arrow_strings(ids)
+        codes, distinct = _arrow_codes(arr, text_int_key(arr))
+        return codes, _text_index(distinct)
+    codes, uniques = pd.factorize(ids)
+    return codes.astype(np.int64), pd.Index(uniques.astype(str))
+
+
+def _text_index(distinct) -> pd.Index:
+    """Arrow text values as an Arrow-backed text Index (no Python string objects)."""
+
+    return pd.Index(pd.array(distinct.cast(pa.large_string()), dtype=io.STRING))
+
+
+def _arrow_codes(arr, key: np.ndarray | None):
+    """Codes in order of first appearance and the distinct values of Arrow text, from its integer key if any."""
+    import pyarrow.compute as pc
+
+    if key is None:
+        enc = pc.dictionary_encode(arr)
+        return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
+    codes, first_row = first_appearance_codes(key)
+    return codes, arr.take(pa.array(first_row))
+
+
+def _checked(codes: np.ndarray, ids: pd.Index) -> np.ndarray:
+    """The codes, once checked to number every row's customer 0..n-1 (a missing id has none)."""
+    if len(codes) and (codes.min() < 0 or len(ids) != int(codes.max()) + 1):
+        raise ValueError("customer_summary needs a customer id on every row: clean the transactions first")
+    return codes
+
+
+def _day_side(ids: pd.Series, day: np.ndarray, amount: np.ndarray) -> tuple[pd.Index, dict[str, np.ndarray]]:
+    """The distinct ids in order of first appearance and their per-customer day aggregates."""
+    codes, distinct = customer_codes(ids)
+    return distinct, _per_customer_days(_checked(codes, distinct), day, amount, len(distinct))
+
+
+def customer_sums(ids: pd.Series, **values: Any) -> pd.DataFrame:
+    """Sums of `values` (arrays or Series in the rows' order) per customer, indexed by customer id in id order,
+    as a groupby gives (missing values count as 0): the ids coded once by `customer_codes` (digit ids read as
+    numbers, no hashing), the sums by `bincount`."""
+    codes, distinct = customer_codes(io.as_ids(ids))
+    return pd.DataFrame({k: np.bincount(codes, weights=np.nan_to_num(np.asarray(v, dtype=float)),
+                                        minlength=len(distinct)) for k, v in values.items()},
+                        index=distinct.rename("customer_id")).sort_index()
+
+
+def _per_customer_days(codes: np.ndarray, day: np.ndarray, amount: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Occasions = distinct days: the (customer, day) pairs sorted once, counted per customer.
+
+    Every code 0..n-1 must occur. Written to allocate few large arrays (in place, 32-bit keys where
+    they fit): on a kernel that compacts memory for huge pages, each fresh large array can stall."""
+    d0 = int(day.min())
+    span = int(day.max()) - d0 + 1
+    pairs = np.empty(len(codes), dtype=np.uint32 if n * span <= KEY32_LIMIT else np.int64)
+    np.multiply(codes, span, out=pairs, casting="unsafe")  # modular arithmetic: only the final key must fit
+    np.add(pairs, day, out=pairs, casting="unsafe")
+    np.subtract(pairs, np.int64(d0), out=pairs, casting="unsafe")
+    pairs.sort()  # by customer, then day
+    new_day = np.empty(len(pairs), dtype=bool)
+    new_day[0] = True
+    np.not_equal(pairs[1:], pairs[:-1], out=new_day[1:])
+    start = np.searchsorted(pairs, (np.arange(n) * span).astype(pairs.dtype))  # each customer's first pair
+    end = np.append(start[1:], len(pairs)) - 1
+    first = (pairs[start] % span).astype(np.int64) + d0
+    last = (pairs[end] % span).astype(np.int64) + d0
+    count = np.add.reduceat(new_day.view(np.uint8), start, dtype=np.int64)  # uint8: several times faster than bool
+    on_first = day == first[codes]  # the few rows on each customer's first day
+    first_value = np.bincount(codes[on_first], weights=amount[on_first], minlength=n)
+    return {"first": first, "last": last, "count": count,
+            "total": np.bincount(codes, weights=amount, minlength=n), "first_value": first_value}
+
+
+def order_codes(orders: pd.Series) -> np.ndarray:
+    """Integer code per row's order id: cheap integer keys where the ids allow (numeric, short fixed-width),
+    used as they are when dense, else factorised; other ids dictionary-encoded. Codes may have gaps."""
+
+    arr = io.arrow_strings(orders)
+    key = text_int_key(arr)
+    if key is None:
+        return pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    lo, hi = int(key.min()), int(key.max())
+    # dense order numbers need no hashing: offset from the smallest (unused codes are dropped later)
+    return key - lo if hi - lo < 2 * len(key) + 1000 else pd.factorize(key)[0].astype(np.int64)
+
+
+def _order_side(tx: pd.DataFrame, day: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Order code per row, and each order's first day and value."""
+    ocode = order_codes(tx["order_id"])
+    k = int(ocode.max()) + 1
+    o_day = np.full(k, np.iinfo(np.int64).max)
+    np.minimum.at(o_day, ocode, day)
+    return ocode, o_day, np.bincount(ocode, weights=tx["amount"].to_numpy(dtype=np.float64), minlength=k)
+
+
+def _per_customer_orders(codes: np.ndarray, n: int, ocode: np.ndarray, o_day: np.ndarray,
+                         o_value: np.ndarray) -> dict[str, np.ndarray]:
+    """Occasions = distinct orders, each dated by its first row and belonging to its first row's customer."""
+    k = len(o_day)
+    o_row = np.full(k, len(codes), dtype=np.int64)
+    np.minimum.at(o_row, ocode, np.arange(len(codes), dtype=np.int64))  # each order's first row
+    present = np.flatnonzero(o_row < len(codes))  # codes that are orders (offset codes can have gaps)
+    o_cust = codes[o_row[present]]  # the customer of each order's first row
+    o_day, o_value = o_day[present], o_value[present]
+    k = len(present)
+    first = np.full(n, np.iinfo(np.int64).max)
+    last = np.full(n, np.iinfo(np.int64).min)
+    np.minimum.at(first, o_cust, o_day)
+    np.maximum.at(last, o_cust, o_day)
+    # the first occasion: the customer's earliest order (ties: the order seen first in the data)
+    on_first = np.flatnonzero(o_day == first[o_cust])
+    pick = np.full(n, k)
+    np.minimum.at(pick, o_cust[on_first], on_first)
+    return {"first": first, "last": last, "count": np.bincount(o_cust, minlength=n),
+            "total": np.bincount(o_cust, weights=o_value, minlength=n), "first_value": o_value[np.minimum(pick, k - 1)]}
+
+
+def customer_summary(tx: pd.DataFrame, end: pd.Timestamp | dt.date | None = None, by: str = "days",
+                     unit: str = "weeks") -> pd.DataFrame:
+    """One row per customer at the observation end (transactions after it are ignored).
+
+    RFM in days: recency (end - last purchase), frequency (occasions), monetary (total) and
+    monetary_mean (per occasion), tenure (end - first). CLV inputs in `unit`: x (repeat
+    occasions), t_x (last - first), T (end - first), monetary_value (mean of repeat occasions, 0 if none).
+    """
+    end = (pd.Timestamp(end) if end is not None else tx["date"].max()).normalize()
+    day = tx["date"].to_numpy(dtype="datetime64[ns]").view(np.int64) // 86_400_000_000_000
+    end_day = int(end.value // 86_400_000_000_000)
+    if (day > end_day).any():
+        tx, day = tx[day <= end_day], day[day <= end_day]
+    amount = tx["amount"].to_numpy(dtype=np.float64)
+    if len(tx) == 0:
+        ids = customer_codes(tx["customer_id"])[1]
+        agg = {k: np.zeros(0, dtype=np.int64) for k in ("first", "last", "count")}
+        agg.update(total=np.zeros(0), first_value=np.zeros(0))
+    elif by == "orders":
+        codes, ids = customer_codes(tx["customer_id"])
+        agg = _per_customer_orders(_checked(codes, ids), len(ids), *_order_side(tx, day))
+    else:
+        ids, agg = _day_side(tx["customer_id"], day, amount)
+    first, last, count, total = agg["first"], agg["last"], agg["count"], agg["total"]
+    k = UNIT_DAYS[unit]
+    x = count - 1
+    out = pd.DataFrame({
+        "customer_id": pd.array(ids, dtype=io.STRING),
+        "first_purchase": (first * 86_400_000_000_000).astype("datetime64[ns]"),
+        "last_purchase": (last * 86_400_000_000_000).astype("datetime64[ns]"),
+        "recency": (end_day - last).astype(np.int64),
+        "frequency": count.astype(np.int64),
+        "monetary": total,
+        "monetary_mean": total / np.maximum(count, 1),
+        "tenure": (end_day - first).astype(np.int64),
+        "x": x.astype(np.int64),
+        "t_x": (last - first) / k,
+        "T": (end_day - first) / k,
+        "monetary_value": np.where(x > 0, (total - agg["first_value"]) / np.maximum(x, 1), 0.0),
+    }, copy=False)  # fresh arrays: kept as they are, not copied into blocks
+    out.attrs["end"] = end
+    return out
+
+
+def calibration_holdout(tx: pd.DataFrame, calibration_end: dt.date, holdout_end: dt.date | None = None,
+                        by: str = "days", unit: str = "weeks") -> pd.DataFrame:
+    """CLV summary at calibration_end for customers first seen by then, with their holdout
+    occasions (`x_holdout`), spend (`spend_holdout`) and the holdout length (`duration_holdout`, in unit)."""
+    cal_end = pd.Timestamp(calibration_end)
+    hold_end = pd.Timestamp(holdout_end) if holdout_end else tx["date"].max().normalize()
+    cal = customer_summary(tx, cal_end, by, unit)
+    after = tx[(tx["date"] > cal_end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns"))
+               & (tx["date"] < hold_end + pd.Timedelta(days=1))]
+    after = after[after["customer_id"].isin(cal["customer_id"])]
+    if len(after):
+        occ = occasions(after, by)
+        ids = occ.attrs["customer_ids"].astype(str)
+        hold = pd.DataFrame({"customer_id": ids[occ["customer"].to_numpy()], "value": occ["value"].to_numpy()})
+        agg = hold.groupby("customer_id").agg(x_holdout=("value", "size"), spend_holdout=("value", "sum"))
+    else:
+        agg = pd.DataFrame(columns=["x_holdout", "spend_holdout"])
+    ids = cal["customer_id"].astype(str)
+    cal["x_holdout"] = ids.map(agg["x_holdout"]).fillna(0).astype(np.int64).to_numpy()
+    cal["spend_holdout"] = ids.map(agg["spend_holdout"]).fillna(0.0).astype(float).to_numpy()
+    cal["duration_holdout"] = (hold_end.normalize() - cal_end.normalize()).days / UNIT_DAYS[unit]
+    return cal
+
+
+DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class Purchases:
+    """Transactions as integers, computed once for every cutoff: each row's customer (a code into `ids`, which
+    are sorted, so customers come out in id order as a sort would give them), its timestamp and its day."""
+    ids: pd.Index
+    code: np.ndarray
+    ns: np.ndarray
+    day: np.ndarray
+    amount: np.ndarray
+
+
+def purchases(tx: pd.DataFrame) -> Purchases:
+    """The transactions' customer codes, times, days and amounts."""
+    codes, ids = pd.factorize(io.as_ids(tx["customer_id"]), sort=True)
+    ns = tx["date"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return Purchases(pd.Index(ids, name="customer_id"), codes.astype(np.int64), ns, np.floor_divide(ns, DAY_NS),
+                     tx["amount"].to_numpy(dtype=float))
+
+
+def cycles_at(p: Purchases, at: pd.Timestamp) -> pd.DataFrame:
+    """Per customer who bought on or before the day of `at` (index: customer id, in id order): distinct purchase
+    days (occasions), first and last day (day numbers), median and mean gap between purchase days in days, the
+    gaps' coefficient of variation, total spend, and the customer's code in `p`. Integer keys and sorting, no
+    per-customer Python."""
+    cut = p.ns < _next_day(at).value
+    whole = bool(cut.all())  # a cutoff after the last purchase: the arrays as they are, no copies
+    code, day, amount = (p.code, p.day, p.amount) if whole else (p.code[cut], p.day[cut], p.amount[cut])
+    if not len(code):
+        return pd.DataFrame(columns=["code", "occasions", "first", "last", "median_gap", "mean_gap", "gap_cv", "spend"],
+                            index=pd.Index([], name="customer_id"))
+    d0 = int(day.min())
+    span = int(day.max()) - d0 + 1
+    key = code * span + (day - d0)
+    key.sort()  # distinct (customer, day), by customer then day: a sort (numpy's hashed unique is slower here)
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    c, d = key // span, key % span + d0
+    new = np.r_[True, c[1:] != c[:-1]]
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(c)]
+    cust = c[starts]
+    occ = ends - starts
+    same = ~new[1:]
+    gap_days = np.diff(d)[same]  # whole days, 1 .. span - 1
+    gap_of = (np.cumsum(new) - 1)[1:][same]  # the position of each gap's customer in `cust` (non-decreasing)
+    gap = gap_days.astype(float)
+    n_gaps = np.bincount(gap_of, minlength=len(cust))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(gap_of, weights=gap, minlength=len(cust)) / n_gaps
+        sd = np.sqrt(np.bincount(gap_of, weights=(gap - mean[gap_of]) ** 2, minlength=len(cust)) / n_gaps)
+        cv = sd / mean
+    # gaps sorted within each customer (the median is the middle one or two): one sort of customer * span + gap,
+    # whose customer part stays in place, as `gap_of` is already in order (several times faster than a lexsort)
+    sg = gap_of * span + gap_days
+    sg.sort()
+    sg = (sg - gap_of * span).astype(float)
+    g_start = np.r_[0, np.cumsum(n_gaps)[:-1]]
+    has = n_gaps > 0
+    median = np.full(len(cust), np.nan)
+    lo, hi = g_start[has] + (n_gaps[has] - 1) // 2, g_start[has] + n_gaps[has] // 2
+    median[has] = (sg[lo] + sg[hi]) / 2
+    spend = np.bincount(code, weights=amount, minlength=len(p.ids))[cust]
+    return pd.DataFrame({"code": cust, "occasions": occ, "first": d[starts], "last": d[ends - 1], "median_gap": median,
+                         "mean_gap": mean, "gap_cv": cv, "spend": spend}, index=p.ids[cust])
+
+
+OCCASION_DAYS = {"day": 1.0, "week": 7.0, "month": 365.25 / 12}
+
+
+def occasion_periods(p: Purchases, occasion: str = "day") -> Purchases:
+    """The purchases with each row's day replaced by its purchase occasion: the day itself, the week (from
+    Monday) or the calendar month. Monthly billing of several service lines on different days is one occasion a
+    month, not a purchase every few days."""
+    if occasion == "day":
+        return p
+    if occasion == "week":
+        period = np.floor_divide(p.day + 3, 7)  # day 0 (1970-01-01) was a Thursday
+    elif occasion == "month":
+        period = p.ns.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64)
+    else:
+        raise ValueError(f"unknown purchase occasion {occasion!r} (day, week or month)")
+    return replace(p, day=period)
+
+
+# --------------------------------------------------------------------------- per-customer state at a date
+def _next_day(at: pd.Timestamp) -> pd.Timestamp:
+    """Midnight after the day of `at`: 'on or before the cutoff day' includes that whole day."""
+    return pd.Timestamp(at).normalize() + pd.Timedelta(days=1)
