@@ -14,7 +14,7 @@ from cvlib.params import Study
 
 HEADER = """# Parameter reference
 
-Generated from the field descriptions of `cvlib/params.py` by `cvlib params --markdown > docs/parameters.md`
+Generated from the field descriptions of the models in `cvlib/params/` by `cvlib params --markdown > docs/parameters.md`
 (a test checks that this file equals the command's output). One YAML file per study; unknown keys, wrong types or
 values, missing input files and mapped columns that are not in the file stop the run with exit code 2 before
 anything runs. A key of a list of items (`strategy.actions`, `rfm.segments`, ...) is written `actions[].name`.

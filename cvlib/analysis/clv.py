@@ -20,6 +20,7 @@ from cvlib.finance import DAYS_PER_MONTH, formula_clv, retention_clv
 from cvlib.models import (
     BetaGeoNBD,
     FitOutcome,
+    FitReason,
     GammaGamma,
     ModelFitError,
     ParetoNBD,
@@ -119,6 +120,21 @@ def fit_models(summary: pd.DataFrame, cfg: Clv,
     return out
 
 
+def fit_message(reason: FitReason) -> str:
+    """A fit's reason (the models give codes) in the report language; an optimiser's own message as it is."""
+    if reason.code == "converged":
+        return "converged"
+    if reason.code == "optimizer":
+        return str(reason.fields["why"])
+    fields = {k: fit_message(v) if isinstance(v, FitReason) else v for k, v in reason.fields.items()}
+    return i18n.t(f"models.{reason.code}", **fields)
+
+
+def fit_record(model) -> dict:
+    """A fitted model's record for clv_model.json, its reason worded."""
+    return {**model.to_dict(), "message": fit_message(model.reason_)}
+
+
 def _try_fit(name: str, fit) -> FitOutcome:
     try:
         model = fit()
@@ -127,8 +143,8 @@ def _try_fit(name: str, fit) -> FitOutcome:
     except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
         return FitOutcome(name, None, i18n.t("models.numerical_failure", why=exc))
     if not model.converged_:
-        why = i18n.t("models.not_usable" if model.message_ == model.degeneracy() else "models.not_converged")
-        return FitOutcome(name, model, f"{why}: {model.message_}")
+        why = i18n.t("models.not_usable" if model.reason_ == model.degeneracy() else "models.not_converged")
+        return FitOutcome(name, model, f"{why}: {fit_message(model.reason_)}")
     return FitOutcome(name, model)
 
 
@@ -616,12 +632,12 @@ def model_report(study: Study, res: ClvResult) -> dict:
                         "annual_discount_rate": cfg.discount_rate, "time_unit": study.rfm.time_unit,
                         "currency": study.currency, "yearly_retention": res.retention,
                         "retention_measured_as": res.retention_how},
-        "models": {k: {**(f.model.to_dict() if f.model else {}), "usable": f.ok, "reason": f.reason}
+        "models": {k: {**(fit_record(f.model) if f.model else {}), "usable": f.ok, "reason": f.reason}
                    for k, f in res.fits.items()},
         "holdout": None if h is None else {
             "model": h.model, "totals": h.totals.to_dict("records"), "errors": h.errors.to_dict("records"),
             "beat_naive_baseline": h.beat_baseline,
-            "calibration_fit": {k: f.model.to_dict() if f.model else None
+            "calibration_fit": {k: fit_record(f.model) if f.model else None
                                 for k, f in (res.holdout_fits or {}).items()}},
         "total_clv": float(res.customers["clv"].sum()),
         "total_clv_95pct_interval": res.interval,
