@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 DAYS_PER_MONTH = 365.25 / 12
 
@@ -26,3 +27,9 @@ def formula_clv(yearly_revenue: float | np.ndarray, margin: float = 1.0, lifetim
 def retention_clv(margin_per_year: float | np.ndarray, retention: float, discount_rate: float) -> float | np.ndarray:
     """Retention form of CLV: m * r / (1 + d - r) (infinite horizon, constant retention r)."""
     return np.asarray(margin_per_year) * retention / (1 + discount_rate - retention)
+
+
+def yearly_revenue(rfm: pd.DataFrame) -> pd.Series:
+    """Revenue per customer per year observed (customers seen for less than a year count one year)."""
+    years = np.maximum(rfm["tenure"].to_numpy(dtype=float), 365.0) / 365.0
+    return pd.Series(rfm["monetary"].to_numpy() / years, index=rfm.index)

@@ -98,7 +98,8 @@ def test_the_agency_example_recovers_its_planted_campaign_uplift(tmp_path):
 
 
 def test_a_measured_campaign_enters_the_plan_as_its_gross_profit_per_customer_booked_once():
-    from cvlib.analysis.strategy import gains, measured_effects
+    from cvlib.analysis.allocation import gains
+    from cvlib.analysis.strategy import measured_effects
     from cvlib.params import Strategy
 
     cfg = Strategy.model_validate({"groups": [{"name": "g", "objective": "wider", "when": "clv > 0"}],

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cvlib import customers, finance, models
-from cvlib.analysis import clv, rfm
+from cvlib.analysis import clv, contracts, fitting, rfm
 from cvlib.models import (
     BetaGeoNBD,
     GammaGamma,
@@ -214,12 +214,12 @@ def test_degenerate_fits_are_not_ok_and_say_why(cdnow_cal):
     m = BetaGeoNBD().fit(cdnow_cal)
     assert m.converged_ and m.degeneracy() is None
     m.se_ = {**m.se_, "b": 1e-153}
-    assert m.degeneracy().code == "se_zero" and "practically zero" in clv.fit_message(m.degeneracy())
+    assert m.degeneracy().code == "se_zero" and "practically zero" in fitting.fit_message(m.degeneracy())
     m.se_ = {**m.se_, "b": float("nan")}
-    assert m.degeneracy().code == "se_not_finite" and "not finite" in clv.fit_message(m.degeneracy())
+    assert m.degeneracy().code == "se_not_finite" and "not finite" in fitting.fit_message(m.degeneracy())
     m.se_ = {k: 0.1 for k in m.names}
     m.params_ = {**m.params_, "b": 425.0}
-    assert "b = 425 ran far out" in clv.fit_message(m.degeneracy())
+    assert "b = 425 ran far out" in fitting.fit_message(m.degeneracy())
 
 
 def test_models_say_when_they_are_not_fitted_and_show_their_parameters(cdnow_cal):
@@ -260,7 +260,7 @@ def test_contract_periods_count_completed_renewals_on_the_calendar():
         "customer_id": ["seven_months", "anniversary", "day_before", "mid_year_two", "leap", "active_3y"],
         "contract_start": ["2024-01-01", "2021-03-01", "2021-03-01", "2021-03-01", "2020-02-29", "2021-06-15"],
         "contract_end": [None, "2022-03-01", "2022-02-28", "2022-09-01", "2021-02-28", None]})
-    p = clv.contract_periods(attrs, Contracts(enabled=True), pd.Timestamp("2024-08-01")).set_index("customer_id")
+    p = contracts.contract_periods(attrs, Contracts(enabled=True), pd.Timestamp("2024-08-01")).set_index("customer_id")
     assert p.loc["seven_months", ["periods", "churned", "renewals"]].tolist() == [0, False, 0]  # survived no renewal
     assert p.loc["anniversary", "periods"] == p.loc["day_before", "periods"] == 1  # both paid one period
     assert p.loc["anniversary", "churned"] and p.loc["day_before", "churned"]
@@ -268,7 +268,7 @@ def test_contract_periods_count_completed_renewals_on_the_calendar():
     assert p.loc["leap", "periods"] == 1  # leap years add no period
     assert p.loc["active_3y", ["periods", "periods_paid"]].tolist() == [3, 4]
     # an end date after the observation end is still active
-    later = clv.contract_periods(attrs, Contracts(enabled=True), pd.Timestamp("2022-02-01")).set_index("customer_id")
+    later = contracts.contract_periods(attrs, Contracts(enabled=True), pd.Timestamp("2022-02-01")).set_index("customer_id")
     assert not later.loc["anniversary", "churned"] and later.loc["anniversary", "periods"] == 0
 
 
@@ -276,10 +276,10 @@ def test_infinite_expected_lifetime_is_said_not_truncated():
     m = ShiftedBetaGeometric()
     m.params_ = {"alpha": 0.7, "beta": 1.2}
     assert np.isfinite(m.derl(np.array([1.0]), 0.1)).all()
-    values, note = clv.expected_remaining(m, np.array([1, 3]))
+    values, note = contracts.expected_remaining(m, np.array([1, 3]))
     assert np.isinf(values).all() and "infinite" in note and "alpha = 0.70" in note
     m.params_ = {"alpha": 3.0, "beta": 2.0}  # E[T] = (alpha + beta - 1) / (alpha - 1) = 2 periods in all
-    values, note = clv.expected_remaining(m, np.array([1]))  # after paying the first: 2 - 1 further periods
+    values, note = contracts.expected_remaining(m, np.array([1]))  # after paying the first: 2 - 1 further periods
     assert note == "" and values[0] == pytest.approx((3.0 + 2.0 - 1) / (3.0 - 1) - 1, rel=1e-4)
     from cvlib import report
 
@@ -289,7 +289,8 @@ def test_infinite_expected_lifetime_is_said_not_truncated():
 def test_delta_method_interval_agrees_with_the_bootstrap_and_patterns_change_nothing(cdnow_cal):
     """Large studies get the total-CLV interval from the fits' Hessians; on the CDNOW sample it matches the
     resampling bootstrap's. Fits on distinct (x, t_x, T) patterns equal fits on the rows."""
-    from cvlib.analysis.clv import bootstrap_total, delta_interval, fit_models
+    from cvlib.analysis.clv import bootstrap_total, delta_interval
+    from cvlib.analysis.fitting import fit_models
     from cvlib.models import patterns
     from cvlib.params import Clv
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from cvlib import io, status
-from cvlib.analysis import campaign, strategy
-from cvlib.params import CampaignParams, Strategy, load_study
+from cvlib.analysis import allocation, campaign, strategy
+from cvlib.params import Action, CampaignParams, Strategy, load_study
 from cvlib.stages import by_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,32 +50,32 @@ def test_a_one_off_campaign_effect_is_booked_once_within_15_percent_of_the_plant
     effects, _ = strategy.measured_effects(cfg, campaign.measured_uplift(tmp_path), margin)
     df = pd.DataFrame({"customer_id": ids, "clv": 24 * 300.0, "monthly_profit": 300.0, "value_at_risk": 0.0,
                        "churn_probability": 0.1, "segment": "x", "group": "all"})
-    alloc = strategy.allocate(df, cfg, measured=effects)
+    alloc = allocation.allocate(df, cfg, measured=effects)
     targets = strategy.target_list(df, alloc, cfg, "EUR")
     truth = len(targets) * planted * margin
     assert len(targets) == 250  # half the budget at 20 each: the action's share, not the whole budget
     assert float(targets["expected_gain"].sum()) == pytest.approx(truth, rel=0.15)
-    iv = strategy.plan_interval(alloc, df, cfg, effects)
+    iv = allocation.plan_interval(alloc, df, cfg, effects)
     assert iv["measured"] and iv["gain_low"] < truth < iv["gain_high"] and iv["roi_low"] < iv["roi"] < iv["roi_high"]
     # the same measurement read as a relative uplift on horizon CLV (the old booking) would promise far more
     assert summ["relative_uplift"].iloc[0] * 24 * 300.0 * len(targets) > 5 * truth
     # measured gross profit below the action's cost: no budget for it
     dear = cfg.model_copy(update={"actions": [cfg.actions[0].model_copy(update={"cost_per_customer": 250})]})
-    assert strategy.allocate(df, dear, measured=effects).chosen.empty
+    assert allocation.allocate(df, dear, measured=effects).chosen.empty
 
 
 def test_revenue_effects_last_their_months_and_retention_effects_act_on_value_at_risk():
     df = pd.DataFrame({"customer_id": ["a", "b"], "monthly_profit": [100.0, 10.0], "value_at_risk": [50.0, 500.0],
                        "past_monthly_profit": [80.0, 40.0], "departed": [False, True], "clv": [2400.0, 0.0]})
-    revenue = strategy.Action(name="r", groups=["g"], cost_per_customer=1, uplift=0.1, effect_months=6)
+    revenue = Action(name="r", groups=["g"], cost_per_customer=1, uplift=0.1, effect_months=6)
     decaying = revenue.model_copy(update={"effect_decay": 0.5})
-    retention = strategy.Action(name="k", groups=["g"], cost_per_customer=1, uplift=0.2, applies_to="value_at_risk")
-    win_back = strategy.Action(name="w", groups=["departed"], cost_per_customer=1, uplift=0.1,
+    retention = Action(name="k", groups=["g"], cost_per_customer=1, uplift=0.2, applies_to="value_at_risk")
+    win_back = Action(name="w", groups=["departed"], cost_per_customer=1, uplift=0.1,
                                applies_to="win_back", effect_months=12)
-    assert strategy.gains(df, revenue).tolist() == pytest.approx([0.1 * 100 * 6, 0.0])  # b has left: nothing
-    assert strategy.gains(df, decaying).tolist() == pytest.approx([0.1 * 100 * (1 - 0.5 ** 6) / 0.5, 0.0])
-    assert strategy.gains(df, retention).tolist() == pytest.approx([0.2 * 50, 0.0])
-    assert strategy.gains(df, win_back).tolist() == pytest.approx([0.0, 0.1 * 40 * 12])  # departed only
+    assert allocation.gains(df, revenue).tolist() == pytest.approx([0.1 * 100 * 6, 0.0])  # b has left: nothing
+    assert allocation.gains(df, decaying).tolist() == pytest.approx([0.1 * 100 * (1 - 0.5 ** 6) / 0.5, 0.0])
+    assert allocation.gains(df, retention).tolist() == pytest.approx([0.2 * 50, 0.0])
+    assert allocation.gains(df, win_back).tolist() == pytest.approx([0.0, 0.1 * 40 * 12])  # departed only
 
 
 def test_win_back_actions_are_for_the_departed_group_only_and_other_actions_never_reach_it():

@@ -8,25 +8,25 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from cvlib.analysis import drivers
+from cvlib.analysis import drivers, importance, loyalty
 from cvlib.params import Drivers
 
 
 def test_nps_arithmetic_and_interval():
-    assert drivers.nps(pd.Series([10, 9, 8, 7, 0, 6]))["nps"] == pytest.approx(0)
-    assert drivers.nps(pd.Series([9, 10, 10, 7]))["nps"] == pytest.approx(75)
-    assert drivers.nps(pd.Series([0, 1, 2, 3]))["nps"] == pytest.approx(-100)
-    r = drivers.nps(pd.Series([10] * 50 + [7] * 30 + [3] * 20))
+    assert loyalty.nps(pd.Series([10, 9, 8, 7, 0, 6]))["nps"] == pytest.approx(0)
+    assert loyalty.nps(pd.Series([9, 10, 10, 7]))["nps"] == pytest.approx(75)
+    assert loyalty.nps(pd.Series([0, 1, 2, 3]))["nps"] == pytest.approx(-100)
+    r = loyalty.nps(pd.Series([10] * 50 + [7] * 30 + [3] * 20))
     # promoters .5, detractors .2: NPS 30; var = (.5 + .2 - .3^2) / 100 = .0061
     assert r["nps"] == pytest.approx(30) and r["ci_high"] - r["nps"] == pytest.approx(100 * 1.96 * 0.0061 ** 0.5, rel=1e-3)
-    assert np.isnan(drivers.nps(pd.Series([], dtype=float))["nps"])
+    assert np.isnan(loyalty.nps(pd.Series([], dtype=float))["nps"])
 
 
 def test_csat_share_and_wilson_interval():
-    assert drivers.csat(pd.Series([5, 4, 3, 2, 1]))["csat"] == pytest.approx(0.4)
-    w = drivers.csat(pd.Series([5] * 5 + [1] * 5))  # 5 of 10: Wilson 95% interval 0.2366 to 0.7634
+    assert loyalty.csat(pd.Series([5, 4, 3, 2, 1]))["csat"] == pytest.approx(0.4)
+    w = loyalty.csat(pd.Series([5] * 5 + [1] * 5))  # 5 of 10: Wilson 95% interval 0.2366 to 0.7634
     assert (round(w["ci_low"], 4), round(w["ci_high"], 4)) == (0.2366, 0.7634)
-    assert drivers.csat(pd.Series([10, 9, 3]), scale=10)["csat"] == pytest.approx(2 / 3)
+    assert loyalty.csat(pd.Series([10, 9, 3]), scale=10)["csat"] == pytest.approx(2 / 3)
 
 
 def small_frame(seed=0, n=300):
@@ -57,12 +57,12 @@ def test_lmg_equals_brute_force_over_all_orderings_and_sums_to_r2():
             before = r2_sklearn(X, y, used)
             used = used + groups[g]
             brute[g] += (r2_sklearn(X, y, used) - before) / len(orders)
-    exact = drivers.lmg(X, y, groups)
+    exact = importance.lmg(X, y, groups)
     for g in names:
         assert exact[g] == pytest.approx(brute[g], abs=1e-9)
     full = r2_sklearn(X, y, list(X.columns))
     assert exact.sum() == pytest.approx(full, abs=1e-9)
-    sampled = drivers.lmg(X, y, groups, max_exact=2, permutations=3000, seed=1)
+    sampled = importance.lmg(X, y, groups, max_exact=2, permutations=3000, seed=1)
     assert sampled.sum() == pytest.approx(full, abs=1e-6)  # every ordering telescopes to R²
     for g in names:
         assert sampled[g] == pytest.approx(exact[g], abs=0.01)
@@ -70,15 +70,15 @@ def test_lmg_equals_brute_force_over_all_orderings_and_sums_to_r2():
 
 def test_relative_weights_sum_to_r2_and_rank_like_lmg():
     X, y, groups = small_frame(seed=2)
-    rw = drivers.relative_weights(X, y, groups)
+    rw = importance.relative_weights(X, y, groups)
     assert rw.sum() == pytest.approx(r2_sklearn(X, y, list(X.columns)), abs=1e-9)
-    assert rw.idxmax() == drivers.lmg(X, y, groups).idxmax() == "a"
+    assert rw.idxmax() == importance.lmg(X, y, groups).idxmax() == "a"
 
 
 def test_kaplan_meier_by_hand():
     flags = pd.DataFrame({"customer_id": list("abcdef"), "duration_days": [5, 6, 6, 2, 4, 4],
                           "churned": [True, False, True, True, True, False]})
-    curves, test = drivers.km_curves(flags)
+    curves, test = loyalty.km_curves(flags)
     s = curves.set_index("days")["survival"]
     assert s[2] == pytest.approx(5 / 6) and s[4] == pytest.approx(5 / 6 * 4 / 5)
     assert s[5] == pytest.approx(5 / 6 * 4 / 5 * 2 / 3) and s[6] == pytest.approx(5 / 6 * 4 / 5 * 2 / 3 * 1 / 2)
@@ -86,7 +86,7 @@ def test_kaplan_meier_by_hand():
 
     ref = KaplanMeierFitter().fit(flags["duration_days"], flags["churned"]).survival_function_.iloc[:, 0]
     assert s.reindex(ref.index).to_numpy() == pytest.approx(ref.to_numpy())
-    grouped, t2 = drivers.km_curves(flags, pd.Series({"a": "x", "b": "x", "c": "x", "d": "y", "e": "y", "f": "y"}))
+    grouped, t2 = loyalty.km_curves(flags, pd.Series({"a": "x", "b": "x", "c": "x", "d": "y", "e": "y", "f": "y"}))
     assert set(grouped["group"]) == {"x", "y"} and 0 <= t2["p_value"] <= 1
 
 
@@ -106,7 +106,7 @@ def test_too_few_churners_is_said_not_fitted():
     idx = pd.Index([f"c{i}" for i in range(60)])
     ds = drivers.DriverSet(pd.DataFrame({"x": np.arange(60.0)}, index=idx), {"x": ["x"]}, [])
     churned = pd.Series([True] * 3 + [False] * 57, index=idx)
-    out = drivers.churn_model(ds, churned, Drivers())
+    out = importance.churn_model(ds, churned, Drivers())
     assert isinstance(out, str) and "too few churners (3)" in out
 
 
@@ -174,9 +174,9 @@ def test_nps_interval_is_clustered_by_customer_when_customers_answer_more_than_o
     # 60 customers, each answering 10 times with their own fixed score: 600 answers but only 60 opinions
     own = rng.integers(0, 11, 60)
     fb = pd.DataFrame({"customer_id": np.repeat([f"c{i}" for i in range(60)], 10), "nps": np.repeat(own, 10)})
-    t = drivers.survey_table(fb, Drivers()).set_index("group").loc["all customers"]
-    naive = drivers.nps(fb["nps"])
-    once = drivers.nps(pd.Series(own))
+    t = loyalty.survey_table(fb, Drivers()).set_index("group").loc["all customers"]
+    naive = loyalty.nps(fb["nps"])
+    once = loyalty.nps(pd.Series(own))
     width = t["nps_ci_high"] - t["nps_ci_low"]
     assert width > 2 * (naive["ci_high"] - naive["ci_low"])  # the naive interval pretends to 600 opinions
     assert abs(width - (once["ci_high"] - once["ci_low"])) < 0.35 * width  # about the width of 60 opinions
@@ -188,7 +188,7 @@ def test_bootstrap_intervals_always_contain_their_estimate():
     for _ in range(50):
         draws = rng.normal(rng.normal(), 1, 40) + rng.choice([0, 5])  # sometimes every draw is far to one side
         est = float(rng.normal())
-        lo, hi = drivers.interval(draws, est)
+        lo, hi = importance.interval(draws, est)
         assert lo <= est <= hi
 
 
@@ -218,6 +218,6 @@ def test_answering_no_survey_does_not_pose_as_a_rating_effect(tmp_path):
     early = pd.DataFrame({"first_order_value": rng.gamma(2, 50, n)}, index=customers)
     ds = drivers.driver_set(customers, None, fb, early, Drivers())
     r = ds.respondents.to_numpy()
-    cm = drivers.churn_model(drivers.DriverSet(ds.X[r], ds.groups, ds.ratings), churned[r], Drivers(min_class=5))
+    cm = importance.churn_model(drivers.DriverSet(ds.X[r], ds.groups, ds.ratings), churned[r], Drivers(min_class=5))
     perm = cm.importance[cm.importance["method"].str.startswith("permutation")].set_index("driver")
     assert perm.loc["quality", "importance"] < 0.03 and perm.loc["quality", "ci_low"] <= 0.01

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvlib import ParamError
-from cvlib.analysis import strategy
+from cvlib.analysis import allocation, strategy
 from cvlib.params import Strategy
 
 
@@ -79,7 +79,7 @@ def brute_force(df: pd.DataFrame, cfg: Strategy) -> float:
 def test_allocation_matches_brute_force_and_respects_budget(budget):
     df = frame({"g1": 3, "g2": 4}, {"g1": 200.0, "g2": 60.0})
     cfg = small_cfg(budget)
-    alloc = strategy.allocate(df, cfg)
+    alloc = allocation.allocate(df, cfg)
     assert alloc.total_cost <= budget + 1e-9
     assert alloc.net_value == pytest.approx(brute_force(df, cfg), abs=1e-6)
 
@@ -89,7 +89,7 @@ def test_allocation_matches_brute_force_and_respects_budget(budget):
        clv2=st.floats(1, 1000))
 def test_allocation_never_exceeds_budget_or_group_sizes(budget, n1, n2, clv1, clv2):
     df = frame({"g1": n1, "g2": n2}, {"g1": clv1, "g2": clv2})
-    alloc = strategy.allocate(df, small_cfg(budget))
+    alloc = allocation.allocate(df, small_cfg(budget))
     assert alloc.total_cost <= budget + 1e-6
     per_group = alloc.plan.groupby("group")["customers_targeted"].sum()
     assert per_group.get("g1", 0) <= n1 and per_group.get("g2", 0) <= n2
@@ -99,7 +99,7 @@ def test_allocation_never_exceeds_budget_or_group_sizes(budget, n1, n2, clv1, cl
 def test_optimised_beats_even_split_when_uplifts_differ():
     df = frame({"g1": 50, "g2": 200}, {"g1": 300.0, "g2": 40.0})
     cfg = small_cfg(600, uplifts=(0.5, 0.01, 0.3))
-    opt, even = strategy.allocate(df, cfg), strategy.even_split(df, cfg)
+    opt, even = allocation.allocate(df, cfg), allocation.even_split(df, cfg)
     assert opt.net_value > even.net_value and even.total_cost <= 600 + 1e-9
 
 
@@ -110,7 +110,7 @@ def test_target_lists_hold_exactly_the_chosen_customers():
     df["monthly_profit"] = df["clv"] / 12
     df["value_at_risk"] = df["clv"] * df["churn_probability"]
     cfg = small_cfg(300)
-    alloc = strategy.allocate(df, cfg)
+    alloc = allocation.allocate(df, cfg)
     targets = strategy.target_list(df, alloc, cfg, "EUR")
     assert targets["customer_id"].is_unique  # one action per customer
     counts = targets.groupby(["group", "action"]).size()
@@ -167,7 +167,7 @@ def test_no_action_or_group_takes_more_than_its_share_of_the_budget_and_the_capp
         df, cfg = random_instance(rng, share=float(rng.choice([0.3, 0.5, 0.7])))
         if trial % 2:  # a limit per group too
             cfg = cfg.model_copy(update={"max_group_share": float(rng.choice([0.4, 0.6]))})
-        exact, greedy = strategy.allocate(df, cfg), strategy.allocate(df, cfg, max_binaries=0)
+        exact, greedy = allocation.allocate(df, cfg), allocation.allocate(df, cfg, max_binaries=0)
         best = brute_force_per_customer(df, cfg)
         assert exact_net(df, cfg, exact) == pytest.approx(best, abs=1e-6), trial
         for alloc in (exact, greedy):
@@ -183,9 +183,9 @@ def test_no_action_or_group_takes_more_than_its_share_of_the_budget_and_the_capp
                                    "default_group": "g2", "budget": 100,
                                    "actions": [{"name": "a", "groups": ["g1"], "cost_per_customer": 10, "uplift": 0.2}]})
     for mb in (3000, 0):
-        assert strategy.allocate(df, one, max_binaries=mb).total_cost == pytest.approx(50)
+        assert allocation.allocate(df, one, max_binaries=mb).total_cost == pytest.approx(50)
         own = one.model_copy(update={"actions": [one.actions[0].model_copy(update={"max_budget_share": 1.0})]})
-        assert strategy.allocate(df, own, max_binaries=mb).total_cost == pytest.approx(100)
+        assert allocation.allocate(df, own, max_binaries=mb).total_cost == pytest.approx(100)
 
 
 def random_instance(rng: np.random.Generator, share: float = 1.0) -> tuple[pd.DataFrame, Strategy]:
@@ -211,7 +211,7 @@ def exact_net(df: pd.DataFrame, cfg: Strategy, alloc) -> float:
     """The chosen pairs' net value from the unrounded gains (the plan reports each gain to the cent, as listed)."""
     actions = {a.name: a for a in cfg.actions}
     row = df.set_index("customer_id").loc[alloc.chosen["customer_id"]]
-    gain = [float(strategy.gains(row.iloc[[i]], actions[a]).iloc[0]) for i, a in enumerate(alloc.chosen["action"])]
+    gain = [float(allocation.gains(row.iloc[[i]], actions[a]).iloc[0]) for i, a in enumerate(alloc.chosen["action"])]
     return float(np.sum(gain) - alloc.chosen["cost"].sum())
 
 
@@ -219,7 +219,7 @@ def test_allocation_is_the_brute_force_optimum_on_heterogeneous_instances_and_de
     rng = np.random.default_rng(11)
     for trial in range(60):
         df, cfg = random_instance(rng)
-        alloc = strategy.allocate(df, cfg)
+        alloc = allocation.allocate(df, cfg)
         best = brute_force_per_customer(df, cfg)
         assert exact_net(df, cfg, alloc) == pytest.approx(best, abs=1e-6), trial  # the optimal choice
         assert alloc.net_value == pytest.approx(best, abs=0.005 * len(alloc.chosen) + 1e-9)  # reported to the cent
@@ -230,7 +230,7 @@ def test_allocation_is_the_brute_force_optimum_on_heterogeneous_instances_and_de
         assert delivered == pytest.approx(alloc.net_value, abs=1e-9)  # the list delivers what the plan reports
         assert float(targets["expected_gain"].sum()) == pytest.approx(alloc.total_value, abs=1e-9)
         assert alloc.plan["net_value"].sum() == pytest.approx(alloc.net_value, abs=1e-9)
-        even = strategy.even_split(df, cfg)
+        even = allocation.even_split(df, cfg)
         assert exact_net(df, cfg, even) <= best + 1e-9 and even.total_cost <= cfg.budget + 1e-9
 
 
@@ -241,8 +241,8 @@ def test_large_instances_are_solved_greedily_within_the_lp_bound_never_counting_
     df["monthly_profit"] = df["clv"] / 12
     df["value_at_risk"] = df["clv"] * rng.uniform(0, 1, len(df))
     cfg = small_cfg(2000, uplifts=(0.2, 0.15, 0.1))
-    exact = strategy.allocate(df, cfg, max_binaries=10_000)
-    greedy = strategy.allocate(df, cfg, max_binaries=60)
+    exact = allocation.allocate(df, cfg, max_binaries=10_000)
+    greedy = allocation.allocate(df, cfg, max_binaries=60)
     assert exact.method == "exact" and greedy.method == "greedy" and "LP bound" in greedy.status
     gap, bound = (float(x.replace(",", "")) for x in re.search(r"within ([\d,.]+) .*LP bound ([\d,.]+)",
                                                                  greedy.status).groups())
@@ -260,7 +260,7 @@ def test_greedy_is_near_the_brute_force_optimum_on_small_instances():
     for trial in range(40):
         df, cfg = random_instance(rng)
         best = brute_force_per_customer(df, cfg)
-        g = strategy.allocate(df, cfg, max_binaries=0)
+        g = allocation.allocate(df, cfg, max_binaries=0)
         assert g.total_cost <= cfg.budget + 1e-9 and exact_net(df, cfg, g) <= best + 1e-6
         bound = float(g.status.split("LP bound ")[1].replace(",", "")) if "LP bound" in g.status else g.net_value
         assert bound >= best - 1e-2  # the LP bound is an upper bound on the optimum
@@ -270,7 +270,7 @@ def test_greedy_is_near_the_brute_force_optimum_on_small_instances():
 
 def greedy_one_by_one(cand: pd.DataFrame, budget: float) -> tuple[list, float]:
     """The LP-relaxation greedy written plainly, one customer and one increment at a time (the reference the
-    vectorised `strategy._greedy` must equal exactly: same picks, same order, same bound to the last bit)."""
+    vectorised `allocation._greedy` must equal exactly: same picks, same order, same bound to the last bit)."""
     c = cand.assign(net=cand["expected_gain"] - cand["cost"]).sort_values(["row", "cost", "net"],
                                                                           ascending=[True, True, False])
     inc = []
@@ -326,7 +326,7 @@ def test_vectorised_greedy_equals_the_one_by_one_walk_exactly():
         if cand.empty:
             continue
         budget = float(rng.choice([0, 1, 3, 7, 15, 40, 100, 1e6]))
-        picks, bound = strategy._greedy(cand, budget)
+        picks, bound = allocation._greedy(cand, budget)
         ref, ref_bound = greedy_one_by_one(cand, budget)
         assert picks.index.tolist() == ref and bound == ref_bound, (trial, budget)
         assert float(picks["cost"].sum()) <= budget + 1e-6 and picks["row"].is_unique
@@ -365,7 +365,7 @@ def test_exported_target_list_sums_to_the_plan_to_the_cent(tmp_path):
     df["monthly_profit"] = df["clv"] / 12
     df["value_at_risk"] = df["clv"] * rng.uniform(0, 1, len(df))
     cfg = small_cfg(4000, uplifts=(0.137, 0.0911, 0.0533))
-    for alloc in (strategy.allocate(df, cfg), strategy.even_split(df, cfg)):
+    for alloc in (allocation.allocate(df, cfg), allocation.even_split(df, cfg)):
         csv, _ = strategy.write_targets(strategy.target_list(df, alloc, cfg, "EUR"), tmp_path)
         listed = pd.read_csv(csv)
         assert len(listed) > 1000

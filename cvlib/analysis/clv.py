@@ -13,25 +13,23 @@ import numpy as np
 import pandas as pd
 
 from cvlib import i18n, io
+from cvlib.analysis.contracts import contract_summary, with_contracts
+from cvlib.analysis.fitting import MODELS, fit_models, fit_record
 from cvlib.analysis.rfm import value_tiers
 from cvlib.analysis.variants import build_variants
 from cvlib.customers import occasions
-from cvlib.finance import DAYS_PER_MONTH, formula_clv, retention_clv
+from cvlib.finance import DAYS_PER_MONTH, formula_clv, retention_clv, yearly_revenue
 from cvlib.models import (
     BetaGeoNBD,
     FitOutcome,
-    FitReason,
     GammaGamma,
     ModelFitError,
-    ParetoNBD,
-    ShiftedBetaGeometric,
     patterns,
 )
 from cvlib.params import Clv, Study
 from cvlib.status import contract_ends, departed
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
-MODELS = {"bgnbd": BetaGeoNBD, "paretonbd": ParetoNBD}
 
 
 def yearly_retention(tx: pd.DataFrame) -> tuple[float, str]:
@@ -53,12 +51,6 @@ def yearly_retention(tx: pd.DataFrame) -> tuple[float, str]:
     r = r_w ** (365.0 / window) if r_w > 0 else 0.0
     how = i18n.t("clv.retention_how", n=f"{both:,}", of=f"{len(prev):,}", days=f"{window:.0f}")
     return float(min(r, 0.99)), how + ("" if window == 365 else i18n.t("clv.retention_scaled", r=i18n.pct(r_w)))
-
-
-def yearly_revenue(rfm: pd.DataFrame) -> pd.Series:
-    """Revenue per customer per year observed (customers seen for less than a year count one year)."""
-    years = np.maximum(rfm["tenure"].to_numpy(dtype=float), 365.0) / 365.0
-    return pd.Series(rfm["monetary"].to_numpy() / years, index=rfm.index)
 
 
 def acquisition_channel(study: Study, tx: pd.DataFrame, attrs: pd.DataFrame | None) -> pd.Series | None:
@@ -103,49 +95,6 @@ def formula_table(rfm: pd.DataFrame, cfg: Clv, retention: float, by: str | None 
     if cac is not None:
         g["clv_to_cac"] = (g["formula_clv"] + g["cac"]) / g["cac"].replace(0, np.nan)
     return g.reset_index().rename(columns={"_all": "group"})
-
-
-# --------------------------------------------------------------------------- probabilistic CLV
-def fit_models(summary: pd.DataFrame, cfg: Clv,
-               which: tuple[str, ...] = ("bgnbd", "paretonbd")) -> dict[str, FitOutcome]:
-    """Fit the purchase models and Gamma-Gamma; a model that cannot be fitted carries the reason."""
-    out: dict[str, FitOutcome] = {}
-    rng = np.random.default_rng(cfg.seed)
-    for name in which:
-        data = summary
-        if name == "paretonbd" and len(summary) > cfg.max_fit_customers:
-            data = summary.iloc[np.sort(rng.choice(len(summary), cfg.max_fit_customers, replace=False))]
-        out[name] = _try_fit(name, lambda d=data, n=name: MODELS[n]().fit(d))
-    out["gammagamma"] = _try_fit("gammagamma", lambda: GammaGamma().fit(summary))
-    return out
-
-
-def fit_message(reason: FitReason) -> str:
-    """A fit's reason (the models give codes) in the report language; an optimiser's own message as it is."""
-    if reason.code == "converged":
-        return "converged"
-    if reason.code == "optimizer":
-        return str(reason.fields["why"])
-    fields = {k: fit_message(v) if isinstance(v, FitReason) else v for k, v in reason.fields.items()}
-    return i18n.t(f"models.{reason.code}", **fields)
-
-
-def fit_record(model) -> dict:
-    """A fitted model's record for clv_model.json, its reason worded."""
-    return {**model.to_dict(), "message": fit_message(model.reason_)}
-
-
-def _try_fit(name: str, fit) -> FitOutcome:
-    try:
-        model = fit()
-    except ModelFitError as exc:
-        return FitOutcome(name, None, str(exc))
-    except (FloatingPointError, ValueError, np.linalg.LinAlgError) as exc:
-        return FitOutcome(name, None, i18n.t("models.numerical_failure", why=exc))
-    if not model.converged_:
-        why = i18n.t("models.not_usable" if model.reason_ == model.degeneracy() else "models.not_converged")
-        return FitOutcome(name, model, f"{why}: {fit_message(model.reason_)}")
-    return FitOutcome(name, model)
 
 
 def discounted_purchases(model, summary: pd.DataFrame, months: int, unit: str,
@@ -349,80 +298,6 @@ def p_alive_matrix(model, max_x: int, T: float, steps: int = 20) -> pd.DataFrame
                         columns=pd.Index(np.round(txs, 1), name="time of last purchase t_x"))
 
 
-# --------------------------------------------------------------------------- contracts (sBG)
-def completed_periods(start: pd.Series, at: pd.Series, period_months: int) -> pd.Series:
-    """Whole periods from `start` to `at`, counted on the calendar (anniversaries), so leap years add nothing."""
-    months = (at.dt.year - start.dt.year) * 12 + (at.dt.month - start.dt.month) - (at.dt.day < start.dt.day)
-    return (months // period_months).clip(lower=0)
-
-
-def contract_periods(attrs: pd.DataFrame, cfg, end: pd.Timestamp) -> pd.DataFrame:
-    """Per contract: completed renewals, periods paid, churned (an end date on or before the observation end;
-    empty = active), and `periods`, the sBG fit's count: periods paid by a churned contract (its end on the
-    anniversary or the day before counts the same), completed renewals survived by an active one (an active client
-    seven months into year one has survived none)."""
-    start = pd.to_datetime(attrs[cfg.start_column], errors="coerce", format="mixed")
-    stop = pd.to_datetime(attrs[cfg.end_column], errors="coerce", format="mixed")
-    churned = stop.notna() & (stop <= end)
-    at = stop.where(churned, pd.Timestamp(end))
-    survived = completed_periods(start, at, cfg.period_months)
-    paid_churned = completed_periods(start, at - pd.Timedelta(days=1), cfg.period_months) + 1
-    periods = np.where(churned, paid_churned, survived)
-    out = pd.DataFrame({"customer_id": attrs["customer_id"], "periods": periods, "churned": churned,
-                        "renewals": np.where(churned, paid_churned - 1, survived),
-                        "periods_paid": np.where(churned, paid_churned, survived + 1)})
-    out = out[start.notna()].reset_index(drop=True)
-    return out.astype({"periods": int, "renewals": int, "periods_paid": int})
-
-
-def expected_remaining(m: ShiftedBetaGeometric, periods_paid: np.ndarray) -> tuple[np.ndarray, str]:
-    """Undiscounted expected further periods; infinite (with a note saying why) when sBG alpha <= 1, where the
-    sum of survival probabilities diverges: a truncated sum would be an arbitrary number."""
-    if m.params_["alpha"] <= 1:
-        return np.full(len(periods_paid), np.inf), i18n.t("clv.note_infinite_lifetime",
-                                                          alpha=f"{m.params_['alpha']:.2f}")
-    return m.derl(periods_paid, 0.0), ""
-
-
-def fit_contracts(periods: pd.DataFrame) -> FitOutcome:
-    return _try_fit("sbg", lambda: ShiftedBetaGeometric().fit(periods))
-
-
-def contract_forward_clv(m: ShiftedBetaGeometric, periods_paid: np.ndarray, months_elapsed: np.ndarray,
-                         value_per_period: np.ndarray, cfg: Clv) -> np.ndarray:
-    """Gross profit of each running contract over the horizon from the fitted sBG: the rest of the period already
-    paid, then each renewal that starts within the horizon, weighted by the model's probability that a customer who
-    has paid `periods_paid` periods renews that often, S(n + k - 1) / S(n - 1), and discounted from its start (the
-    part of a period beyond the horizon is left out). `months_elapsed`: months since the contract started."""
-    per, h = float(cfg.contracts.period_months), float(cfg.horizon_months)
-    monthly = (1 + cfg.discount_rate) ** (1 / 12) - 1
-    n = np.maximum(np.asarray(periods_paid, dtype=float), 1.0)
-    into = np.mod(np.maximum(np.asarray(months_elapsed, dtype=float), 0.0), per)
-    first = per - into  # months to the next renewal
-    share = np.minimum(first, h) / per  # the rest of the current period, within the horizon
-    a, b = m.params_["alpha"], m.params_["beta"]
-    for k in range(1, int(np.ceil(h / per)) + 2):
-        starts = first + (k - 1) * per
-        inside = np.clip(h - starts, 0.0, per) / per
-        stay = np.exp(m._log_s(a, b, n + k - 1) - m._log_s(a, b, n - 1))
-        share = share + np.where(inside > 0, stay * inside / (1 + monthly) ** starts, 0.0)
-    return cfg.margin * np.asarray(value_per_period, dtype=float) * share
-
-
-def with_contracts(customers: pd.DataFrame, contracts: dict | None, horizon_months: int,
-                   notes: list[str]) -> np.ndarray:
-    """Value every running contract by the fitted sBG (`contract_clv_horizon`), in place of the purchase model's or
-    the formula's CLV; returns which customers are still valued the other way."""
-    if contracts is None:
-        return np.ones(len(customers), dtype=bool)
-    active = contracts["active"]
-    on = customers["customer_id"].astype(str).map(active.set_index(active["customer_id"].astype(str))[
-        "contract_clv_horizon"])
-    customers["clv"] = on.fillna(customers["clv"]).to_numpy()
-    notes.append(i18n.t("clv.note_contract_clv", n=f"{int(on.notna().sum()):,}", h=horizon_months))
-    return on.isna().to_numpy()
-
-
 def forward_interval(summary: pd.DataFrame, customers: pd.DataFrame, by_model: np.ndarray, cfg: Clv, unit: str,
                      purchase: FitOutcome, spend: FitOutcome) -> tuple[tuple[float, float] | None, str]:
     """95% interval of the forward total CLV: the model's part over the live customers it values (refitted on
@@ -568,42 +443,6 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     fallback = formula_note if formula_note and formula_note in notes else ""  # some CLV is the formula's
     return ClvResult(customers, fits, used, retention, how, overall, by_seg, by_chan, holdout, hfits, interval,
                      interval_how, contracts, notes, variants, contribution, fallback)
-
-
-def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame, tx: pd.DataFrame,
-                     notes: list[str]) -> dict | None:
-    """sBG fit on contract periods, projected retention, DERL and CLV per contract."""
-    c = study.clv.contracts
-    if attrs is None or c.start_column not in attrs.columns or c.end_column not in attrs.columns:
-        notes.append(i18n.for_consultant("clv.note_no_contract_columns", start=c.start_column, end=c.end_column))
-        return None
-    periods = contract_periods(attrs, c, tx["date"].max())
-    fit = fit_contracts(periods)
-    if not fit.ok:
-        notes.append(i18n.t("clv.note_sbg_not_used", why=fit.reason))
-        return None
-    m: ShiftedBetaGeometric = fit.model
-    per_period_discount = (1 + study.clv.discount_rate) ** (c.period_months / 12) - 1
-    active = periods[~periods["churned"]].copy()
-    if c.value_column and c.value_column in attrs.columns:
-        value = attrs.set_index("customer_id")[c.value_column].astype(float)
-    else:
-        value = yearly_revenue(rfm.set_index("customer_id")) * c.period_months / 12
-    active["value_per_period"] = active["customer_id"].astype(str).map(value).fillna(0).to_numpy()
-    active["expected_remaining_periods"], note = expected_remaining(m, active["periods_paid"].to_numpy())
-    if note:
-        notes.append(note)
-    active["derl_periods"] = m.derl(active["periods_paid"].to_numpy(), per_period_discount)
-    active["contract_clv"] = study.clv.margin * active["value_per_period"] * active["derl_periods"]
-    start = pd.to_datetime(attrs.set_index(attrs["customer_id"].astype(str))[c.start_column], errors="coerce",
-                           format="mixed")
-    elapsed = (tx["date"].max() - start.reindex(active["customer_id"].astype(str).to_numpy())).dt.days.to_numpy()
-    active["contract_clv_horizon"] = contract_forward_clv(m, active["periods_paid"].to_numpy(),
-                                                          elapsed / DAYS_PER_MONTH,
-                                                          active["value_per_period"].to_numpy(), study.clv)
-    t = np.arange(0, 11)
-    curve = pd.DataFrame({"period": t, "survival": m.survival(t), "retention": np.r_[np.nan, m.retention(t[1:])]})
-    return {"model": m, "periods": periods, "active": active, "curve": curve}
 
 
 def run_clv(study: Study, run_dir: str | Path) -> ClvResult:

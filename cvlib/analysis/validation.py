@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 
 from cvlib import customers, i18n, io
 from cvlib.analysis import clv as clv_mod
-from cvlib.analysis import value_index
+from cvlib.analysis import fitting, value_index
 from cvlib.params import Study
 from cvlib.rules import DEPARTED_CELL
 
@@ -48,7 +48,7 @@ def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.Dat
     summary = customers.customer_summary(past, at, by=study.rfm.frequency, unit=study.rfm.time_unit)
     cfg = study.clv
     retention, _ = clv_mod.yearly_retention(past)
-    fits = clv_mod.fit_models(summary, cfg, (cfg.model,))
+    fits = fitting.fit_models(summary, cfg, (cfg.model,))
     purchase, spend = fits[cfg.model], fits["gammagamma"]
     if purchase.ok:
         c = clv_mod.customer_clv(summary, purchase.model, spend.model if spend.ok else None, cfg, study.rfm.time_unit)

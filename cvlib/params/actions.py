@@ -119,7 +119,7 @@ def _default_groups() -> list[GroupRule]:
 
 
 class Action(_Model):
-    """An action of the library and how its expected gain per customer is counted (cvlib.analysis.strategy.gains):
+    """An action of the library and how its expected gain per customer is counted (cvlib.analysis.allocation.gains):
     - ``applies_to: clv`` (a revenue effect): uplift x the customer's expected gross profit per month (their CLV
       spread over the horizon) x the months the effect lasts (``effect_months``, each month keeping
       ``effect_decay`` of the month before), so a one-off effect is booked once, not over the whole horizon;
