@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from cvlib import io, paramdoc, privacy
+from cvlib import io, paramdoc, privacy, reading
 from cvlib.errors import CvlibError, InputDataError, ParamError
 from cvlib.examples import write_agency
 from cvlib.params import ATTRIBUTE_TABLES, DATA_DIR, load_study, short_repr
@@ -70,9 +70,9 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
     study = load_study(params, overrides)
     if study.privacy.pseudonymize_ids:
         privacy.load_key(study)  # refuses a pseudonymised study without a (long enough) key
-    io.check_inputs(study)
+    reading.check_inputs(study)
     print(f"{params}: parameters valid (study {study.study!r}, client {study.client!r})")
-    raw, bad = io.read_transactions(study, nrows=2000)
+    raw, bad = reading.read_transactions(study, nrows=2000)
     scrub = str  # identity on text, replaced below for a pseudonymised study
     if study.privacy.pseudonymize_ids:
         ids = set(raw["customer_id"].astype(str)) | (set(bad["customer_id"]) if "customer_id" in bad else set())
@@ -103,7 +103,7 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
         print(scrub(f"  {len(bad)} malformed line(s) in the sample, e.g. file row {bad['line'].iloc[0]}: "
                     f"{short_repr(bad['text'].iloc[0], 120)}"))
     for name in ATTRIBUTE_TABLES:
-        t = io.read_attributes(study, name)
+        t = reading.read_attributes(study, name)
         if t is not None:
             print(f"{name}: {len(t):,} rows, {t['customer_id'].nunique():,} customers, columns {', '.join(t.columns)}")
     return 0

@@ -450,3 +450,25 @@ def occasion_periods(p: Purchases, occasion: str = "day") -> Purchases:
 def _next_day(at: pd.Timestamp) -> pd.Timestamp:
     """Midnight after the day of `at`: 'on or before the cutoff day' includes that whole day."""
     return pd.Timestamp(at).normalize() + pd.Timedelta(days=1)
+
+
+def item_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Each row's item as a code into the item names sorted as text (-1 where missing)."""
+    code, uniq = pd.factorize(values)
+    names = np.array([str(u) for u in uniq], dtype=object)
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return np.where(code >= 0, rank[np.maximum(code, 0)], -1), pd.Index(names[order], name=values.name)
+
+
+
+def distinct_days(p: Purchases) -> np.ndarray:
+    """Distinct purchase days per customer code."""
+    if not len(p.code):
+        return np.zeros(len(p.ids), dtype=np.int64)
+    d0 = int(p.day.min())
+    span = int(p.day.max()) - d0 + 1
+    key = np.sort(p.code * span + (p.day - d0))
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    return np.bincount(key // span, minlength=len(p.ids))

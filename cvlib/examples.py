@@ -63,6 +63,58 @@ def _sigmoid(z: np.ndarray | float) -> np.ndarray | float:
     return 1 / (1 + np.exp(-z))
 
 
+def _client_years(rng, rng2, cid: str, m0: int, months_total: int, month_starts: np.ndarray, lines: list[str],
+                  scale: float, latent: dict[str, float], channels: tuple, cross: tuple, invoice: int,
+                  bills: list, survey: list) -> tuple[int | None, int, int]:
+    """One client's contract years from month m0: complaints, the survey, the billings by service line (and the
+    cross-sold line from its month), then the renewal decision. Appends to `bills` and `survey`; returns the month
+    it churned (None: still a client), the last year's complaints and the last invoice number. The draws are made
+    in the book's fixed order (the generated files are reproducible)."""
+    home, second, moves_at = channels
+    added_at, later, fee = cross
+    m, comp = m0, 0
+    while m < months_total:
+        comp = rng.poisson(np.exp(-0.6 - 0.9 * (latent["responsiveness"] - 3.5)))
+        ks = np.arange(m, min(m + 12, months_total))
+
+        def via(k: int) -> str:
+            if k >= moves_at:
+                return "client portal"
+            return second if second is not None and rng2.random() < 0.3 else home
+        for ln in lines:
+            amounts = SERVICE_LINES[ln] * scale * rng.lognormal(0, 0.35, len(ks))
+            days = month_starts[ks] + rng.integers(0, 27, len(ks)).astype("timedelta64[D]")
+            for k, d, a in zip(ks, days, amounts):
+                invoice += 1
+                bills.append((cid, d, f"INV{invoice}", ln, round(float(a), 2), via(k)))
+        extra = ks[ks >= added_at]
+        amounts = fee * scale * rng2.lognormal(0, 0.35, len(extra))
+        days = month_starts[extra] + rng2.integers(0, 27, len(extra)).astype("timedelta64[D]")
+        for k, d, a in zip(extra, days, amounts):
+            invoice += 1
+            bills.append((cid, d, f"INV{invoice}", later, round(float(a), 2), via(k)))
+        if rng.random() < 0.75 and m + 6 < months_total:
+            survey.append(_survey_answer(rng, cid, month_starts[m + 6], latent, int(comp)))
+        m += 12
+        if m >= months_total:
+            break
+        p_churn = _sigmoid(-1.7 - 1.4 * (latent["responsiveness"] - 3.5) + 0.55 * comp
+                           - 0.3 * (latent["price_fairness"] - 3.5))
+        if rng.random() < p_churn:
+            return m, comp, invoice
+    return None, comp, invoice
+
+
+def _survey_answer(rng, cid: str, when, latent: dict[str, float], complaints: int) -> dict:
+    """One yearly survey answer: ratings around the client's latent ones, NPS and CSAT from them."""
+    ratings = {r: int(np.clip(round(latent[r] + rng.normal(0, 0.45)), 1, 5)) for r in RATINGS}
+    nps = 6.6 + 1.5 * (latent["creative_quality"] - 3.5) + 1.3 * (latent["strategic_insight"] - 3.5) \
+        + 0.3 * (latent["reporting_transparency"] - 3.5) + rng.normal(0, 0.9)
+    csat = np.clip(round(1 + 0.8 * np.mean([ratings[r] for r in RATINGS]) + rng.normal(0, 0.4)), 1, 5)
+    return {"client_id": cid, "survey_date": str(when)[:10], "nps": int(np.clip(round(nps), 0, 10)),
+            "csat": int(csat), **ratings, "complaints": complaints}
+
+
 def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
                 start: str = "2020-01-01") -> dict[str, pd.DataFrame]:
     """Clients, monthly billings by service line, and a yearly satisfaction survey (seeded)."""
@@ -94,47 +146,9 @@ def agency_book(n_clients: int = 2000, years: int = 5, seed: int = 7,
             if rng2.random() < {"small": 0.12, "mid": 0.35, "large": 0.7}[size[i]] else None
         moves_at = int(rng2.integers(24, 36)) if home == "account team" and second is None and rng2.random() < 1 / 3 \
             else months_total  # 2022: the client portal takes over
-        churn_month = None
-        year_idx = 0
-        m = m0
-        while m < months_total:
-            # one contract year: complaints, survey, billings, then the renewal decision
-            comp = rng.poisson(np.exp(-0.6 - 0.9 * (latent["responsiveness"][i] - 3.5)))
-            ks = np.arange(m, min(m + 12, months_total))
-
-            def via(k: int) -> str:
-                if k >= moves_at:
-                    return "client portal"
-                return second if second is not None and rng2.random() < 0.3 else home
-            for ln in lines:
-                amounts = SERVICE_LINES[ln] * SIZES[size[i]] * rng.lognormal(0, 0.35, len(ks))
-                days = month_starts[ks] + rng.integers(0, 27, len(ks)).astype("timedelta64[D]")
-                for k, d, a in zip(ks, days, amounts):
-                    invoice += 1
-                    bills.append((cid, d, f"INV{invoice}", ln, round(float(a), 2), via(k)))
-            extra = ks[ks >= added_at]
-            amounts = fee * SIZES[size[i]] * rng2.lognormal(0, 0.35, len(extra))
-            days = month_starts[extra] + rng2.integers(0, 27, len(extra)).astype("timedelta64[D]")
-            for k, d, a in zip(extra, days, amounts):
-                invoice += 1
-                bills.append((cid, d, f"INV{invoice}", later, round(float(a), 2), via(k)))
-            if rng.random() < 0.75 and m + 6 < months_total:
-                ratings = {r: int(np.clip(round(latent[r][i] + rng.normal(0, 0.45)), 1, 5)) for r in RATINGS}
-                nps = 6.6 + 1.5 * (latent["creative_quality"][i] - 3.5) + 1.3 * (latent["strategic_insight"][i] - 3.5) \
-                    + 0.3 * (latent["reporting_transparency"][i] - 3.5) + rng.normal(0, 0.9)
-                csat = np.clip(round(1 + 0.8 * np.mean([ratings[r] for r in RATINGS]) + rng.normal(0, 0.4)), 1, 5)
-                survey.append({"client_id": cid, "survey_date": str(month_starts[m + 6])[:10],
-                               "nps": int(np.clip(round(nps), 0, 10)), "csat": int(csat), **ratings,
-                               "complaints": int(comp)})
-            m += 12
-            year_idx += 1
-            if m >= months_total:
-                break
-            p_churn = _sigmoid(-1.7 - 1.4 * (latent["responsiveness"][i] - 3.5) + 0.55 * comp
-                               - 0.3 * (latent["price_fairness"][i] - 3.5))
-            if rng.random() < p_churn:
-                churn_month = m
-                break
+        churn_month, comp, invoice = _client_years(
+            rng, rng2, cid, m0, months_total, month_starts, lines, SIZES[size[i]], {r: latent[r][i] for r in latent},
+            (home, second, moves_at), (added_at, later, fee), invoice, bills, survey)
         contract_start = pd.Timestamp(month_starts[m0])
         contract_end = pd.Timestamp(month_starts[churn_month]) - pd.Timedelta(days=1) if churn_month else None
         reason = _churn_reason(rng3, latent["responsiveness"][i], comp, latent["price_fairness"][i]) \

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from cvlib import io
+from cvlib import reading
 from cvlib.errors import ParamError
 from cvlib.params import ATTRIBUTE_TABLES
 
@@ -153,14 +153,14 @@ def study_ids(study: "Study") -> set[str]:
     """Every customer id in the study's input files, malformed lines included."""
 
     ids: set[str] = set()
-    raw, bad = io.read_transactions(study)
+    raw, bad = reading.read_transactions(study)
     ids.update(raw["customer_id"].astype(str).str.strip().unique())
     if "customer_id" in bad.columns:
         ids.update(bad["customer_id"].astype(str))
     for name in ATTRIBUTE_TABLES:
         spec = getattr(study.inputs, name)
         if spec is not None:
-            df, _ = io.read_raw(study, spec, name)
+            df, _ = reading.read_raw(study, spec, name)
             if spec.customer_id in df.columns:
                 ids.update(df[spec.customer_id].astype(str).str.strip().unique())
     return ids

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML
 
-from cvlib import i18n, numbering, plots, privacy, threads
+from cvlib import i18n, numbering, privacy, theme, threads
 from cvlib.params import Study
 
 ID_COLUMNS = ("customer_id",)
@@ -31,7 +31,7 @@ def setup(study: Study | None = None, run_dir: str | Path | None = None) -> None
     (call once per notebook)."""
     i18n.use(study.report.language if study is not None else "en")
     threads.limit_threads()  # the notebook's numerical libraries: one thread each unless CVLIB_THREADS says
-    plots.use_theme()
+    theme.use_theme()
     numbering.restart()
     capture_warnings(Path(run_dir) / WARNINGS_LOG if run_dir is not None else None)
     pd.set_option("display.max_columns", 50)

@@ -47,3 +47,10 @@ def rule_categories(study: "Study") -> dict[str, set]:
             "value_tier": set(study.rfm.pyramid.names),
             "value_cell": set(cell_names(m.size, m.names).values()) | {"unknown", DEPARTED_CELL},
             "lifecycle_stage": {"acquisition", "growth", "maturity", "decline", "lapsed", "unknown"}}
+
+
+def lapsing_valuable_segments(segments: list[dict]) -> list[str]:
+    """The segments of a grid whose customers bought often but not lately (recency score at most 2, frequency
+    score from 3): the ones a study's findings name, whatever the segments are called. Fewest purchases first."""
+    lapsing = [s for s in segments if max(s["r"]) <= 2 and min(s["f"]) >= 3]
+    return [s["name"] for s in sorted(lapsing, key=lambda s: min(s["f"]))]

@@ -119,7 +119,7 @@ def test_chinese_reports_in_a_browser_without_box_glyphs(example_run, tmp_path):
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from cvlib import i18n, io, numbering, plots
+    from cvlib import i18n, io, numbering, plots, theme
     from cvlib.analysis import cleaning
 
     res = example_run("cdnow_zh")
@@ -142,7 +142,7 @@ def test_chinese_reports_in_a_browser_without_box_glyphs(example_run, tmp_path):
     i18n.use("zh")
     bands = {}
     for font in ("theme", "boxes"):
-        plots.use_theme()
+        theme.use_theme()
         if font == "boxes":
             plt.rcParams["font.family"] = ["DejaVu Sans"]
         numbering.restart()
@@ -153,7 +153,7 @@ def test_chinese_reports_in_a_browser_without_box_glyphs(example_run, tmp_path):
             fig.savefig(buf, format="png", bbox_inches="tight")  # as the notebook's inline backend saves
         bands[font] = np.asarray(Image.open(buf).convert("L"), dtype=float)[:40]
     i18n.use("en")
-    plots.use_theme()
+    theme.use_theme()
     assert bands["theme"].shape == report_band.shape
     to_theme = np.abs(report_band - bands["theme"]).mean()
     to_boxes = np.abs(report_band - bands["boxes"]).mean()

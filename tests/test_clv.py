@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cvlib import customers, finance, models
-from cvlib.analysis import clv, contracts, fitting, rfm
+from cvlib.analysis import clv, contracts, fitting, holdout, rfm
 from cvlib.models import (
     BetaGeoNBD,
     GammaGamma,
@@ -157,7 +157,7 @@ def test_holdout_validation_on_cdnow_sample(cdnow_cal):
     tx = pd.DataFrame({"customer_id": df["cid"].astype("string[pyarrow]"),
                        "date": pd.to_datetime(df["date"], format="%Y%m%d"), "amount": df["value"].astype(float)})
     m = BetaGeoNBD().fit(cdnow_cal)
-    h = clv.validate_holdout(cdnow_cal, tx, m, "bgnbd", "weeks", "1997-09-30", "1998-06-30")
+    h = holdout.validate_holdout(cdnow_cal, tx, m, "bgnbd", "weeks", "1997-09-30", "1998-06-30")
     totals = h.totals.set_index("measure")["holdout_total"]
     assert totals["actual repeat purchases"] == cdnow_cal["x_holdout"].sum()
     assert totals["predicted (bgnbd)"] == pytest.approx(totals["actual repeat purchases"], rel=0.15)

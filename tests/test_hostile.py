@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cvlib import expr, privacy
+from cvlib import expr, privacy, reading
 from cvlib.analysis.cleaning import clean_transactions
 from cvlib.cli import main
 from cvlib.params import Cleaning, load_study
@@ -225,18 +225,16 @@ def test_unusable_files_exit_2_at_validate_naming_the_file(tmp_path, capsys, nam
 def test_a_file_without_header_is_read_with_the_given_names(tmp_path):
     params = _csv(tmp_path, "a,2024-01-01,5\nb,2024-01-02,7\n", "nohead", header=False,
                   names=["customer", "date", "amount"])
-    from cvlib import io
 
-    raw, _ = io.read_transactions(load_study(params))
+    raw, _ = reading.read_transactions(load_study(params))
     assert raw["customer_id"].tolist() == ["a", "b"] and raw["amount"].tolist() == ["5", "7"]
 
 
 def test_source_rows_stay_right_after_a_malformed_line(tmp_path):
     text = "customer,date,amount\na,2024-01-01,5\nb,2024-01-02\nc,2024-01-03,7\nd,2024-01-04,8,extra\ne,2024-01-05,9\n"
     params = _csv(tmp_path, text, "malformed")
-    from cvlib import io
 
-    raw, bad = io.read_transactions(load_study(params))
+    raw, bad = reading.read_transactions(load_study(params))
     assert dict(zip(raw["customer_id"], raw["source_row"])) == {"a": 1, "c": 3, "e": 5}
     assert bad["source_row"].tolist() == [2, 4] and bad["customer_id"].tolist() == ["b", "d"]
     from cvlib.analysis.cleaning import run_cleaning

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cvlib import expr, privacy
+from cvlib import expr, privacy, reading
 from cvlib.cli import main
 from tests.conftest import ROOT
 
@@ -219,11 +219,10 @@ def test_a_line_with_an_unbalanced_quote_is_set_aside_with_its_number_and_the_re
     assert summary["rows_in"] == 4 and summary["balanced"]
     params["inputs"]["transactions"]["bad_lines"] = "refuse"
     p.write_text(yaml.safe_dump(params))
-    from cvlib import io
     from cvlib.errors import InputDataError
 
     with pytest.raises(InputDataError, match="line 3"):
-        io.read_transactions(load_study(p))
+        reading.read_transactions(load_study(p))
 
 
 def test_a_20_mb_line_is_read_and_its_value_quarantined_without_flooding_messages_or_reports(tmp_path, capsys):

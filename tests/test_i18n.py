@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvlib import i18n
+from cvlib import i18n, theme
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
@@ -110,9 +110,8 @@ def render(title: str, fonts: list[str] | None = None) -> np.ndarray:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from cvlib import plots
 
-    plots.use_theme()
+    theme.use_theme()
     if fonts:
         plt.rcParams["font.family"] = fonts
     fig, ax = plt.subplots(figsize=(4, 1))
@@ -128,9 +127,8 @@ def test_chinese_in_figures_draws_real_glyphs_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a missing glyph warns: here it fails
         cjk = render("客户价值")
-    from cvlib import plots
 
-    noto = crop(render("客户价值", [plots.cjk_font()]))
+    noto = crop(render("客户价值", [theme.cjk_font()]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         boxes = crop(render("客户价值", ["DejaVu Sans"]))  # DejaVu has no CJK: four box glyphs
@@ -205,12 +203,11 @@ def test_exports_are_rounded_with_english_names_and_the_workbook_in_the_report_l
 
 
 def test_a_group_has_one_colour_whatever_else_is_in_the_figure():
-    from cvlib import plots
 
-    a = plots.group_colours(["Champions", "Lost", "my own group"])
-    b = plots.group_colours(["my own group", "At Risk", "Champions"])
+    a = theme.group_colours(["Champions", "Lost", "my own group"])
+    b = theme.group_colours(["my own group", "At Risk", "Champions"])
     assert a["Champions"] == b["Champions"] and a["my own group"] == b["my own group"]
-    assert len(set(plots.group_colours(plots.FIXED_COLOURS[:11]).values())) == 11  # default segments all differ
+    assert len(set(theme.group_colours(theme.FIXED_COLOURS[:11]).values())) == 11  # default segments all differ
 
 
 def test_client_rendering_leaves_out_consultant_notes_empty_sections_and_parameter_keys(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cvlib import io, load_study
+from cvlib import io, load_study, reading
 from tests.conftest import write_study
 
 CN = [{"customer": "00042", "date": "2024-01-05", "amount": "￥1,234.50", "product": "广告投放"},
@@ -16,7 +16,7 @@ def test_encodings(tmp_path, encoding):
     rows = CN if encoding != "latin-1" else [{**r, "amount": "1234.50", "product": "Crème brûlée"} for r in CN]
     p = write_study(tmp_path, rows, encoding=encoding,
                     columns={"customer_id": "customer", "date": "date", "amount": "amount", "product": "product"})
-    raw, bad = io.read_transactions(load_study(p))
+    raw, bad = reading.read_transactions(load_study(p))
     assert list(raw["customer_id"]) == ["00042", "00043"]  # leading zeros kept
     assert raw["product"].iloc[0] == rows[0]["product"]
     assert bad.empty
@@ -29,7 +29,7 @@ def test_semicolon_decimal_comma_and_malformed_lines(tmp_path):
                                                                           "amount": "betrag"},
                     tx={"path": "../tx.csv", "decimal": ",", "thousands": "."})
     study = load_study(p)
-    raw, bad = io.read_transactions(study)
+    raw, bad = reading.read_transactions(study)
     assert list(raw["customer_id"]) == ["001", "003"]
     assert len(bad) == 1 and "extra" in bad["text"].iloc[0]
 
@@ -37,7 +37,7 @@ def test_semicolon_decimal_comma_and_malformed_lines(tmp_path):
 @pytest.mark.parametrize("file_name", ["tx.xlsx", "tx.parquet"])
 def test_excel_and_parquet(tmp_path, file_name):
     p = write_study(tmp_path, CN, file_name=file_name)
-    raw, _ = io.read_transactions(load_study(p))
+    raw, _ = reading.read_transactions(load_study(p))
     assert len(raw) == 2 and raw["customer_id"].iloc[0] == "00042"
 
 
@@ -45,7 +45,7 @@ def test_whitespace_example_file():
     from tests.conftest import ROOT
 
     study = load_study(ROOT / "params" / "cdnow.yaml")
-    raw, _ = io.read_transactions(study, nrows=5)
+    raw, _ = reading.read_transactions(study, nrows=5)
     assert raw["customer_id"].iloc[0] == "00001"
     assert set(raw.columns) >= {"customer_id", "date", "amount", "quantity"}
 
@@ -59,7 +59,7 @@ def test_attribute_table_joined_on_text_ids(tmp_path):
     data = yaml.safe_load(p.read_text())
     data["inputs"]["customers"] = {"path": "../cust.csv", "customer_id": "cid"}
     p.write_text(yaml.safe_dump(data, allow_unicode=True))
-    t = io.read_attributes(load_study(p), "customers")
+    t = reading.read_attributes(load_study(p), "customers")
     assert list(t["customer_id"]) == ["007", "008"]
     assert t["size"].dtype.kind in "if" and t["region"].iloc[1] == "South"
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cvlib import customers
-from cvlib.analysis import journey
+from cvlib.analysis import channels, journey
 
 END = pd.Timestamp("2024-12-31")
 
@@ -65,7 +65,7 @@ def first_days_of(rows: list[tuple[str, str, int]]) -> tuple[np.ndarray, pd.Inde
     """(customer, item, day) rows as journey.first_days' matrix, its customers and its items."""
     d = pd.DataFrame(rows, columns=["customer_id", "product", "day"])
     cust, ids = pd.factorize(d["customer_id"], sort=True)
-    item, items = journey.item_codes(d["product"])
+    item, items = customers.item_codes(d["product"])
     return journey.first_days(cust, item, d["day"].to_numpy(), len(ids), len(items)), pd.Index(ids), items
 
 
@@ -145,7 +145,7 @@ def test_channel_mix_recovers_a_planted_channel_difference_by_hand():
     tx = pd.DataFrame(rows, columns=["customer_id", "date", "amount", "channel"]).assign(date=lambda d: pd.to_datetime(d["date"]))
     clv = pd.Series({**{f"w{i}": 300.0 for i in range(40)}, **{f"s{i}": 60.0 for i in range(20)}})
     churned = pd.Series({**{f"w{i}": False for i in range(40)}, **{f"s{i}": True for i in range(20)}})
-    mix = journey.channel_mix(tx, clv, churned, cac={"web": 30.0, "store": 20.0})
+    mix = channels.channel_mix(tx, clv, churned, cac={"web": 30.0, "store": 20.0})
     acq = mix["acquisition"].set_index("channel")
     assert acq.loc["web", "customers"] == 40 and acq.loc["store", "customers"] == 20
     assert acq.loc["web", "conversion"] == 1.0 and acq.loc["store", "conversion"] == 0.0
@@ -160,7 +160,7 @@ def test_channel_mix_recovers_a_planted_channel_difference_by_hand():
     assert used.loc["store", "clv_to_cac"] == pytest.approx((10 * 300 + 20 * 60) / 30 / ((10 * 30 + 20 * 20) / 30))
     # an acquisition channel and cost per customer (a customer table) take the place of the first purchase's
     acquired = pd.Series({**{f"w{i}": "partner" for i in range(40)}, **{f"s{i}": "store" for i in range(20)}})
-    own = journey.channel_mix(tx, clv, churned, acquired, pd.Series(15.0, index=clv.index))["acquisition"]
+    own = channels.channel_mix(tx, clv, churned, acquired, pd.Series(15.0, index=clv.index))["acquisition"]
     assert own.set_index("channel").loc["partner", "clv_to_cac"] == pytest.approx(20.0)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cvlib import i18n, io
+from cvlib import i18n, io, reading
 from cvlib.params import Study
 
 GROUPS = ("treatment", "control")
@@ -172,7 +172,7 @@ def run_campaign(study: Study, run_dir: str | Path) -> CampaignResult:
     """Read the clean transactions and the campaigns table; write campaign.json."""
     run_dir = Path(run_dir)
     tx = io.read_stage(run_dir, "transactions_clean.parquet")
-    res = build_campaign(study, tx, io.read_attributes(study, "campaigns"))
+    res = build_campaign(study, tx, reading.read_attributes(study, "campaigns"))
     io.write_json({"campaigns": [] if res.summary.empty else res.summary.to_dict("records"),
                    "uplift": [] if res.uplift.empty else res.uplift.to_dict("records"),
                    "rows_used": int(len(res.outcomes)), "rows_set_aside": int(len(res.set_aside)),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io
+from cvlib import io, reading
 from cvlib.analysis.cleaning_rules import DUPLICATE, NETTED, RULE_ORDER, Rows, _Book, _sum
 from cvlib.errors import InputDataError
 from cvlib.io import ROW
@@ -168,7 +168,7 @@ def reconciliation(raw_rows: int, amount_in: float, clean: pd.DataFrame, quarant
 # --------------------------------------------------------------------------- the stage
 def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
     """Read the study's transactions, clean them, write the stage outputs into run_dir."""
-    raw, malformed = io.read_transactions(study)
+    raw, malformed = reading.read_transactions(study)
     if len(raw) == 0:
         raise InputDataError(f"{study.resolve(study.inputs.transactions.path)} has no data rows.")
     spec = study.inputs.transactions

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import i18n, io
+from cvlib import i18n, io, reading
 from cvlib.analysis.contracts import contract_summary, with_contracts
 from cvlib.analysis.fitting import MODELS, fit_models, fit_record
+from cvlib.analysis.holdout import Holdout, validate_holdout
 from cvlib.analysis.rfm import value_tiers
 from cvlib.analysis.variants import build_variants
-from cvlib.customers import occasions
 from cvlib.finance import DAYS_PER_MONTH, formula_clv, retention_clv, yearly_revenue
 from cvlib.models import (
     BetaGeoNBD,
@@ -233,71 +233,6 @@ def delta_interval(summary: pd.DataFrame, cfg: Clv, unit: str, purchase, spend,
     return mid - 1.96 * sd, mid + 1.96 * sd
 
 
-# --------------------------------------------------------------------------- holdout validation
-@dataclass
-class Holdout:
-    totals: pd.DataFrame
-    by_frequency: pd.DataFrame
-    tracking: pd.DataFrame
-    errors: pd.DataFrame
-    beat_baseline: bool
-    model: str
-
-
-def validate_holdout(cal: pd.DataFrame, tx: pd.DataFrame, model, name: str, unit: str,
-                     calibration_end, holdout_end) -> Holdout:
-    """Predicted against actual repeat purchases in the holdout, by calibration frequency, week by week,
-    and per-customer error against the naive baseline (each customer repeats their calibration rate)."""
-    dur = cal["duration_holdout"].to_numpy()
-    pred = model.predict(cal, dur)
-    actual = cal["x_holdout"].to_numpy()
-    naive = np.where(cal["T"] > 0, cal["x"] / cal["T"].replace(0, np.nan), 0.0) * dur
-    naive = np.nan_to_num(naive)
-    totals = pd.DataFrame({"measure": ["actual repeat purchases", f"predicted ({name})", "naive baseline"],
-                           "holdout_total": [actual.sum(), pred.sum(), naive.sum()]})
-    k = np.minimum(cal["x"].to_numpy(), 7)
-    byf = pd.DataFrame({"calibration_repeat_purchases": k, "actual": actual, "predicted": pred}).groupby(
-        "calibration_repeat_purchases").agg(customers=("actual", "size"), actual=("actual", "mean"),
-                                            predicted=("predicted", "mean")).reset_index()
-    byf["calibration_repeat_purchases"] = byf["calibration_repeat_purchases"].map(lambda v: "7+" if v == 7 else str(v))
-    errors = pd.DataFrame({"method": [name, "naive baseline"],
-                           "mae": [np.mean(np.abs(pred - actual)), np.mean(np.abs(naive - actual))],
-                           "rmse": [np.sqrt(np.mean((pred - actual) ** 2)), np.sqrt(np.mean((naive - actual) ** 2))]})
-    tracking = weekly_tracking(cal, tx, model, unit, holdout_end)
-    return Holdout(totals, byf, tracking, errors, bool(errors["mae"].iloc[0] < errors["mae"].iloc[1]), name)
-
-
-def weekly_tracking(cal: pd.DataFrame, tx: pd.DataFrame, model, unit: str, holdout_end) -> pd.DataFrame:
-    """Cumulative repeat purchases per week, actual against the model, for the calibration customers."""
-
-    ids = set(cal["customer_id"].astype(str))
-    t = tx[io.as_ids(tx["customer_id"]).isin(ids) & (tx["date"] < pd.Timestamp(holdout_end) + pd.Timedelta(days=1))]
-    occ = occasions(t, "days")
-    start_day = int(occ["day"].min())
-    first_day = occ.groupby("customer")["day"].transform("min")
-    repeat_days = occ.loc[occ["day"] > first_day, "day"].to_numpy()
-    end_day = int(np.datetime64(pd.Timestamp(holdout_end).date(), "D").astype(np.int64))
-    weeks = np.arange(1, int(np.ceil((end_day - start_day + 1) / 7)) + 1)
-    actual = np.array([(repeat_days < start_day + 7 * w).sum() for w in weeks])
-    firsts = occ.groupby("customer")["day"].min().value_counts()
-    exp = np.zeros(len(weeks))
-    for d0, n in firsts.items():
-        age = (start_day + 7 * weeks - d0 - 1) / UNIT_DAYS[unit]  # time since acquisition at the week's end
-        exp += n * np.where(age > 0, model.expected_new(np.maximum(age, 0)), 0.0)
-    return pd.DataFrame({"week": weeks, "actual": actual, "predicted": exp})
-
-
-def p_alive_matrix(model, max_x: int, T: float, steps: int = 20) -> pd.DataFrame:
-    """P(alive) of a customer aged T on a grid of repeat purchases x (rows) and recency t_x (columns)."""
-    xs = np.arange(0, max_x + 1)
-    txs = np.linspace(0, T, steps + 1)
-    X, TX = np.meshgrid(xs, txs, indexing="ij")
-    grid = pd.DataFrame({"x": X.ravel(), "t_x": np.where(X.ravel() == 0, 0, TX.ravel()), "T": T})
-    p = model.p_alive(grid).reshape(X.shape)
-    return pd.DataFrame(p, index=pd.Index(xs, name="repeat purchases x"),
-                        columns=pd.Index(np.round(txs, 1), name="time of last purchase t_x"))
-
-
 def forward_interval(summary: pd.DataFrame, customers: pd.DataFrame, by_model: np.ndarray, cfg: Clv, unit: str,
                      purchase: FitOutcome, spend: FitOutcome) -> tuple[tuple[float, float] | None, str]:
     """95% interval of the forward total CLV: the model's part over the live customers it values (refitted on
@@ -372,10 +307,40 @@ class ClvResult:
         return f.model if f is not None and f.ok else None
 
 
+def _holdout_check(study: Study, tx: pd.DataFrame, cal: pd.DataFrame | None,
+                   notes: list[str]) -> tuple[Holdout | None, dict | None]:
+    """The purchase model refitted on the calibration period and checked on the holdout (with a calibration end)."""
+    cfg = study.clv
+    if cal is None or not len(cal):
+        notes.append(i18n.for_consultant("clv.note_no_holdout"))
+        return None, None
+    hfits = fit_models(cal, cfg, (cfg.model,))
+    if not hfits[cfg.model].ok:
+        notes.append(i18n.t("clv.note_holdout_skipped", model=i18n.label(cfg.model), why=hfits[cfg.model].reason))
+        return None, hfits
+    return validate_holdout(cal, tx, hfits[cfg.model].model, cfg.model, study.rfm.time_unit,
+                            study.rfm.calibration_end, study.rfm.holdout_end or tx["date"].max()), hfits
+
+
+def _formula_views(study: Study, tx: pd.DataFrame, rfm2: pd.DataFrame, attrs: pd.DataFrame | None,
+                   customers: pd.DataFrame, retention: float) -> tuple:
+    """The acquisition costs and the formula CLV overall, by segment (beside the model CLV) and by channel."""
+    cfg = study.clv
+    channel = acquisition_channel(study, tx, attrs)
+    cac = acquisition_costs(study, attrs, channel)
+    if channel is not None:
+        rfm2["channel"] = rfm2["customer_id"].map(channel).fillna("unknown")
+    overall = formula_table(rfm2, cfg, retention, None, cac)
+    by_seg = formula_table(rfm2, cfg, retention, "segment", cac)
+    by_seg = by_seg.merge(customers.groupby("segment", observed=True)["clv"].agg(["mean", "sum"]).rename(
+        columns={"mean": "mean_model_clv", "sum": "total_model_clv"}), left_on="segment", right_index=True, how="left")
+    by_chan = formula_table(rfm2, cfg, retention, "channel", cac) if channel is not None else None
+    return cac, overall, by_seg, by_chan
+
+
 def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.DataFrame,
               cal: pd.DataFrame | None, attrs: pd.DataFrame | None = None) -> ClvResult:
     """Everything the CLV stage computes."""
-
     cfg, unit = study.clv, study.rfm.time_unit
     notes: list[str] = []
     retention, how = yearly_retention(tx)
@@ -414,26 +379,9 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     customers["clv_tier"] = value_tiers(customers["clv"], cfg.tiers.cuts, cfg.tiers.names)
     customers["customer_id"] = customers["customer_id"].astype(io.STRING)
 
-    channel = acquisition_channel(study, tx, attrs)
-    cac = acquisition_costs(study, attrs, channel)
-    if channel is not None:
-        rfm2["channel"] = rfm2["customer_id"].map(channel).fillna("unknown")
-    overall = formula_table(rfm2, cfg, retention, None, cac)
-    by_seg = formula_table(rfm2, cfg, retention, "segment", cac)
-    by_seg = by_seg.merge(customers.groupby("segment", observed=True)["clv"].agg(["mean", "sum"]).rename(
-        columns={"mean": "mean_model_clv", "sum": "total_model_clv"}), left_on="segment", right_index=True, how="left")
-    by_chan = formula_table(rfm2, cfg, retention, "channel", cac) if channel is not None else None
+    cac, overall, by_seg, by_chan = _formula_views(study, tx, rfm2, attrs, customers, retention)
 
-    holdout, hfits = None, None
-    if cal is not None and len(cal):
-        hfits = fit_models(cal, cfg, (cfg.model,))
-        if hfits[cfg.model].ok:
-            holdout = validate_holdout(cal, tx, hfits[cfg.model].model, cfg.model, unit,
-                                       study.rfm.calibration_end, study.rfm.holdout_end or tx["date"].max())
-        else:
-            notes.append(i18n.t("clv.note_holdout_skipped", model=i18n.label(cfg.model), why=hfits[cfg.model].reason))
-    else:
-        notes.append(i18n.for_consultant("clv.note_no_holdout"))
+    holdout, hfits = _holdout_check(study, tx, cal, notes)
 
     variants, contribution = None, {}
     if cfg.variants:
@@ -452,7 +400,7 @@ def run_clv(study: Study, run_dir: str | Path) -> ClvResult:
     rfm = io.read_stage(run_dir, "rfm.parquet")
     summary = io.read_stage(run_dir, "clv_summary.parquet")
     cal = io.read_stage(run_dir, "clv_calibration.parquet", optional=True)
-    attrs = io.read_attributes(study, "customers")
+    attrs = reading.read_attributes(study, "customers")
     res = build_clv(study, tx, rfm, summary, cal, attrs)
     io.write_parquet(res.customers, run_dir / "clv.parquet")
     io.write_json(model_report(study, res), run_dir / "clv_model.json")

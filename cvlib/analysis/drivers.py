@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import i18n, io
+from cvlib import i18n, io, reading
 from cvlib.analysis import churn, journey, reasons
 from cvlib.analysis.importance import (
     ChurnModel,
@@ -216,8 +216,30 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
         notes.append(i18n.for_consultant("drivers.note_no_feedback"))
     ds = driver_set(pd.Index(flags["customer_id"]), attrs, fb, early_behaviour(tx, cfg.early_days), cfg)
     notes += ds.notes
-    rows = []
-    churn_cm = None
+    rows, churn_cm = _churn_drivers(ds, flags, cfg, notes)
+    more, linear_r2, ipa_df = _outcome_drivers(ds, cfg, fb, clv, churn_cm, notes)
+    rows += more
+    drivers = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["driver", "method", "importance", "ci_low", "ci_high"])
+    means = ds.X[ds.ratings].mean() if ds.ratings else pd.Series(dtype=float)
+    drivers["mean_rating"] = drivers["driver"].map(means)
+    drivers = drivers[["driver", "method", "importance", "ci_low", "ci_high", "mean_rating"]]
+    cohorts = cohort_matrices(tx)
+    res = DriversResult(flags, rates, rates_by, cohorts["customers"], cohorts["revenue"], km,
+                        logrank, survey, drivers, ipa_df, churn_cm, linear_r2, ds.collinear, notes, risk)
+    why = reasons.churn_reasons(attrs, fb, cfg.churn_reason_column)
+    if why is not None:
+        r = io.by_customer(rfm)
+        res.reasons, res.reasons_by_segment = reasons.reason_tables(
+            why, flags.set_index("customer_id")["churned"], r["segment"].astype(str), r["monetary"],
+            r["tenure"] / 365.0)
+    return res
+
+
+def _churn_drivers(ds: DriverSet, flags: pd.DataFrame, cfg: Drivers,
+                   notes: list[str]) -> tuple[list[pd.DataFrame], ChurnModel | None]:
+    """What drives churn among the customers observed long enough (and who answered a survey when ratings are
+    drivers): the churn classifier's permutation importance and the LMG shares of a linear probability model."""
     eligible = flags.set_index("customer_id")["eligible"]
     churned = flags.set_index("customer_id")["churned"]
     el = eligible.to_numpy()
@@ -227,19 +249,22 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     cm = churn_model(DriverSet(ds.X[el], ds.groups, ds.ratings), churned[eligible], cfg, ds.X[~el])
     if isinstance(cm, str):
         notes.append(i18n.t("drivers.note_classifier_skipped", why=cm))
-    else:
-        churn_cm = cm
-        rows.append(cm.importance)
-        if cm.n < int(el.sum()):
-            notes.append(i18n.t("drivers.note_classifier_sample", n=f"{cm.n:,}", of=f"{int(el.sum()):,}"))
-        missing = int(ds.X[el].isna().any(axis=1).sum())
-        notes.append(i18n.t("drivers.note_classifier", n=f"{cm.n:,}", k=f"{cm.churners:,}", missing=f"{missing:,}"))
-        # the same decomposition as for the other outcomes: Shapley shares of R² of a linear probability model
-        lin_churn, _ = linear_drivers(ds, churned[eligible], cfg, notes, i18n.t("drivers.churn_lpm"),
-                                      "churn ")
-        rows.append(lin_churn)
-    linear_r2 = None
-    ipa_df = None
+        return [], None
+    if cm.n < int(el.sum()):
+        notes.append(i18n.t("drivers.note_classifier_sample", n=f"{cm.n:,}", of=f"{int(el.sum()):,}"))
+    missing = int(ds.X[el].isna().any(axis=1).sum())
+    notes.append(i18n.t("drivers.note_classifier", n=f"{cm.n:,}", k=f"{cm.churners:,}", missing=f"{missing:,}"))
+    # the same decomposition as for the other outcomes: Shapley shares of R² of a linear probability model
+    lin_churn, _ = linear_drivers(ds, churned[eligible], cfg, notes, i18n.t("drivers.churn_lpm"), "churn ")
+    return [cm.importance, lin_churn], cm
+
+
+def _outcome_drivers(ds: DriverSet, cfg: Drivers, fb: pd.DataFrame | None, clv: pd.DataFrame | None,
+                     churn_cm: ChurnModel | None, notes: list[str]) -> tuple[list[pd.DataFrame], float | None,
+                                                                           pd.DataFrame | None]:
+    """What drives the linear outcome (NPS or CLV), and the importance-performance grid of the ratings (on the
+    outcome's LMG shares, else on the churn classifier's importance)."""
+    rows, linear_r2, ipa_df, imp = [], None, None, None
     if cfg.outcome in {"nps", "clv"}:
         y = None
         if cfg.outcome == "nps" and fb is not None and cfg.feedback.nps in fb.columns:
@@ -254,25 +279,12 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
             rows.append(lin)
             if ds.ratings and len(lin):
                 imp = lin[lin["method"].str.startswith("LMG")].set_index("driver")["importance"]
-                ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean(), (1, cfg.feedback.csat_scale))
     elif churn_cm is not None and ds.ratings:
         perm = churn_cm.importance[churn_cm.importance["method"].str.startswith("permutation")]
         imp = perm.set_index("driver")["importance"]
+    if imp is not None:
         ipa_df = ipa(imp[imp.index.isin(ds.ratings)], ds.X[ds.ratings].mean(), (1, cfg.feedback.csat_scale))
-    drivers = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["driver", "method", "importance", "ci_low", "ci_high"])
-    means = ds.X[ds.ratings].mean() if ds.ratings else pd.Series(dtype=float)
-    drivers["mean_rating"] = drivers["driver"].map(means)
-    drivers = drivers[["driver", "method", "importance", "ci_low", "ci_high", "mean_rating"]]
-    cohorts = cohort_matrices(tx)
-    res = DriversResult(flags, rates, rates_by, cohorts["customers"], cohorts["revenue"], km,
-                        logrank, survey, drivers, ipa_df, churn_cm, linear_r2, ds.collinear, notes, risk)
-    why = reasons.churn_reasons(attrs, fb, cfg.churn_reason_column)
-    if why is not None:
-        r = io.by_customer(rfm)
-        res.reasons, res.reasons_by_segment = reasons.reason_tables(
-            why, churned, r["segment"].astype(str), r["monetary"], r["tenure"] / 365.0)
-    return res
+    return rows, linear_r2, ipa_df
 
 
 def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str], outcome: str = "",
@@ -316,8 +328,8 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
     if info is not None:
         rfm.attrs["end"] = pd.Timestamp(info["end"]).normalize()
     clv = io.read_stage(run_dir, "clv.parquet", optional=True)
-    attrs = io.read_attributes(study, "customers")
-    fb = io.read_attributes(study, "feedback")
+    attrs = reading.read_attributes(study, "customers")
+    fb = reading.read_attributes(study, "feedback")
     res = build_drivers(study, tx, rfm, clv, attrs, fb)
     io.write_parquet(res.drivers, run_dir / "drivers.parquet")
     sc = res.risk.scores.set_index("customer_id").reindex(res.flags["customer_id"].astype(str))

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import customers, i18n, io
+from cvlib import customers, i18n, io, reading
+from cvlib.analysis.channels import channel_mix
 from cvlib.analysis.clv import acquisition_channel, acquisition_costs
 from cvlib.customers import OCCASION_DAYS, occasion_periods
 from cvlib.params import Study
@@ -136,20 +137,10 @@ def basket_of(customer: np.ndarray, item: np.ndarray, ids: pd.Index, items: pd.I
                         columns=items)
 
 
-def item_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Each row's item as a code into the item names sorted as text (-1 where missing)."""
-    code, uniq = pd.factorize(values)
-    names = np.array([str(u) for u in uniq], dtype=object)
-    order = np.argsort(names, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return np.where(code >= 0, rank[np.maximum(code, 0)], -1), pd.Index(names[order], name=values.name)
-
-
 def baskets(tx: pd.DataFrame, item: str = "product") -> pd.DataFrame:
     """Customer x item: True where the customer bought the item (one row per customer, items as columns)."""
     cust, ids = pd.factorize(tx["customer_id"].astype(str), sort=True)
-    code, items = item_codes(tx[item])
+    code, items = customers.item_codes(tx[item])
     return basket_of(cust, code, pd.Index(ids), items)
 
 
@@ -277,96 +268,6 @@ def next_best_product(basket: pd.DataFrame, rules: pd.DataFrame) -> pd.DataFrame
                          "rule": text[pick[rows]]})
 
 
-# --------------------------------------------------------------------------- channels
-def _distinct_days(p: customers.Purchases) -> np.ndarray:
-    """Distinct purchase days per customer code."""
-    if not len(p.code):
-        return np.zeros(len(p.ids), dtype=np.int64)
-    d0 = int(p.day.min())
-    span = int(p.day.max()) - d0 + 1
-    key = np.sort(p.code * span + (p.day - d0))
-    key = key[np.r_[True, key[1:] != key[:-1]]]
-    return np.bincount(key // span, minlength=len(p.ids))
-
-
-def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Series | None = None,
-                acquisition: pd.Series | None = None,
-                cac: pd.Series | dict[str, float] | float | None = None,
-                p: customers.Purchases | None = None) -> dict[str, pd.DataFrame]:
-    """What each channel brings, from transactions with a `channel` column (`clv`, `churned`, `acquisition`
-    channel and `cac`: per customer id; `cac` may also be a cost per acquisition channel or one cost; `p`: the
-    transactions' `customers.purchases`, when the caller has them):
-    - `acquisition`: by acquisition channel (`acquisition`, else the channel of the first purchase): customers,
-      revenue, mean and total CLV, conversion (share who came back for a second purchase day), and with
-      acquisition costs the mean CAC, CLV/CAC and ROI ((total CLV - total cost) / total cost);
-    - `used`: by channel used: customers who bought through it, the revenue through it, their mean CLV and
-      CLV/CAC;
-    - `multi`: multi-channel against single-channel customers: customers, mean revenue, mean CLV, retention;
-    - `migration`: customers by first channel (rows) and last channel (columns) of their purchases."""
-    p = customers.purchases(tx) if p is None else p
-    ch, names = item_codes(tx["channel"])
-    names = list(names)
-    if (ch < 0).any():
-        ch, names = np.where(ch < 0, len(names), ch), [*names, "unknown"]
-    n, k = len(p.ids), len(names)
-    order = np.lexsort((p.ns, p.code))  # by customer, then time; ties keep the file's order
-    sc = p.code[order]
-    starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
-    ends = np.r_[starts[1:], len(sc)] - 1
-    first_ch, last_ch = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    first_ch[sc[starts]], last_ch[sc[starts]] = ch[order[starts]], ch[order[ends]]
-    pair = p.code * k + ch
-    if n * k <= 20_000_000:
-        keys = np.flatnonzero(np.bincount(pair, minlength=n * k))
-        pair_revenue = np.bincount(pair, weights=p.amount, minlength=n * k)[keys]
-    else:
-        keys, inv = np.unique(pair, return_inverse=True)
-        pair_revenue = np.bincount(inv.ravel(), weights=p.amount)
-    pair_cust, pair_ch = keys // k, keys % k
-    ids = pd.Index(np.asarray(p.ids, dtype=object), name="customer_id")
-    per = pd.DataFrame({"revenue": np.bincount(p.code, weights=p.amount, minlength=n),
-                        "channels": np.bincount(pair_cust, minlength=n),
-                        "converted": _distinct_days(p) >= 2}, index=ids)
-    label = np.array(names, dtype=object)
-    per["acquired_by"] = (acquisition.reindex(ids).fillna("unknown").astype(str).to_numpy()
-                          if acquisition is not None else label[first_ch])
-    per["clv"] = clv.reindex(ids).to_numpy(dtype=float) if clv is not None else np.nan
-    per["retained"] = (~churned.reindex(ids).astype("boolean")).to_numpy(dtype=float, na_value=np.nan) \
-        if churned is not None else np.nan
-    if isinstance(cac, pd.Series):
-        per["cac"] = cac.reindex(ids).to_numpy(dtype=float)
-    elif isinstance(cac, dict):
-        per["cac"] = per["acquired_by"].map(cac).astype(float)
-    elif cac is not None:
-        per["cac"] = float(cac)
-    costs = {"cac": ("cac", "mean"), "spent": ("cac", "sum")} if cac is not None else {}
-    acq = per.groupby("acquired_by").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
-                                         mean_clv=("clv", "mean"), total_clv=("clv", "sum"),
-                                         conversion=("converted", "mean"), **costs)
-    if cac is not None:
-        acq["clv_to_cac"] = acq["mean_clv"] / acq["cac"].where(acq["cac"] > 0)
-        acq["roi"] = (acq["total_clv"] - acq["spent"]) / acq["spent"].where(acq["spent"] > 0)
-        acq = acq.drop(columns="spent")
-    pairs = pd.DataFrame({"channel": label[pair_ch], "amount": pair_revenue,
-                          "clv": per["clv"].to_numpy()[pair_cust],
-                          **({"cac": per["cac"].to_numpy()[pair_cust]} if cac is not None else {})})
-    used = pairs.groupby("channel").agg(customers=("amount", "size"), revenue=("amount", "sum"),
-                                        mean_clv=("clv", "mean"), **({"cac": ("cac", "mean")} if cac is not None
-                                                                     else {}))
-    if cac is not None:
-        used["clv_to_cac"] = used["mean_clv"] / used["cac"].where(used["cac"] > 0)
-        used = used.drop(columns="cac")
-    per["reach"] = np.where(per["channels"] > 1, "multi-channel", "single channel")
-    multi = per.groupby("reach").agg(customers=("revenue", "size"), mean_revenue=("revenue", "mean"),
-                                     mean_clv=("clv", "mean"), retention_rate=("retained", "mean"))
-    moves = np.bincount(first_ch * k + last_ch, minlength=k * k).reshape(k, k)
-    rows, cols = moves.sum(axis=1) > 0, moves.sum(axis=0) > 0
-    migration = pd.DataFrame(moves[rows][:, cols], index=pd.Index(label[rows], name="first channel"),
-                             columns=pd.Index(label[cols], name="last channel"))
-    return {"acquisition": acq.reset_index().rename(columns={"acquired_by": "channel"}),
-            "used": used.reset_index(), "multi": multi.reset_index(), "migration": migration}
-
-
 # --------------------------------------------------------------------------- the stage
 @dataclass
 class JourneyResult:
@@ -380,6 +281,29 @@ class JourneyResult:
     end: pd.Timestamp
     notes: list[str] = field(default_factory=list)
     overview: dict = field(default_factory=dict)  # the fields of the report's opening sentence
+
+
+def cross_sell(tx: pd.DataFrame, p: customers.Purchases, end: pd.Timestamp, cc) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Directed product rules mined before the holdout and kept when they hold on it, and each customer's next best
+    product (indexed by customer id)."""
+    item, items = customers.item_codes(tx["product"])
+    first = first_days(p.code, item, p.day, len(p.ids), len(items))
+    split = int(np.datetime64((end - pd.Timedelta(days=cc.holdout_days)).date(), "D").astype(np.int64))
+    mined = np.where(first <= split, first, NEVER) if cc.holdout_days else first
+    rules = sequence_rules(mined, items, cc.min_support, cc.min_confidence, cc.min_lift, cc.max_p_value)
+    if cc.holdout_days and len(rules):
+        rules = holdout_rules(rules, first, items, split, cc.min_lift)
+    return rules, next_best_product(basket_of(p.code, item, p.ids, items), rules).set_index("customer_id")
+
+
+def stage_table(cust: pd.DataFrame) -> pd.DataFrame:
+    """Customers, revenue and CLV by lifecycle stage, with each stage's share and strategy."""
+    stages = cust.groupby("lifecycle_stage").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
+                                                 total_clv=("clv", "sum"), mean_clv=("clv", "mean"))
+    stages = stages.reindex(list(STAGES)).fillna({"customers": 0, "revenue": 0.0, "total_clv": 0.0})
+    stages["share_of_customers"] = stages["customers"] / max(len(cust), 1)
+    stages["strategy"] = [i18n.t(f"journey.stage_strategy_{s}") for s in stages.index]
+    return stages
 
 
 def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None,
@@ -413,11 +337,7 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
         lifecycle_stage=np.where(cyc["lost"].to_numpy(dtype=bool), "lapsed", now.to_numpy()),
         segment=seg.reindex(cyc.index).to_numpy(), revenue=revenue,
         clv=value.reindex(cyc.index).to_numpy())
-    stages = cust.groupby("lifecycle_stage").agg(customers=("revenue", "size"), revenue=("revenue", "sum"),
-                                                 total_clv=("clv", "sum"), mean_clv=("clv", "mean"))
-    stages = stages.reindex(list(STAGES)).fillna({"customers": 0, "revenue": 0.0, "total_clv": 0.0})
-    stages["share_of_customers"] = stages["customers"] / max(len(cust), 1)
-    stages["strategy"] = [i18n.t(f"journey.stage_strategy_{s}") for s in stages.index]
+    stages = stage_table(cust)
     by_seg = cust.assign(overdue_clv=cust["clv"].where(cust["overdue"], 0.0)).groupby("segment").agg(
         customers=("revenue", "size"), median_cycle_days=("cycle_days", "median"), share_overdue=("overdue", "mean"),
         share_lost=("lost", "mean"), overdue_clv=("overdue_clv", "sum"))
@@ -432,15 +352,7 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
                                cost if cost is not None else (f if f else None), p=p)
     rules = None
     if "product" in tx.columns:
-        cc = cfg.cross_sell
-        item, items = item_codes(tx["product"])
-        first = first_days(p.code, item, p.day, len(p.ids), len(items))
-        split = int(np.datetime64((end - pd.Timedelta(days=cc.holdout_days)).date(), "D").astype(np.int64))
-        mined = np.where(first <= split, first, NEVER) if cc.holdout_days else first
-        rules = sequence_rules(mined, items, cc.min_support, cc.min_confidence, cc.min_lift, cc.max_p_value)
-        if cc.holdout_days and len(rules):
-            rules = holdout_rules(rules, first, items, split, cc.min_lift)
-        best = next_best_product(basket_of(p.code, item, p.ids, items), rules).set_index("customer_id")
+        rules, best = cross_sell(tx, p, end, cfg.cross_sell)
         cust = cust.join(best, how="left")
     cust = cust.reset_index(names="customer_id")
     overview = {"n": len(cust), "end": i18n.date(end), "k": f"{cfg.cycles.overdue_k:g}", "overdue": len(overdue),
@@ -455,7 +367,7 @@ def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
     run_dir = Path(run_dir)
     res = build_journey(study, io.read_stage(run_dir, "transactions_clean.parquet"),
                         io.read_stage(run_dir, "rfm.parquet"), io.read_stage(run_dir, "clv.parquet", optional=True),
-                        io.read_attributes(study, "customers"),
+                        reading.read_attributes(study, "customers"),
                         io.read_stage(run_dir, "churn_risk.parquet", optional=True))
     cols = ["customer_id", "lifecycle_stage", "cycle_days", "recency_days", "expected_next", "lost", "overdue",
             "days_overdue"]

@@ -215,6 +215,22 @@ def silhouettes(dist: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.nan_to_num(s)
 
 
+def k_scores(Xs: pd.DataFrame, ks: range, seed: int) -> pd.DataFrame:
+    """Inertia and mean silhouette of k-means for each k on the sample (the distance matrix once: the scaling
+    does not depend on k)."""
+    from sklearn.metrics import pairwise_distances
+
+    rows, dist = [], None
+    for k in ks:
+        pipe = cluster_pipeline(k, seed).fit(Xs)
+        lab = pipe[-1].labels_
+        if dist is None:
+            dist = pairwise_distances(pipe[:-1].transform(Xs))
+        sil = float(silhouettes(dist, lab).mean()) if len(set(lab)) > 1 else np.nan
+        rows.append({"k": k, "inertia": pipe[-1].inertia_, "silhouette": sil})
+    return pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
+
+
 def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
     """K-means on log, standardised R/F/M: k fixed or chosen by silhouette; profile, labels and a tree."""
     from sklearn.metrics import pairwise_distances
@@ -232,17 +248,7 @@ def fit_clusters(rfm: pd.DataFrame, cfg) -> ClusterResult:
     Xs = X.iloc[np.sort(sample_idx)]
     lo, hi = (cfg.k, cfg.k) if cfg.k else cfg.k_range
     hi = min(hi, distinct - 1, len(Xs) - 1)
-    rows = []
-    dist = None  # the sample's distance matrix: the scaling does not depend on k, so it is computed once
-    for k in range(max(lo, 2), hi + 1):
-        pipe = cluster_pipeline(k, cfg.seed).fit(Xs)
-        lab = pipe[-1].labels_
-        if dist is None:
-            dist = pairwise_distances(pipe[:-1].transform(Xs))
-        sil = float(silhouettes(dist, lab).mean()) if len(set(lab)) > 1 else np.nan
-        rows.append({"k": k, "inertia": pipe[-1].inertia_, "silhouette": sil})
-    del dist
-    scores = pd.DataFrame(rows)
+    scores = k_scores(Xs, range(max(lo, 2), hi + 1), cfg.seed)
     if scores.empty:
         empty.notes.append(i18n.t("rfm.note_no_clusters_k"))
         return empty

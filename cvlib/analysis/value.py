@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cvlib import i18n, io
+from cvlib import i18n, io, reading
 from cvlib.analysis.validation import validate_value
 from cvlib.analysis.value_index import Scores, index_scores, live_customers, value_cells
 from cvlib.params import Study
@@ -96,7 +96,7 @@ def run_value(study: Study, run_dir: str | Path) -> ValueResult:
     rfm = io.read_stage(run_dir, "rfm.parquet")
     clv = io.read_stage(run_dir, "clv.parquet")
     retention = io.read_stage_json(run_dir, "clv_model.json")["assumptions"]["yearly_retention"]
-    attrs, fb = io.read_attributes(study, "customers"), io.read_attributes(study, "feedback")
+    attrs, fb = reading.read_attributes(study, "customers"), reading.read_attributes(study, "feedback")
     res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"), attrs, fb)
 
     res.validation = v = validate_value(study, tx, attrs, fb)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import i18n, plots
+from cvlib import i18n, theme
 from cvlib.params import Kpi
 from cvlib.run.summary import figures, format_figure
 
@@ -64,7 +64,7 @@ def trend_figure(tr: pd.DataFrame, kpis: list[Kpi], table: pd.DataFrame) -> str:
     import matplotlib.pyplot as plt
 
 
-    plots.use_theme()
+    theme.use_theme()
     n = len(kpis)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))

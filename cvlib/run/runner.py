@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from cvlib import io, privacy
+from cvlib import io, privacy, reading
 from cvlib.errors import CvlibError, ParamError, RunError, StageError, StageInputError
 from cvlib.params import load_study
 from cvlib.run import history, pages, reuse
@@ -66,7 +66,7 @@ def open_run(params_file: Path, stages: list[str] | None, overrides: list[str] |
     """Validate the study once, check its inputs and the stage names, create the run folder with the resolved
     parameters and a 'running' record."""
     study = load_study(params_file, overrides)
-    io.check_inputs(study)  # mapped columns present, data rows there: before anything runs
+    reading.check_inputs(study)  # mapped columns present, data rows there: before anything runs
     scrubber = privacy.scrubber_for(study)  # refuses a pseudonymised study without a key
     earlier_rec = history.record(params_file.parent) if params_file.name == "params.yaml" else None
     root = history.project_root(params_file)

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from cvlib import i18n, io
+from cvlib.params import DEFAULT_SEGMENTS
+from cvlib.rules import lapsing_valuable_segments
 from cvlib.stages import html_of
 
 
@@ -47,6 +50,14 @@ def format_figure(v: float | None, kind: str, currency: str, signed: bool = Fals
     if kind == "money":
         return i18n.money(v, currency, signed=signed)
     return f"{sign}{v:,.0f}"
+
+
+def _segments(run_dir: Path) -> list[dict]:
+    """The run's segment grid (from its resolved parameters; the default grid without them)."""
+    path = Path(run_dir) / "params.yaml"
+    grid = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("rfm", {}).get("segments") if path.exists() \
+        else None
+    return grid or DEFAULT_SEGMENTS
 
 
 def figures(run_dir: str | Path) -> list[Figure]:
@@ -98,70 +109,95 @@ def headline(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
     return out
 
 
-def findings(run_dir: str | Path, currency: str) -> list[tuple[str, str]]:
-    """(sentence, stage report) pairs generated from the numbers."""
-    run_dir = Path(run_dir)
-    out: list[tuple[str, str]] = []
+Finding = tuple[str, str]  # a sentence and the stage report (with its section) that shows it
+
+
+def _cleaning_findings(run_dir: Path, currency: str) -> list[Finding]:
     c = _json(run_dir, "cleaning.json")
-    if c:
-        s = c["summary"]
-        q = s["rows_quarantined"] + s["rows_duplicates"]
-        out.append((i18n.t("summary.f_cleaning", q=f"{q:,}", n=f"{s['rows_in']:,}",
-                           share=i18n.pct(q / max(s["rows_in"], 1))),
-                    html_of("cleaning") + "#reconciliation"))
+    if not c:
+        return []
+    s = c["summary"]
+    q = s["rows_quarantined"] + s["rows_duplicates"]
+    return [(i18n.t("summary.f_cleaning", q=f"{q:,}", n=f"{s['rows_in']:,}", share=i18n.pct(q / max(s["rows_in"], 1))),
+             html_of("cleaning") + "#reconciliation")]
+
+
+def _rfm_findings(run_dir: Path, currency: str) -> list[Finding]:
     r = _json(run_dir, "rfm.json")
-    if r:
-        k = r["concentration"]
-        out.append((i18n.t("summary.f_concentration", top=i18n.pct(k["top20_revenue_share"], 0),
-                           share=i18n.pct(k["customer_share_for_80pct"], 0)), html_of("rfm") + "#value_concentration"))
-    clv = _parquet(run_dir, "clv.parquet")
-    m = _json(run_dir, "clv_model.json")
-    if m and m.get("formula_fallback"):  # never silent: the headline says the model was not used, and why
-        out.insert(0, (i18n.t("clv.headline_formula", why=m["formula_fallback"]), html_of("clv")))
-    if clv is not None and m and "departed" in clv.columns and clv["departed"].any():
+    if not r:
+        return []
+    k = r["concentration"]
+    return [(i18n.t("summary.f_concentration", top=i18n.pct(k["top20_revenue_share"], 0),
+                    share=i18n.pct(k["customer_share_for_80pct"], 0)), html_of("rfm") + "#value_concentration")]
+
+
+def _clv_findings(run_dir: Path, currency: str) -> list[Finding]:
+    clv, m = _parquet(run_dir, "clv.parquet"), _json(run_dir, "clv_model.json")
+    if clv is None or not m:
+        return []
+    out = []
+    if "departed" in clv.columns and clv["departed"].any():
         gone = clv["departed"].astype(bool)
         out.append((i18n.t("summary.f_departed", n=f"{int(gone.sum()):,}", share=i18n.pct(gone.mean(), 0)),
                     html_of("clv")))
-    if clv is not None and m:
-        h = m["assumptions"]["horizon_months"]
-        by = clv.groupby("segment", observed=True)["clv"].sum()
-        if by.sum() > 0:
-            share = (by / by.sum()).sort_values(ascending=False)
-            named = [share.index[0]] + [s for s in ("At Risk", "Can't Lose Them") if s in share.index
-                                        and share[s] >= 0.01 and s != share.index[0]]
-            for seg in named:
-                out.append((i18n.t("summary.f_segment_value", seg=i18n.name(str(seg)), share=i18n.pct(share[seg], 0),
-                                   h=h),
-                            html_of("clv") + "#probabilistic_models"))
-        hold = m.get("holdout")
-        if hold:
-            out.append((i18n.t("summary.f_holdout_beat" if hold["beat_naive_baseline"]
-                               else "summary.f_holdout_not_beat",
-                               model=i18n.label(hold["model"])), html_of("clv") + "#validation_on_the_holdout_peri"))
-    v = _json(run_dir, "value.json")
-    if v and v.get("whale_curve", {}).get("loss_making_customers"):
-        w = v["whale_curve"]
-        out.append((i18n.t("summary.f_loss_makers", n=f"{w['loss_making_customers']:,}",
-                           lost=i18n.money(w["destroyed_by_loss_makers"], currency)),
-                               html_of("value") + "#profitability"))
-    drv = _parquet(run_dir, "drivers.parquet")
-    if drv is not None and len(drv):
-        p = drv[drv["method"].str.startswith("permutation")]
-        if len(p):
-            out.append((i18n.t("summary.f_churn_driver",
-                               driver=i18n.label(str(p.sort_values("importance").iloc[-1]["driver"]))),
-                        html_of("drivers") + "#what_drives_churn"))
-        lmg = drv[drv["method"].str.startswith("LMG")]
-        if len(lmg):
-            out.append((i18n.t("summary.f_outcome_driver",
-                               driver=i18n.label(str(lmg.sort_values("importance").iloc[-1]["driver"]))),
-                        html_of("drivers") + "#what_drives_the_outcome"))
-    st = _json(run_dir, "strategy.json")
-    if st:
-        cost, val = st["total_cost"], st["expected_incremental_value"]
-        roi = (val - cost) / cost if cost else np.nan
-        m = lambda v: i18n.money(v, currency, decimals=0)  # noqa: E731
-        out.append((i18n.t("summary.f_plan", cost=m(cost), budget=m(st["budget"]), value=m(val), net=m(val - cost),
-                           roi=i18n.pct(roi, 0), even=m(st["even_split_net_value"])),
-                               html_of("strategy") + "#budget_allocation"))
+    by = clv.groupby("segment", observed=True)["clv"].sum()
+    if by.sum() > 0:
+        share = (by / by.sum()).sort_values(ascending=False)
+        named = [share.index[0]] + [s for s in lapsing_valuable_segments(_segments(run_dir)) if s in share.index
+                                    and share[s] >= 0.01 and s != share.index[0]]
+        out += [(i18n.t("summary.f_segment_value", seg=i18n.name(str(seg)), share=i18n.pct(share[seg], 0),
+                        h=m["assumptions"]["horizon_months"]), html_of("clv") + "#probabilistic_models")
+                for seg in named]
+    hold = m.get("holdout")
+    if hold:
+        out.append((i18n.t("summary.f_holdout_beat" if hold["beat_naive_baseline"] else "summary.f_holdout_not_beat",
+                           model=i18n.label(hold["model"])), html_of("clv") + "#validation_on_the_holdout_peri"))
     return out
+
+
+def _value_findings(run_dir: Path, currency: str) -> list[Finding]:
+    v = _json(run_dir, "value.json")
+    if not (v and v.get("whale_curve", {}).get("loss_making_customers")):
+        return []
+    w = v["whale_curve"]
+    return [(i18n.t("summary.f_loss_makers", n=f"{w['loss_making_customers']:,}",
+                    lost=i18n.money(w["destroyed_by_loss_makers"], currency)), html_of("value") + "#profitability")]
+
+
+def _driver_findings(run_dir: Path, currency: str) -> list[Finding]:
+    drv = _parquet(run_dir, "drivers.parquet")
+    if drv is None or not len(drv):
+        return []
+    out = []
+    for prefix, key, anchor in (("permutation", "summary.f_churn_driver", "#what_drives_churn"),
+                                ("LMG", "summary.f_outcome_driver", "#what_drives_the_outcome")):
+        d = drv[drv["method"].str.startswith(prefix)]
+        if len(d):
+            top = str(d.sort_values("importance").iloc[-1]["driver"])
+            out.append((i18n.t(key, driver=i18n.label(top)), html_of("drivers") + anchor))
+    return out
+
+
+def _plan_findings(run_dir: Path, currency: str) -> list[Finding]:
+    st = _json(run_dir, "strategy.json")
+    if not st:
+        return []
+    cost, val = st["total_cost"], st["expected_incremental_value"]
+    roi = (val - cost) / cost if cost else np.nan
+    m = lambda v: i18n.money(v, currency, decimals=0)  # noqa: E731
+    return [(i18n.t("summary.f_plan", cost=m(cost), budget=m(st["budget"]), value=m(val), net=m(val - cost),
+                    roi=i18n.pct(roi, 0), even=m(st["even_split_net_value"])),
+             html_of("strategy") + "#budget_allocation")]
+
+
+FINDERS = (_cleaning_findings, _rfm_findings, _clv_findings, _value_findings, _driver_findings, _plan_findings)
+
+
+def findings(run_dir: str | Path, currency: str) -> list[Finding]:
+    """(sentence, stage report) pairs generated from the numbers, stage by stage; a CLV by the formula (the purchase
+    model not used) first, with the reason: never silent."""
+    run_dir = Path(run_dir)
+    m = _json(run_dir, "clv_model.json")
+    first = [(i18n.t("clv.headline_formula", why=m["formula_fallback"]), html_of("clv"))] \
+        if m and m.get("formula_fallback") else []
+    return first + [f for finder in FINDERS for f in finder(run_dir, currency)]
