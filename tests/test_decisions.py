@@ -376,3 +376,19 @@ def test_a_lost_client_is_lapsed_never_in_decline_or_maturity(contract_book):
     study, run, res = contract_book
     j = io.read_stage(run, "journey.parquet")
     assert j["lost"].any() and (j.loc[j["lost"], "lifecycle_stage"] == "lapsed").all()
+
+
+def test_findings_name_the_lapsing_valuable_segments_whatever_they_are_called():
+    """The run summary names the segments of customers who bought often but not lately from the study's grid
+    (recency score at most 2, frequency from 3), so a study with its own segment names (Chinese, a client's) gets
+    the same findings as the default grid; segments of other scores are never named."""
+    from cvlib.params import DEFAULT_SEGMENTS
+    from cvlib.rules import lapsing_valuable_segments
+
+    assert lapsing_valuable_segments(DEFAULT_SEGMENTS) == ["At Risk", "Can't Lose Them"]
+    zh = [{"name": n, "r": s["r"], "f": s["f"]} for n, s in zip(
+        ["冠军客户", "忠诚客户", "潜在忠诚客户", "新客户", "有潜力客户", "需要关注", "即将沉睡", "不能失去", "有流失风险",
+         "已流失", "休眠客户"], DEFAULT_SEGMENTS)]
+    assert lapsing_valuable_segments(zh) == ["有流失风险", "不能失去"]
+    assert lapsing_valuable_segments([{"name": "sleepers", "r": [1, 2], "f": [1, 2]},
+                                      {"name": "fans", "r": [4, 5], "f": [4, 5]}]) == []

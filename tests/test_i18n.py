@@ -178,7 +178,7 @@ def test_cluster_rules_read_as_sentences():
 
 
 def test_unobserved_cohort_months_are_blank_not_zero():
-    from cvlib.analysis.drivers import cohort_matrix
+    from cvlib.analysis.loyalty import cohort_matrix
 
     tx = pd.DataFrame({"customer_id": ["a", "a", "b", "c"],
                        "date": pd.to_datetime(["2024-01-05", "2024-03-01", "2024-02-10", "2024-03-20"]),

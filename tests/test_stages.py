@@ -2,6 +2,7 @@
 it declares, runs on its required inputs alone, and the notebooks, the runner and the links follow it."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -38,15 +39,33 @@ def reference(tmp_path_factory) -> tuple[Path, Path, dict]:
 
 
 @pytest.mark.parametrize("stage", [s.name for s in STAGES])
-def test_each_stage_reads_and_writes_exactly_what_it_declares(reference, stage):
-    _, _, seen = reference
-    s = by_name(stage)
-    reads, writes = seen[stage]
-    assert reads == set(s.inputs), f"{stage} read {sorted(reads)}, declares {sorted(s.inputs)}"
-    assert set(s.writes) <= writes <= set(s.outputs), f"{stage} wrote {sorted(writes)}, declares {sorted(s.outputs)}"
+def _contract_breaches(s, reads: set[str], writes: set[str]) -> list[str]:
+    """How a stage's observed file reads and writes differ from what the registry declares for it."""
+    out = []
+    if reads != set(s.inputs):
+        out.append(f"{s.name} read {sorted(reads)}, declares {sorted(s.inputs)}")
+    if not set(s.writes) <= writes <= set(s.outputs):
+        out.append(f"{s.name} wrote {sorted(writes)}, declares {sorted(s.outputs)}")
     for f in s.inputs:  # every file a stage reads is written by an earlier stage
         src = producer(f)
-        assert src is not None and STAGES.index(src) < STAGES.index(s), (stage, f)
+        if src is None or STAGES.index(src) >= STAGES.index(by_name(s.name)):
+            out.append(f"{s.name} reads {f}, which no earlier stage writes")
+    return out
+
+
+def test_each_stage_reads_and_writes_exactly_what_it_declares(reference, stage):
+    _, _, seen = reference
+    assert _contract_breaches(by_name(stage), *seen[stage]) == []
+
+
+def test_the_contract_check_catches_a_wrong_declaration(reference):
+    """Mutations of the registry: a declared file the stage does not write, a file it reads undeclared, a written
+    file left out: each is reported."""
+    _, _, seen = reference
+    rfm, clv = by_name("rfm"), by_name("clv")
+    assert _contract_breaches(dataclasses.replace(rfm, writes=(*rfm.writes, "extra.parquet")), *seen["rfm"])
+    assert _contract_breaches(dataclasses.replace(clv, reads=clv.reads[1:]), *seen["clv"])
+    assert _contract_breaches(dataclasses.replace(rfm, writes=rfm.writes[1:]), *seen["rfm"])
 
 
 @pytest.mark.parametrize("stage", [s.name for s in STAGES if s.reads])
@@ -102,15 +121,30 @@ class _Tripwire:
 def test_each_stage_reads_only_the_parameter_sections_it_declares(reference, tmp_path, stage):
     """The runner reruns a stage when a section it declares changes and reuses it otherwise, so a section the
     stage reads but does not declare would give a stale result: every undeclared section is a tripwire."""
-    from cvlib.params import load_study
 
     params, ref_dir, _ = reference
-    s = by_name(stage)
+    _run_with_tripwires(by_name(stage), params, ref_dir, tmp_path / "run")
+
+
+def _run_with_tripwires(s, params: Path, ref_dir: Path, run_dir: Path) -> None:
+    """Run stage `s` on a copy of the reference run with every parameter section it does not declare a tripwire."""
+    from cvlib.params import load_study
+
     study = load_study(params)
     for section in type(study).model_fields:
         if section not in s.all_sections and section != "base_dir":
             parts = {d.split(".", 1)[1] for d in s.all_sections if d.startswith(section + ".")}
             object.__setattr__(study, section, _Tripwire(section, getattr(study, section), parts))
-    run_dir = tmp_path / "run"
     shutil.copytree(ref_dir, run_dir)
     s.build()(study, run_dir)
+
+
+@pytest.mark.parametrize("stage, section", [("rfm", "rfm"), ("strategy", "clv"), ("clv", "drivers.churn_days")])
+def test_the_tripwire_catches_a_section_left_out_of_the_registry(reference, tmp_path, stage, section):
+    """Mutations of the registry: the stage with one section it reads left undeclared must trip the wire."""
+    params, ref_dir, _ = reference
+    s = by_name(stage)
+    mutated = dataclasses.replace(s, sections=tuple(x for x in s.sections if x != section))
+    assert mutated.sections != s.sections
+    with pytest.raises(AssertionError, match=r"reads .* but the registry does not list it"):
+        _run_with_tripwires(mutated, params, ref_dir, tmp_path / "run")
