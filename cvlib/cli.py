@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from cvlib import io, paramdoc, privacy, reading
+from cvlib import engines, io, paramdoc, privacy, reading
 from cvlib.errors import CvlibError, InputDataError, ParamError
 from cvlib.examples import write_agency
 from cvlib.params import ATTRIBUTE_TABLES, DATA_DIR, load_study, short_repr
@@ -78,7 +78,7 @@ def cmd_validate(params: str, overrides: list[str]) -> int:
         ids = set(raw["customer_id"].astype(str)) | (set(bad["customer_id"]) if "customer_id" in bad else set())
         scrub = privacy.Scrubber(ids, privacy.load_key(study)).scrub
     spec = study.inputs.transactions
-    path = study.resolve(spec.path)
+    path = engines.describe(study, spec)
     dates, notes = parse_dates(raw["date"], spec.date_format)
     amounts, why = parse_amounts_explained(raw["amount"], spec.decimal, spec.thousands, spec.allow_exponent)
     n = len(raw)
@@ -118,7 +118,7 @@ def run_scrubber(run_dir: Path):
     except ParamError as exc:
         raise ParamError(f"{run_dir}: its params.yaml cannot be read ({exc}), so its ids cannot be pseudonymised; "
                          "nothing was written.") from None
-    present = all(study.resolve(t.path).is_file() for t in study.input_tables().values())
+    present = all(t.is_file and study.resolve(t.path or "").is_file() for t in study.input_tables().values())
     return privacy.scrubber_for(study, read_inputs=present)
 
 

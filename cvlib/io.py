@@ -38,7 +38,8 @@ def first_per_customer(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(customer_id=df["customer_id"].astype(str)).drop_duplicates("customer_id").set_index("customer_id")
 
 
-ROW = "source_row"  # 1-based data row number in the client's file (header excluded)
+ROW = "source_row"  # 1-based data row number in the client's file (header excluded), or in a table's key order
+KEY_PREFIX = "key:"  # a database row's key columns, carried into the quarantine (not compared as content)
 
 
 # --------------------------------------------------------------------------- reading

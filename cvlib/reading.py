@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cvlib import engines
 from cvlib.errors import InputDataError
-from cvlib.io import ROW, STRING
+from cvlib.io import KEY_PREFIX, ROW, STRING
 from cvlib.params import (
     ATTRIBUTE_TABLES,
     AttributeInput,
@@ -192,8 +193,19 @@ def _read_lines(path: Path, table: TableInput, delimiter: str, names: list[str],
 def read_raw(study: Study, table: TableInput, name: str, nrows: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a client file with every column as text. Returns (rows, malformed lines).
 
-    `source_row` numbers the data rows of the file from 1 (the header row not counted, nor empty lines)."""
-    path = study.resolve(table.path)
+    `source_row` numbers the data rows of the file from 1 (the header row not counted, nor empty lines); a table on
+    an engine (`cvlib.engines`) is numbered in its key order and has no malformed lines."""
+    if not table.is_file:
+        return engines.read_table(study, table, name, nrows), engines.empty_malformed()
+    df, bad = _read_file(study.resolve(table.path or ""), table, name, nrows)
+    df.columns = [str(c).strip() for c in df.columns]
+    if ROW not in df.columns:
+        df.insert(0, ROW, np.arange(1, len(df) + 1, dtype="int64"))
+    return df, bad
+
+
+def _read_file(path: Path, table: TableInput, name: str, nrows: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A client file read as text by its format (see `read_raw`)."""
     fmt = detect_format(path, table)
     empty_bad = pd.DataFrame(columns=["line", "text", "expected", "got", ROW])
     header = 0 if table.header else None
@@ -244,9 +256,6 @@ def read_raw(study: Study, table: TableInput, name: str, nrows: int | None = Non
             f"Cannot read inputs.{name} file {path} as {fmt}: {exc}. "
             f"Check inputs.{name}.format, .encoding and .header in the params file."
         ) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    if ROW not in df.columns:
-        df.insert(0, ROW, np.arange(1, len(df) + 1, dtype="int64"))
     return df, bad
 
 
@@ -258,13 +267,13 @@ def _header_names(path: Path, table: TableInput, sep: str | None) -> list[str]:
     return [p.strip().strip('"') for p in parts]
 
 
-def check_columns(df: pd.DataFrame, wanted: dict[str, str], path: Path, key: str) -> None:
-    """Raise InputDataError naming each mapped column missing from the file."""
+def check_columns(df: pd.DataFrame, wanted: dict[str, str], path: str, key: str) -> None:
+    """Raise InputDataError naming each mapped column missing from the table (`path`: "the file ...")."""
     missing = {field: col for field, col in wanted.items() if col not in df.columns}
     if not missing:
         return
-    available = [c for c in df.columns if c != ROW]
-    lines = [f"Column mapping does not match the file {path}:"]
+    available = [c for c in df.columns if c != ROW and not c.startswith(KEY_PREFIX)]
+    lines = [f"Column mapping does not match {path}:"]
     for field, col in missing.items():
         close = difflib.get_close_matches(col, available, n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -297,12 +306,12 @@ def check_inputs(study: Study) -> None:
         spec = getattr(study.inputs, name)
         if spec is not None:
             df, _ = read_raw(study, spec, name, nrows=50)
-            check_columns(df, _attribute_mapping(spec), study.resolve(spec.path), f"inputs.{name}")
+            check_columns(df, _attribute_mapping(spec), engines.describe(study, spec), f"inputs.{name}")
             tables.append((name, df))
     for name, df in tables:
         if len(df) == 0:
             spec = getattr(study.inputs, name)
-            raise InputDataError(f"inputs.{name}: {study.resolve(spec.path)} has a header but no data rows. "
+            raise InputDataError(f"inputs.{name}: {engines.describe(study, spec)} has a header but no data rows. "
                                  "Check that the export is complete (and the path points at the right file).")
 
 
@@ -311,9 +320,10 @@ def read_transactions(study: Study, nrows: int | None = None) -> tuple[pd.DataFr
     spec: TransactionsInput = study.inputs.transactions
     df, bad = read_raw(study, spec, "transactions", nrows)
     mapping = {k: v for k, v in spec.columns.model_dump().items() if v}
-    check_columns(df, mapping, study.resolve(spec.path), "inputs.transactions")
-    out = df[[ROW, *mapping.values()]].copy()
-    out.columns = [ROW, *mapping.keys()]
+    check_columns(df, mapping, engines.describe(study, spec), "inputs.transactions")
+    keys = [c for c in df.columns if c.startswith(KEY_PREFIX)]
+    out = df[[ROW, *mapping.values(), *keys]].copy()
+    out.columns = [ROW, *mapping.keys(), *keys]
     names = bad.attrs.get("names") or []
     if len(bad) and "fields" in bad.columns and spec.columns.customer_id in names:
         k = names.index(spec.columns.customer_id)
@@ -328,7 +338,7 @@ def read_attributes(study: Study, name: str) -> pd.DataFrame | None:
         return None
     df, _ = read_raw(study, spec, name)
     wanted = _attribute_mapping(spec)
-    check_columns(df, wanted, study.resolve(spec.path), f"inputs.{name}")
+    check_columns(df, wanted, engines.describe(study, spec), f"inputs.{name}")
     if spec.columns is None:
         keep = {c: c for c in df.columns if c not in {ROW, spec.customer_id, spec.date}}
         wanted = {"customer_id": spec.customer_id, **keep, **({"date": spec.date} if spec.date else {})}

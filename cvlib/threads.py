@@ -45,6 +45,12 @@ def limit_threads(limit: int | str | None = None) -> int | None:
     return n
 
 
+def engine_threads() -> int:
+    """Threads of an embedded engine (DuckDB): ``CVLIB_ENGINE_THREADS``, else one per core. Its scheduler hands
+    out morsels of work rather than spin-waiting at barriers, so the OpenMP stalls above do not apply."""
+    return max(1, int(os.environ.get("CVLIB_ENGINE_THREADS") or os.cpu_count() or 1))
+
+
 BATCH_MIN_ROWS = 200_000  # a batch prediction over this many rows keeps every thread of each parallel region busy
 
 

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.servers import postgres_url, spark_master  # noqa: F401  (fixtures)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import io, reading
+from cvlib import engines, io, reading
 from cvlib.analysis.cleaning_rules import DUPLICATE, NETTED, RULE_ORDER, Rows, _Book, _sum
 from cvlib.errors import InputDataError
 from cvlib.io import ROW
@@ -170,7 +170,8 @@ def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
     """Read the study's transactions, clean them, write the stage outputs into run_dir."""
     raw, malformed = reading.read_transactions(study)
     if len(raw) == 0:
-        raise InputDataError(f"{study.resolve(study.inputs.transactions.path)} has no data rows.")
+        raise InputDataError(f"inputs.transactions: {engines.describe(study, study.inputs.transactions)} has no "
+                             "data rows.")
     spec = study.inputs.transactions
     result = clean_transactions(raw, study.cleaning, malformed, spec.date_format, spec.decimal, spec.thousands,
                                 spec.allow_exponent)
@@ -178,7 +179,7 @@ def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
     if len(result.clean) == 0:
         sample = result.quarantine.head(5).to_string()
         raise InputDataError(
-            f"No rows survived cleaning of {study.resolve(spec.path)}. First quarantined rows:\n{sample}\n"
+            f"No rows survived cleaning of {engines.describe(study, spec)}. First quarantined rows:\n{sample}\n"
             "Check the column mapping, date_format, decimal/thousands and the analysis window in the params file."
         )
     run_dir = Path(run_dir)

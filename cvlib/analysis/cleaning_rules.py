@@ -256,7 +256,8 @@ def duplicates(rows: Rows) -> list[dict]:
     """Exact duplicate rows (on the file's content, before any parsing) are removed and counted."""
     if not rows.rules.duplicates.enabled:
         return [_Book.row("duplicates", False, "off", 0, 0)]
-    dup = exact_duplicates(rows.raw, [c for c in rows.raw.columns if c != ROW], rows.amount_raw)
+    content = [c for c in rows.raw.columns if c != ROW and not c.startswith(io.KEY_PREFIX)]
+    dup = exact_duplicates(rows.raw, content, rows.amount_raw)
     rows.book.send(dup, "duplicates", "", outcome=DUPLICATE)
     return [_Book.row("duplicates", True, "removed", dup.sum(), rows.amount_of(dup))]
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cvlib import i18n, io
 from cvlib.customers import calibration_holdout, customer_summary, frequency_basis
+from cvlib.engines import duckdb_parquet
+from cvlib.engines import summary as engine_summary
 from cvlib.params import Rfm, SegmentRule, Study
 
 
@@ -342,10 +345,27 @@ class RfmResult:
     notes: list[str] = field(default_factory=list)
 
 
-def build_rfm(tx: pd.DataFrame, rules: Rfm) -> RfmResult:
-    """Everything the RFM stage computes, from clean transactions."""
+def _summary(tx: pd.DataFrame, rules: Rfm, basis: str, table: Any = None) -> pd.DataFrame:
+    """The per-customer summary at the observation end: by the pandas kernel, or by the engine of Ibis table
+    `table` (the same transactions) when given."""
+    if table is None:
+        return customer_summary(tx, rules.end_date, basis, rules.time_unit)
+    return engine_summary.customer_summary(table, rules.end_date or tx["date"].max(), basis, rules.time_unit)
+
+
+def _calibration(tx: pd.DataFrame, rules: Rfm, basis: str, table: Any = None) -> pd.DataFrame:
+    """The calibration summary with the holdout (`calibration_holdout`), by pandas or by the table's engine."""
+    if table is None:
+        return calibration_holdout(tx, rules.calibration_end, rules.holdout_end, basis, rules.time_unit)
+    return engine_summary.calibration_holdout(table, rules.calibration_end, rules.holdout_end or tx["date"].max(),
+                                              basis, rules.time_unit)
+
+
+def build_rfm(tx: pd.DataFrame, rules: Rfm, table: Any = None) -> RfmResult:
+    """Everything the RFM stage computes, from clean transactions (`table`: the same as an Ibis table, whose engine
+    then computes the per-customer summary)."""
     basis = frequency_basis(tx, rules)
-    summary = customer_summary(tx, rules.end_date, basis, rules.time_unit)
+    summary = _summary(tx, rules, basis, table)
     end = summary.attrs["end"]
     notes = []
     late = int((tx["date"] > end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")).sum())
@@ -371,7 +391,7 @@ def build_rfm(tx: pd.DataFrame, rules: Rfm) -> RfmResult:
         notes.append(i18n.t("rfm.note_all_once"))
     cal = None
     if rules.calibration_end:
-        cal = calibration_holdout(tx, rules.calibration_end, rules.holdout_end, basis, rules.time_unit)
+        cal = _calibration(tx, rules, basis, table)
     return RfmResult(scored, summary, cal, conc, clusters, basis, end, notes)
 
 
@@ -379,7 +399,11 @@ def run_rfm(study: Study, run_dir: str | Path) -> RfmResult:
     """Read the clean transactions from run_dir, build the RFM stage, write its outputs there."""
     run_dir = Path(run_dir)
     tx = io.read_stage(run_dir, "transactions_clean.parquet")
-    res = build_rfm(tx, study.rfm)
+    if study.rfm.summary_engine == "duckdb":
+        with duckdb_parquet(run_dir / "transactions_clean.parquet") as table:
+            res = build_rfm(tx, study.rfm, table)
+    else:
+        res = build_rfm(tx, study.rfm)
     io.write_parquet(res.rfm, run_dir / "rfm.parquet")
     clv_cols = ["customer_id", "x", "t_x", "T", "monetary_value", "frequency", "monetary"]
     io.write_parquet(res.summary[clv_cols], run_dir / "clv_summary.parquet")

@@ -33,8 +33,10 @@ from cvlib.params.base import (  # noqa: F401
 )
 from cvlib.params.data import (  # noqa: F401
     ATTRIBUTE_TABLES,
+    ENGINES,
     AttributeInput,
     Cleaning,
+    Connection,
     DatesRule,
     Inputs,
     NonPositiveRule,

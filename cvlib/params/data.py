@@ -36,10 +36,42 @@ class TransactionColumns(_Model):
         None, description="column marking returns and cancellations (its values in cleaning.returns.flag_values)")
 
 
-class TableInput(_Model):
-    """How to read one client file."""
+ENGINES = ("duckdb", "postgres", "spark", "bigquery", "snowflake")  # where a table or query is read
 
-    path: str = Field(description="the file, relative to the params file; example://NAME is a bundled example file")
+
+class Connection(_Model):
+    """Where the connection URL of a database or warehouse is kept: an environment variable or a secrets file.
+    The URL itself is never in the params file nor written into any output (the rule of the pseudonym key)."""
+
+    url_env: str | None = Field(
+        None, description="environment variable holding the connection URL, e.g. postgresql://user:pw@host:5432/db "
+                          "(duckdb: a database file; spark: a master such as local[2])")
+    secrets_file: str | None = Field(
+        None, description="YAML file holding the URL (relative to the params file; keep it out of git)")
+    secrets_key: str = Field("url", description="key of the URL in the secrets file")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "Connection":
+        if (self.url_env is None) == (self.secrets_file is None):
+            raise ValueError("give the connection URL's place as url_env (an environment variable) or secrets_file "
+                             "(a YAML file), one of the two")
+        return self
+
+
+class TableInput(_Model):
+    """How to read one client table: a file, or a table or query on a database or warehouse."""
+
+    path: str | None = Field(None, description="the file, relative to the params file; example://NAME is a bundled "
+                                               "example file; with engine duckdb or spark also a folder or glob of "
+                                               "Parquet files (a lake)")
+    engine: Literal["pandas", "duckdb", "postgres", "spark", "bigquery", "snowflake"] = Field(
+        "pandas", description="what reads the table: pandas (files), duckdb, postgres, spark, bigquery, snowflake")
+    table: str | None = Field(None, description="a table (or view) on the engine's connection, e.g. sales.orders")
+    query: str | None = Field(None, description="one SELECT statement run read-only on the engine's connection")
+    key: list[str] | None = Field(
+        None, description="columns identifying a row of a table or query (a database has no row order): rows are "
+                          "numbered in key order and quarantined rows carry the key")
+    connection: Connection | None = Field(None, description="where the connection URL is kept (never the URL)")
     format: Literal["auto", "csv", "tsv", "whitespace", "excel", "parquet"] = Field(
         "auto", description="file format; auto: from the extension, else sniffed")
     encoding: str = Field("utf-8", description="text encoding, e.g. utf-8-sig, gbk, gb18030, latin-1")
@@ -56,6 +88,30 @@ class TableInput(_Model):
         "quarantine", description="a line that cannot be read (wrong number of fields, an unbalanced quote): set "
                                   "aside with its line number, or refuse the file (exit 2) naming the lines")
     names: list[str] | None = Field(None, description="column names of a file without a header row")
+
+    @model_validator(mode="after")
+    def _source(self) -> "TableInput":
+        given = [k for k in ("path", "table", "query") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give one of path (a file), table or query (on an engine's connection); "
+                             f"found {', '.join(given) or 'none'}")
+        if self.path is None:
+            if self.engine == "pandas":
+                raise ValueError(f"a {given[0]} needs an engine: one of {', '.join(ENGINES)}")
+            if not self.key:
+                raise ValueError(f"a {given[0]} needs key: the columns identifying a row (a database table has no "
+                                 "row order, so quarantined rows are named by their key)")
+            if self.connection is None and self.engine != "spark":
+                raise ValueError(f"engine {self.engine} needs connection: url_env or secrets_file")
+        elif self.engine not in ("pandas", "duckdb", "spark"):
+            raise ValueError(f"engine {self.engine} reads a table or query, not a path; files are read by pandas, "
+                             "duckdb or spark")
+        return self
+
+    @property
+    def is_file(self) -> bool:
+        """True when the table is a file read by pandas (the only kind with a fingerprint of its bytes)."""
+        return self.path is not None and self.engine == "pandas"
 
     @model_validator(mode="after")
     def _names(self) -> "TableInput":

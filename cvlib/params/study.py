@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import typing
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import (
     BaseModel,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -33,6 +35,9 @@ class Study(_Model):
                                    "used for the report folder")
     client: str = Field(description="client name shown in the reports")
     currency: str = Field("USD", description="currency code shown with every amount (e.g. USD, CNY, EUR)")
+    timezone: str | None = Field(
+        None, description="the client's time zone (IANA name, e.g. Europe/Paris, Asia/Shanghai): a timestamp that "
+                          "carries a zone or an offset counts on the client's local day; None: UTC")
     inputs: Inputs
     privacy: Privacy = Field(default_factory=Privacy)
     report: Report = Field(default_factory=Report)
@@ -48,6 +53,17 @@ class Study(_Model):
 
     # where the YAML file was; input paths are relative to it
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                zoneinfo.ZoneInfo(v)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Europe/Paris or "
+                                 "Asia/Shanghai") from None
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Study":
@@ -98,9 +114,11 @@ class Study(_Model):
         re-runnable from any folder."""
         data = self.model_dump(mode="json")
         for name in self.input_tables():
-            path = data["inputs"][name]["path"]
-            if not path.startswith(EXAMPLE_PREFIX):
-                data["inputs"][name]["path"] = str(self.resolve(path))
+            table = data["inputs"][name]
+            if table["path"] is not None and not table["path"].startswith(EXAMPLE_PREFIX):
+                table["path"] = str(self.resolve(table["path"]))
+            if (table.get("connection") or {}).get("secrets_file"):
+                table["connection"]["secrets_file"] = str(self.resolve(table["connection"]["secrets_file"]))
         if data["privacy"].get("key_file"):
             data["privacy"]["key_file"] = str(self.resolve(data["privacy"]["key_file"]))
         return data
@@ -227,13 +245,20 @@ def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = 
         raise ParamError(format_validation_error(err, src, Study)) from None
     if check_files:
         for name, table in study.input_tables().items():
+            if table.path is None:
+                continue  # a table or query: checked when the engine reads it
             if "\x00" in table.path:
                 raise ParamError(f"Invalid study parameters in {path}:\n  - inputs.{name}.path holds a NUL character: "
                                  f"{short_repr(table.path)}")
             resolved = study.resolve(table.path)
-            if not resolved.is_file():
+            if not resolved.is_file() and not (table.engine != "pandas" and _lake_exists(resolved)):
                 raise ParamError(
                     f"Invalid study parameters in {path}:\n  - inputs.{name}.path: file not found: {resolved}. "
                     "Paths are relative to the params file; example data is 'example://CDNOW_master.txt'."
                 )
     return study
+
+
+def _lake_exists(path: Path) -> bool:
+    """True when a Parquet lake (a folder, or a glob) names at least one file."""
+    return path.is_dir() or any(path.parent.glob(path.name))

@@ -3,12 +3,13 @@ package of a run that goes to the client."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cvlib import io
+from cvlib import engines, io
 from cvlib.errors import ParamError
 from cvlib.params import Study, load_study
 from cvlib.run.summary import figures, format_figure
@@ -44,10 +45,15 @@ def check_notebooks(rec: dict, nb_dir: Path, run_dir: Path) -> None:
 
 
 def fingerprints(study: Study) -> list[dict[str, Any]]:
-    """sha256 and size of each input table's file."""
+    """sha256 and size of each input table's file. A table on an engine (a database may change between two runs
+    without a trace) gets a fingerprint of the moment it was read, so a stage that reads it is never reused."""
     out = []
     for name, t in study.input_tables().items():
-        fp = io.fingerprint(study.resolve(t.path))
+        if t.is_file:
+            fp = io.fingerprint(study.resolve(t.path or ""))
+        else:
+            fp = {"path": engines.describe(study, t), "bytes": None,
+                  "sha256": f"read at {dt.datetime.now(dt.timezone.utc).isoformat()}"}
         fp["table"] = name
         out.append(fp)
     return out

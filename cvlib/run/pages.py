@@ -119,7 +119,8 @@ def write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: C
         headline=headline, findings=findings, summary_error=error, stages=stages, comparison=comparison,
         monitoring=monitoring,
         overrides=ctx.overrides, params_yaml=params_yaml,
-        inputs=[{"table": f["table"], "file": Path(f["path"]).name, "bytes": f"{f['bytes']:,}", "sha": f["sha256"][:16]}
+        inputs=[{"table": f["table"], "file": Path(f["path"]).name if f["bytes"] is not None else f["path"],
+                 "bytes": f"{f['bytes']:,}" if f["bytes"] is not None else "", "sha": f["sha256"][:16]}
                 for f in ctx.fps],
         counts=[(i18n.label(k), _count(v)) for k, v in manifest["row_counts"].items() if k != "notes"],
         versions=list(manifest["versions"].items()))

@@ -1,0 +1,157 @@
+"""One client table read by its engine: a table, a read-only SELECT or a Parquet lake, its columns as exact text
+(NUMERIC cast in SQL), timestamps on the client's local clock, rows numbered by the engine in key order."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cvlib.engines.connect import backend, connection_url, redact
+from cvlib.errors import InputDataError, ParamError
+from cvlib.io import KEY_PREFIX, ROW, STRING
+from cvlib.params import Study, TableInput
+
+DIALECTS = {"duckdb": "duckdb", "postgres": "postgres", "spark": "spark", "bigquery": "bigquery",
+            "snowflake": "snowflake"}
+
+
+def describe(study: Study, spec: TableInput) -> str:
+    """Where a table is read from, for messages: a file, a lake, a table or a query on an engine."""
+    if spec.path is not None:
+        kind = "the file" if spec.engine == "pandas" else f"the {spec.engine} Parquet lake"
+        return f"{kind} {study.resolve(spec.path)}"
+    return f"the {spec.engine} table {spec.table}" if spec.table else f"the {spec.engine} query"
+
+
+def check_select(query: str, engine: str, name: str) -> None:
+    """Refuse anything but one SELECT (or set operation of SELECTs): a params file never changes a database."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        parsed = [p for p in sqlglot.parse(query, read=DIALECTS[engine]) if p is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise ParamError(f"inputs.{name}.query cannot be parsed as {engine} SQL: {str(exc)[:300]}") from None
+    bad = len(parsed) != 1 or not isinstance(parsed[0], exp.Query) or any(
+        isinstance(n, (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Merge))
+        for n in parsed[0].walk())
+    if bad:
+        raise ParamError(f"inputs.{name}.query must be one SELECT statement (it is run read-only); found "
+                         f"{len(parsed)} statement(s) starting {query.strip()[:60]!r}.")
+
+
+def source(con: Any, study: Study, spec: TableInput, name: str) -> Any:
+    """The table as an (unexecuted) Ibis expression on the backend."""
+    if spec.query is not None:
+        check_select(spec.query, spec.engine, name)
+        return con.sql(spec.query)
+    if spec.table is not None:
+        *db, table = spec.table.split(".")
+        return con.table(table, database=".".join(db) or None)
+    path = study.resolve(spec.path or "")
+    if spec.engine == "duckdb":  # the file and the row within it are the key of a lake row
+        files = str(path / "**" / "*.parquet") if path.is_dir() else str(path)
+        return con.read_parquet(files, filename=True, file_row_number=True)
+    return con.read_parquet(str(path))  # Spark reads a folder's files itself
+
+
+LAKE_KEY = ["filename", "file_row_number"]
+
+
+def text_expr(t: Any, key: list[str], where: str, nrows: int | None) -> Any:
+    """Every column as text except dates and timestamps; the engine numbers the rows in key order."""
+    import ibis
+
+    missing = [k for k in key if k not in t.columns]
+    if missing:
+        raise InputDataError(f"{where}: key column(s) {', '.join(map(repr, missing))} are not in the table. Columns: "
+                             f"{', '.join(map(repr, t.columns))}. Fix key in the params file.")
+    cols = {c: (t[c] if t[c].type().is_temporal() or t[c].type().is_string() else t[c].cast("string"))
+            for c in t.columns}
+    out = t.select(**{ROW: ibis.row_number().over(order_by=[t[k] for k in key]) + 1}, **cols)
+    out = out.order_by(ROW)
+    return out.limit(nrows) if nrows is not None else out
+
+
+def fetch(con: Any, expr: Any, spec: TableInput, url: str | None) -> Any:
+    """The expression's result as an Arrow table: through ADBC on PostgreSQL (in a read-only transaction), as
+    Parquet written by the engine on Spark (never collected row by row on the driver), else Ibis's Arrow export."""
+    import pyarrow.parquet as pq
+
+    if spec.engine == "postgres":
+        import adbc_driver_postgresql.dbapi as adbc
+
+        with adbc.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(con.compile(expr))
+            return cur.fetch_arrow_table()
+    if spec.engine == "spark":
+        with tempfile.TemporaryDirectory(prefix="cvlib-spark-") as tmp:
+            con._session.sql(con.compile(expr)).write.parquet(f"{tmp}/out")
+            return pq.read_table(f"{tmp}/out").sort_by(ROW)
+    return expr.to_pyarrow()
+
+
+def as_text(arrow: Any, zone: str | None) -> pd.DataFrame:
+    """Arrow columns as pandas text (NULL -> ''), timestamps carrying a zone on the client's local clock."""
+    import pyarrow as pa
+
+    out = {}
+    for name in arrow.column_names:
+        col = arrow.column(name)
+        if name == ROW:
+            out[name] = col.to_numpy().astype("int64")
+            continue
+        if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+            s = pd.Series(col.to_pandas(), copy=False)
+            if pa.types.is_timestamp(col.type) and col.type.tz is not None:
+                s = s.dt.tz_convert(zone or "UTC").dt.tz_localize(None)
+            s = pd.to_datetime(s)
+            midnight = bool((s.dropna() == s.dropna().dt.normalize()).all())
+            out[name] = s.dt.strftime("%Y-%m-%d" if midnight else "%Y-%m-%d %H:%M:%S").fillna("").astype(STRING)
+        else:
+            out[name] = pd.Series(col.cast(pa.large_string()).fill_null("").to_pandas(), dtype=STRING)
+    return pd.DataFrame(out)
+
+
+def read_table(study: Study, spec: TableInput, name: str, nrows: int | None = None) -> pd.DataFrame:
+    """A client table read by its engine, every column as text, `source_row` numbering the rows in key order (a
+    lake: file order), the key columns also given as `key:<column>`."""
+    url = connection_url(study, spec, name)
+    where = f"inputs.{name} ({describe(study, spec)})"
+    with backend(spec, url, study.base_dir, name) as con:
+        try:
+            t = source(con, study, spec, name)
+            key = spec.key or (LAKE_KEY if spec.engine == "duckdb" else [])
+            if not key:
+                raise ParamError(f"{where}: a Parquet lake read by {spec.engine} needs key: the columns that "
+                                 "identify a row (rows are numbered in key order)")
+            expr = text_expr(t, key, where, nrows)
+            df = as_text(fetch(con, expr, spec, url), study.timezone)
+        except (InputDataError, ParamError):
+            raise
+        except Exception as exc:
+            raise InputDataError(f"{where}: the engine could not read it: {redact(str(exc), url)[:500]}") from None
+    for k in key:
+        df[KEY_PREFIX + k] = df[k]
+    if key and len(df):
+        dup = df.duplicated([KEY_PREFIX + k for k in key], keep=False).to_numpy()
+        if dup.any():
+            sample = df.loc[dup, key].head(5).to_string(index=False)
+            raise InputDataError(f"{where}: key {key} does not identify a row: {int(dup.sum()):,} rows share a key, "
+                                 f"e.g.\n{sample}\nName columns that together are unique (add a line number).")
+    return df
+
+
+def empty_malformed() -> pd.DataFrame:
+    """An engine has no malformed lines (its rows are typed): the empty table of them."""
+    return pd.DataFrame({"line": np.zeros(0, "int64"), "text": [], "expected": [], "got": [],
+                         ROW: np.zeros(0, "int64")})
+
+
+def lake_path(study: Study, spec: TableInput) -> Path:
+    """The resolved path (file, folder or glob) of a Parquet lake."""
+    return study.resolve(spec.path or "")
