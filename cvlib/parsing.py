@@ -39,24 +39,21 @@ def parse_dates(s: pd.Series, formats: str | list[str] | None = None) -> tuple[p
         out = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
         return out.astype("datetime64[ns]"), []
     codes, uniques = _factorized(s.astype(io.STRING).str.strip())
-    texts = pd.Series(uniques.astype(object), dtype=object)
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques)) if len(codes) else np.zeros(0, np.int64)
+    parsed, notes = parse_date_values(pd.Series(uniques.astype(object), dtype=object), counts, formats)
+    out = _take(parsed.to_numpy(dtype="datetime64[ns]"), codes, np.datetime64("NaT", "ns"))
+    return pd.Series(out, index=s.index, dtype="datetime64[ns]"), notes
+
+
+def parse_date_values(texts: pd.Series, counts: np.ndarray, formats: str | list[str] | None = None
+                      ) -> tuple[pd.Series, list[str]]:
+    """`parse_dates` on distinct stripped texts (in order of first appearance) that occur `counts` times: the
+    parsed value of each, and the notes (rows read per format). An engine sends only its distinct values here."""
+    texts = texts.reset_index(drop=True)
     parsed = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[ns]")
     which = np.full(len(texts), -1)
     given = [formats] if isinstance(formats, str) else list(formats or [])
-    if given:
-        order = given
-    else:  # choose formats on a sample of distinct values, most successful first
-        sample = texts[texts != ""].sample(min(20_000, len(texts)), random_state=0) if len(texts) else texts
-        order = []
-        while len(sample):
-            hits = {f: pd.to_datetime(sample, format=f, errors="coerce").notna() for f in DATE_CANDIDATES
-                    if f not in order}
-            best = max(hits, key=lambda f: int(hits[f].sum()), default=None)
-            if best is None or not hits[best].any():
-                break
-            order.append(best)
-            sample = sample[~hits[best]]
-        order += [f for f in DATE_CANDIDATES if f not in order]
+    order = given or _inferred_order(texts)
     for i, fmt in enumerate(order):
         rem = parsed.isna() & (texts != "")
         if not rem.any():
@@ -64,7 +61,8 @@ def parse_dates(s: pd.Series, formats: str | list[str] | None = None) -> tuple[p
         hit = pd.to_datetime(texts[rem], format=fmt, errors="coerce").dropna()
         parsed.loc[hit.index] = hit
         which[hit.index.to_numpy()] = i
-    rows = np.bincount(which[codes[codes >= 0]] + 1, minlength=len(order) + 1)[1:] if len(codes) else []
+    rows = np.bincount(which + 1, weights=counts, minlength=len(order) + 1)[1:].astype(np.int64) if len(texts) \
+        else []
     notes: list[str] = []
     for i, n_rows in enumerate(rows):
         if n_rows:
@@ -76,8 +74,23 @@ def parse_dates(s: pd.Series, formats: str | list[str] | None = None) -> tuple[p
             if not given and alt and pd.to_datetime(vals, format=alt, errors="coerce").notna().all():
                 note += i18n.t("cleaning.also_fits", alt=alt)
             notes.append(note)
-    out = _take(parsed.to_numpy(dtype="datetime64[ns]"), codes, np.datetime64("NaT"))
-    return pd.Series(out, index=s.index, dtype="datetime64[ns]"), notes
+    return parsed, notes
+
+
+def _inferred_order(texts: pd.Series) -> list[str]:
+    """The candidate formats, those that read most of a sample of the distinct values first."""
+    filled = texts[texts != ""]
+    sample = filled.sample(min(20_000, len(filled)), random_state=0)
+    order: list[str] = []
+    while len(sample):
+        hits = {f: pd.to_datetime(sample, format=f, errors="coerce").notna() for f in DATE_CANDIDATES
+                if f not in order}
+        best = max(hits, key=lambda f: int(hits[f].sum()), default=None)
+        if best is None or not hits[best].any():
+            break
+        order.append(best)
+        sample = sample[~hits[best]]
+    return order + [f for f in DATE_CANDIDATES if f not in order]
 
 
 _SPACE = "\\s\\x{00a0}\\x{2009}\\x{202f}"

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,19 +46,20 @@ def _as_user(cmd: list[str], user: str | None) -> list[str]:
     return ["runuser", "-u", user, "--", *cmd] if user else cmd
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server of its own (initdb + pg_ctl on a free port, trust auth on loopback), removed after the
-    session. As root the server runs as the `postgres` user (initdb refuses root)."""
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server of its own (initdb + pg_ctl on a free port, trust auth on loopback), removed afterwards;
+    yields its URL. As root the server runs as the `postgres` user (initdb refuses root). Raises RuntimeError with
+    the reason when it cannot start."""
     bin_dir = pg_bin()
     if bin_dir is None:
-        missing("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+        raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
     user = None
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            missing("running as root and there is no 'postgres' user to run the server as")
+            raise RuntimeError("running as root and there is no 'postgres' user to run the server as") from None
         user = "postgres"
     base = Path(tempfile.mkdtemp(prefix="cvlib-pg-"))  # not under pytest's root-only folder: the server reads it
     data, sock = base / "data", base / "sock"
@@ -70,16 +72,32 @@ def postgres_url() -> Iterator[str]:
                                     capture_output=True, text=True)
     try:
         run("initdb", "-D", str(data), "-U", "cvlib", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+        run("pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"), "-o",
+            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c TimeZone=UTC", "start")
     except subprocess.CalledProcessError as exc:
-        missing(f"initdb failed: {exc.stderr.strip()[-300:]}")
-    run("pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-        f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c TimeZone=UTC", "start")
+        shutil.rmtree(base, ignore_errors=True)
+        raise RuntimeError(f"{exc.cmd[-1] if exc.cmd else 'postgres'} failed: {exc.stderr.strip()[-300:]}") from None
     try:
         yield f"postgresql://cvlib@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(_as_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], user),
                        capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The session's PostgreSQL server (`postgres_server`): skipped with the reason when it cannot start, a
+    failure under CI."""
+    try:
+        server = postgres_server()
+        url = server.__enter__()
+    except RuntimeError as exc:
+        missing(str(exc))
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
 
 
 def pg_load(url: str, table: str, ddl: str, df) -> None:

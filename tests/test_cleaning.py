@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvlib.analysis.cleaning import clean_transactions
+from cvlib.analysis.cleaning import clean_transactions as pandas_cleaning
 from cvlib.analysis.cleaning_rules import outlier_bounds
 from cvlib.io import ROW, STRING
 from cvlib.params import Cleaning
@@ -29,6 +30,15 @@ def rules(**kw) -> Cleaning:
 
 def audit_row(res, rule):
     return res.audit.set_index("rule").loc[rule]
+
+
+@pytest.fixture(autouse=True)
+def both_engines(monkeypatch):
+    """Every hand-made case also runs on the rules pushed down to DuckDB, which must give the same kept rows,
+    quarantine, audit and reconciliation (`test_cleaning_engine.same_cleaning`); the pandas result is checked."""
+    from tests.test_cleaning_engine import cleaned_both_ways
+
+    monkeypatch.setitem(globals(), "clean_transactions", cleaned_both_ways)
 
 
 def test_parse_amounts_symbols_separators_negatives():
@@ -192,7 +202,7 @@ def test_every_row_and_cent_is_accounted_for(rows, dup_idx, action, outlier, win
     r = rules(returns={"action": action}, outliers={"enabled": True, "method": "iqr", "threshold": 1.0,
                                                     "action": outlier},
               window={"start": "2024-01-01", "end": "2024-02-28"} if window else {"enabled": False})
-    res = clean_transactions(frame, r, date_format="%Y-%m-%d")
+    res = pandas_cleaning(frame, r, date_format="%Y-%m-%d")
     # every input row is in exactly one place
     places = pd.concat([p[ROW].astype("Int64") for p in (res.clean, res.quarantine, res.removed) if len(p)]).astype(int)
     assert sorted(places) == list(range(1, len(frame) + 1))
@@ -218,3 +228,10 @@ def test_exact_duplicates_compare_full_text_not_just_the_fingerprint():
                  (None, "2024-01-01", "10"), (None, "2024-01-01", "10"), ("", "2024-01-01", "10")])
     dup = exact_duplicates(frame, ["customer_id", "date", "amount"])
     assert dup.tolist() == [False, False, True, False, True, False]
+
+
+def test_blank_date_with_inferred_formats_is_quarantined_not_a_crash():
+    """A blank date among dates whose format is inferred (no date_format given) used to make the format sample
+    larger than the values it was drawn from."""
+    res = clean_transactions(raw([("a", "2024-01-01", "10"), ("b", "", "5"), ("c", "2024-02-01", "7")]), rules())
+    assert audit_row(res, "unparseable_date")["rows_affected"] == 1 and len(res.clean) == 2

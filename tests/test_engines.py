@@ -179,6 +179,35 @@ def test_duckdb_table_and_parquet_lake_clean_like_the_csv(tmp_path, monkeypatch)
     rc = clean(c)
     assert_same_cleaning(clean(a), rc)
     assert {KEY_PREFIX + "filename", KEY_PREFIX + "file_row_number"} <= set(rc.quarantine.columns)
+    # the rules run by DuckDB on the lake itself (nothing fetched) write what the pandas path writes for the CSV
+    ref, pushed = tmp_path / "ref", tmp_path / "pushed"
+    ref.mkdir(), pushed.mkdir()
+    _, c = engine_study(tmp_path, "lake_pushed", {"engine": "duckdb", "path": "../lake"},
+                        extra={"cleaning": {**CLEANING["cleaning"], "engine": "duckdb"}})
+    assert_same_cleaning(cleaning.run_cleaning(a, ref), cleaning.run_cleaning(c, pushed))
+    pd.testing.assert_frame_equal(pd.read_parquet(ref / "transactions_clean.parquet"),
+                                  pd.read_parquet(pushed / "transactions_clean.parquet"))
+
+
+def test_pushed_down_cleaning_counts_zoned_timestamps_on_the_clients_day(tmp_path, monkeypatch):
+    """A TIMESTAMPTZ column read in place by DuckDB: the rules see the client's wall clock, as the fetch path does."""
+    con = duckdb.connect(str(tmp_path / "tz.duckdb"))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE tx AS SELECT * FROM (VALUES (1, 'a', TIMESTAMPTZ '2024-03-31 22:30:00+00', 10.0, 'o1'), "
+                "(2, 'a', TIMESTAMPTZ '2024-03-31 21:30:00+00', 20.0, 'o2'), "
+                "(3, 'b', TIMESTAMPTZ '2024-06-30 23:59:59+00', 5.5, 'o3')) t(id, customer, ts, amount, \"order\")")
+    con.close()
+    monkeypatch.setenv("CVLIB_TEST_DUCKDB", str(tmp_path / "tz.duckdb"))
+    src = {"engine": "duckdb", "table": "tx", "key": ["id"], "connection": {"url_env": "CVLIB_TEST_DUCKDB"},
+           "columns": {**COLUMNS, "date": "ts"}}
+    _, fetched = engine_study(tmp_path, "tzf", src, extra={"timezone": "Europe/Paris", "cleaning": {}})
+    _, pushed = engine_study(tmp_path, "tzp", src, extra={"timezone": "Europe/Paris", "cleaning": {"engine": "duckdb"}})
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    ca, cb = cleaning.run_cleaning(fetched, a), cleaning.run_cleaning(pushed, b)
+    assert ca.clean["date"].astype(str).tolist() == ["2024-04-01 00:30:00", "2024-03-31 23:30:00",
+                                                     "2024-07-01 01:59:59"]
+    pd.testing.assert_frame_equal(ca.clean, cb.clean)
 
 
 # --------------------------------------------------------------------------- Spark

@@ -9,12 +9,24 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cvlib import engines, io, reading
-from cvlib.analysis.cleaning_rules import DUPLICATE, NETTED, RULE_ORDER, Rows, _Book, _sum
+from cvlib.analysis import cleaning_engine, cleaning_outcome
+from cvlib.analysis.cleaning_rules import (
+    DUPLICATE,
+    KEPT,
+    NETTED,
+    QUARANTINED,
+    RULE_ORDER,
+    Rows,
+    _Book,
+    _sum,
+    reconciliation,
+)
 from cvlib.errors import InputDataError
 from cvlib.io import ROW
 from cvlib.params import Cleaning, Study
@@ -76,13 +88,12 @@ def clean_transactions(
     book, amount_raw = rows.book, rows.amount_raw
     clean = _clean_frame(rows, decimal, thousands)
     quarantine = _quarantine_frame(raw, book, amount_raw, rows.amount, malformed)
-    audit = pd.DataFrame(book.audit)
-    if len(malformed):
-        audit = pd.concat([pd.DataFrame([book.row("malformed_line", True, "quarantined", len(malformed), 0.0)]),
-                           audit], ignore_index=True)
+    audit = _malformed_audit(pd.DataFrame(book.audit), malformed)
     dup, net = book.outcome == DUPLICATE, book.outcome == NETTED
-    recon = reconciliation(raw_rows=len(raw) + len(malformed), amount_in=_sum(amount_raw), clean=clean,
-                           quarantine=quarantine, duplicates=(int(dup.sum()), _sum(amount_raw[dup])),
+    q_amount = float(pd.to_numeric(quarantine["amount_value"], errors="coerce").sum())
+    recon = reconciliation(raw_rows=len(raw) + len(malformed), amount_in=_sum(amount_raw),
+                           kept=(len(clean), float(clean["amount"].sum())), quarantined=(len(quarantine), q_amount),
+                           duplicates=(int(dup.sum()), _sum(amount_raw[dup])),
                            netted=(int(net.sum()), _sum(amount_raw[net]) - _sum(rows.adj_net[book.alive])),
                            capped=-_sum(rows.adj_cap[book.alive]))
     gone = np.flatnonzero(dup | net)
@@ -127,6 +138,11 @@ def _quarantine_frame(raw: pd.DataFrame, book: _Book, amount_raw: np.ndarray, am
     else:
         q = pd.DataFrame(columns=[ROW, "rule", "reason", *[c for c in cols if c != ROW], "amount_value",
                                   "amount_after_netting"])
+    return _with_malformed(q, malformed)
+
+
+def _with_malformed(q: pd.DataFrame, malformed: pd.DataFrame) -> pd.DataFrame:
+    """The quarantine with the file's malformed lines added, in row order."""
     if len(malformed):
         rows = malformed[ROW] if ROW in malformed.columns else pd.Series(pd.NA, index=malformed.index)
         m = pd.DataFrame({ROW: rows.to_numpy(), "rule": "malformed_line",
@@ -140,41 +156,53 @@ def _quarantine_frame(raw: pd.DataFrame, book: _Book, amount_raw: np.ndarray, am
     return q
 
 
-def reconciliation(raw_rows: int, amount_in: float, clean: pd.DataFrame, quarantine: pd.DataFrame,
-                   duplicates: tuple[int, float], netted: tuple[int, float], capped: float) -> pd.DataFrame:
-    """Rows and amounts of the input against the outputs.
+def _malformed_audit(audit: pd.DataFrame, malformed: pd.DataFrame) -> pd.DataFrame:
+    """The audit with a first row for the malformed lines, when there are any."""
+    if not len(malformed):
+        return audit
+    first = pd.DataFrame([_Book.row("malformed_line", True, "quarantined", len(malformed), 0.0)])
+    return pd.concat([first, audit], ignore_index=True)
 
-    rows in = kept + quarantined + duplicates removed + returns netted;
-    amount in = kept + quarantined + duplicates + netting effect + capping (to the cent).
-    """
-    rows = [
-        ("input", raw_rows, amount_in, "rows read (malformed lines included); amounts as written in the file"),
-        ("kept", len(clean), float(clean["amount"].sum()), "clean rows; amounts after netting and capping"),
-        ("quarantined", len(quarantine), float(pd.to_numeric(quarantine["amount_value"], errors="coerce").sum()),
-         "amounts as written in the file"),
-        ("duplicates removed", duplicates[0], duplicates[1], "exact repeats of an earlier row"),
-        ("returns netted into purchases", netted[0], netted[1],
-         "return rows absorbed, less the reductions they made to kept purchases"),
-        ("capping", 0, capped, "amount removed by capping outliers"),
-    ]
-    df = pd.DataFrame(rows, columns=["term", "rows", "amount", "note"])
-    parts = df.iloc[1:]
-    df.loc[len(df)] = ["difference", raw_rows - int(parts["rows"].sum()),
-                       round(amount_in - float(parts["amount"].sum()), 6), "input minus the terms above: must be 0"]
-    df["amount"] = df["amount"].round(2) + 0.0  # no "-0.00"
-    return df
+
+def clean_on_engine(con: Any, t: Any, rules: Cleaning, malformed: pd.DataFrame | None = None,
+                    date_format: str | list[str] | None = None, decimal: str = ".", thousands: str | None = None,
+                    allow_exponent: bool = False, today: dt.date | None = None) -> CleaningResult:
+    """`clean_transactions` run by the engine of Ibis table `t` (raw text in cvlib's column names and
+    `source_row`): the same rules, audit, reconciliation, kept and quarantined rows (`cleaning_engine`)."""
+    malformed = malformed if malformed is not None else pd.DataFrame(columns=["line", "text", "expected", "got"])
+    p = cleaning_engine.push_cleaning(con, t, rules, date_format, decimal, thousands, allow_exponent, today)
+    per, one = cleaning_outcome.totals(p)
+    audit = _malformed_audit(cleaning_outcome.audit(p, p.audit, per, one), malformed)
+    clean = cleaning_outcome.as_pandas_clean(cleaning_outcome.clean_expr(p, one["adjusted"] > 0))
+    quarantine = _with_malformed(cleaning_outcome.quarantine_frame(p), malformed)
+
+    def part(out: int, col: str = "raw") -> tuple[int, float]:
+        hit = per[per["_out"] == out]
+        return int(hit["n"].sum()), float(hit[col].sum())
+
+    q_n, q_amount = part(QUARANTINED)
+    recon = reconciliation(raw_rows=int(one["rows_in"]) + len(malformed), amount_in=float(one["amount_in"]),
+                           kept=part(KEPT, "amount"), quarantined=(q_n + len(malformed), q_amount),
+                           duplicates=part(DUPLICATE), netted=(part(NETTED)[0], part(NETTED)[1] - one["adj_net"]),
+                           capped=-one["adj_cap"])
+    removed = p.t.filter(p.t._out.isin([DUPLICATE, NETTED])).select(
+        ROW, outcome=(p.t._out == DUPLICATE).ifelse("duplicate", "netted"), amount_value=p.t._amount_raw
+    ).order_by(ROW).to_pandas()
+    return CleaningResult(clean=clean, quarantine=quarantine, audit=audit, reconciliation=recon, notes=p.notes,
+                          outlier_bounds=p.bounds, removed=removed)
 
 
 # --------------------------------------------------------------------------- the stage
 def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
-    """Read the study's transactions, clean them, write the stage outputs into run_dir."""
-    raw, malformed = reading.read_transactions(study)
-    if len(raw) == 0:
-        raise InputDataError(f"inputs.transactions: {engines.describe(study, study.inputs.transactions)} has no "
-                             "data rows.")
+    """Read the study's transactions, clean them (`cleaning.engine`: pandas or DuckDB), write the stage outputs."""
     spec = study.inputs.transactions
-    result = clean_transactions(raw, study.cleaning, malformed, spec.date_format, spec.decimal, spec.thousands,
-                                spec.allow_exponent)
+    if study.cleaning.engine == "duckdb":
+        result = _clean_on_duckdb(study)
+    else:
+        raw, malformed = reading.read_transactions(study)
+        _check_rows(study, len(raw))
+        result = clean_transactions(raw, study.cleaning, malformed, spec.date_format, spec.decimal, spec.thousands,
+                                    spec.allow_exponent)
     check_reconciliation(result)
     if len(result.clean) == 0:
         sample = result.quarantine.head(5).to_string()
@@ -188,6 +216,33 @@ def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
     io.write_json({"summary": result.summary(), "audit": result.audit.to_dict("records"),
                    "reconciliation": result.reconciliation.to_dict("records")}, run_dir / "cleaning.json")
     return result
+
+
+def _check_rows(study: Study, n: int) -> None:
+    if n == 0:
+        raise InputDataError(f"inputs.transactions: {engines.describe(study, study.inputs.transactions)} has no "
+                             "data rows.")
+
+
+def _clean_on_duckdb(study: Study) -> CleaningResult:
+    """The rules run by DuckDB: on the table or Parquet lake itself when DuckDB reads it (nothing loaded whole),
+    else on the rows read as for the pandas path."""
+    spec = study.inputs.transactions
+    args = (spec.date_format, spec.decimal, spec.thousands, spec.allow_exponent)
+    if spec.engine == "duckdb":
+        mapping = {k: v for k, v in spec.columns.model_dump().items() if v}
+        url = engines.connection_url(study, spec, "transactions")
+        with engines.backend(spec, url, study.base_dir, "transactions") as con:
+            t = engines.raw_expr(con, study, spec, mapping, "transactions")
+            _check_rows(study, int(t.count().to_pyarrow().as_py()))
+            return clean_on_engine(con, t, study.cleaning, None, *args)
+    raw, malformed = reading.read_transactions(study)
+    _check_rows(study, len(raw))
+    con = engines.duckdb()
+    try:
+        return clean_on_engine(con, con.create_table("raw", raw), study.cleaning, malformed, *args)
+    finally:
+        con.disconnect()
 
 
 # --------------------------------------------------------------------------- profile of the clean data

@@ -200,18 +200,48 @@ def outlier_bounds(x: np.ndarray, method: str, threshold: float, log_scale: bool
     v = np.log(x[x > 0]) if log_scale else x
     if len(v) == 0:
         return -np.inf, np.inf
+    return outlier_limits(method, threshold, log_scale, lambda qs: list(np.quantile(v, qs)),
+                          lambda: (float(np.mean(v)), float(np.std(v))))
+
+
+def outlier_limits(method: str, threshold: float, log_scale: bool, quantile: Callable[[list[float]], list[float]],
+                   moments: Callable[[], tuple[float, float]]) -> tuple[float, float]:
+    """The bounds from the (log) amounts' quantiles or mean and standard deviation, however they are computed."""
     if method == "iqr":
-        q1, q3 = np.quantile(v, [0.25, 0.75])
+        q1, q3 = quantile([0.25, 0.75])
         lo, hi = q1 - threshold * (q3 - q1), q3 + threshold * (q3 - q1)
     elif method == "zscore":
-        mu, sd = float(np.mean(v)), float(np.std(v))
+        mu, sd = moments()
         lo, hi = mu - threshold * sd, mu + threshold * sd
     else:
-        lo, hi = -np.inf, float(np.quantile(v, threshold))
+        lo, hi = -np.inf, float(quantile([threshold])[0])
     if log_scale:
         lo, hi = (np.exp(lo) if np.isfinite(lo) else -np.inf), float(np.exp(hi))
     return float(lo), float(hi)
 
+
+def reconciliation(raw_rows: int, amount_in: float, kept: tuple[int, float], quarantined: tuple[int, float],
+                   duplicates: tuple[int, float], netted: tuple[int, float], capped: float) -> pd.DataFrame:
+    """Rows and amounts of the input against the outputs.
+
+    rows in = kept + quarantined + duplicates removed + returns netted;
+    amount in = kept + quarantined + duplicates + netting effect + capping (to the cent).
+    """
+    rows = [
+        ("input", raw_rows, amount_in, "rows read (malformed lines included); amounts as written in the file"),
+        ("kept", kept[0], kept[1], "clean rows; amounts after netting and capping"),
+        ("quarantined", quarantined[0], quarantined[1], "amounts as written in the file"),
+        ("duplicates removed", duplicates[0], duplicates[1], "exact repeats of an earlier row"),
+        ("returns netted into purchases", netted[0], netted[1],
+         "return rows absorbed, less the reductions they made to kept purchases"),
+        ("capping", 0, capped, "amount removed by capping outliers"),
+    ]
+    df = pd.DataFrame(rows, columns=["term", "rows", "amount", "note"])
+    parts = df.iloc[1:]
+    df.loc[len(df)] = ["difference", raw_rows - int(parts["rows"].sum()),
+                       round(amount_in - float(parts["amount"].sum()), 6), "input minus the terms above: must be 0"]
+    df["amount"] = df["amount"].round(2) + 0.0  # no "-0.00"
+    return df
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,7 +62,7 @@ def backend(spec: TableInput, url: str | None, base: Path, name: str) -> Iterato
     try:
         if spec.engine == "duckdb":
             db = str((base / url).resolve()) if url and not url.startswith(("md:", ":memory:")) else ":memory:"
-            con = ibis.duckdb.connect(database=db, read_only=db != ":memory:")
+            con = duckdb(database=db, read_only=db != ":memory:")
         elif spec.engine == "spark":
             con = ibis.pyspark.connect(spark_session(url))
         else:
@@ -77,12 +78,31 @@ def backend(spec: TableInput, url: str | None, base: Path, name: str) -> Iterato
             con.disconnect()
 
 
+def duckdb(**config: Any) -> Any:
+    """An Ibis DuckDB connection (in memory unless `database` is given): `engine_threads` threads, no progress bar
+    (it would be printed into the reports), at most ``CVLIB_ENGINE_MEMORY`` of memory (DuckDB's default: 80% of
+    the machine) with anything beyond spilled to ``CVLIB_ENGINE_SPILL`` (default: the system's temporary folder)."""
+    import ibis
+
+    settings = {"threads": engine_threads(),
+                "temp_directory": os.environ.get("CVLIB_ENGINE_SPILL") or tempfile.gettempdir()}
+    if os.environ.get("CVLIB_ENGINE_MEMORY"):
+        settings["memory_limit"] = os.environ["CVLIB_ENGINE_MEMORY"]
+    import duckdb as duck
+
+    con = ibis.duckdb.connect(**{**settings, **config})
+    try:
+        con.raw_sql("SET enable_progress_bar = false")  # a session option
+    except duck.Error:  # in Jupyter without ipywidgets DuckDB draws no bar and refuses to be told so
+        pass
+    return con
+
+
 @contextmanager
 def duckdb_parquet(path: Path) -> Iterator[Any]:
     """A Parquet file as an Ibis table on a private in-memory DuckDB (threads: `engine_threads`)."""
-    import ibis
 
-    con = ibis.duckdb.connect(threads=engine_threads())
+    con = duckdb()
     try:
         yield con.read_parquet(str(path))
     finally:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cvlib.engines.connect import backend, connection_url, redact
+from cvlib.engines.summary import local_time
 from cvlib.errors import InputDataError, ParamError
 from cvlib.io import KEY_PREFIX, ROW, STRING
 from cvlib.params import Study, TableInput
@@ -155,3 +156,19 @@ def empty_malformed() -> pd.DataFrame:
 def lake_path(study: Study, spec: TableInput) -> Path:
     """The resolved path (file, folder or glob) of a Parquet lake."""
     return study.resolve(spec.path or "")
+
+
+def raw_expr(con: Any, study: Study, spec: TableInput, mapping: dict[str, str], name: str) -> Any:
+    """The table on its engine as raw text in cvlib's column names (`mapping`: cvlib name -> column), numbered in
+    key order, its key columns as `key:<column>`, dates on the client's clock: nothing is fetched."""
+    t = source(con, study, spec, name)
+    key = spec.key or (LAKE_KEY if spec.engine == "duckdb" else [])
+    where = f"inputs.{name} ({describe(study, spec)})"
+    missing = [c for c in [*mapping.values(), *key] if c not in t.columns]
+    if missing:
+        raise InputDataError(f"{where}: column(s) {', '.join(map(repr, missing))} are not in the table. Columns: "
+                             f"{', '.join(map(repr, t.columns))}. Fix the column mapping or key in the params file.")
+    t = text_expr(t, key, where, None)
+    cols = {new: local_time(t[old], spec.engine, study.timezone) for new, old in mapping.items()}
+    cols.update({KEY_PREFIX + k: t[k].cast("string") for k in key})
+    return t.select(ROW, **{k: v.cast("string") for k, v in cols.items()})

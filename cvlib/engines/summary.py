@@ -25,19 +25,25 @@ LOCAL_TIME = {"duckdb": ("timezone", "zone_first"), "postgres": ("timezone", "zo
               "snowflake": ("CONVERT_TIMEZONE", "zone_first")}
 
 
-def local_day(col: Any, engine: str, zone: str | None) -> Any:
-    """The calendar day of a timestamp column on the client's clock: a timestamp with a zone is converted to
-    `zone` (UTC when None) in the engine; a timestamp without one is taken as local time already."""
+def local_time(col: Any, engine: str, zone: str | None) -> Any:
+    """A timestamp with a zone converted to the client's wall clock in `zone` (UTC when None), by the engine;
+    any other column (a timestamp without a zone is taken as local time already) as it is."""
     import ibis
 
     typ = col.type()
     if not (typ.is_timestamp() and typ.timezone is not None):
-        return col.cast("date") if typ.is_timestamp() else col
+        return col
     name, order = LOCAL_TIME[engine]
     args = ("string", typ) if order == "zone_first" else (typ, "string")
     to_local = ibis.udf.scalar.builtin(lambda a, b: None, name=name, signature=(args, "timestamp"))
     z = ibis.literal(zone or "UTC")
-    return (to_local(z, col) if order == "zone_first" else to_local(col, z)).cast("date")
+    return to_local(z, col) if order == "zone_first" else to_local(col, z)
+
+
+def local_day(col: Any, engine: str, zone: str | None) -> Any:
+    """The calendar day of a date or timestamp column on the client's clock (`local_time`)."""
+    col = local_time(col, engine, zone)
+    return col.cast("date") if col.type().is_timestamp() else col
 
 
 def days(t: Any, engine: str = "duckdb", zone: str | None = None) -> Any:
