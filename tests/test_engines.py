@@ -232,3 +232,17 @@ def test_params_refuse_incomplete_sources(tmp_path):
         with pytest.raises(ParamError, match=message):
             engine_study(tmp_path, "refused", source)
     assert os.environ.get("CVLIB_NO_SUCH_VARIABLE") is None
+
+
+@pytest.mark.parametrize("engine", ["bigquery", "snowflake"])
+def test_live_warehouse_table_reads_when_credentials_are_given(engine, tmp_path, monkeypatch):
+    """Opt-in: with CVLIB_TEST_<ENGINE>_URL (an Ibis URL) and CVLIB_TEST_<ENGINE>_TABLE (a table with the book's
+    columns and a line_no key) set, the warehouse table cleans like the CSV. Without them only the compiled SQL
+    is tested (tests/test_engine_summary.py)."""
+    url, table = (os.environ.get(f"CVLIB_TEST_{engine.upper()}_{k}") for k in ("URL", "TABLE"))
+    if not (url and table):
+        pytest.skip(f"no {engine} credentials: set CVLIB_TEST_{engine.upper()}_URL and _TABLE to run it live")
+    monkeypatch.setenv("CVLIB_TEST_WAREHOUSE", url)
+    a, b = engine_study(tmp_path, engine, {"engine": engine, "table": table, "key": ["line_no"],
+                                           "connection": {"url_env": "CVLIB_TEST_WAREHOUSE"}})
+    assert_same_cleaning(clean(a), clean(b))
