@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from cvlib import reading
+from cvlib import engines, reading
 from cvlib.errors import ParamError
 from cvlib.params import ATTRIBUTE_TABLES
 
@@ -153,13 +153,19 @@ def study_ids(study: "Study") -> set[str]:
     """Every customer id in the study's input files, malformed lines included."""
 
     ids: set[str] = set()
-    raw, bad = reading.read_transactions(study)
-    ids.update(raw["customer_id"].astype(str).str.strip().unique())
-    if "customer_id" in bad.columns:
-        ids.update(bad["customer_id"].astype(str))
+    tx = study.inputs.transactions
+    if not tx.is_file:  # the engine lists them: a lake is not loaded to learn its ids
+        ids |= engines.distinct_values(study, tx, tx.columns.customer_id, "transactions")
+    else:
+        raw, bad = reading.read_transactions(study)
+        ids.update(raw["customer_id"].astype(str).str.strip().unique())
+        if "customer_id" in bad.columns:
+            ids.update(bad["customer_id"].astype(str))
     for name in ATTRIBUTE_TABLES:
         spec = getattr(study.inputs, name)
-        if spec is not None:
+        if spec is not None and not spec.is_file:
+            ids |= engines.distinct_values(study, spec, spec.customer_id, name)
+        elif spec is not None:
             df, _ = reading.read_raw(study, spec, name)
             if spec.customer_id in df.columns:
                 ids.update(df[spec.customer_id].astype(str).str.strip().unique())

@@ -246,3 +246,21 @@ def test_live_warehouse_table_reads_when_credentials_are_given(engine, tmp_path,
     a, b = engine_study(tmp_path, engine, {"engine": engine, "table": table, "key": ["line_no"],
                                            "connection": {"url_env": "CVLIB_TEST_WAREHOUSE"}})
     assert_same_cleaning(clean(a), clean(b))
+
+
+def test_a_pseudonymised_lake_study_learns_its_ids_from_the_engine(tmp_path, monkeypatch):
+    """The pseudonymiser needs every id; for a table on an engine it asks the engine for the distinct ids (a lake
+    is not loaded to learn them), and they are the ids the CSV gives."""
+    from cvlib import privacy
+
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    book().to_parquet(lake / "part-0.parquet", index=False)
+    monkeypatch.setenv("CVLIB_PSEUDONYM_KEY", "k" * 40)
+    a, b = engine_study(tmp_path, "pseudo", {"engine": "duckdb", "path": "../lake"},
+                        extra={"privacy": {"pseudonymize_ids": True}})
+    from_csv = privacy.study_ids(a)
+    calls = []
+    monkeypatch.setattr(reading, "read_transactions", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(
+        AssertionError("the lake was read whole")))
+    assert privacy.study_ids(b) == from_csv and "c1" in from_csv and not calls

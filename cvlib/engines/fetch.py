@@ -172,3 +172,15 @@ def raw_expr(con: Any, study: Study, spec: TableInput, mapping: dict[str, str], 
     cols = {new: local_time(t[old], spec.engine, study.timezone) for new, old in mapping.items()}
     cols.update({KEY_PREFIX + k: t[k].cast("string") for k in key})
     return t.select(ROW, **{k: v.cast("string") for k, v in cols.items()})
+
+
+def distinct_values(study: Study, spec: TableInput, column: str, name: str) -> set[str]:
+    """The distinct values of one column of a table on its engine (the pseudonymiser's list of ids), computed by
+    the engine: the rows are not fetched."""
+    url = connection_url(study, spec, name)
+    with backend(spec, url, study.base_dir, name) as con:
+        t = source(con, study, spec, name)
+        if column not in t.columns:
+            raise InputDataError(f"inputs.{name} ({describe(study, spec)}): column {column!r} is not in the table")
+        values = t.select(v=t[column].cast("string")).distinct().to_pyarrow().column("v").to_pylist()
+    return {v.strip() for v in values if v is not None}
