@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,15 +89,12 @@ def postgres_server() -> Iterator[str]:
 def postgres_url() -> Iterator[str]:
     """The session's PostgreSQL server (`postgres_server`): skipped with the reason when it cannot start, a
     failure under CI."""
-    try:
-        server = postgres_server()
-        url = server.__enter__()
-    except RuntimeError as exc:
-        missing(str(exc))
-    try:
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_server())
+        except RuntimeError as exc:
+            missing(str(exc))
         yield url
-    finally:
-        server.__exit__(None, None, None)
 
 
 def pg_load(url: str, table: str, ddl: str, df) -> None:

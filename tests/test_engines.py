@@ -264,3 +264,13 @@ def test_a_pseudonymised_lake_study_learns_its_ids_from_the_engine(tmp_path, mon
     monkeypatch.setattr(reading, "read_transactions", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(
         AssertionError("the lake was read whole")))
     assert privacy.study_ids(b) == from_csv and "c1" in from_csv and not calls
+
+
+def test_an_empty_lake_cleaned_in_place_stops_with_a_message(tmp_path):
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    book().iloc[:0].to_parquet(lake / "part-0.parquet", index=False)
+    _, study = engine_study(tmp_path, "empty", {"engine": "duckdb", "path": "../lake"},
+                            extra={"cleaning": {"engine": "duckdb"}})
+    with pytest.raises(InputDataError, match="has no data rows"):
+        cleaning.run_cleaning(study, tmp_path)

@@ -234,8 +234,9 @@ def _clean_on_duckdb(study: Study) -> CleaningResult:
         url = engines.connection_url(study, spec, "transactions")
         with engines.backend(spec, url, study.base_dir, "transactions") as con:
             t = engines.raw_expr(con, study, spec, mapping, "transactions")
-            _check_rows(study, int(t.count().to_pyarrow().as_py()))
-            return clean_on_engine(con, t, study.cleaning, None, *args)
+            result = clean_on_engine(con, t, study.cleaning, None, *args)
+        _check_rows(study, result.summary()["rows_in"])  # counted by the cleaning: the table is not read twice
+        return result
     raw, malformed = reading.read_transactions(study)
     _check_rows(study, len(raw))
     con = engines.duckdb()

@@ -91,7 +91,7 @@ def amount_map(t: Any, col: str, decimal: str, thousands: str | None, allow_expo
     val, why = parse_amounts_explained(text, decimal, thousands, allow_exponent)
     reason = "amount cannot be read exactly: " + _shown(text).to_numpy().astype(object) + " (" + why.astype(str) + ")"
     return pd.DataFrame({col: text, "_value": val.to_numpy(),
-                         "_why": np.where(val.isna().to_numpy(), reason, "")})
+                         "_why": pd.array(np.where(val.isna().to_numpy(), reason, ""), dtype=io.STRING)})
 
 
 def date_map(t: Any, formats: str | list[str] | None) -> tuple[pd.DataFrame, list[str]]:

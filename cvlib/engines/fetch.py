@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +59,15 @@ def source(con: Any, study: Study, spec: TableInput, name: str) -> Any:
 
 
 LAKE_KEY = ["filename", "file_row_number"]
+
+
+def row_key(spec: TableInput, where: str) -> list[str]:
+    """The columns rows are numbered by: the given key, else a DuckDB lake's file and row within it."""
+    key = spec.key or (LAKE_KEY if spec.engine == "duckdb" else [])
+    if not key:
+        raise ParamError(f"{where}: a Parquet lake read by {spec.engine} needs key: the columns that identify a row "
+                         "(rows are numbered in key order)")
+    return key
 
 
 def text_expr(t: Any, key: list[str], where: str, nrows: int | None) -> Any:
@@ -126,10 +134,7 @@ def read_table(study: Study, spec: TableInput, name: str, nrows: int | None = No
     with backend(spec, url, study.base_dir, name) as con:
         try:
             t = source(con, study, spec, name)
-            key = spec.key or (LAKE_KEY if spec.engine == "duckdb" else [])
-            if not key:
-                raise ParamError(f"{where}: a Parquet lake read by {spec.engine} needs key: the columns that "
-                                 "identify a row (rows are numbered in key order)")
+            key = row_key(spec, where)
             expr = text_expr(t, key, where, nrows)
             df = as_text(fetch(con, expr, spec, url), study.timezone)
         except (InputDataError, ParamError):
@@ -153,17 +158,12 @@ def empty_malformed() -> pd.DataFrame:
                          ROW: np.zeros(0, "int64")})
 
 
-def lake_path(study: Study, spec: TableInput) -> Path:
-    """The resolved path (file, folder or glob) of a Parquet lake."""
-    return study.resolve(spec.path or "")
-
-
 def raw_expr(con: Any, study: Study, spec: TableInput, mapping: dict[str, str], name: str) -> Any:
     """The table on its engine as raw text in cvlib's column names (`mapping`: cvlib name -> column), numbered in
     key order, its key columns as `key:<column>`, dates on the client's clock: nothing is fetched."""
     t = source(con, study, spec, name)
-    key = spec.key or (LAKE_KEY if spec.engine == "duckdb" else [])
     where = f"inputs.{name} ({describe(study, spec)})"
+    key = row_key(spec, where)
     missing = [c for c in [*mapping.values(), *key] if c not in t.columns]
     if missing:
         raise InputDataError(f"{where}: column(s) {', '.join(map(repr, missing))} are not in the table. Columns: "
