@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cvlib import io
-from cvlib.params import Rfm
+from cvlib.occasions import occasion_days, period_numbers
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 
@@ -27,8 +27,8 @@ KEY32_LIMIT = 2**32  # customers x days up to this: (customer, day) keys sorted 
 
 
 # --------------------------------------------------------------------------- occasions
-def occasions(tx: pd.DataFrame, by: str = "days") -> pd.DataFrame:
-    """Purchase occasions: one row per customer and day (or order), with its date and value.
+def occasions(tx: pd.DataFrame, by: str = "day") -> pd.DataFrame:
+    """Purchase occasions (`by`: OCCASIONS): one row per customer and occasion, with its first day and value.
 
     Sorted by customer, then date. Columns: customer (int code), day (int days since epoch), value.
     The customer codes index `customer_ids` returned in `.attrs['customer_ids']`.
@@ -40,7 +40,7 @@ def occasions(tx: pd.DataFrame, by: str = "days") -> pd.DataFrame:
     day = tx["date"].to_numpy(dtype="datetime64[ns]").view(np.int64) // 86_400_000_000_000
     amount = tx["amount"].to_numpy(dtype=np.float64)
     codes = codes.astype(np.int64)
-    if by == "orders":
+    if by == "order":
         ocodes, _ = pd.factorize(tx["order_id"])
         key = codes * (int(ocodes.max()) + 2) + ocodes.astype(np.int64)
         uk, inv = np.unique(key, return_inverse=True)
@@ -51,6 +51,7 @@ def occasions(tx: pd.DataFrame, by: str = "days") -> pd.DataFrame:
         order = np.lexsort((first_day, cust))
         out = pd.DataFrame({"customer": cust[order], "day": first_day[order], "value": value[order]})
     else:
+        day = occasion_days(codes, day, by)
         d0 = int(day.min()) if len(day) else 0
         span = int(day.max() - d0 + 1) if len(day) else 1
         key = codes * span + (day - d0)
@@ -60,15 +61,6 @@ def occasions(tx: pd.DataFrame, by: str = "days") -> pd.DataFrame:
     out.attrs["customer_ids"] = uniques
     out.attrs["customer_codes"] = out["customer"].to_numpy()
     return out
-
-
-def frequency_basis(tx: pd.DataFrame, rules: Rfm) -> str:
-    """'orders' or 'days' (auto: orders when the data has order ids)."""
-    if rules.frequency == "auto":
-        return "orders" if "order_id" in tx.columns and tx["order_id"].notna().any() else "days"
-    if rules.frequency == "orders" and "order_id" not in tx.columns:
-        raise ValueError("rfm.frequency is 'orders' but the transactions have no order_id column mapped")
-    return rules.frequency
 
 
 def text_int_key(arr) -> np.ndarray | None:
@@ -206,10 +198,17 @@ def _checked(codes: np.ndarray, ids: pd.Index) -> np.ndarray:
     return codes
 
 
-def _day_side(ids: pd.Series, day: np.ndarray, amount: np.ndarray) -> tuple[pd.Index, dict[str, np.ndarray]]:
-    """The distinct ids in order of first appearance and their per-customer day aggregates."""
+def _day_side(ids: pd.Series, day: np.ndarray, amount: np.ndarray,
+              by: str = "day") -> tuple[pd.Index, dict[str, np.ndarray]]:
+    """The distinct ids in order of first appearance and their per-customer aggregates of occasions by day, week or
+    month (each dated by its first day)."""
     codes, distinct = customer_codes(ids)
-    return distinct, _per_customer_days(_checked(codes, distinct), day, amount, len(distinct))
+    codes = _checked(codes, distinct)
+    agg = _per_customer_days(codes, occasion_days(codes, day, by), amount, len(distinct))
+    if by in ("week", "month"):  # recency from the last purchase day, not from the last occasion's first day
+        agg["last_buy"] = np.full(len(distinct), np.iinfo(np.int64).min)
+        np.maximum.at(agg["last_buy"], codes, day)
+    return distinct, agg
 
 
 def customer_sums(ids: pd.Series, **values: Any) -> pd.DataFrame:
@@ -292,13 +291,14 @@ def _per_customer_orders(codes: np.ndarray, n: int, ocode: np.ndarray, o_day: np
             "total": np.bincount(o_cust, weights=o_value, minlength=n), "first_value": o_value[np.minimum(pick, k - 1)]}
 
 
-def customer_summary(tx: pd.DataFrame, end: pd.Timestamp | dt.date | None = None, by: str = "days",
+def customer_summary(tx: pd.DataFrame, end: pd.Timestamp | dt.date | None = None, by: str = "day",
                      unit: str = "weeks") -> pd.DataFrame:
     """One row per customer at the observation end (transactions after it are ignored).
 
-    RFM in days: recency (end - last purchase), frequency (occasions), monetary (total) and
+    RFM in days: recency (end - last purchase), frequency (occasions: `by` in OCCASIONS), monetary (total) and
     monetary_mean (per occasion), tenure (end - first). CLV inputs in `unit`: x (repeat
-    occasions), t_x (last - first), T (end - first), monetary_value (mean of repeat occasions, 0 if none).
+    occasions), t_x (last - first occasion), T (end - first), monetary_value (mean of repeat occasions, 0 if none).
+    A week's or a month's occasion is dated by its first purchase day.
     """
     end = (pd.Timestamp(end) if end is not None else tx["date"].max()).normalize()
     day = tx["date"].to_numpy(dtype="datetime64[ns]").view(np.int64) // 86_400_000_000_000
@@ -310,19 +310,20 @@ def customer_summary(tx: pd.DataFrame, end: pd.Timestamp | dt.date | None = None
         ids = customer_codes(tx["customer_id"])[1]
         agg = {k: np.zeros(0, dtype=np.int64) for k in ("first", "last", "count")}
         agg.update(total=np.zeros(0), first_value=np.zeros(0))
-    elif by == "orders":
+    elif by == "order":
         codes, ids = customer_codes(tx["customer_id"])
         agg = _per_customer_orders(_checked(codes, ids), len(ids), *_order_side(tx, day))
     else:
-        ids, agg = _day_side(tx["customer_id"], day, amount)
+        ids, agg = _day_side(tx["customer_id"], day, amount, by)
     first, last, count, total = agg["first"], agg["last"], agg["count"], agg["total"]
+    last_buy = agg.get("last_buy", last)
     k = UNIT_DAYS[unit]
     x = count - 1
     out = pd.DataFrame({
         "customer_id": pd.array(ids, dtype=io.STRING),
         "first_purchase": (first * 86_400_000_000_000).astype("datetime64[ns]"),
-        "last_purchase": (last * 86_400_000_000_000).astype("datetime64[ns]"),
-        "recency": (end_day - last).astype(np.int64),
+        "last_purchase": (last_buy * 86_400_000_000_000).astype("datetime64[ns]"),
+        "recency": (end_day - last_buy).astype(np.int64),
         "frequency": count.astype(np.int64),
         "monetary": total,
         "monetary_mean": total / np.maximum(count, 1),
@@ -337,7 +338,7 @@ def customer_summary(tx: pd.DataFrame, end: pd.Timestamp | dt.date | None = None
 
 
 def calibration_holdout(tx: pd.DataFrame, calibration_end: dt.date, holdout_end: dt.date | None = None,
-                        by: str = "days", unit: str = "weeks") -> pd.DataFrame:
+                        by: str = "day", unit: str = "weeks") -> pd.DataFrame:
     """CLV summary at calibration_end for customers first seen by then, with their holdout
     occasions (`x_holdout`), spend (`spend_holdout`) and the holdout length (`duration_holdout`, in unit)."""
     cal_end = pd.Timestamp(calibration_end)
@@ -428,22 +429,10 @@ def cycles_at(p: Purchases, at: pd.Timestamp) -> pd.DataFrame:
                          "mean_gap": mean, "gap_cv": cv, "spend": spend}, index=p.ids[cust])
 
 
-OCCASION_DAYS = {"day": 1.0, "week": 7.0, "month": 365.25 / 12}
-
-
 def occasion_periods(p: Purchases, occasion: str = "day") -> Purchases:
-    """The purchases with each row's day replaced by its purchase occasion: the day itself, the week (from
-    Monday) or the calendar month. Monthly billing of several service lines on different days is one occasion a
-    month, not a purchase every few days."""
-    if occasion == "day":
-        return p
-    if occasion == "week":
-        period = np.floor_divide(p.day + 3, 7)  # day 0 (1970-01-01) was a Thursday
-    elif occasion == "month":
-        period = p.ns.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64)
-    else:
-        raise ValueError(f"unknown purchase occasion {occasion!r} (day, week or month)")
-    return replace(p, day=period)
+    """The purchases with each row's day replaced by its purchase occasion's period (`period_numbers`). Monthly
+    billing of several service lines on different days is one occasion a month, not a purchase every few days."""
+    return p if occasion in ("day", "order") else replace(p, day=period_numbers(p.day, occasion))
 
 
 # --------------------------------------------------------------------------- per-customer state at a date

@@ -68,24 +68,25 @@ STAGES: tuple[Stage, ...] = (
     Stage("rfm", "02_rfm.ipynb", "RFM and segmentation", "cvlib.analysis.rfm:run_rfm",
           reads=("transactions_clean.parquet",),
           writes=("rfm.parquet", "clv_summary.parquet", "rfm.json"), may_write=("clv_calibration.parquet",),
-          sections=("rfm",)),
+          sections=("occasion", "rfm")),
     Stage("clv", "03_clv.ipynb", "Customer lifetime value", "cvlib.analysis.clv:run_clv",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv_summary.parquet"),
           optional=("clv_calibration.parquet",), writes=("clv.parquet", "clv_model.json"),
-          tables=("customers",), sections=("inputs", "rfm", "clv", "value.profitability",  # profit of the variants
+          tables=("customers",), sections=("inputs", "occasion", "rfm", "clv",
+                                            "value.profitability",  # profit of the variants
                                             "drivers.churn", "drivers.churn_days")),  # who has left (cvlib.status)
     Stage("value", "04_value.ipynb", "Customer value assessment", "cvlib.analysis.value:run_value",
           reads=("transactions_clean.parquet", "rfm.parquet", "clv.parquet", "clv_model.json"),
           writes=("value.parquet", "value.json"), tables=("customers", "feedback"),
-          sections=("inputs", "rfm", "clv", "drivers", "value")),  # rfm: the calibration period of the validation
+          sections=("inputs", "occasion", "rfm", "clv", "drivers", "value")),  # rfm: the validation's calibration
     Stage("drivers", "05_loyalty_drivers.ipynb", "Loyalty and retention drivers", "cvlib.analysis.drivers:run_drivers",
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("rfm.json", "clv.parquet"),
           writes=("drivers.parquet", "churn_risk.parquet", "drivers.json"), tables=("customers", "feedback"),
-          sections=("inputs", "rfm", "clv", "drivers", "journey.cycles")),  # the customers' cycle
+          sections=("inputs", "occasion", "rfm", "clv", "drivers", "journey.cycles")),  # the customers' cycle
     Stage("journey", "06_journey.ipynb", "Customer journey", "cvlib.analysis.journey:run_journey",
           reads=("transactions_clean.parquet", "rfm.parquet"), optional=("clv.parquet", "churn_risk.parquet"),
           writes=("journey.parquet", "journey.json"), tables=("customers",),
-          sections=("inputs", "clv", "drivers.churn_days", "journey")),  # who is lost, without churn flags
+          sections=("inputs", "occasion", "clv", "drivers.churn_days", "journey")),  # who is lost, without churn flags
     Stage("campaign", "07_campaign.ipynb", "Campaign evaluation", "cvlib.analysis.campaign:run_campaign",
           reads=("transactions_clean.parquet",), writes=("campaign.json",), tables=("campaigns",),
           sections=("inputs", "clv", "campaign"), needs_table="campaigns"),  # before strategy: measured uplifts

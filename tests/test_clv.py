@@ -31,7 +31,7 @@ def cdnow_cal() -> pd.DataFrame:
     tx = pd.DataFrame({"customer_id": df["cid"].astype("string[pyarrow]"),
                        "date": pd.to_datetime(df["date"], format="%Y%m%d"), "amount": df["value"].astype(float)})
     return customers.calibration_holdout(tx, pd.Timestamp("1997-09-30").date(), pd.Timestamp("1998-06-30").date(),
-                                   by="days", unit="weeks")
+                                   by="day", unit="weeks")
 
 
 def test_cdnow_calibration_summary_matches_published_counts(cdnow_cal):

@@ -67,7 +67,7 @@ def test_orders_book_with_ties_and_orders_over_two_days_equals_the_pandas_kernel
         rows.append((c, str(d), round(float(rng.gamma(2, 20)), 2), f"{c}-o{rng.integers(0, 6)}"))  # orders over days
     df = tx(rows, orders=True)
     t = duck(df)
-    for by in ("days", "orders"):
+    for by in ("day", "order", "week", "month"):
         end = dt.date(2023, 12, 31)
         same(es.customer_summary(t, end, by), customers.customer_summary(df, end, by))
         same(es.calibration_holdout(t, dt.date(2023, 9, 30), dt.date(2024, 2, 4), by),
@@ -86,10 +86,31 @@ def test_hand_built_cut_off_first_occasion_and_order_owner():
     assert (a.x, a.t_x, a["T"], a.monetary) == (2, 30.0, 30.0, 95.0)  # 1 Jan, 8 Jan, 31 Jan (cut-off inclusive)
     assert a.monetary_value == pytest.approx((30 + 50) / 2)  # the first day's 15 is not in the mean
     assert (a.x_holdout, a.spend_holdout, a.duration_holdout) == (1, 70.0, 29.0)
-    o = es.customer_summary(duck(df), dt.date(2024, 1, 31), by="orders", unit="days").set_index("customer_id")
+    o = es.customer_summary(duck(df), dt.date(2024, 1, 31), by="order", unit="days").set_index("customer_id")
     assert o.loc["a", "x"] == 3 and o.loc["a", "monetary_value"] == pytest.approx((5 + 30 + 50) / 3)
     # order o7 belongs to the customer of its first row (c) and is dated by its first day
     assert o.loc["c", "monetary"] == 9.0 and o.loc["b", "monetary"] == 20.0
+
+
+def test_occasions_by_month_and_week_are_dated_by_their_first_day_and_recency_by_the_last_purchase():
+    """Monthly billing on several days: one occasion a month, dated by its first purchase day (x, t_x, the first
+    occasion's value); recency and the last purchase from the last purchase day itself. Both engines agree."""
+    rows = [("a", "2024-01-03", 10.0), ("a", "2024-01-10", 5.0), ("a", "2024-01-20", 1.0), ("a", "2024-02-05", 7.0),
+            ("a", "2024-02-25", 3.0), ("a", "2024-03-02", 4.0), ("a", "2024-03-20", 6.0), ("b", "2024-03-30", 2.0)]
+    df = tx(rows)
+    end = dt.date(2024, 3, 31)
+    m = customers.customer_summary(df, end, "month", "days").set_index("customer_id")
+    assert m.loc["a", "frequency"] == 3 and m.loc["a", "x"] == 2 and m.loc["b", "frequency"] == 1
+    assert m.loc["a", "t_x"] == (dt.date(2024, 3, 2) - dt.date(2024, 1, 3)).days  # occasions dated by first days
+    assert m.loc["a", "T"] == (end - dt.date(2024, 1, 3)).days
+    assert m.loc["a", "recency"] == 11 and m.loc["a", "last_purchase"] == pd.Timestamp("2024-03-20")
+    assert m.loc["a", "monetary_value"] == (10.0 + 10.0) / 2 and m.loc["a", "monetary"] == 36.0  # Feb 10, Mar 10
+    w = customers.customer_summary(df, end, "week", "days").set_index("customer_id")
+    assert w.loc["a", "frequency"] == 7  # every purchase of a in its own week from Monday
+    two = tx([("c", "2024-01-01", 1.0), ("c", "2024-01-07", 1.0), ("c", "2024-01-08", 1.0)])  # Mon, Sun, Mon
+    assert customers.customer_summary(two, end, "week")["frequency"].item() == 2
+    for by in ("week", "month"):
+        same(es.customer_summary(duck(df), end, by, "days"), customers.customer_summary(df, end, by, "days"))
 
 
 def test_local_day_of_a_zoned_timestamp():
@@ -127,8 +148,9 @@ def test_postgres_summary_equals_the_pandas_kernel(postgres_url):
     con = ibis.connect(postgres_url)
     try:
         t = con.table("clean_tx")
-        same(es.calibration_holdout(t, dt.date(2023, 9, 30), dt.date(2024, 5, 14), engine="postgres"),
-             customers.calibration_holdout(df, dt.date(2023, 9, 30), dt.date(2024, 5, 14)))
+        for by in ("day", "week", "month"):
+            same(es.calibration_holdout(t, dt.date(2023, 9, 30), dt.date(2024, 5, 14), by, engine="postgres"),
+                 customers.calibration_holdout(df, dt.date(2023, 9, 30), dt.date(2024, 5, 14), by))
     finally:
         con.disconnect()
 
@@ -142,28 +164,30 @@ def test_spark_summary_equals_the_pandas_kernel(spark_master, tmp_path):
     df.to_parquet(tmp_path / "clean.parquet", index=False, coerce_timestamps="us")  # Spark reads no nanoseconds
     con = ibis.pyspark.connect(spark_session(spark_master))
     t = con.read_parquet(str(tmp_path / "clean.parquet"))
-    same(es.calibration_holdout(t, dt.date(2023, 8, 31), dt.date(2024, 4, 25), engine="spark"),
-         customers.calibration_holdout(df, dt.date(2023, 8, 31), dt.date(2024, 4, 25)))
+    for by in ("day", "month"):
+        same(es.calibration_holdout(t, dt.date(2023, 8, 31), dt.date(2024, 4, 25), by, engine="spark"),
+             customers.calibration_holdout(df, dt.date(2023, 8, 31), dt.date(2024, 4, 25), by))
 
 
 # --------------------------------------------------------------------------- golden SQL
-def compiled(dialect: str) -> str:
-    import ibis.backends.pyspark  # noqa: F401  (registers the options its compiler reads)
+def compiled(dialect: str, by: str = "order") -> str:
+    ibis.pyspark  # noqa: B018  (loading the backend registers the options its compiler reads)
 
     t = ibis.table({"source_row": "int64", "customer_id": "string", "date": "timestamp('UTC')", "amount": "float64",
                     "order_id": "string"}, name="transactions_clean")
-    t = es.days(t, ENGINE_OF.get(dialect, dialect), "Europe/Paris")
-    cal = es.summary_expr(t, dt.date(2024, 1, 31), "orders")
-    hold = es.holdout_expr(t, dt.date(2024, 1, 31), dt.date(2024, 6, 30), "orders")
+    t = es.days(t, ENGINE_OF.get(dialect, dialect), "Europe/Paris", by)
+    cal = es.summary_expr(t, dt.date(2024, 1, 31), by)
+    hold = es.holdout_expr(t, dt.date(2024, 1, 31), dt.date(2024, 6, 30), by)
     return ibis.to_sql(cal.left_join(hold, "customer_id"), dialect=dialect) + "\n"
 
 
+@pytest.mark.parametrize("by", ["order", "month"])
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_golden_sql(dialect):
+def test_golden_sql(dialect, by):
     """The summary's SQL per dialect equals the committed file (CVLIB_UPDATE_GOLDEN_SQL=1 rewrites them after a
-    deliberate upgrade: read the diff before committing it)."""
-    path = GOLDEN / f"summary_{dialect}.sql"
-    sql = compiled(dialect)
+    deliberate upgrade: read the diff before committing it); occasions by order and by calendar month."""
+    path = GOLDEN / (f"summary_{dialect}.sql" if by == "order" else f"summary_{by}_{dialect}.sql")
+    sql = compiled(dialect, by)
     if os.environ.get("CVLIB_UPDATE_GOLDEN_SQL"):
         path.write_text(sql)
     assert path.read_text() == sql, f"the {dialect} SQL changed: compare with {path}"

@@ -189,10 +189,10 @@ def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns
     assert multi.loc["multi-channel", "mean_revenue"] > 1.5 * multi.loc["single channel", "mean_revenue"]
     m = res.channels["migration"]
     assert m.loc["account team", "client portal"] > 3 * m.loc["client portal", "account team"]
-    # monthly billing (journey.cycles.occasion: month): a client invoiced within the last month is never overdue,
+    # monthly billing (occasion: month): a client invoiced within the last month is never overdue,
     # and a client already lost is not overdue either; counted by purchase day, active clients would be
     c = res.customers
-    assert study.journey.cycles.occasion == "month" and c["lost"].sum() > 0
+    assert study.occasion == "month" and c["lost"].sum() > 0
     assert not c.loc[c["recency_days"] <= 31, "overdue"].any() and not c.loc[c["lost"], "overdue"].any()
     by_day = journey.purchase_cycles(None, res.end, k=2.0, p=customers.purchases(io.read_stage(tmp_path, "transactions_clean.parquet")))
     assert by_day.loc[by_day["recency_days"] <= 31, "overdue"].any()
@@ -242,6 +242,24 @@ def test_monthly_billing_is_one_occasion_a_month_so_an_active_client_is_not_over
     assert by_month.loc["silent", "overdue"] and by_month.loc["silent", "days_overdue"] == pytest.approx(101 - 2 * 365.25 / 12)
     weekly = journey.purchase_cycles(tx_of({"w": every(7, END, 10)}), END, occasion="week")
     assert weekly.loc["w", "cycle_days"] == 7.0
+
+
+@pytest.mark.parametrize("occasion", ["day", "week", "month"])
+def test_the_clv_summary_and_the_journey_count_the_same_occasions(occasion):
+    """One occasion per study: the CLV models' frequency (x + 1), RFM recency and the journey's occasions and
+    recency agree customer by customer, on a random book with several purchases a week and a month."""
+    rng = np.random.default_rng(7)
+    days = pd.to_datetime("2023-01-01") + pd.to_timedelta(rng.integers(0, 700, 3000), unit="D")
+    tx = pd.DataFrame({"customer_id": [f"c{i}" for i in rng.integers(0, 150, 3000)], "date": days,
+                       "amount": rng.gamma(2, 10, 3000).round(2)})
+    s = customers.customer_summary(tx, END, occasion).set_index("customer_id")
+    j = journey.purchase_cycles(tx, END, occasion=occasion)
+    assert len(j) == len(s) == 150
+    assert (s.loc[j.index, "frequency"].to_numpy() == j["occasions"].to_numpy()).all()
+    assert (s.loc[j.index, "recency"].to_numpy() == j["recency_days"].to_numpy()).all()
+    if occasion != "day":
+        assert (s["frequency"] < customers.customer_summary(tx, END, "day").set_index("customer_id")["frequency"]
+                .loc[s.index]).any()
 
 
 def test_a_lost_customer_is_a_win_back_case_not_overdue():

@@ -90,3 +90,31 @@ def test_mapped_column_missing_names_column_and_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "inputs.transactions.columns.date" in err and "'Date'" in err and "tx.csv" in err
     assert "Did you mean 'date'" in err
+
+
+@pytest.mark.parametrize("extra, occasion", [
+    ({}, "auto"),
+    ({"occasion": "month"}, "month"),
+    ({"rfm": {"frequency": "days"}}, "day"),  # an earlier file: read as the one occasion
+    ({"journey": {"cycles": {"occasion": "week"}}}, "week"),
+    ({"rfm": {"frequency": "auto"}, "journey": {"cycles": {"occasion": "day"}}}, "auto"),  # orders on their day
+    ({"occasion": "month", "journey": {"cycles": {"occasion": "month"}}}, "month"),
+])
+def test_the_purchase_occasion_is_set_once_per_study(tmp_path, extra, occasion):
+    study = load_study(write_study(tmp_path, ROWS, extra=extra))
+    assert study.occasion == occasion
+    dumped = yaml.safe_load(study.to_yaml())
+    assert "frequency" not in dumped["rfm"] and "occasion" not in dumped["journey"]["cycles"]
+
+
+@pytest.mark.parametrize("extra", [
+    {"rfm": {"frequency": "days"}, "journey": {"cycles": {"occasion": "month"}}},  # CLV by day, journey by month
+    {"occasion": "day", "journey": {"cycles": {"occasion": "month"}}},
+    {"occasion": "week", "rfm": {"frequency": "days"}},
+])
+def test_two_definitions_of_an_occasion_that_disagree_are_refused_with_the_line_to_write(tmp_path, extra):
+    p = write_study(tmp_path, ROWS, extra=extra)
+    with pytest.raises(ParamError) as e:
+        load_study(p)
+    msg = str(e.value)
+    assert "defined once per study" in msg and "occasion: day|week|month|order" in msg and str(p) in msg

@@ -44,7 +44,7 @@ def test_summary_in_days_and_explicit_end_ignores_later_purchases():
 def test_summary_by_orders():
     t = tx([("a", "2024-01-01", 10.0, "o1"), ("a", "2024-01-01", 5.0, "o2"), ("a", "2024-01-03", 1.0, "o2")],
            ("customer_id", "date", "amount", "order_id"))
-    s = customers.customer_summary(t, by="orders", unit="days")
+    s = customers.customer_summary(t, by="order", unit="days")
     assert s["frequency"].item() == 2 and s["x"].item() == 1 and s["t_x"].item() == 0.0  # o2 dated by its first row
     assert s["monetary_value"].item() in (6.0, 10.0)
 
@@ -159,7 +159,7 @@ def test_order_codes_numeric_leading_zero_and_text(ids):
     t = tx([("a", "2024-01-01", 1.0, ids[0]), ("a", "2024-01-02", 2.0, ids[1]), ("a", "2024-01-02", 3.0, ids[2]),
             ("b", "2024-01-05", 4.0, ids[3])], ("customer_id", "date", "amount", "order_id"))
     t["order_id"] = t["order_id"].astype("string[pyarrow]")
-    s = customers.customer_summary(t, by="orders", unit="days").set_index("customer_id")
+    s = customers.customer_summary(t, by="order", unit="days").set_index("customer_id")
     assert s.loc["a", "frequency"] == 2 and s.loc["b", "frequency"] == 1  # '007' and '7' are different orders
     assert s.loc["a", "monetary"] == 6.0 and s.loc["a", "monetary_value"] == 5.0  # the repeat order: 2 + 3
 

@@ -26,6 +26,7 @@ from cvlib.models import (
     ModelFitError,
     patterns,
 )
+from cvlib.occasions import occasion_basis
 from cvlib.params import Clv, Study
 from cvlib.status import contract_ends, departed
 
@@ -319,7 +320,8 @@ def _holdout_check(study: Study, tx: pd.DataFrame, cal: pd.DataFrame | None,
         notes.append(i18n.t("clv.note_holdout_skipped", model=i18n.label(cfg.model), why=hfits[cfg.model].reason))
         return None, hfits
     return validate_holdout(cal, tx, hfits[cfg.model].model, cfg.model, study.rfm.time_unit,
-                            study.rfm.calibration_end, study.rfm.holdout_end or tx["date"].max()), hfits
+                            study.rfm.calibration_end, study.rfm.holdout_end or tx["date"].max(),
+                            occasion_basis(tx, study.occasion)), hfits
 
 
 def _formula_views(study: Study, tx: pd.DataFrame, rfm2: pd.DataFrame, attrs: pd.DataFrame | None,

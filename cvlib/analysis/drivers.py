@@ -25,6 +25,7 @@ from cvlib.analysis.importance import (
     relative_weights,
 )
 from cvlib.analysis.loyalty import churn_flags, cohort_matrices, km_curves, retention_rates, survey_table
+from cvlib.occasions import occasion_basis
 from cvlib.params import Drivers, Study
 from cvlib.status import contract_ends
 
@@ -184,13 +185,14 @@ def group_series(study: Study, rfm: pd.DataFrame, attrs: pd.DataFrame | None) ->
 
 
 def study_cycles(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, end: pd.Timestamp) -> pd.Series:
-    """Each customer's usual purchase cycle in days as the journey stage measures it (`journey.cycles`: the
-    purchase occasion, shrinkage toward the segment's cycle), so `within_cycle`, `cycle_days` and `overdue` rest
-    on one cycle in every stage."""
+    """Each customer's usual purchase cycle in days as the journey stage measures it (the study's purchase
+    occasion, `journey.cycles`: shrinkage toward the segment's cycle), so `within_cycle`, `cycle_days` and
+    `overdue` rest on one cycle in every stage."""
 
     c = study.journey.cycles
     seg = io.by_customer(rfm)["segment"].astype(str) if "segment" in rfm.columns else None
-    return journey.purchase_cycles(tx, end, seg, c.overdue_k, c.prior_gaps, occasion=c.occasion)["cycle_days"]
+    occasion = occasion_basis(tx, study.occasion)
+    return journey.purchase_cycles(tx, end, seg, c.overdue_k, c.prior_gaps, occasion=occasion)["cycle_days"]
 
 
 def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None,

@@ -25,7 +25,7 @@ class Holdout:
 
 
 def validate_holdout(cal: pd.DataFrame, tx: pd.DataFrame, model, name: str, unit: str,
-                     calibration_end, holdout_end) -> Holdout:
+                     calibration_end, holdout_end, by: str = "day") -> Holdout:
     """Predicted against actual repeat purchases in the holdout, by calibration frequency, week by week,
     and per-customer error against the naive baseline (each customer repeats their calibration rate)."""
     dur = cal["duration_holdout"].to_numpy()
@@ -43,16 +43,18 @@ def validate_holdout(cal: pd.DataFrame, tx: pd.DataFrame, model, name: str, unit
     errors = pd.DataFrame({"method": [name, "naive baseline"],
                            "mae": [np.mean(np.abs(pred - actual)), np.mean(np.abs(naive - actual))],
                            "rmse": [np.sqrt(np.mean((pred - actual) ** 2)), np.sqrt(np.mean((naive - actual) ** 2))]})
-    tracking = weekly_tracking(cal, tx, model, unit, holdout_end)
+    tracking = weekly_tracking(cal, tx, model, unit, holdout_end, by)
     return Holdout(totals, byf, tracking, errors, bool(errors["mae"].iloc[0] < errors["mae"].iloc[1]), name)
 
 
-def weekly_tracking(cal: pd.DataFrame, tx: pd.DataFrame, model, unit: str, holdout_end) -> pd.DataFrame:
-    """Cumulative repeat purchases per week, actual against the model, for the calibration customers."""
+def weekly_tracking(cal: pd.DataFrame, tx: pd.DataFrame, model, unit: str, holdout_end,
+                    by: str = "day") -> pd.DataFrame:
+    """Cumulative repeat purchases (occasions `by`, as the model counts them) per week, actual against the model,
+    for the calibration customers."""
 
     ids = set(cal["customer_id"].astype(str))
     t = tx[io.as_ids(tx["customer_id"]).isin(ids) & (tx["date"] < pd.Timestamp(holdout_end) + pd.Timedelta(days=1))]
-    occ = occasions(t, "days")
+    occ = occasions(t, by)
     start_day = int(occ["day"].min())
     first_day = occ.groupby("customer")["day"].transform("min")
     repeat_days = occ.loc[occ["day"] > first_day, "day"].to_numpy()

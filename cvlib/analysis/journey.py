@@ -28,7 +28,8 @@ import pandas as pd
 from cvlib import customers, i18n, io, reading
 from cvlib.analysis.channels import channel_mix
 from cvlib.analysis.clv import acquisition_channel, acquisition_costs
-from cvlib.customers import OCCASION_DAYS, occasion_periods
+from cvlib.customers import occasion_periods
+from cvlib.occasions import OCCASION_DAYS, occasion_basis
 from cvlib.params import Study
 
 STAGES = ("acquisition", "growth", "maturity", "decline", "lapsed")
@@ -281,6 +282,7 @@ class JourneyResult:
     end: pd.Timestamp
     notes: list[str] = field(default_factory=list)
     overview: dict = field(default_factory=dict)  # the fields of the report's opening sentence
+    occasion: str = "day"           # what one purchase occasion was (the study's, resolved)
 
 
 def cross_sell(tx: pd.DataFrame, p: customers.Purchases, end: pd.Timestamp, cc) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -322,8 +324,8 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     notes: list[str] = []
     if churned is None:
         notes.append(i18n.t("journey.note_lost_by_silence", days=study.drivers.churn_days))
-    occasion = cfg.cycles.occasion
-    if occasion == "day" and study.clv.contracts.enabled:
+    occasion = occasion_basis(tx, study.occasion)
+    if occasion in ("day", "order") and study.clv.contracts.enabled:
         notes.append(i18n.for_consultant("journey.note_occasion_contracts"))
     cyc = purchase_cycles(None, end, seg, cfg.cycles.overdue_k, cfg.cycles.prior_gaps, p=p, occasion=occasion,
                           lost=churned if churned is not None else float(study.drivers.churn_days))
@@ -359,7 +361,7 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
                 "lost": int(cust["lost"].sum()), "occasion": i18n.t(f"journey.occasion_{occasion}"),
                 "period": lc.period_days}
     return JourneyResult(cust, stages.reset_index(names="lifecycle_stage"), transitions,
-                         by_seg.reset_index(), overdue, channels, rules, end, notes, overview)
+                         by_seg.reset_index(), overdue, channels, rules, end, notes, overview, occasion)
 
 
 def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
@@ -376,7 +378,7 @@ def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
     io.write_json({"end": str(res.end.date()), "stages": res.stages.to_dict("records"),
                    "transitions": {str(k): {str(c): int(v) for c, v in row.items()}
                                    for k, row in res.transitions.iterrows()},
-                   "occasion": study.journey.cycles.occasion,
+                   "occasion": res.occasion,
                    "overdue_customers": int(len(res.overdue)), "lost_customers": int(res.customers["lost"].sum()),
                    "rules": [] if res.rules is None else [
                        {"antecedent": list(a), "consequent": c, "support": s, "confidence": f, "lift": lift}

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from cvlib import i18n, io
-from cvlib.customers import calibration_holdout, customer_summary, frequency_basis
+from cvlib.customers import calibration_holdout, customer_summary
 from cvlib.engines import duckdb_parquet
 from cvlib.engines import summary as engine_summary
+from cvlib.occasions import occasion_basis
 from cvlib.params import Rfm, SegmentRule, Study
 
 
@@ -361,10 +362,10 @@ def _calibration(tx: pd.DataFrame, rules: Rfm, basis: str, table: Any = None) ->
                                               basis, rules.time_unit)
 
 
-def build_rfm(tx: pd.DataFrame, rules: Rfm, table: Any = None) -> RfmResult:
+def build_rfm(tx: pd.DataFrame, rules: Rfm, table: Any = None, occasion: str = "auto") -> RfmResult:
     """Everything the RFM stage computes, from clean transactions (`table`: the same as an Ibis table, whose engine
-    then computes the per-customer summary)."""
-    basis = frequency_basis(tx, rules)
+    then computes the per-customer summary), counting the study's purchase `occasion`."""
+    basis = occasion_basis(tx, occasion)
     summary = _summary(tx, rules, basis, table)
     end = summary.attrs["end"]
     notes = []
@@ -401,9 +402,9 @@ def run_rfm(study: Study, run_dir: str | Path) -> RfmResult:
     tx = io.read_stage(run_dir, "transactions_clean.parquet")
     if study.rfm.summary_engine == "duckdb":
         with duckdb_parquet(run_dir / "transactions_clean.parquet") as table:
-            res = build_rfm(tx, study.rfm, table)
+            res = build_rfm(tx, study.rfm, table, study.occasion)
     else:
-        res = build_rfm(tx, study.rfm)
+        res = build_rfm(tx, study.rfm, occasion=study.occasion)
     io.write_parquet(res.rfm, run_dir / "rfm.parquet")
     clv_cols = ["customer_id", "x", "t_x", "T", "monetary_value", "frequency", "monetary"]
     io.write_parquet(res.summary[clv_cols], run_dir / "clv_summary.parquet")

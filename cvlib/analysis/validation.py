@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 from cvlib import customers, i18n, io
 from cvlib.analysis import clv as clv_mod
 from cvlib.analysis import fitting, value_index
+from cvlib.occasions import occasion_basis
 from cvlib.params import Study
 from cvlib.rules import DEPARTED_CELL
 
@@ -45,7 +46,7 @@ def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.Dat
 
     at = pd.Timestamp(at).normalize()
     past = tx[tx["date"] < at + pd.Timedelta(days=1)]
-    summary = customers.customer_summary(past, at, by=study.rfm.frequency, unit=study.rfm.time_unit)
+    summary = customers.customer_summary(past, at, by=occasion_basis(past, study.occasion), unit=study.rfm.time_unit)
     cfg = study.clv
     retention, _ = clv_mod.yearly_retention(past)
     fits = fitting.fit_models(summary, cfg, (cfg.model,))

@@ -5,7 +5,8 @@ PostgreSQL, Spark, ...), only one row per customer coming back.
 Conventions, the same as the pandas kernel (tested equal): a day is the client's local calendar day (a timestamp
 that carries a zone is converted to `timezone` first); the observation end and the calibration cut-off are
 inclusive (a purchase on the cut-off day is in the calibration period; the holdout starts the day after); an
-occasion is a customer's day, or an order (dated by its first day, owned by the customer of its first row);
+occasion is a customer's day, week (from Monday) or calendar month (dated by its first purchase day; recency from
+the last purchase day), or an order (dated by its first day, owned by the customer of its first row);
 `monetary_value` is the mean of the repeat occasions, the first occasion excluded (ties: the first row)."""
 from __future__ import annotations
 
@@ -46,9 +47,15 @@ def local_day(col: Any, engine: str, zone: str | None) -> Any:
     return col.cast("date") if col.type().is_timestamp() else col
 
 
-def days(t: Any, engine: str = "duckdb", zone: str | None = None) -> Any:
-    """The transactions with `_day`: the local calendar day as days since 1970-01-01."""
-    return t.mutate(_day=local_day(t.date, engine, zone).epoch_days())
+def days(t: Any, engine: str = "duckdb", zone: str | None = None, by: str = "day") -> Any:
+    """The transactions with `_day`: the local calendar day as days since 1970-01-01 (and `_period`, its week from
+    Monday or calendar month as a number, for occasions by week or month)."""
+    d = local_day(t.date, engine, zone)
+    if by == "week":
+        return t.mutate(_day=d.epoch_days(), _period=(d.epoch_days() + 3) // 7)  # 1970-01-01 was a Thursday
+    if by == "month":
+        return t.mutate(_day=d.epoch_days(), _period=d.year() * 12 + d.month())
+    return t.mutate(_day=d.epoch_days())
 
 
 def _day_number(d: dt.date) -> int:
@@ -64,17 +71,22 @@ def occasions(t: Any, by: str, after: dt.date | None = None, until: dt.date | No
         t = t.filter(t._day > _day_number(after))
     if until is not None:
         t = t.filter(t._day <= _day_number(until))
-    if by == "orders":
+    if by in ("week", "month"):  # the period's first purchase day stands for it; the last one kept for recency
+        w = ibis.window(group_by=[t.customer_id, t._period])
+        t = t.mutate(_last_buy=t._day, _day=t._day.min().over(w))
+    if by == "order":
         first = t.group_by("order_id").agg(day=t._day.min(), value=t.amount.sum(), _first_row=t[ROW].min())
         owner = t.select("order_id", "customer_id", _first_row=t[ROW])
         occ = first.join(owner, ["order_id", "_first_row"]).select("customer_id", "day", "value", "_first_row")
     else:
-        occ = t.group_by(["customer_id", t._day.name("day")]).agg(value=t.amount.sum(), _first_row=t[ROW].min())
+        more = {"last_buy": t._last_buy.max()} if by in ("week", "month") else {}
+        occ = t.group_by(["customer_id", t._day.name("day")]).agg(value=t.amount.sum(), _first_row=t[ROW].min(),
+                                                                  **more)
     w = ibis.window(group_by=occ.customer_id, order_by=[occ.day, occ._first_row])
     return occ.mutate(rank=ibis.row_number().over(w))
 
 
-def summary_expr(t: Any, end: dt.date, by: str = "days", unit: str = "weeks") -> Any:
+def summary_expr(t: Any, end: dt.date, by: str = "day", unit: str = "weeks") -> Any:
     """Per-customer RFM and CLV inputs at `end` (inclusive) from `days(t)`, in the pandas kernel's columns."""
     import ibis
 
@@ -83,16 +95,19 @@ def summary_expr(t: Any, end: dt.date, by: str = "days", unit: str = "weeks") ->
     g = occ.group_by("customer_id").agg(first=occ.day.min(), last=occ.day.max(), frequency=occ.count(),
                                         monetary=occ.value.sum(),
                                         first_value=occ.value.sum(where=occ["rank"] == 0),
-                                        _order=occ._first_row.min())
+                                        _order=occ._first_row.min(),
+                                        **({"last_buy": occ.last_buy.max()} if by in ("week", "month") else {}))
     k, x = UNIT_DAYS[unit], g.frequency - 1
+    last_buy = g.last_buy if by in ("week", "month") else g["last"]
     span = (g["last"] - g["first"]).cast("float64")  # floats: PostgreSQL divides integers as NUMERIC otherwise
     age = (end_day - g["first"]).cast("float64")
-    return g.mutate(recency=end_day - g["last"], tenure=end_day - g["first"], x=x, t_x=span / k, T=age / k,
+    g = g.mutate(recency=end_day - last_buy, tenure=end_day - g["first"], x=x, t_x=span / k, T=age / k,
                     monetary_mean=g.monetary / g.frequency.cast("float64"),
                     monetary_value=ibis.ifelse(x > 0, (g.monetary - g.first_value) / x.cast("float64"), 0.0))
+    return g.mutate(last_buy=last_buy) if by in ("week", "month") else g
 
 
-def holdout_expr(t: Any, cal_end: dt.date, hold_end: dt.date, by: str = "days") -> Any:
+def holdout_expr(t: Any, cal_end: dt.date, hold_end: dt.date, by: str = "day") -> Any:
     """Occasions and spend per customer from the day after `cal_end` to `hold_end` (inclusive) of `days(t)`."""
     h = occasions(t, by, after=cal_end, until=hold_end)
     return h.group_by("customer_id").agg(x_holdout=h.count(), spend_holdout=h.value.sum())
@@ -106,8 +121,8 @@ def as_frame(df: pd.DataFrame, end: dt.date) -> pd.DataFrame:
     """The engine's result in the pandas kernel's form: its columns, types and customer order (the order of each
     customer's first row)."""
     out = df.sort_values("_order", kind="stable").reset_index(drop=True)
-    for c in ("first", "last"):
-        out[f"{c}_purchase"] = (out[c].to_numpy(np.int64) * 86_400_000_000_000).astype("datetime64[ns]")
+    for c, day in (("first", "first"), ("last", "last_buy" if "last_buy" in out.columns else "last")):
+        out[f"{c}_purchase"] = (out[day].to_numpy(np.int64) * 86_400_000_000_000).astype("datetime64[ns]")
     for c in ("recency", "frequency", "tenure", "x"):
         out[c] = out[c].astype(np.int64)
     for c in ("monetary", "monetary_mean", "t_x", "T", "monetary_value"):
@@ -118,18 +133,18 @@ def as_frame(df: pd.DataFrame, end: dt.date) -> pd.DataFrame:
     return out
 
 
-def customer_summary(t: Any, end: dt.date, by: str = "days", unit: str = "weeks", engine: str = "duckdb",
+def customer_summary(t: Any, end: dt.date, by: str = "day", unit: str = "weeks", engine: str = "duckdb",
                      zone: str | None = None) -> pd.DataFrame:
     """`cvlib.customers.customer_summary` computed by the engine of Ibis table `t` (columns customer_id, date,
-    amount, source_row, and order_id when by='orders')."""
-    return as_frame(summary_expr(days(t, engine, zone), end, by, unit).to_pandas(), end)
+    amount, source_row, and order_id when by='order')."""
+    return as_frame(summary_expr(days(t, engine, zone, by), end, by, unit).to_pandas(), end)
 
 
-def calibration_holdout(t: Any, cal_end: dt.date, hold_end: dt.date, by: str = "days", unit: str = "weeks",
+def calibration_holdout(t: Any, cal_end: dt.date, hold_end: dt.date, by: str = "day", unit: str = "weeks",
                         engine: str = "duckdb", zone: str | None = None) -> pd.DataFrame:
     """`cvlib.customers.calibration_holdout` computed by the engine: the calibration summary of the customers
     first seen by `cal_end`, with their holdout occasions, spend and the holdout length in `unit`."""
-    t = days(t, engine, zone)
+    t = days(t, engine, zone, by)
     cal = summary_expr(t, cal_end, by, unit)
     hold = holdout_expr(t, cal_end, hold_end, by)
     j = cal.left_join(hold, "customer_id").drop("customer_id_right")

@@ -64,9 +64,6 @@ class Lifecycle(_Model):
 class Cycles(_Model):
     overdue_k: float = Field(2.0, gt=0, description="overdue: days since the last purchase over k own cycles")
     prior_gaps: float = Field(2.0, ge=0, description="shrinkage: the segment's cycle counts as this many gaps")
-    occasion: Literal["day", "week", "month"] = Field(
-        "day", description="a purchase occasion: a day (retail), a week, or a calendar month (monthly billing, "
-                           "where service lines are invoiced on different days of the month)")
 
 
 class CrossSell(_Model):

@@ -88,10 +88,6 @@ class Clusters(_Model):
 
 class Rfm(_Model):
     end_date: dt.date | None = Field(None, description="observation end; None: the last transaction date")
-    frequency: Literal["auto", "orders", "days"] = Field("auto",
-        description=(
-            "purchase occasions: days (distinct days), orders (distinct order ids), auto (orders when an order id is "
-            "mapped)"))
     time_unit: Literal["days", "weeks"] = Field("weeks", description="unit of the CLV model inputs x, t_x and T")
     summary_engine: Literal["pandas", "duckdb"] = Field(
         "pandas", description="what computes the per-customer summary: pandas in memory, or duckdb reading the clean "

@@ -7,7 +7,7 @@ import difflib
 import typing
 import zoneinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -38,6 +38,12 @@ class Study(_Model):
     timezone: str | None = Field(
         None, description="the client's time zone (IANA name, e.g. Europe/Paris, Asia/Shanghai): a timestamp that "
                           "carries a zone or an offset counts on the client's local day; None: UTC")
+    occasion: Literal["auto", "order", "day", "week", "month"] = Field(
+        "auto", description="what one purchase occasion is, for every stage (the CLV models' x, RFM frequency, the "
+                            "journey's cycles): an order (order id), a day, a week (from Monday) or a calendar month "
+                            "(monthly billing of service lines invoiced on different days); auto: order when an "
+                            "order id is mapped, else day. A week's or a month's occasion is dated by its first "
+                            "purchase day; the journey measures cycles between the days orders were placed")
     inputs: Inputs
     privacy: Privacy = Field(default_factory=Privacy)
     report: Report = Field(default_factory=Report)
@@ -65,12 +71,19 @@ class Study(_Model):
                                  "Asia/Shanghai") from None
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_occasion(cls, data: Any) -> Any:
+        """Earlier files set the occasion twice (`rfm.frequency`, `journey.cycles.occasion`): read as `occasion`
+        when they agree, refused when they count a purchase differently."""
+        return one_occasion(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "Study":
         """Checks that span sections: everything that does not need the data is refused before a run."""
-        if self.rfm.frequency == "orders" and not self.inputs.transactions.columns.order_id:
-            raise ValueError("rfm.frequency is 'orders' but inputs.transactions.columns.order_id is not mapped; "
-                             "map the order id column or use frequency: days")
+        if self.occasion == "order" and not self.inputs.transactions.columns.order_id:
+            raise ValueError("occasion is 'order' but inputs.transactions.columns.order_id is not mapped; "
+                             "map the order id column or use occasion: day")
 
         categories = rule_categories(self)
         for i, g in enumerate(self.strategy.groups):
@@ -167,6 +180,49 @@ def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None) ->
             node = nxt
         node[parts[-1]] = value
     return out
+
+
+#: the earlier spellings of `occasion` (section path, value -> occasion)
+OLD_OCCASION = {("rfm", "frequency"): {"auto": "auto", "orders": "order", "days": "day"},
+                ("journey", "cycles", "occasion"): {"day": "day", "week": "week", "month": "month"}}
+
+
+def _pop_old(data: dict, path: tuple[str, ...]) -> Any:
+    """Remove and return data[path...] (None when absent); the emptied sections stay."""
+    node = data
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node.pop(path[-1], None) if isinstance(node, dict) else None
+
+
+def one_occasion(data: dict) -> dict:
+    """`occasion` from the study's own line or from the earlier two; refused where they say different things.
+    The journey counts an order on its day, so `frequency: orders` (or auto) goes with `cycles.occasion: day`."""
+    data = copy.deepcopy(data)
+    said: dict[str, str] = {}
+    wrote: dict[str, Any] = {}
+    for path, values in OLD_OCCASION.items():
+        v = _pop_old(data, path)
+        if v is not None:
+            if v not in values:
+                raise ValueError(f"{'.'.join(path)} must be one of {', '.join(values)} (it is now `occasion`)")
+            said[".".join(path)], wrote[".".join(path)] = values[v], v
+    if not said:
+        return data
+    f, c = said.get("rfm.frequency"), said.get("journey.cycles.occasion")
+    own = data.get("occasion") or (f if c in (None, "day") and f is not None else c)
+
+    def agrees(path: str, v: str) -> bool:
+        return v == own or (path.startswith("journey") and v == "day" and own in ("auto", "order"))
+
+    if not all(agrees(k, v) for k, v in said.items()):
+        lines = ", ".join(f"{k}: {v}" for k, v in wrote.items())
+        mine = f" and occasion: {data['occasion']}" if data.get("occasion") else ""
+        raise ValueError(f"a purchase occasion is defined once per study, but {lines}{mine} count a client's "
+                         "purchases differently; write one line `occasion: day|week|month|order` at the top level "
+                         "and remove rfm.frequency and journey.cycles.occasion")
+    data["occasion"] = own
+    return data
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
