@@ -2,17 +2,21 @@
 money and date formats of each language.
 
 Every heading, sentence, column label, figure title and axis label a report shows comes from a catalogue
-through `t` (text by key) or `label` (a column or model name). The language is chosen once per notebook by
-`use` (`report.setup` calls it with the study's `report.language`); exported files keep their English column
-names. Values put into a message are formatted by the caller (`money`, `number`, `date`, `pct`), so a
-message never decides how a number looks.
+through `t` (text by key) or `label` (a column or model name). The language comes from the study: a stage's
+entry point speaks its study's `report.language` for the length of the call (`in_study_language`), a page is
+written inside `speaking(language)`, and a notebook session takes it from `report.setup` (`use`, for that
+kernel's context only). There is no module-level language to leak from one study into another; exported files
+keep their English column names. Values put into a message are formatted by the caller (`money`, `number`,
+`date`, `pct`), so a message never decides how a number looks.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,8 @@ LOCALES = Path(__file__).parent / "locales"
 LANGUAGES = ("en", "zh")
 SYMBOLS = {"CNY": "¥", "RMB": "¥", "JPY": "¥", "USD": "$", "EUR": "€", "GBP": "£", "HKD": "HK$"}
 
-_current = "en"
+#: the language of the current context (a notebook kernel's, or a stage call's); English unless set
+_LANGUAGE: contextvars.ContextVar[str] = contextvars.ContextVar("cvlib_language", default="en")
 
 
 class ConsultantNote(str):
@@ -50,21 +55,44 @@ def catalogue(language: str) -> dict[str, Any]:
 
 
 def use(language: str) -> None:
-    """Make `language` the language of every message, label and format from now on."""
-    global _current
+    """Make `language` the language of the current context from now on (a notebook session: `report.setup`)."""
     catalogue(language)  # refuses an unknown language
-    _current = language
+    _LANGUAGE.set(language)
 
 
 def current() -> str:
-    return _current
+    """The language of the current context."""
+    return _LANGUAGE.get()
+
+
+@contextlib.contextmanager
+def speaking(language: str) -> Iterator[str]:
+    """Messages in `language` inside the block; the language before it comes back after (also on an error)."""
+    catalogue(language)
+    token = _LANGUAGE.set(language)
+    try:
+        yield language
+    finally:
+        _LANGUAGE.reset(token)
+
+
+def in_study_language(func: Callable) -> Callable:
+    """A stage entry point `func(study, ...)` that words its notes and tables in `study.report.language`, whatever
+    the caller's language, and leaves the caller's language as it was."""
+
+    @functools.wraps(func)
+    def wrapper(study: Any, *args: Any, **kwargs: Any) -> Any:
+        with speaking(study.report.language):
+            return func(study, *args, **kwargs)
+
+    return wrapper
 
 
 def _lookup(section: str, key: str, language: str | None) -> Any:
-    node: Any = catalogue(language or _current)[section]
+    node: Any = catalogue(language or _LANGUAGE.get())[section]
     for part in key.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            raise CatalogueError(f"{section}.{key} is not in the {language or _current} catalogue")
+            raise CatalogueError(f"{section}.{key} is not in the {language or _LANGUAGE.get()} catalogue")
         node = node[part]
     return node
 
@@ -87,7 +115,7 @@ def is_key(text: str) -> bool:
 def name(value: str, language: str | None = None) -> str:
     """A default segment, group, tier or cell name in the report language; names set in params are shown as
     written."""
-    cat = catalogue(language or _current)
+    cat = catalogue(language or _LANGUAGE.get())
     names = cat.get("names", {})
     if value in names:
         return names[value]
@@ -124,7 +152,7 @@ def fields(text: str) -> set[str]:
 def label(name: str, language: str | None = None) -> str:
     """The human label of a column, driver or model name; names the catalogue does not list (e.g. a client's
     own driver columns) are shown with spaces for underscores."""
-    cat = catalogue(language or _current)
+    cat = catalogue(language or _LANGUAGE.get())
     if name in cat["labels"]:
         return cat["labels"][name]
     if name in cat.get("names", {}):
@@ -134,12 +162,12 @@ def label(name: str, language: str | None = None) -> str:
 
 def unit(name: str, language: str | None = None) -> str:
     """A unit ('days', 'probability', '0-100', 'x') in the report language."""
-    return catalogue(language or _current).get("units", {}).get(name, name)
+    return catalogue(language or _LANGUAGE.get()).get("units", {}).get(name, name)
 
 
 def currency_unit(currency: str) -> str:
     """The currency as a unit in headers and axes: its symbol in Chinese (¥), its code in English (USD)."""
-    return symbol(currency) if _current == "zh" else currency
+    return symbol(currency) if current() == "zh" else currency
 
 
 def word(value: Any, language: str | None = None) -> str:
@@ -188,7 +216,7 @@ def money(v: Any, currency: str, *, decimals: int | None = None, signed: bool = 
     if _missing(v):
         return "–"
     sign = "+" if signed and v > 0 else ""
-    if _current == "zh":
+    if current() == "zh":
         big = _wan(float(v))
         if big is None:
             d = 2 if decimals is None and abs(v) < 100 else 0 if decimals is None else decimals
@@ -213,7 +241,7 @@ def date(v: Any) -> str:
     if _missing(v):
         return "–"
     d = pd.Timestamp(v)
-    if _current == "zh":
+    if current() == "zh":
         return f"{d.year}年{d.month}月{d.day}日"
     return d.strftime("%Y-%m-%d")
 
@@ -223,6 +251,6 @@ def month(v: Any) -> str:
     if _missing(v):
         return "–"
     d = pd.Timestamp(v)
-    return f"{d.year}年{d.month}月" if _current == "zh" else d.strftime("%Y-%m")
+    return f"{d.year}年{d.month}月" if current() == "zh" else d.strftime("%Y-%m")
 
 

@@ -241,3 +241,27 @@ def test_client_rendering_leaves_out_consultant_notes_empty_sections_and_paramet
     for page in [p.name for p in english.glob("*.html")]:
         assert not key.findall(text(english, page)), (page, key.findall(text(english, page))[:3])
         assert "For the consultant" not in text(english, page) and "True" not in text(english, page), page
+
+
+def test_a_stage_speaks_its_studys_language_and_leaves_the_callers_as_it_was(tmp_path):
+    """No module-level language: a stage words its notes in its own study's language whatever the caller was
+    speaking, and the caller's language is unchanged afterwards (also when the stage fails)."""
+    from cvlib.analysis import cleaning, rfm
+    from cvlib.errors import InputDataError
+    from cvlib.params import load_study
+    from tests.conftest import ROOT
+
+    zh, en = load_study(ROOT / "params" / "cdnow_zh.yaml"), load_study(ROOT / "params" / "cdnow_sample.yaml")
+    (tmp_path / "zh").mkdir()
+    (tmp_path / "en").mkdir()
+    with i18n.speaking("en"):
+        notes = cleaning.run_cleaning(zh, tmp_path / "zh").notes
+        assert i18n.current() == "en"
+    assert notes and all(re.search(r"[\u4e00-\u9fff]", n) for n in notes)
+    with i18n.speaking("zh"):
+        notes = cleaning.run_cleaning(en, tmp_path / "en").notes
+        assert i18n.current() == "zh"
+        with pytest.raises(InputDataError, match="transactions_clean.parquet"):
+            rfm.run_rfm(en, tmp_path / "nothing")  # no cleaning output there
+        assert i18n.current() == "zh"
+    assert notes and not any(re.search(r"[\u4e00-\u9fff]", n) for n in notes)

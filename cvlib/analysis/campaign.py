@@ -168,6 +168,7 @@ def build_campaign(study: Study, tx: pd.DataFrame, raw: pd.DataFrame | None) -> 
     return CampaignResult(out, up, summ, aside)
 
 
+@i18n.in_study_language
 def run_campaign(study: Study, run_dir: str | Path) -> CampaignResult:
     """Read the clean transactions and the campaigns table; write campaign.json."""
     run_dir = Path(run_dir)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cvlib import engines, io, reading
+from cvlib import engines, i18n, io, reading
 from cvlib.analysis import cleaning_engine, cleaning_outcome
 from cvlib.analysis.cleaning_rules import (
     DUPLICATE,
@@ -193,6 +193,7 @@ def clean_on_engine(con: Any, t: Any, rules: Cleaning, malformed: pd.DataFrame |
 
 
 # --------------------------------------------------------------------------- the stage
+@i18n.in_study_language
 def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
     """Read the study's transactions, clean them (`cleaning.engine`: pandas or DuckDB), write the stage outputs."""
     spec = study.inputs.transactions

@@ -395,6 +395,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
                      interval_how, contracts, notes, variants, contribution, fallback)
 
 
+@i18n.in_study_language
 def run_clv(study: Study, run_dir: str | Path) -> ClvResult:
     """Read the earlier stages' outputs, build the CLV stage, write clv.parquet and clv_model.json."""
     run_dir = Path(run_dir)

@@ -321,6 +321,7 @@ def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str], 
     return pd.concat(out, ignore_index=True), float(shares.sum())
 
 
+@i18n.in_study_language
 def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
     """Read the earlier outputs and the attribute and feedback tables; write drivers.parquet and churn_risk.parquet."""
     run_dir = Path(run_dir)

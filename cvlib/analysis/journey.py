@@ -364,6 +364,7 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
                          by_seg.reset_index(), overdue, channels, rules, end, notes, overview, occasion)
 
 
+@i18n.in_study_language
 def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
     """Read the clean transactions and the RFM (and CLV) tables; write journey.parquet and journey.json."""
     run_dir = Path(run_dir)

@@ -396,6 +396,7 @@ def build_rfm(tx: pd.DataFrame, rules: Rfm, table: Any = None, occasion: str = "
     return RfmResult(scored, summary, cal, conc, clusters, basis, end, notes)
 
 
+@i18n.in_study_language
 def run_rfm(study: Study, run_dir: str | Path) -> RfmResult:
     """Read the clean transactions from run_dir, build the RFM stage, write its outputs there."""
     run_dir = Path(run_dir)

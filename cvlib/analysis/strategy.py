@@ -396,6 +396,7 @@ def churn_reasons(run_dir: Path) -> pd.DataFrame | None:
     return pd.DataFrame(d["churn_reasons"]) if d and d.get("churn_reasons") else None
 
 
+@i18n.in_study_language
 def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
     """Read every earlier output there is; write playbook, allocation and target lists."""
 

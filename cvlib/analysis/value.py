@@ -89,6 +89,7 @@ def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataF
     return ValueResult(out, whale, facts, scores, notes)
 
 
+@i18n.in_study_language
 def run_value(study: Study, run_dir: str | Path) -> ValueResult:
     """Read the earlier outputs, build the value assessment, write value.parquet and value.json."""
     run_dir = Path(run_dir)

@@ -74,10 +74,14 @@ def _count(v: Any) -> str:
 def write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: Callable[[str], str]) -> Path:
     """The run's index.html (and its final run.json): findings and headline figures first, then the stage
     reports (ran or reused, and why), the changes since the previous complete run, and, collapsed, the
-    parameters (file names only), the data fingerprint and the package versions."""
+    parameters (file names only), the data fingerprint and the package versions; in the study's language."""
+    with i18n.speaking(ctx.study.report.language):
+        return _write_index(ctx, result, history, scrub)
+
+
+def _write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: Callable[[str], str]) -> Path:
     run_dir = result.run_dir
     manifest = write_record(ctx, result, "running" if result.ok else "failed")  # 'complete' only once sealed
-    i18n.use(ctx.study.report.language)
     finish_stage_pages(ctx, result)
     currency = ctx.study.currency
     headline, findings, error = [], [], ""
@@ -133,13 +137,13 @@ def nav_spec(ctx: RunContext, result: RunResult, i: int, predicted: bool = False
     the record to tell whether a report already has its header. `predicted`: while the run goes on, every later stage
     that applies counts as
     having a report (a run that stops early has the headers that this got wrong redone at the end)."""
-    i18n.use(ctx.study.report.language)
+    language = ctx.study.report.language
     shown = [j for j, s in enumerate(result.stages)
              if s.html or j == i or (predicted and j > i and s.status == "pending" and s.stage.applies(ctx.study))]
     pos = shown.index(i) if i in shown else -1
     link = lambda j: {"html": result.stages[j].stage.html,  # noqa: E731
-                      "title": i18n.t(f"stages.{result.stages[j].stage.name}")}
-    return {"language": i18n.current(), "study": ctx.study.study, "client": ctx.study.client,
+                      "title": i18n.t(f"stages.{result.stages[j].stage.name}", language)}
+    return {"language": language, "study": ctx.study.study, "client": ctx.study.client,
             "run": result.run_dir.name, "client_view": ctx.client, "stage": result.stages[i].stage.name,
             "prev": link(shown[pos - 1]) if pos > 0 else None,
             "next": link(shown[pos + 1]) if 0 <= pos < len(shown) - 1 else None}
@@ -149,10 +153,13 @@ def stage_navigation(html_text: str, nav: dict) -> str:
     """A stage report with the run's header (study, client, run; links to the index and the previous and next
     stage reports, from `nav_spec`), a table of contents of its sections, and, for the client (`--client`),
     without the consultant's notes and without sections left with nothing to show."""
+    with i18n.speaking(nav["language"]):
+        return _stage_navigation(html_text, nav)
+
+
+def _stage_navigation(html_text: str, nav: dict) -> str:
     from bs4 import BeautifulSoup
 
-
-    i18n.use(nav["language"])
     soup = BeautifulSoup(html_text, "html.parser")
     for old in soup.select(".cvlib-nav, .cvlib-toc"):
         old.decompose()
