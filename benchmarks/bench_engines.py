@@ -89,7 +89,7 @@ times["cleaning"] = time.perf_counter() - t0
 kept = int(per[per["_out"] == 0]["n"].sum())
 t1 = time.perf_counter()
 clean = es.days(con.read_parquet(str(out / "transactions_clean.parquet")))
-cal = es.summary_expr(clean, study.rfm.calibration_end, "days", "weeks")
+cal = es.summary_expr(clean, study.rfm.calibration_end, "day", "weeks")
 hist = es.histories(cal).to_pandas()
 rep = cal.filter(cal.x > 0)
 spend = rep.group_by(["x", "monetary_value"]).agg(customers=rep.count()).to_pandas()

@@ -27,7 +27,7 @@ from cvlib import io
 from cvlib.customers import customer_summary
 by = sys.argv[2]
 tx = io.read_stage(Path(sys.argv[1]).parent, Path(sys.argv[1]).name)  # as the RFM stage reads its input
-if by == "orders":  # every row its own order: the most orders there can be
+if by == "order":  # every row its own order: the most orders there can be
     tx["order_id"] = pd.array(np.arange(len(tx)).astype(str), dtype="string[pyarrow]")
 t0 = time.perf_counter()
 s = customer_summary(tx, by=by, unit="weeks")
@@ -81,7 +81,7 @@ def main() -> None:
     out = []
     for _ in range(args.repeat):
         for shape, path in paths.items():
-            bases = ["days", "orders"] if shape == "numeric" else ["days"]
+            bases = ["day", "order"] if shape == "numeric" else ["day"]
             for by in bases:
                 m = measure([sys.executable, "-c", OURS, str(path), by])
                 out.append({"ids": shape, "run": m["stdout"], "peak_gb": m["peak_gb"]})

@@ -1,14 +1,13 @@
 """The per-customer kernel: customer codes, purchase occasions, per-customer sums and the customer summary
 (x, t_x, T, monetary), purchase cycles at a date. Every stage counts a customer's purchases here.
 
-Ids are coded once (digit ids and ids of one prefix and digits read as numbers, short fixed-width ids packed into
-integers, other text dictionary-encoded by Arrow) and the summary is one sort of (customer, day) keys: no
-per-customer Python, so 10M transactions of 1M customers take a few seconds.
+Ids are coded once (Arrow's dictionary encoding, in order of first appearance) and the summary is one sort of
+(customer, day) keys: no per-customer Python, so 10M transactions of 1M customers take a few seconds. The
+default path of a study is the same summary computed by DuckDB (`cvlib.engines.summary`, tested equal).
 """
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -63,102 +62,6 @@ def occasions(tx: pd.DataFrame, by: str = "day") -> pd.DataFrame:
     return out
 
 
-def text_int_key(arr) -> np.ndarray | None:
-    """An int64 per text value, equal exactly when the texts are equal, where one is cheap to get; else None.
-
-    Digit-only ids (up to 17 digits) are read as numbers, their length kept when leading zeros would
-    make '007' and '7' equal, and so are ids of one fixed prefix and digits (CUST-12345); ids of one length up
-    to 8 bytes are their bytes packed into one integer
-    (bijectively mixed, so hash tables spread them). Integers factorise several times faster than
-    texts are hashed: 10M ids in well under a second instead of about two."""
-
-    if len(arr) == 0 or arr.null_count:
-        return None
-    lens = pc.binary_length(arr)
-    mm = pc.min_max(lens)
-    lo, hi = mm["min"].as_py(), mm["max"].as_py()
-    if lo > 0 and hi <= 17 and pc.all(pc.ascii_is_decimal(arr)).as_py():
-        return _digits_after(arr, 0, hi)
-    if lo == hi and 0 < hi <= 8:
-        offsets, data = io.string_buffers(arr)
-        packed = np.zeros((len(arr), 8), dtype=np.uint8)
-        packed[:, :hi] = data[offsets[0]:offsets[-1]].reshape(-1, hi)
-        key = packed.view(np.uint64).ravel()
-        with np.errstate(over="ignore"):
-            key *= np.uint64(0x9E3779B97F4A7C15)  # odd multiplier and xor-shift: both one-to-one
-        key ^= key >> np.uint64(29)
-        return key.view(np.int64)
-    prefix = re.match(r"[^0-9]*", arr[0].as_py()).group(0)
-    if 0 < len(prefix) < lo and prefix.isascii() and pc.all(pc.starts_with(arr, prefix)).as_py():
-        # one fixed prefix and digits (CUST-12345, C-0001): the digits say everything, and are a number
-        if hi - len(prefix) <= 17:  # the prefix is ASCII: one byte per character
-            return _digits_after(arr, len(prefix), hi - len(prefix))
-    return None
-
-
-def _digits_after(arr, skip: int, width: int, chunk: int = 1 << 18) -> np.ndarray | None:
-    """The digits after the first `skip` bytes of each text as an integer (None if any is not a digit).
-
-    Read from Arrow's buffers right-aligned, one digit position per pass, in chunks through small
-    reused buffers that stay in cache: no sliced copy of the texts, and the only large fresh array
-    is the result (fresh large arrays are slow to fault in on these machines)."""
-    offsets, data = io.string_buffers(arr)
-    n = len(offsets) - 1
-    out = np.empty(n, np.int64)
-    start, pos = np.empty(min(n, chunk), np.int64), np.empty(min(n, chunk), np.int64)
-    digit, valid, bad = np.empty(len(start), np.uint8), np.empty(len(start), bool), np.empty(len(start), bool)
-    lead_zero = False  # a value of several digits starting with '0' ('007')
-    for a in range(0, n, chunk):
-        m = min(chunk, n - a)
-        st, ps, dg, ok, bd = start[:m], pos[:m], digit[:m], valid[:m], bad[:m]
-        val, end = out[a:a + m], offsets[a + 1:a + m + 1]
-        np.add(offsets[a:a + m], skip, out=st)
-        np.subtract(end, width, out=ps)
-        val[:] = 0
-        for _ in range(width):
-            np.greater_equal(ps, st, out=ok)  # this position holds one of the value's digits
-            np.take(data, ps, out=dg, mode="clip")
-            np.subtract(dg, 48, out=dg)  # '0'..'9' -> 0..9; anything else wraps above 9
-            np.greater(dg, 9, out=bd)
-            bd &= ok
-            if bd.any():
-                return None
-            dg *= ok
-            val *= 10
-            val += dg
-            ps += 1
-        np.take(data, st, out=dg, mode="clip")
-        lead_zero = lead_zero or bool(((dg == 48) & (end - st > 1)).any())
-    if lead_zero:
-        n_digits = np.diff(offsets) - skip
-        if n_digits.min() != n_digits.max():  # '007' and '7' told apart by length (< 10**17 * 20: no overflow)
-            out *= 20
-            out += n_digits
-    return out
-
-
-def first_appearance_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes 0..n-1 numbering the distinct keys in order of first appearance, and each one's first row.
-
-    Keys in a narrow range (numbered ids) are coded by direct indexing, not hashing: 10M rows of 1M ids
-    in about half the time of pd.factorize. `key` may be overwritten."""
-    lo, hi = (int(key.min()), int(key.max())) if len(key) else (0, -1)
-    if hi - lo < 4 * len(key) + 1024 and len(key) < 2**31 - 1:
-        rel = np.subtract(key, lo, out=key)
-        first = np.full(hi - lo + 1, len(key), dtype=np.int32)
-        np.minimum.at(first, rel, np.arange(len(key), dtype=first.dtype))  # each key's earliest row
-        first_row = np.sort(first[first < len(key)]).astype(np.int64)
-        code_of = np.empty(hi - lo + 1, dtype=np.int64)
-        code_of[rel[first_row]] = np.arange(len(first_row), dtype=np.int64)
-        return np.take(code_of, rel, out=rel), first_row
-    codes, _ = pd.factorize(key)  # codes in order of first appearance, as the dictionary would give
-    codes = codes.astype(np.int64, copy=False)
-    # factorize numbers codes in order of first appearance: a code's first row is where the running
-    # maximum of the codes grows (linear, unlike np.minimum.at)
-    seen = np.maximum.accumulate(codes)
-    return codes, np.flatnonzero(np.r_[True, seen[1:] > seen[:-1]])
-
-
 def customer_codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Integer code per row (0..n-1, every code used) and the distinct ids, in order of first appearance.
 
@@ -167,9 +70,8 @@ def customer_codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
         ids = ids.cat.remove_unused_categories()
         return ids.cat.codes.to_numpy().astype(np.int64), pd.Index(ids.cat.categories.astype(str))
     if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
-        arr = io.arrow_strings(ids)
-        codes, distinct = _arrow_codes(arr, text_int_key(arr))
-        return codes, _text_index(distinct)
+        enc = pc.dictionary_encode(io.arrow_strings(ids))  # codes in order of first appearance
+        return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), _text_index(enc.dictionary)
     codes, uniques = pd.factorize(ids)
     return codes.astype(np.int64), pd.Index(uniques.astype(str))
 
@@ -178,17 +80,6 @@ def _text_index(distinct) -> pd.Index:
     """Arrow text values as an Arrow-backed text Index (no Python string objects)."""
 
     return pd.Index(pd.array(distinct.cast(pa.large_string()), dtype=io.STRING))
-
-
-def _arrow_codes(arr, key: np.ndarray | None):
-    """Codes in order of first appearance and the distinct values of Arrow text, from its integer key if any."""
-    import pyarrow.compute as pc
-
-    if key is None:
-        enc = pc.dictionary_encode(arr)
-        return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
-    codes, first_row = first_appearance_codes(key)
-    return codes, arr.take(pa.array(first_row))
 
 
 def _checked(codes: np.ndarray, ids: pd.Index) -> np.ndarray:
@@ -248,16 +139,8 @@ def _per_customer_days(codes: np.ndarray, day: np.ndarray, amount: np.ndarray, n
 
 
 def order_codes(orders: pd.Series) -> np.ndarray:
-    """Integer code per row's order id: cheap integer keys where the ids allow (numeric, short fixed-width),
-    used as they are when dense, else factorised; other ids dictionary-encoded. Codes may have gaps."""
-
-    arr = io.arrow_strings(orders)
-    key = text_int_key(arr)
-    if key is None:
-        return pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    lo, hi = int(key.min()), int(key.max())
-    # dense order numbers need no hashing: offset from the smallest (unused codes are dropped later)
-    return key - lo if hi - lo < 2 * len(key) + 1000 else pd.factorize(key)[0].astype(np.int64)
+    """Integer code per row's order id (Arrow's dictionary encoding: '007' and '7' are different orders)."""
+    return pc.dictionary_encode(io.arrow_strings(orders)).indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _order_side(tx: pd.DataFrame, day: np.ndarray) -> tuple[np.ndarray, ...]:

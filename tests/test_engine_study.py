@@ -66,7 +66,9 @@ def csv_run(tmp_path_factory):
     params = small_book(tmp, name="book")
     rows = pd.read_csv(tmp / "tx.csv", dtype=str)
     rows.insert(0, "line_no", range(1, len(rows) + 1))
-    return tmp, params, rows, run_study(params, reports_dir=tmp / "reports").run_dir
+    # the reference: cleaning and summary by pandas (the engine studies run the default, DuckDB, or their engine)
+    pandas = ["cleaning.engine=pandas", "rfm.summary_engine=pandas"]
+    return tmp, params, rows, run_study(params, reports_dir=tmp / "reports", overrides=pandas).run_dir
 
 
 def test_postgres_study_equals_the_csv_study(csv_run, postgres_url, monkeypatch):

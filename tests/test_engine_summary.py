@@ -205,7 +205,7 @@ def test_pinned_versions_work_together():
 
 @pytest.mark.parametrize("params", ["cdnow.yaml", "agency_demo.yaml", "small"])
 def test_rfm_stage_outputs_equal_on_both_engines(params, tmp_path):
-    """The RFM stage with rfm.summary_engine duckdb writes what the pandas path writes (scores, segments, clusters,
+    """The RFM stage with rfm.summary_engine duckdb (the default) writes what the pandas path writes (scores, segments, clusters,
     the CLV inputs and the calibration split), on the example studies and a test book."""
     from cvlib.analysis import rfm
     from tests.conftest import small_book
@@ -216,7 +216,7 @@ def test_rfm_stage_outputs_equal_on_both_engines(params, tmp_path):
     run.mkdir()
     cleaning.run_cleaning(load_study(path), run)
     files = ("rfm.parquet", "clv_summary.parquet", "clv_calibration.parquet")
-    rfm.run_rfm(load_study(path), run)
+    rfm.run_rfm(load_study(path, ["rfm.summary_engine=pandas"]), run)
     before = {f: pd.read_parquet(run / f) for f in files if (run / f).exists()}
     assert "clv_calibration.parquet" in before
     rfm.run_rfm(load_study(path, ["rfm.summary_engine=duckdb"]), run)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -238,39 +237,9 @@ def test_summary_lists_customers_in_order_of_first_appearance():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.from_regex(r"[0-9]{1,17}", fullmatch=True), st.text(min_size=1, max_size=8)),
                 min_size=1, max_size=40))
-def test_text_int_key_equal_exactly_when_texts_equal(values):
-    arr = pa.array(values, pa.large_string())
-    key = customers.text_int_key(arr)
-    if key is None:  # no cheap exact key: those ids are dictionary-encoded instead
-        return
-    for i, a in enumerate(values):
-        for j, b in enumerate(values):
-            assert (key[i] == key[j]) == (a == b), (a, b)
+def test_customer_codes_name_each_rows_own_id_in_order_of_first_appearance(values):
     codes, ids = customers.customer_codes(pd.Series(values, dtype="string[pyarrow]"))
     assert list(ids) == list(dict.fromkeys(values)) and [ids[c] for c in codes] == values
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.from_regex(r"[0-9]{1,17}", fullmatch=True), min_size=1, max_size=40),
-       st.sampled_from(["CUST-", "C", "id_", "客户-"]))
-def test_prefixed_ids_get_an_exact_key(digits, prefix):
-    values = [prefix + d for d in digits]  # one prefix and digits: CUST-0042 and CUST-42 stay apart
-    key = customers.text_int_key(pa.array(values, pa.large_string()))
-    assert key is not None or not prefix.isascii()  # an ASCII prefix and digits always get one
-    if key is not None:
-        for i, a in enumerate(values):
-            for j, b in enumerate(values):
-                assert (key[i] == key[j]) == (a == b), (a, b)
-
-
-def test_text_int_key_paths():
-    assert customers.text_int_key(pa.array(["123", "0042", "42"])) is not None  # digits, leading zeros kept apart
-    assert customers.text_int_key(pa.array(["CUST-1", "CUST-01", "CUST-123456"])) is not None  # prefix and digits
-    assert customers.text_int_key(pa.array(["CUST-1", "CUST-2x", "CUST-123456"])) is None  # not digits after it
-    assert customers.text_int_key(pa.array(["AB12", "CD34"])) is not None  # one length, <= 8 bytes
-    assert customers.text_int_key(pa.array(["a", "bb"])) is None  # text of several lengths: dictionary-encoded
-    assert customers.text_int_key(pa.array(["123456789", "abcdefghi"])) is None  # longer than 8 bytes
-    assert customers.text_int_key(pa.array(["1", None])) is None
 
 
 def test_silhouettes_equal_scikit_learns():
@@ -307,8 +276,8 @@ CODING_SHAPES = {  # text keys of varying length, some non-ASCII, one empty; the
 
 @pytest.mark.parametrize("shape", CODING_SHAPES)
 def test_summary_for_every_id_shape_equals_plain_pandas(shape):
-    """Each id shape takes its own coding route (`customers.text_int_key`); every route gives the customers of a
-    plain pandas groupby, with the same occasions, and codes that name each row's own id."""
+    """Every id shape (text of varying length and script, leading zeros, prefixes) gives the customers of a plain
+    pandas groupby, with the same occasions, and codes that name each row's own id."""
     rng = np.random.default_rng(4)
     t = random_tx(3000, seed=12)
     num = t["customer_id"].str[1:].astype(int).to_numpy()

@@ -273,8 +273,8 @@ class OutlierRule(_Model):
 
 class Cleaning(_Model):
     engine: Literal["pandas", "duckdb"] = Field(
-        "pandas", description="what runs the rules: pandas in memory, or duckdb where the rows are (a Parquet lake or "
-                              "DuckDB table is never loaded whole; the same audit and outputs, tested)")
+        "duckdb", description="what runs the rules: duckdb (the default) where the rows are (a Parquet lake or DuckDB "
+                              "table is never loaded whole), or pandas in memory; the same audit and outputs, tested")
     duplicates: Toggle = Field(default_factory=Toggle)
     returns: ReturnsRule = Field(default_factory=ReturnsRule)
     dates: DatesRule = Field(default_factory=DatesRule)

@@ -90,8 +90,8 @@ class Rfm(_Model):
     end_date: dt.date | None = Field(None, description="observation end; None: the last transaction date")
     time_unit: Literal["days", "weeks"] = Field("weeks", description="unit of the CLV model inputs x, t_x and T")
     summary_engine: Literal["pandas", "duckdb"] = Field(
-        "pandas", description="what computes the per-customer summary: pandas in memory, or duckdb reading the clean "
-                              "Parquet file and returning one row per customer (the same numbers, tested)")
+        "duckdb", description="what computes the per-customer summary: duckdb (the default) reading the clean Parquet "
+                              "file and returning one row per customer, or pandas in memory (the same numbers, tested)")
     calibration_end: dt.date | None = Field(
         None, description="end of the calibration period for validating the CLV models on a holdout (None: no holdout)")
     holdout_end: dt.date | None = Field(None, description="end of the holdout period (None: the data's last day)")
