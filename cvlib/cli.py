@@ -6,8 +6,9 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
-from cvlib import engines, io, paramdoc, privacy, reading
+from cvlib import engines, io, paramdoc, privacy, reading, scaffold
 from cvlib.errors import CvlibError, InputDataError, ParamError
 from cvlib.examples import write_agency
 from cvlib.params import ATTRIBUTE_TABLES, DATA_DIR, load_study, short_repr
@@ -16,6 +17,26 @@ from cvlib.run import history as runs
 from cvlib.run import pages
 from cvlib.run.runner import run_study
 from cvlib.stages import STAGES
+
+
+def _add_init(sub: Any) -> None:
+    ini = sub.add_parser("init", help="write a new client's params file from its data file (sniffed: format, "
+                         "encoding, columns, window, currency); what only the client knows is left to fill")
+    ini.add_argument("client", help="the client's name as the reports show it")
+    ini.add_argument("data", help="the client's transactions file (CSV, TSV, Excel or Parquet)")
+    ini.add_argument("--currency", help="the amounts' currency code, when the amounts carry no symbol")
+    ini.add_argument("--study", help="the study's short name (default: from the client's name)")
+    ini.add_argument("--params-dir", default="params", help="where to write <study>.yaml (default: params)")
+    ini.add_argument("--force", action="store_true", help="overwrite an existing params file")
+
+
+def _add_render(sub: Any) -> None:
+    ren = sub.add_parser("render", help="render a complete run again for the client (client/ in the run folder: "
+                                        "no consultant notes, diagnostics, run ids or parameters), running nothing")
+    ren.add_argument("study", help="the study's name (its folder under reports/) or its params file")
+    ren.add_argument("run", nargs="?", help="the run id (default: the latest complete run)")
+    ren.add_argument("--client", action="store_true", required=True, help="the client's rendering")
+    ren.add_argument("--reports-dir", default="reports", help="where the study's run folders are (default: reports)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,11 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter, e.g. --set cleaning.outliers.method=iqr (repeatable)")
     run.add_argument("--with-code", action="store_true", help="show the code cells in the HTML reports")
-    run.add_argument("--client", action="store_true", help="render the reports for the client: without the "
-                     "consultant's notes (parameters to set, sections with nothing to show) and the parameter dump")
+    run.add_argument("--client", action="store_true", help="also render the run for the client (client/ in the run "
+                     "folder: without the consultant's notes, diagnostics, run ids and the parameter dump)")
     run.add_argument("--reports-dir", help="where run folders go (default: reports/ beside notebooks/)")
     run.add_argument("--notebooks-dir", help="where the stage notebooks are (default: notebooks/)")
 
+    _add_init(sub)
     val = sub.add_parser("validate", help="check parameters and input files without running")
     val.add_argument("params")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -54,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     pkg.add_argument("run", nargs="?", help="the run id (default: the latest complete run)")
     pkg.add_argument("--reports-dir", default="reports", help="where the study's run folders are (default: reports)")
     pkg.add_argument("--out", help="the zip to write (default: reports/<study>/<study>-<run>.zip)")
+
+    _add_render(sub)
 
     prm = sub.add_parser("params", help="the parameter reference (every key, its type, default and meaning)")
     prm.add_argument("--markdown", action="store_true", help="as Markdown (docs/parameters.md is this output)")
@@ -135,15 +159,46 @@ def cmd_compare(study: str, run_ids: list[str], reports_dir: str, out: str | Non
     return 0
 
 
-def cmd_package(study: str, run: str | None, reports_dir: str, out: str | None) -> int:
+def cmd_render(study: str, run: str | None, reports_dir: str) -> int:
+    """The client's rendering of a complete run (client/ in the run folder), nothing run again."""
     run_dir = runs.find_run(runs.study_folder(study, Path(reports_dir)), run)
-    path = runs.package(run_dir, Path(out) if out else None)
+    print(f"wrote {pages.write_client_rendering(run_dir)} (the client's rendering of run {run_dir.name})")
+    return 0
+
+
+def cmd_package(study: str, run: str | None, reports_dir: str, out: str | None) -> int:
+    """Pack a complete run's client rendering (made from the run if it is not there yet), refusing a page that
+    still holds the consultant's content."""
+    run_dir = runs.find_run(runs.study_folder(study, Path(reports_dir)), run)
+    client = run_dir / pages.CLIENT_FOLDER
+    if not (client / "index.html").is_file():
+        pages.write_client_rendering(run_dir)
+    found = {p.name: hits for p in sorted(client.glob("*.html"))
+             if (hits := pages.consultant_content(p.read_text(encoding="utf-8")))}
+    if found:
+        raise ParamError(f"{client} holds the consultant's content, so nothing was packaged: "
+                         + "; ".join(f"{name}: {', '.join(h)}" for name, h in found.items())
+                         + f". Write the client's rendering again: cvlib render {study} {run_dir.name} --client")
+    path = runs.package(run_dir, Path(out) if out else None, pages_dir=client)
 
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
     print(f"wrote {path}: {len(names)} files from run {run_dir.name}")
     for n in names:
         print(f"  {n}")
+    return 0
+
+
+def cmd_init(client: str, data: str, params_dir: str, currency: str | None, study: str | None, force: bool) -> int:
+    """Write the new client's params file, then say what `validate` still needs."""
+    out = scaffold.init(client, data, params_dir, currency, study, force, ask=sys.stdin.isatty())
+    print(f"wrote {out}")
+    try:
+        load_study(out)
+    except ParamError as exc:
+        print(f"Before the study can run:\n{exc}\nFill these in {out}, then: cvlib validate {out}")
+        return 0
+    print(f"Check the lines marked CHECK in {out}, then: cvlib run {out}")
     return 0
 
 
@@ -170,10 +225,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "compare":
             return cmd_compare(args.study, args.runs, args.reports_dir, args.out)
+        if args.command == "render":
+            return cmd_render(args.study, args.run, args.reports_dir)
         if args.command == "package":
             return cmd_package(args.study, args.run, args.reports_dir, args.out)
         if args.command == "validate":
             return cmd_validate(args.params, args.overrides)
+        if args.command == "init":
+            return cmd_init(args.client, args.data, args.params_dir, args.currency, args.study, args.force)
         if args.command == "example":
             return cmd_example(args.name, args.dir, args.seed)
         if args.command == "params":

@@ -217,8 +217,11 @@ def test_client_rendering_leaves_out_consultant_notes_empty_sections_and_paramet
     from tests.conftest import small_book
 
     params = small_book(tmp_path, name="voice", extra={"report": {"language": "zh"}})
-    consultant = run_study(params, reports_dir=tmp_path / "c").run_dir
-    client = run_study(params, reports_dir=tmp_path / "k", client=True).run_dir
+    run_study(params, reports_dir=tmp_path / "c")
+    again = run_study(params, reports_dir=tmp_path / "c", client=True)  # --client runs nothing again
+    assert {s.status for s in again.stages} <= {"reused", "not_applicable"}
+    consultant = again.run_dir
+    client = consultant / "client"  # both renderings of one run
     key = re.compile(r"\b(inputs|cleaning|rfm|clv|value|drivers|strategy|report|privacy)\.[a-z_]+\b")
 
     def text(run: Path, page: str) -> str:
@@ -235,9 +238,12 @@ def test_client_rendering_leaves_out_consultant_notes_empty_sections_and_paramet
         assert "cvlib-consultant" not in html, page
         assert not key.findall(text(client, page)), (page, key.findall(text(client, page))[:3])
     assert "使用的参数" in text(consultant, "index.html") and "使用的参数" not in text(client, "index.html")
+    for page in ("index.html", "02_rfm.html"):  # run ids, stage times and reuse banners: the consultant's
+        assert consultant.name in text(consultant, page) and consultant.name not in text(client, page), page
+    assert "cvlib-reused" in (consultant / "02_rfm.html").read_text(encoding="utf-8")
     nav = BeautifulSoup((client / "02_rfm.html").read_text(encoding="utf-8"), "html.parser").select_one("nav.cvlib-nav")
     assert [a["href"] for a in nav.find_all("a")] == ["index.html", "01_cleaning.html", "03_clv.html"]
-    english = run_study(small_book(tmp_path, name="voice_en"), reports_dir=tmp_path / "e", client=True).run_dir
+    english = run_study(small_book(tmp_path, name="voice_en"), reports_dir=tmp_path / "e", client=True).run_dir / "client"
     for page in [p.name for p in english.glob("*.html")]:
         assert not key.findall(text(english, page)), (page, key.findall(text(english, page))[:3])
         assert "For the consultant" not in text(english, page) and "True" not in text(english, page), page

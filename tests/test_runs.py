@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from cvlib.cli import main
+from cvlib.run import pages
 from cvlib.run.runner import run_study
 from tests.conftest import ROOT, small_book
 
@@ -81,6 +82,7 @@ def test_snapshot_reuse_compare_and_package(tmp_path, capsys):
     assert main(["compare", "rerun", "--reports-dir", str(reports)]) == 0  # the two newest complete runs
 
     # the package: reports, target lists and quarantine, nothing else
+    newest = latest(reports, "rerun")
     assert main(["package", "rerun", b.run_dir.name, "--reports-dir", str(reports)]) == 0
     z = zipfile.ZipFile(next(reports.glob(f"rerun/rerun-{b.run_dir.name}.zip")))
     names = {Path(n).name for n in z.namelist()}
@@ -88,6 +90,23 @@ def test_snapshot_reuse_compare_and_package(tmp_path, capsys):
     assert {s.stage.html for s in b.stages if s.status != "not_applicable"} <= names
     assert "07_campaign.html" not in names  # a stage that does not apply has no report
     assert not any(n.endswith((".parquet", ".ipynb", ".json", ".yaml")) for n in names)
+    # the client's rendering of run B, made from B's own pages: no consultant content, no run id, no reuse banner
+    for n in (n for n in z.namelist() if n.endswith(".html")):
+        page = z.read(n).decode("utf-8")
+        assert not pages.consultant_content(page) and b.run_dir.name not in page.split("</style>")[-1], n
+        assert "Reused from run" not in page and "Parameters used" not in page, n
+    assert (b.run_dir / "client" / "index.html").is_file() and latest(reports, "rerun") == newest  # not a run
+    # a client page that still holds a consultant's note is refused, with the reason
+    planted = b.run_dir / "client" / "03_clv.html"
+    planted.write_text(planted.read_text(encoding="utf-8").replace(
+        "</body>", "<div class='cvlib-consultant'>For the consultant: set clv.margin</div></body>"), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["package", "rerun", b.run_dir.name, "--reports-dir", str(reports), "--out",
+                 str(tmp_path / "refused.zip")]) == 2
+    assert "03_clv.html" in capsys.readouterr().err and not (tmp_path / "refused.zip").exists()
+    assert main(["render", "rerun", b.run_dir.name, "--client", "--reports-dir", str(reports)]) == 0
+    assert main(["package", "rerun", b.run_dir.name, "--reports-dir", str(reports), "--out",
+                 str(tmp_path / "again.zip")]) == 0
 
 
 def _notebooks(tmp_path: Path, failing_rfm: bool) -> Path:

@@ -2,7 +2,7 @@
 the monitoring KPIs."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import (
     Field,
@@ -245,7 +245,10 @@ KPI_KEYS = ("customers", "revenue", "top20_share", "mean_clv", "churn_rate", "re
 
 
 class Kpi(_Model):
-    """A KPI to monitor: one of the headline figures, with an optional target and industry benchmark."""
+    """A KPI to monitor: one of the headline figures, with an optional target and industry benchmark (a target
+    written empty is a value to fill, not 'no target': leave the key out for none)."""
+
+    FILL_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("target",)
 
     kpi: Literal["customers", "revenue", "top20_share", "mean_clv", "churn_rate", "retention_rate", "value_at_risk",
                  "plan_net_value", "nps"] = Field(
@@ -253,7 +256,7 @@ class Kpi(_Model):
         description=(
             "the KPI: customers, revenue, top20_share, mean_clv, churn_rate, retention_rate, value_at_risk, "
             "plan_net_value or nps"))
-    target: float | None = Field(None, allow_inf_nan=False, description="in the KPI's unit (shares as 0-1)")
+    target: float | None = Field(None, allow_inf_nan=False, description="the KPI's target, in its unit (shares as 0-1)")
     benchmark: float | None = Field(None, allow_inf_nan=False, description="an industry benchmark, same unit")
     direction: Literal["higher", "lower"] = Field("higher", description="which way is better")
 

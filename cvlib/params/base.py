@@ -3,6 +3,7 @@ messages."""
 from __future__ import annotations
 
 import reprlib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,43 @@ def safe_yaml(text: str) -> Any:
     except (ValueError, OverflowError) as exc:
         msg = str(exc)
         raise yaml.YAMLError(f"a value cannot be read: {msg[:200]}") from None
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is None or annotation is Any or type(None) in typing.get_args(annotation)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The parameter model a field holds (itself, or the items of a list of them), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def empty_values(model: type[BaseModel], data: Any, prefix: str = "") -> list[str]:
+    """The values written empty (null) in `data` that the study needs: a field that takes no null, or one a model
+    lists in FILL_WHEN_EMPTY (a KPI's target), each with what to write ('path: meaning')."""
+    out: list[str] = []
+    if not isinstance(data, dict):
+        return out
+    fill = getattr(model, "FILL_WHEN_EMPTY", ())
+    for key, value in data.items():
+        f = model.model_fields.get(key) if isinstance(key, str) else None
+        if f is None:
+            continue
+        if value is None and (not _allows_none(f.annotation) or key in fill):
+            out.append(f"{prefix}{key}: {f.description or 'a value'}")
+        sub = _model_in(f.annotation)
+        if sub is not None and isinstance(value, dict):
+            out += empty_values(sub, value, f"{prefix}{key}.")
+        elif sub is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                out += empty_values(sub, item, f"{prefix}{key}.{i}.")
+    return out
 
 
 def short_repr(value: Any, width: int = 120) -> str:

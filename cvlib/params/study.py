@@ -22,7 +22,7 @@ from cvlib.errors import ParamError
 from cvlib.examples import agency_cache
 from cvlib.expr import ExpressionError, check_names, parse
 from cvlib.params.actions import CampaignParams, Drivers, Journey, Monitoring, Report, Strategy
-from cvlib.params.base import DATA_DIR, EXAMPLE_PREFIX, MAX_PARAMS_BYTES, _Model, safe_yaml, short_repr
+from cvlib.params.base import DATA_DIR, EXAMPLE_PREFIX, MAX_PARAMS_BYTES, _Model, empty_values, safe_yaml, short_repr
 from cvlib.params.data import ATTRIBUTE_TABLES, Cleaning, Inputs, Privacy, TableInput
 from cvlib.params.segments import Clv, Rfm
 from cvlib.params.value import Value
@@ -73,10 +73,17 @@ class Study(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_occasion(cls, data: Any) -> Any:
-        """Earlier files set the occasion twice (`rfm.frequency`, `journey.cycles.occasion`): read as `occasion`
-        when they agree, refused when they count a purchase differently."""
-        return one_occasion(data) if isinstance(data, dict) else data
+    def _filled_and_one_occasion(cls, data: Any) -> Any:
+        """Every value the study needs has one (an empty margin, budget, action cost or KPI target is refused, all
+        of them named at once, never taken from a default); earlier files set the occasion twice
+        (`rfm.frequency`, `journey.cycles.occasion`): read as `occasion` when they agree, refused otherwise."""
+        if not isinstance(data, dict):
+            return data
+        empty = empty_values(cls, data)
+        if empty:
+            raise ValueError("the study needs values that are empty in the file; fill them in (each with what it "
+                             "means):\n  - " + "\n  - ".join(empty))
+        return one_occasion(data)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Study":
@@ -279,7 +286,8 @@ def load_study(path: str | Path, overrides: dict[str, Any] | list[str] | None = 
     if "\x00" in str(path):
         raise ParamError(f"Study parameters file name holds a NUL character: {short_repr(str(path))}")
     if not path.is_file():
-        raise ParamError(f"Study parameters file not found: {path}. Copy params/cdnow.yaml to start a new study.")
+        raise ParamError(f"Study parameters file not found: {path}. For a new client, write one from the data "
+                         "file: cvlib init CLIENT DATA_FILE")
     if path.stat().st_size > MAX_PARAMS_BYTES:
         raise ParamError(f"{path} has {path.stat().st_size:,} bytes; a parameter file has at most "
                          f"{MAX_PARAMS_BYTES:,}. Is it the right file?")

@@ -260,10 +260,10 @@ def two_newest(folder: Path) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- the client package
-def package(run_dir: Path, out: Path | None = None) -> Path:
-    """One zip of what the client gets from a complete run: the HTML reports (index and every stage), the
-    target lists, the playbook and the quarantine file. No parquet, notebooks, run record or parameters
-    with local paths."""
+def package(run_dir: Path, out: Path | None = None, pages_dir: Path | None = None) -> Path:
+    """One zip of what the client gets from a complete run: the HTML reports (index and every stage, from
+    `pages_dir`: the client's rendering), the target lists, the playbook and the quarantine file. No parquet,
+    notebooks, run record or parameters with local paths."""
     rec = record(run_dir)
     if rec is None or rec.get("status") != "complete" or not (run_dir / "index.html").is_file():
         status = "no run record" if rec is None else f"status {rec.get('status')!r}" + (
@@ -274,18 +274,20 @@ def package(run_dir: Path, out: Path | None = None) -> Path:
     if changed:
         raise ParamError(f"{run_dir}: {', '.join(changed)} changed since the run was completed (sha256 differs from "
                          "run.json), so it is not packaged. Rerun the study for a clean copy.")
-    files = ["index.html"] + [s.html for s in STAGES if (run_dir / s.html).exists()] + \
-        [f for f in CLIENT_FILES if (run_dir / f).exists()]
+    pages_dir = pages_dir or run_dir
+    pages = ["index.html"] + [s.html for s in STAGES if (pages_dir / s.html).exists()]
+    source = {f: pages_dir / f for f in pages} | {f: run_dir / f for f in CLIENT_FILES if (run_dir / f).exists()}
+    files = list(source)
     out = out or run_dir.parent / f"{rec['study']}-{run_dir.name}.zip"
     prefix = f"{rec['study']}-{run_dir.name}/"
     manifest = [f"Customer value study {rec['study']} for {rec.get('client', '')}, run {run_dir.name}.",
                 "Open index.html first.", "", "file  bytes  sha256"]
-    manifest += [f"{f}  {(run_dir / f).stat().st_size}  {io.sha256_file(run_dir / f)}" for f in files]
+    manifest += [f"{f}  {source[f].stat().st_size}  {io.sha256_file(source[f])}" for f in files]
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for f in files:
-                z.write(run_dir / f, prefix + f)
+                z.write(source[f], prefix + f)
             z.writestr(prefix + "MANIFEST.txt", "\n".join(manifest) + "\n")
 
     return io._atomic(Path(out), write)

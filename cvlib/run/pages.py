@@ -15,6 +15,7 @@ from cvlib.run import summary
 from cvlib.run.monitoring import monitoring_view
 from cvlib.run.record import RunContext, RunResult, write_record
 from cvlib.run.summary import format_figure
+from cvlib.stages import STAGES
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -116,7 +117,7 @@ def _write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: 
               for s in result.stages]
     params_yaml = yaml.safe_dump(runs.strip_paths(ctx.study.resolved()), sort_keys=False, allow_unicode=True)
     page = render(
-        "index.html.j2", study=ctx.study.study, client=ctx.study.client, run=run_dir.name, client_view=ctx.client,
+        "index.html.j2", study=ctx.study.study, client=ctx.study.client, run=run_dir.name,
         status="complete" if result.ok else "failed",
         status_text=i18n.t("index.complete" if result.ok else "index.failed"),
         started=manifest["started"].replace("T", " "), finished=(manifest["finished"] or "").replace("T", " "),
@@ -144,7 +145,7 @@ def nav_spec(ctx: RunContext, result: RunResult, i: int, predicted: bool = False
     link = lambda j: {"html": result.stages[j].stage.html,  # noqa: E731
                       "title": i18n.t(f"stages.{result.stages[j].stage.name}", language)}
     return {"language": language, "study": ctx.study.study, "client": ctx.study.client,
-            "run": result.run_dir.name, "client_view": ctx.client, "stage": result.stages[i].stage.name,
+            "run": result.run_dir.name, "client_view": False, "stage": result.stages[i].stage.name,
             "prev": link(shown[pos - 1]) if pos > 0 else None,
             "next": link(shown[pos + 1]) if 0 <= pos < len(shown) - 1 else None}
 
@@ -192,9 +193,11 @@ def _stage_navigation(html_text: str, nav: dict) -> str:
 
 
 def _drop_consultant(soup: Any, css_class: str) -> None:
-    """Remove the consultant's notes, then every section (a level-2 heading and the cells up to the next one)
-    with no output left."""
-    for note in soup.select(f"div.{css_class}"):
+    """Remove the consultant's notes (and any element marked for the consultant only), then every section (a
+    level-2 heading and the cells up to the next one) with no output left."""
+    for note in soup.select(f".{css_class}"):
+        if note.decomposed:
+            continue
         holder = note.find_parent(class_="jp-OutputArea-child") or note
         holder.decompose()
     cells = soup.select("main > .jp-Cell, body > .jp-Cell")
@@ -208,6 +211,46 @@ def _drop_consultant(soup: Any, css_class: str) -> None:
         if not any(c.select(".jp-OutputArea-child") for c in sec[1:]):
             for c in sec:
                 c.decompose()
+
+
+#: what marks a page as the consultant's (a note, a run's diagnostics, the parameter dump, a reuse banner)
+CONSULTANT_MARKS = (f".{CONSULTANT_CLASS}", ".cvlib-reused")
+CLIENT_FOLDER = "client"
+
+
+def client_page(html_text: str) -> str:
+    """A report or index as the client reads it: the consultant's notes and marked parts (run ids, stage times
+    and reasons, the parameters, fingerprints and versions, reuse banners) left out, sections left empty dropped,
+    and the table of contents without their entries."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html_text, "html.parser")
+    _drop_consultant(soup, CONSULTANT_CLASS)
+    for banner in soup.select(".cvlib-reused"):
+        banner.decompose()
+    for link in soup.select('.cvlib-toc a[href^="#"]'):
+        if soup.find(id=link["href"][1:]) is None:
+            (link.find_parent("li") or link).decompose()
+    return str(soup)
+
+
+def consultant_content(html_text: str) -> list[str]:
+    """What in a page is for the consultant only (empty for a client page)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html_text, "html.parser")
+    return [f"{len(found)} x {mark}" for mark in CONSULTANT_MARKS if (found := soup.select(mark))]
+
+
+def write_client_rendering(run_dir: Path) -> Path:
+    """The client's rendering of a run, beside the consultant's: `client/` with the index and every stage report
+    made from the consultant's pages (`client_page`), without running anything again."""
+    out = run_dir / CLIENT_FOLDER
+    out.mkdir(exist_ok=True)
+    for page in ["index.html"] + [s.html for s in STAGES]:
+        if (run_dir / page).is_file():
+            io.write_text(client_page((run_dir / page).read_text(encoding="utf-8")), out / page)
+    return out / "index.html"
 
 
 def finish_stage_pages(ctx: RunContext, result: RunResult) -> None:

@@ -96,7 +96,7 @@ def open_run(params_file: Path, stages: list[str] | None, overrides: list[str] |
 def decide(sr: StageRun, ctx: RunContext, earlier: history.Runs) -> history.Source | str:
     """Stage `sr`'s decision: 'n/a' (it does not apply), an earlier run to reuse, or 'run' (with the reason)."""
     s, study = sr.stage, ctx.study
-    context = {"versions": ctx.versions, "with_code": ctx.with_code, "client": ctx.client,
+    context = {"versions": ctx.versions, "with_code": ctx.with_code,
                "key": privacy.key_fingerprint(ctx.scrubber.key) if ctx.scrubber.key else None}
     sr.depends = reuse.stage_depends(s, study.resolved(), ctx.run_dir, ctx.nb_dir / s.notebook,
                                      {f["table"]: f["sha256"] for f in ctx.fps}, context)
@@ -194,6 +194,8 @@ def run_study(params_file: str | Path, stages: list[str] | None = None, override
             renders.wait()  # every report written before the index gives them their headers
             pages.write_index(ctx, result, earlier, ctx.scrubber.scrub)
             seal(ctx, result)
+            if ctx.client and result.ok:  # the client's rendering of this very run, beside the consultant's
+                pages.write_client_rendering(ctx.run_dir)
     finally:
         kernel.close()
         renders.close()
