@@ -428,3 +428,22 @@ def test_stages_run_in_order_in_one_kernel_with_its_threads_capped_and_a_failure
     assert [s["status"] for s in manifest["stages"]] == ["ok", "ok", "ok", "failed", "skipped"]
     assert not (run / "drivers.json").exists() and "value broke" in (run / "04_value.html").read_text(encoding="utf-8")
     assert not (run.parent / "latest").exists() or (run.parent / "latest").resolve() != run
+
+
+def test_a_terminal_shows_one_named_progress_bar_at_a_time(tmp_path, capfd):
+    """On a terminal papermill's bar carries the stage's name and is cleared when the stage ends (no unnamed
+    'Executing' bars left interleaved with the runner's lines); a log file gets no bar."""
+    from cvlib.run.kernel import StageKernel, progress_bar
+
+    assert progress_bar("02_rfm", False) is False
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = 2")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "02_rfm.ipynb")
+    k = StageKernel(tmp_path)
+    try:
+        k.execute(tmp_path / "02_rfm.ipynb", tmp_path / "out.ipynb", {}, tmp_path, tty=True)
+    finally:
+        k.close()
+    err = capfd.readouterr().err
+    assert "02_rfm" in err and "Executing" not in err
+    assert err.split("\r")[-1].strip() == ""  # cleared: the last thing written blanks the bar's line

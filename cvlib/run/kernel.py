@@ -75,7 +75,7 @@ class StageKernel:
                                            extra_arguments=["--HistoryManager.hist_file=:memory:"])
         try:
             pm.execute_notebook(str(staged), str(out_nb), parameters=parameters, kernel_name="python3",
-                                progress_bar=tty, log_output=False, request_save_on_cell_execute=False, km=self.km)
+                                progress_bar=progress_bar(nb_in.stem, tty), log_output=False, request_save_on_cell_execute=False, km=self.km)
         finally:
             staged.unlink(missing_ok=True)
 
@@ -87,6 +87,12 @@ class StageKernel:
                 run_sync(self.km.shutdown_kernel)(now=True)
             except Exception:  # a kernel that died with its stage: nothing left to stop
                 pass
+
+
+def progress_bar(name: str, tty: bool) -> dict | bool:
+    """papermill's progress bar on a terminal: named after the stage and cleared when it ends, so the runner's
+    lines and one bar at a time are all a terminal shows; none otherwise (a log file)."""
+    return {"desc": name, "leave": False, "unit": "cell"} if tty else False
 
 
 def execute_stage(kernel: StageKernel, nb_in: Path, out_nb: Path, parameters: dict, cwd: Path, tty: bool,
