@@ -75,7 +75,8 @@ class StageKernel:
                                            extra_arguments=["--HistoryManager.hist_file=:memory:"])
         try:
             pm.execute_notebook(str(staged), str(out_nb), parameters=parameters, kernel_name="python3",
-                                progress_bar=progress_bar(nb_in.stem, tty), log_output=False, request_save_on_cell_execute=False, km=self.km)
+                                progress_bar=progress_bar(nb_in.stem, tty), log_output=False,
+                                request_save_on_cell_execute=False, km=self.km)
         finally:
             staged.unlink(missing_ok=True)
 
