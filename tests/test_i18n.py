@@ -271,3 +271,12 @@ def test_a_stage_speaks_its_studys_language_and_leaves_the_callers_as_it_was(tmp
             rfm.run_rfm(en, tmp_path / "nothing")  # no cleaning output there
         assert i18n.current() == "zh"
     assert notes and not any(re.search(r"[\u4e00-\u9fff]", n) for n in notes)
+
+
+def test_chinese_phrasing_names_a_segment_once_and_words_the_baseline():
+    with i18n.speaking("zh"):
+        sentence = i18n.t("summary.f_segment_value", seg=i18n.name("Loyal"), h=12, share="26%")
+        assert "客户客户" not in sentence and "”客户" not in sentence and sentence.startswith(i18n.name("Loyal"))
+        for value in ("naive baseline", "actual repeat purchases", "predicted (bgnbd)"):
+            assert not re.search(r"[A-Za-z]{3,}", i18n.name(value).replace("bgnbd", "")), value
+        assert "朴素" not in json.dumps(i18n.catalogue("zh"), ensure_ascii=False)
