@@ -78,6 +78,21 @@ def for_display(df: pd.DataFrame, study: Study | None) -> pd.DataFrame:
 MAX_CELL = 200  # characters of a text cell shown in a report table
 
 
+def plain(v: float, digits: int = 4) -> str:
+    """A number with `digits` significant digits in plain notation, never scientific (0.0000529, not 5.289e-05;
+    1,234 for large values; ≈0 below a millionth)."""
+    a = abs(float(v))
+    if a == 0:
+        return "0"
+    if a < 5e-7:
+        return "≈0"
+    if a >= 1000:
+        return f"{v:,.0f}"
+    decimals = min(9, max(0, digits - 1 - int(np.floor(np.log10(a)))))
+    text = f"{v:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _fmt(v: Any, kind: str, currency: str) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT:
         return "–"
@@ -92,11 +107,11 @@ def _fmt(v: Any, kind: str, currency: str) -> str:
     if kind == "int":
         return f"{int(round(v)):,}"
     if kind == "num":
-        return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.1f}"
+        return plain(v, 3) if abs(v) < 100 else f"{v:,.1f}"
     if isinstance(v, pd.Timestamp):
         return i18n.date(v) if v == v.normalize() else str(v)
     if isinstance(v, (float, np.floating)):
-        return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return plain(v)
     if isinstance(v, (int, np.integer)):
         return f"{v:,}"
     if str(v) in {"nan", "NaN", "None", "NaT", "<NA>"}:  # a missing value that became text on the way

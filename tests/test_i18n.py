@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cvlib import i18n, theme
 
@@ -280,3 +282,15 @@ def test_chinese_phrasing_names_a_segment_once_and_words_the_baseline():
         for value in ("naive baseline", "actual repeat purchases", "predicted (bgnbd)"):
             assert not re.search(r"[A-Za-z]{3,}", i18n.name(value).replace("bgnbd", "")), value
         assert "朴素" not in json.dumps(i18n.catalogue("zh"), ensure_ascii=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False))
+def test_report_numbers_are_never_in_scientific_notation(v):
+    from cvlib import report
+
+    for kind in ("auto", "num"):
+        text = report._fmt(v, kind, "")
+        assert "e" not in text.lower() and "E" not in text, (v, text)
+        if abs(v) >= 5e-7:
+            assert abs(float(text.replace(",", "")) - v) <= max(abs(v) * 0.01, 0.5 if abs(v) >= 100 else 0), (v, text)
