@@ -4,18 +4,22 @@ case of test_cleaning.py runs both ways), on random messy frames, and on the exa
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import ibis
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvlib import reading
 from cvlib.analysis import cleaning
 from cvlib.io import ROW, STRING
+from cvlib.errors import ParamError
 from cvlib.params import Cleaning, load_study
 from tests.conftest import ROOT
+from tests.servers import pg_load
 
 
 def same_cleaning(a, b) -> None:
@@ -72,3 +76,63 @@ def test_example_books_clean_the_same_on_duckdb(params):
     raw, bad = reading.read_transactions(study)
     cleaned_both_ways(raw, study.cleaning, bad, date_format=spec.date_format, decimal=spec.decimal,
                       thousands=spec.thousands, allow_exponent=spec.allow_exponent)
+
+
+# --------------------------------------------------------------------------- pushed to the table's own engine
+def book_on(engine: str, params: str, tmp_path, url: str | None = None):
+    """The example book's rows as a table of text columns on PostgreSQL or Spark (a `line_no` key in file order),
+    and its study reading that table with `cleaning.engine: source`."""
+    study = load_study(ROOT / "params" / params)
+    raw, malformed = reading.read_transactions(study)  # the file's cells as text, in cvlib's column names
+    assert malformed.empty and (raw[ROW] == range(1, len(raw) + 1)).all()
+    rows = raw.rename(columns={ROW: "line_no"})
+    data = yaml.safe_load((ROOT / "params" / params).read_text(encoding="utf-8"))
+    tx = {k: v for k, v in data["inputs"]["transactions"].items() if k not in ("path", "format", "encoding")}
+    tx["columns"] = {c: c for c in rows.columns[1:]}
+    if engine == "postgres":
+        ddl = ", ".join(["line_no int primary key", *(f'"{c}" text' for c in rows.columns[1:])])
+        pg_load(url, "book", ddl, rows.replace("", None))  # empty cells as NULL: read back as empty text
+        tx.update(engine="postgres", table="book", connection={"url_env": "CVLIB_TEST_PG"})
+    else:
+        rows.to_parquet(tmp_path / "book.parquet", index=False)
+        tx.update(engine="spark", path=str(tmp_path / "book.parquet"))
+    data["inputs"]["transactions"] = {**tx, "key": ["line_no"]}
+    data["cleaning"] = {**data.get("cleaning", {}), "engine": "source"}
+    out = ROOT / "params" / f"_{engine}_{params}"  # beside the example, so its other relative paths hold
+    out.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    try:
+        return study, load_study(out)
+    finally:
+        out.unlink()
+
+
+def same_as_the_file(study, pushed, tmp_path) -> None:
+    """The stage outputs of the pushed-down cleaning equal the pandas path's on the file (the key column aside)."""
+    a, b = tmp_path / "file", tmp_path / "pushed"
+    cleaning.run_cleaning(study.model_copy(update={"cleaning": study.cleaning.model_copy(
+        update={"engine": "pandas"})}), a)
+    cleaning.run_cleaning(pushed, b)
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "transactions_clean.parquet"),
+                                  pd.read_parquet(b / "transactions_clean.parquet"))
+    qa, qb = (pd.read_csv(d / "quarantine.csv", dtype=str) for d in (a, b))
+    pd.testing.assert_frame_equal(qa, qb.drop(columns=[c for c in qb.columns if c.startswith("key:")]))
+    assert json.loads((a / "cleaning.json").read_text()) == json.loads((b / "cleaning.json").read_text())
+
+
+@pytest.mark.parametrize("params", ["agency_demo.yaml", "cdnow_zh.yaml"])
+def test_example_books_clean_the_same_on_postgres(params, postgres_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("CVLIB_TEST_PG", postgres_url)
+    study, pushed = book_on("postgres", params, tmp_path, postgres_url)
+    same_as_the_file(study, pushed, tmp_path)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("params", ["agency_demo.yaml", "cdnow_zh.yaml"])
+def test_example_books_clean_the_same_on_spark(params, spark_master, tmp_path):
+    study, pushed = book_on("spark", params, tmp_path)
+    same_as_the_file(study, pushed, tmp_path)
+
+
+def test_source_cleaning_needs_an_engine():
+    with pytest.raises(ParamError, match="cleaning.engine is 'source'"):
+        load_study(ROOT / "params" / "cdnow.yaml", ["cleaning.engine=source"])

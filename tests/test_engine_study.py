@@ -71,14 +71,16 @@ def csv_run(tmp_path_factory):
     return tmp, params, rows, run_study(params, reports_dir=tmp / "reports", overrides=pandas).run_dir
 
 
-def test_postgres_study_equals_the_csv_study(csv_run, postgres_url, monkeypatch):
+@pytest.mark.parametrize("cleaning", ["duckdb", "source"])  # rows fetched and cleaned by DuckDB, or cleaned in place
+def test_postgres_study_equals_the_csv_study(csv_run, postgres_url, monkeypatch, cleaning):
     tmp, params, rows, expected = csv_run
     # typed as a client database would hold them: dates as DATE, amounts as NUMERIC
     pg_load(postgres_url, "book_tx", "line_no int primary key, customer text, date date, amount numeric(12,2)", rows)
     monkeypatch.setenv("CVLIB_TEST_PG", postgres_url)
     p = engine_params(params, "book_pg", {"engine": "postgres", "table": "book_tx", "key": ["line_no"],
                                           "connection": {"url_env": "CVLIB_TEST_PG"}})
-    assert_same_run(expected, run_study(p, reports_dir=tmp / "reports_pg").run_dir)
+    run = run_study(p, reports_dir=tmp / f"reports_pg_{cleaning}", overrides=[f"cleaning.engine={cleaning}"])
+    assert_same_run(expected, run.run_dir)
 
 
 def test_duckdb_study_equals_the_csv_study(csv_run, monkeypatch):
@@ -106,4 +108,5 @@ def test_spark_lake_study_equals_the_csv_study(csv_run, spark_master):
     rows.iloc[:half].to_parquet(lake / "part-0.parquet", index=False)
     rows.iloc[half:].to_parquet(lake / "part-1.parquet", index=False)
     p = engine_params(params, "book_spark", {"engine": "spark", "path": "../lake", "key": ["line_no"]})
-    assert_same_run(expected, run_study(p, reports_dir=tmp / "reports_spark").run_dir)
+    run = run_study(p, reports_dir=tmp / "reports_spark", overrides=["cleaning.engine=source"])  # Spark cleans
+    assert_same_run(expected, run.run_dir)

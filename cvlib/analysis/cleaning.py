@@ -173,7 +173,7 @@ def clean_on_engine(con: Any, t: Any, rules: Cleaning, malformed: pd.DataFrame |
     p = cleaning_engine.push_cleaning(con, t, rules, date_format, decimal, thousands, allow_exponent, today)
     per, one = cleaning_outcome.totals(p)
     audit = _malformed_audit(cleaning_outcome.audit(p, p.audit, per, one), malformed)
-    clean = cleaning_outcome.as_pandas_clean(cleaning_outcome.clean_expr(p, one["adjusted"] > 0))
+    clean = cleaning_outcome.as_pandas_clean(con, cleaning_outcome.clean_expr(p, one["adjusted"] > 0))
     quarantine = _with_malformed(cleaning_outcome.quarantine_frame(p), malformed)
 
     def part(out: int, col: str = "raw") -> tuple[int, float]:
@@ -185,9 +185,9 @@ def clean_on_engine(con: Any, t: Any, rules: Cleaning, malformed: pd.DataFrame |
                            kept=part(KEPT, "amount"), quarantined=(q_n + len(malformed), q_amount),
                            duplicates=part(DUPLICATE), netted=(part(NETTED)[0], part(NETTED)[1] - one["adj_net"]),
                            capped=-one["adj_cap"])
-    removed = p.t.filter(p.t._out.isin([DUPLICATE, NETTED])).select(
+    removed = engines.to_pandas(con, p.t.filter(p.t._out.isin([DUPLICATE, NETTED])).select(
         ROW, outcome=(p.t._out == DUPLICATE).ifelse("duplicate", "netted"), amount_value=p.t._amount_raw
-    ).order_by(ROW).to_pandas()
+    ).order_by(ROW), ROW)
     return CleaningResult(clean=clean, quarantine=quarantine, audit=audit, reconciliation=recon, notes=p.notes,
                           outlier_bounds=p.bounds, removed=removed)
 
@@ -197,8 +197,8 @@ def clean_on_engine(con: Any, t: Any, rules: Cleaning, malformed: pd.DataFrame |
 def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
     """Read the study's transactions, clean them (`cleaning.engine`: pandas or DuckDB), write the stage outputs."""
     spec = study.inputs.transactions
-    if study.cleaning.engine == "duckdb":
-        result = _clean_on_duckdb(study)
+    if study.cleaning.engine != "pandas":
+        result = _clean_on_engine(study)
     else:
         raw, malformed = reading.read_transactions(study)
         _check_rows(study, len(raw))
@@ -225,12 +225,12 @@ def _check_rows(study: Study, n: int) -> None:
                              "data rows.")
 
 
-def _clean_on_duckdb(study: Study) -> CleaningResult:
-    """The rules run by DuckDB: on the table or Parquet lake itself when DuckDB reads it (nothing loaded whole),
-    else on the rows read as for the pandas path."""
+def _clean_on_engine(study: Study) -> CleaningResult:
+    """The rules run where the rows are: by the engine the transactions are read by when it is DuckDB or when
+    `cleaning.engine` is source (nothing loaded whole), else by DuckDB on the rows read as for the pandas path."""
     spec = study.inputs.transactions
     args = (spec.date_format, spec.decimal, spec.thousands, spec.allow_exponent)
-    if spec.engine == "duckdb":
+    if spec.engine == "duckdb" or study.cleaning.engine == "source":
         mapping = {k: v for k, v in spec.columns.model_dump().items() if v}
         url = engines.connection_url(study, spec, "transactions")
         with engines.backend(spec, url, study.base_dir, "transactions") as con:

@@ -29,15 +29,16 @@ from cvlib.analysis.cleaning_rules import (
     outlier_bounds,
     outlier_limits,
 )
+from cvlib.engines.connect import upload
 from cvlib.io import ROW
 from cvlib.params import Cleaning
 from cvlib.parsing import parse_amounts_explained, parse_date_values
 
-# Unicode White_Space, what the pandas path's strip removes
-WHITE = ("[\\t\\n\\x{0b}\\x{0c}\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}"
-         "\\x{3000}]")
-NUMERIC_COLUMNS, TEXT_COLUMNS = ("quantity", "cost", "margin"), ("order_id", "product", "channel")
+# Unicode White_Space, what the pandas path's strip removes: the characters themselves (not escapes), which every
+# engine's regular expressions read the same (RE2, PostgreSQL's and Java's escapes differ)
+WHITE = "[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 _names = count()
+NUMERIC_COLUMNS, TEXT_COLUMNS = ("quantity", "cost", "margin"), ("order_id", "product", "channel")
 
 
 def strip(col: Any) -> Any:
@@ -59,8 +60,9 @@ class Pushed:
     spans: dict[str, str] = field(default_factory=dict)
 
     def materialise(self) -> None:
-        """Compute the rows so far once, into a temporary table of the engine."""
-        self.t = self.con.create_table(f"_cvlib_rows_{next(_names)}", self.t, temp=True)
+        """Compute the rows so far once, kept by the engine for the session (a temporary table; on Spark a
+        persisted frame)."""
+        self.t = self.t.cache()
 
     def send(self, mask: Any, rule: str, reason: Any, outcome: int = QUARANTINED) -> None:
         """Move the live rows in mask to an outcome (the engine's `_Book.send`)."""
@@ -106,11 +108,19 @@ def date_map(t: Any, formats: str | list[str] | None) -> tuple[pd.DataFrame, lis
     return pd.DataFrame({"date": d["date"].astype(io.STRING), "_date": parsed_rows.to_numpy()}), notes
 
 
+def same(con: Any, a: Any, b: Any) -> list[Any]:
+    """Join predicates for `a` equal to `b` with NULL equal to NULL. PostgreSQL cannot hash or merge a join on IS
+    NOT DISTINCT FROM (it loops over every pair): there the text and its NULL flag are compared as two equalities."""
+    if con.name != "postgres":
+        return [a.identical_to(b)]
+    return [a.fill_null("") == b.fill_null(""), a.isnull() == b.isnull()]
+
+
 def _join_map(con: Any, t: Any, table: pd.DataFrame, col: str, names: dict[str, str]) -> Any:
     """Left join a value map (uploaded to the engine) on the text of `col`, its columns renamed by `names`."""
-    m = con.create_table(f"_cvlib_map_{next(_names)}", table, temp=True).rename(
+    m = upload(con, f"_cvlib_map_{next(_names)}", table).rename(
         {new: old for old, new in names.items()})
-    j = t.left_join(m, t[col].identical_to(m[col]))  # a NULL text is read as the pandas path reads NA
+    j = t.left_join(m, same(con, t[col], m[col]))  # a NULL text is read as the pandas path reads NA
     return j.drop(f"{col}_right") if f"{col}_right" in j.columns else j
 
 
@@ -151,7 +161,7 @@ def duplicates(p: Pushed) -> list[dict]:
     t = p.t
     g = t.group_by(content).agg(_first_row=t[ROW].min(), _n=t.count())  # a hash aggregate, no sort
     g = g.filter(g._n > 1)
-    j = t.left_join(g, [t[c].identical_to(g[c]) for c in content])
+    j = t.left_join(g, [e for c in content for e in same(p.con, t[c], g[c])])
     p.t = j.select(*[t[c] for c in t.columns], g._first_row)
     p.send(p.t._first_row.notnull() & (p.t[ROW] != p.t._first_row), "duplicates", "", outcome=DUPLICATE)
     return [row("duplicates", True, "removed", ("n", "duplicates", DUPLICATE), ("raw", "duplicates", DUPLICATE))]
@@ -251,13 +261,13 @@ def _return_keys(p: Pushed) -> tuple[Any, list[str]]:
     return t, ["_cust", "_k2"] if "_k2" in t.columns else ["_cust"]
 
 
-def _netting(t: Any, keys: list[str]) -> Any:
+def _netting(con: Any, t: Any, keys: list[str]) -> Any:
     """Which returns match a purchase (`_matched`) and how much each purchase is reduced (`_red`), computed on the
     rows of the keys that have a return only, then joined back by row."""
     import ibis
 
     ret_keys = t.filter(t._ret).select(*keys).distinct()
-    s = t.semi_join(ret_keys, [t[k].identical_to(ret_keys[k]) for k in keys])
+    s = t.semi_join(ret_keys, [e for k in keys for e in same(con, t[k], ret_keys[k])])
     s = s.select(ROW, *keys, "_date", "_amount", "_ret", _pur=(s._out == KEPT) & ~s._ret & (s._amount > 0))
     by_key = ibis.window(group_by=[s[k] for k in keys])
     s = s.mutate(_first_pur=ibis.ifelse(s._pur, s._date, ibis.null()).min().over(by_key))
@@ -284,7 +294,7 @@ def returns(p: Pushed) -> list[dict]:
     if p.rules.returns.action == "drop":
         p.send(t._ret, "returns", "return or cancellation dropped (cleaning.returns.action = drop)")
         return [row("returns", True, "quarantined", ("n", "returns", QUARANTINED), ("raw", "returns", QUARANTINED))]
-    p.t = _netting(t, keys)
+    p.t = _netting(p.con, t, keys)
     p.send(p.t._ret & ~p.t._matched, "returns", "return with no matching purchase on or before its date")
     p.t = p.t.mutate(_adj_net=-p.t._red, _amount=p.t._amount - p.t._red)
     p.send(p.t._matched, "returns", "", outcome=NETTED)

@@ -3,6 +3,7 @@ rows read off them, the kept rows (written by the engine or fetched) and the qua
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pandas as pd
 from cvlib import i18n, io
 from cvlib.analysis.cleaning_engine import NUMERIC_COLUMNS, TEXT_COLUMNS, Pushed, strip
 from cvlib.analysis.cleaning_rules import KEPT, QUARANTINED
+from cvlib.engines.fetch import to_pandas
 from cvlib.io import ROW
 
 
@@ -22,6 +24,7 @@ def totals(p: Pushed) -> tuple[pd.DataFrame, dict[str, float]]:
     raw = t._amount_raw.fill_null(0.0)
     alive = t._out == KEPT
     per = t.group_by(["_rule", "_out"]).agg(n=t.count(), raw=raw.sum(), amount=t._amount.sum()).to_pandas()
+    per = per.astype({"n": "int64", "raw": "float64", "amount": "float64"})  # Spark sums literals as decimals
     one = t.aggregate(rows_in=t.count(), amount_in=raw.sum(), changed=(t._red > 0).sum(),
                       kept_zero=t._kept_zero.sum(), capped_rows=t._is_out.sum(), capped=t._adj_cap.sum(),
                       flagged_rows=t._is_outlier.sum(), flagged=ibis.ifelse(t._is_outlier, t._amount, 0.0).sum(),
@@ -30,6 +33,7 @@ def totals(p: Pushed) -> tuple[pd.DataFrame, dict[str, float]]:
                       adjusted=(alive & ((t._adj_net != 0) | (t._adj_cap != 0))).sum(),
                       customers=t._cust.nunique(where=alive), first=t._date.min(where=alive),
                       last=t._date.max(where=alive)).to_pandas().iloc[0].to_dict()
+    one = {k: float(v) if isinstance(v, Decimal) else v for k, v in one.items()}
     return per, {k: (0 if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in one.items()}
 
 
@@ -85,7 +89,8 @@ def clean_expr(p: Pushed, any_adjusted: bool) -> Any:
 def quarantine_frame(p: Pushed) -> pd.DataFrame:
     """The quarantined rows (as `cleaning._quarantine_frame`): the raw text, rule, reason and amounts."""
     t = p.t.filter(p.t._out == QUARANTINED)
-    q = t.select(ROW, "_rule", "_reason", *p.raw_columns, "_amount_raw", "_amount").order_by(ROW).to_pandas()
+    q = to_pandas(p.con, t.select(ROW, "_rule", "_reason", *p.raw_columns, "_amount_raw", "_amount").order_by(ROW),
+                  ROW)
     q = q.rename(columns={"_rule": "rule", "_reason": "reason", "_amount_raw": "amount_value",
                           "_amount": "amount_after_netting"})
     if q.empty:  # as the pandas path leaves it
@@ -94,9 +99,9 @@ def quarantine_frame(p: Pushed) -> pd.DataFrame:
     return q.astype({c: "string" for c in p.raw_columns})
 
 
-def as_pandas_clean(expr: Any) -> pd.DataFrame:
+def as_pandas_clean(con: Any, expr: Any) -> pd.DataFrame:
     """The clean rows fetched with the pandas path's types (Arrow text, nanosecond dates)."""
-    df = expr.to_pandas()
+    df = to_pandas(con, expr, ROW)
     for c in df.columns:
         if c in ("customer_id", *TEXT_COLUMNS):
             df[c] = df[c].astype(io.STRING)

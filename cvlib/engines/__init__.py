@@ -2,4 +2,11 @@
 Parquet lake, read through one Ibis expression per table (`fetch`), and the per-customer summary computed by the
 engine (`summary`). The connection URL comes from an environment variable or a secrets file (`connect`)."""
 from cvlib.engines.connect import backend, connection_url, duckdb, duckdb_parquet, redact  # noqa: F401
-from cvlib.engines.fetch import describe, distinct_values, empty_malformed, raw_expr, read_table  # noqa: F401
+from cvlib.engines.fetch import (  # noqa: F401
+    describe,
+    distinct_values,
+    empty_malformed,
+    raw_expr,
+    read_table,
+    to_pandas,
+)

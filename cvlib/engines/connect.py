@@ -10,14 +10,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from cvlib.errors import InputDataError, ParamError
 from cvlib.params import Study, TableInput
 from cvlib.threads import engine_threads
 
-SPARK_CONF = {"spark.ui.enabled": "false", "spark.sql.session.timeZone": "UTC", "spark.sql.shuffle.partitions": "4",
-              "spark.driver.memory": "2g", "spark.sql.execution.arrow.pyspark.enabled": "true"}
+SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+              "spark.sql.session.timeZone": "UTC", "spark.sql.shuffle.partitions": "4", "spark.driver.memory": "2g",
+              "spark.sql.execution.arrow.pyspark.enabled": "true"}
 
 
 def connection_url(study: Study, spec: TableInput, name: str) -> str | None:
@@ -117,3 +119,13 @@ def spark_session(master: str | None) -> Any:
     for key, value in SPARK_CONF.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def upload(con: Any, name: str, df: pd.DataFrame) -> Any:
+    """A small frame made a table of the connection's session (a temporary table; on Spark a temporary view)."""
+    if con.name == "pyspark":
+        import pyarrow as pa
+
+        con._session.createDataFrame(pa.Table.from_pandas(df, preserve_index=False)).createOrReplaceTempView(name)
+        return con.table(name)
+    return con.create_table(name, df, temp=True)

@@ -88,8 +88,6 @@ def text_expr(t: Any, key: list[str], where: str, nrows: int | None) -> Any:
 def fetch(con: Any, expr: Any, spec: TableInput, url: str | None) -> Any:
     """The expression's result as an Arrow table: through ADBC on PostgreSQL (in a read-only transaction), as
     Parquet written by the engine on Spark (never collected row by row on the driver), else Ibis's Arrow export."""
-    import pyarrow.parquet as pq
-
     if spec.engine == "postgres":
         import adbc_driver_postgresql.dbapi as adbc
 
@@ -98,10 +96,31 @@ def fetch(con: Any, expr: Any, spec: TableInput, url: str | None) -> Any:
             cur.execute(con.compile(expr))
             return cur.fetch_arrow_table()
     if spec.engine == "spark":
-        with tempfile.TemporaryDirectory(prefix="cvlib-spark-") as tmp:
-            con._session.sql(con.compile(expr)).write.parquet(f"{tmp}/out")
-            return pq.read_table(f"{tmp}/out").sort_by(ROW)
+        return to_arrow(con, expr).sort_by(ROW)
     return expr.to_pyarrow()
+
+
+def to_arrow(con: Any, expr: Any) -> Any:
+    """An expression's result as an Arrow table; on Spark written as Parquet by the engine and read back (never
+    collected row by row on the driver), so in no particular order."""
+    import pyarrow.parquet as pq
+
+    if con.name != "pyspark":
+        return expr.to_pyarrow()
+    with tempfile.TemporaryDirectory(prefix="cvlib-spark-") as tmp:
+        con._session.sql(con.compile(expr)).write.parquet(f"{tmp}/out")
+        return pq.read_table(f"{tmp}/out")
+
+
+def to_pandas(con: Any, expr: Any, order: str | None = None) -> pd.DataFrame:
+    """An expression's result as pandas in the types Ibis gives; on Spark through `to_arrow` and put back in the
+    order of column `order` (the expression's own order_by is lost in the files)."""
+    if con.name != "pyspark":
+        return expr.to_pandas()
+    from ibis.formats.pandas import PandasData
+
+    df = PandasData.convert_table(to_arrow(con, expr).to_pandas(), expr.schema())
+    return df.sort_values(order, kind="stable").reset_index(drop=True) if order else df
 
 
 def as_text(arrow: Any, zone: str | None) -> pd.DataFrame:
@@ -171,7 +190,7 @@ def raw_expr(con: Any, study: Study, spec: TableInput, mapping: dict[str, str], 
     t = text_expr(t, key, where, None)
     cols = {new: local_time(t[old], spec.engine, study.timezone) for new, old in mapping.items()}
     cols.update({KEY_PREFIX + k: t[k].cast("string") for k in key})
-    return t.select(ROW, **{k: v.cast("string") for k, v in cols.items()})
+    return t.select(ROW, **{k: v.cast("string").fill_null("") for k, v in cols.items()})  # as `as_text` reads NULL
 
 
 def distinct_values(study: Study, spec: TableInput, column: str, name: str) -> set[str]:

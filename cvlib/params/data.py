@@ -272,9 +272,11 @@ class OutlierRule(_Model):
 
 
 class Cleaning(_Model):
-    engine: Literal["pandas", "duckdb"] = Field(
+    engine: Literal["pandas", "duckdb", "source"] = Field(
         "duckdb", description="what runs the rules: duckdb (the default) where the rows are (a Parquet lake or DuckDB "
-                              "table is never loaded whole), or pandas in memory; the same audit and outputs, tested")
+                              "table is never loaded whole; rows of another engine are fetched first), source (the "
+                              "engine the transactions are read by, e.g. PostgreSQL or Spark: only the kept and "
+                              "quarantined rows leave it), or pandas in memory; the same audit and outputs, tested")
     duplicates: Toggle = Field(default_factory=Toggle)
     returns: ReturnsRule = Field(default_factory=ReturnsRule)
     dates: DatesRule = Field(default_factory=DatesRule)

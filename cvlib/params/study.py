@@ -91,6 +91,10 @@ class Study(_Model):
         if self.occasion == "order" and not self.inputs.transactions.columns.order_id:
             raise ValueError("occasion is 'order' but inputs.transactions.columns.order_id is not mapped; "
                              "map the order id column or use occasion: day")
+        if self.cleaning.engine == "source" and self.inputs.transactions.engine == "pandas":
+            raise ValueError("cleaning.engine is 'source' (the rules run by the engine the transactions are read by) "
+                             "but inputs.transactions is a file read by pandas: use cleaning.engine: duckdb, or "
+                             "read the transactions with an engine (engine: duckdb, postgres or spark)")
 
         categories = rule_categories(self)
         for i, g in enumerate(self.strategy.groups):
