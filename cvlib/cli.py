@@ -13,8 +13,8 @@ from cvlib.errors import CvlibError, InputDataError, ParamError
 from cvlib.examples import write_agency
 from cvlib.params import ATTRIBUTE_TABLES, DATA_DIR, load_study, short_repr
 from cvlib.parsing import parse_amounts_explained, parse_dates
+from cvlib.run import export, pages
 from cvlib.run import history as runs
-from cvlib.run import pages
 from cvlib.run.runner import run_study
 from cvlib.stages import STAGES
 
@@ -37,6 +37,16 @@ def _add_render(sub: Any) -> None:
     ren.add_argument("run", nargs="?", help="the run id (default: the latest complete run)")
     ren.add_argument("--client", action="store_true", required=True, help="the client's rendering")
     ren.add_argument("--reports-dir", default="reports", help="where the study's run folders are (default: reports)")
+
+
+def _add_export(sub: Any) -> None:
+    exp = sub.add_parser("export", help="a complete run's client rendering as PDF (headless Chromium) and as a "
+                                        "slide deck (pptx), under <run>/export/")
+    exp.add_argument("study", help="the study's name (its folder under reports/) or its params file")
+    exp.add_argument("run", nargs="?", help="the run id (default: the latest complete run)")
+    exp.add_argument("--pdf", action="store_true", help="each report and the summary page as PDF (A4)")
+    exp.add_argument("--pptx", action="store_true", help="a deck of 10-15 slides (default: both when neither given)")
+    exp.add_argument("--reports-dir", default="reports", help="where the study's run folders are (default: reports)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     pkg.add_argument("--out", help="the zip to write (default: reports/<study>/<study>-<run>.zip)")
 
     _add_render(sub)
+    _add_export(sub)
 
     prm = sub.add_parser("params", help="the parameter reference (every key, its type, default and meaning)")
     prm.add_argument("--markdown", action="store_true", help="as Markdown (docs/parameters.md is this output)")
@@ -166,10 +177,9 @@ def cmd_render(study: str, run: str | None, reports_dir: str) -> int:
     return 0
 
 
-def cmd_package(study: str, run: str | None, reports_dir: str, out: str | None) -> int:
-    """Pack a complete run's client rendering (made from the run if it is not there yet), refusing a page that
-    still holds the consultant's content."""
-    run_dir = runs.find_run(runs.study_folder(study, Path(reports_dir)), run)
+def client_pages(study: str, run_dir: Path) -> Path:
+    """The run's client rendering (made from the run if it is not there yet); refused while a page still holds
+    the consultant's content."""
     client = run_dir / pages.CLIENT_FOLDER
     if not (client / "index.html").is_file():
         pages.write_client_rendering(run_dir)
@@ -179,13 +189,30 @@ def cmd_package(study: str, run: str | None, reports_dir: str, out: str | None) 
         raise ParamError(f"{client} holds the consultant's content, so nothing was packaged: "
                          + "; ".join(f"{name}: {', '.join(h)}" for name, h in found.items())
                          + f". Write the client's rendering again: cvlib render {study} {run_dir.name} --client")
-    path = runs.package(run_dir, Path(out) if out else None, pages_dir=client)
+    return client
+
+
+def cmd_package(study: str, run: str | None, reports_dir: str, out: str | None) -> int:
+    """Pack a complete run's client rendering, refusing a page that still holds the consultant's content."""
+    run_dir = runs.find_run(runs.study_folder(study, Path(reports_dir)), run)
+    path = runs.package(run_dir, Path(out) if out else None, pages_dir=client_pages(study, run_dir))
 
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
     print(f"wrote {path}: {len(names)} files from run {run_dir.name}")
     for n in names:
         print(f"  {n}")
+    return 0
+
+
+def cmd_export(study: str, run: str | None, reports_dir: str, pdf: bool, pptx: bool) -> int:
+    """The client rendering of a complete run as PDF and/or a slide deck (both when neither is asked for)."""
+    run_dir = runs.find_run(runs.study_folder(study, Path(reports_dir)), run)
+    if (runs.record(run_dir) or {}).get("status") != "complete":
+        raise ParamError(f"{run_dir} is not a complete run: only complete runs are exported. Rerun the study.")
+    both = not (pdf or pptx)
+    for path in export.export(run_dir, client_pages(study, run_dir), pdf or both, pptx or both):
+        print(f"wrote {path}")
     return 0
 
 
@@ -227,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args.study, args.runs, args.reports_dir, args.out)
         if args.command == "render":
             return cmd_render(args.study, args.run, args.reports_dir)
+        if args.command == "export":
+            return cmd_export(args.study, args.run, args.reports_dir, args.pdf, args.pptx)
         if args.command == "package":
             return cmd_package(args.study, args.run, args.reports_dir, args.out)
         if args.command == "validate":
