@@ -124,9 +124,15 @@ def name(value: str, language: str | None = None) -> str:
     if " · " in value:  # a cluster profile such as 'recent · frequent · high spend'
         return " · ".join(names.get(part, part) for part in value.split(" · "))
     for pattern, replacement in cat.get("patterns", []):  # generated names such as 'LMG share of R² (300 ...)'
-        if re.match(pattern, value):
-            return re.sub(pattern, replacement, value)
+        m = re.match(pattern, value)
+        if m:  # a captured name (a model, a column) is itself shown in the language: 'predicted (bgnbd)'
+            return re.sub(r"\\(\d)", lambda g: _captured(m.group(int(g.group(1))), cat), replacement)
     return value
+
+
+def _captured(part: str, cat: dict) -> str:
+    """A part captured from a generated name: a catalogue label or name when it is one, else as written."""
+    return cat["labels"].get(part) or cat.get("names", {}).get(part) or part
 
 
 def text(key_or_text: str, **values: Any) -> str:

@@ -6,8 +6,11 @@ stage and checks that it reads and writes exactly the files declared here.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -120,23 +123,77 @@ def html_of(name: str) -> str:
     return by_name(name).html
 
 
+def section(params: dict, key: str) -> Any:
+    """A parameter section of the resolved parameters, or a part of one ('journey.cycles')."""
+    out: Any = params
+    for part in key.split("."):
+        out = out.get(part) if isinstance(out, dict) else None
+    return out
+
+
+#: in a folder of notebooks opened by hand: the key each stage's outputs were made with (`require`)
+BUILT_WITH = ".cvlib-built-with.json"
+
+
+def _table_print(study: Any, name: str) -> str | None:
+    """A client table's fingerprint: a file's sha256; a table on an engine may change without a trace, so it is
+    the moment it is asked for (never equal to an earlier one: its stage is always rebuilt, as the runner does)."""
+    spec = getattr(study.inputs, name, None)
+    if spec is None:
+        return None
+    if spec.is_file:
+        return io.sha256_file(study.resolve(spec.path or ""))
+    return f"read at {time.time_ns()}"
+
+
+def stage_key(study: Any, run_dir: Path, s: Stage) -> str:
+    """What a stage's outputs depend on, as one digest: its parameter sections, the run-folder files it reads
+    and the client tables it reads (the runner's reuse digests, without the notebook and library versions)."""
+    params = study.resolved()
+    parts = {"params": {sec: section(params, sec) for sec in s.all_sections},
+             "files": {f: io.sha256_file(run_dir / f) for f in s.inputs if (run_dir / f).exists()},
+             "tables": {t: _table_print(study, t) for t in s.tables}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _built_with(run_dir: Path) -> dict[str, str]:
+    p = run_dir / BUILT_WITH
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+
+def _note_built(run_dir: Path, name: str, key: str) -> None:
+    io.write_text(json.dumps({**_built_with(run_dir), name: key}, indent=1), run_dir / BUILT_WITH)
+
+
+def _ensure_inputs(study: Any, run_dir: Path, s: Stage) -> None:
+    """Build, earliest first, the stages whose outputs `s` reads and that are missing or were made with other
+    parameters or inputs than the study's now (a notebook opened by hand)."""
+    for src in dict.fromkeys(p for name in s.inputs if (p := producer(name)) is not None and name in p.writes):
+        _ensure_inputs(study, run_dir, src)
+        key, had = stage_key(study, run_dir, src), _built_with(run_dir).get(src.name)
+        present = all((run_dir / f).exists() for f in src.writes)
+        if present and (had is None or had == key):  # made here with these inputs, or by a run (trusted)
+            continue
+        why = "missing" if not present else "stale: made with other parameters or inputs"
+        print(f"cvlib: building {src.name} ({why}) with {src.function}", file=sys.stderr, flush=True)
+        src.build()(study, run_dir)
+        _note_built(run_dir, src.name, key)
+
+
 def require(study: Any, run_dir: str | Path, stage: str, build_missing: bool = False) -> None:
     """Make sure the files stage `stage` reads (as declared in `cvlib.stages`) are in run_dir.
 
     With build_missing (a notebook opened by hand) missing ones are built by the earlier stages'
-    functions, optional ones too, so the report is the one the runner gives; otherwise a missing
-    required file is a clear error."""
-    s = by_name(stage)
-    for name in s.inputs:
-        if (Path(run_dir) / name).exists():
-            continue
-        src = producer(name)
-        if not build_missing or src is None:
-            if name in s.reads:
-                io.stage_file(run_dir, name)  # raises with a clear message
-            continue
-        if name not in src.writes:  # a file its producer writes only when the study asks for it
-            continue
-        require(study, run_dir, src.name, build_missing=True)
-        print(f"cvlib: building missing {name} with {src.function}", file=sys.stderr, flush=True)
-        src.build()(study, run_dir)
+    functions, optional ones too, so the report is the one the runner gives, and outputs an earlier stage
+    made with other parameters or inputs (recorded in `BUILT_WITH`) are rebuilt, never reused stale;
+    otherwise (the runner, which checks its own digests) a missing required file is a clear error."""
+    s, run_dir = by_name(stage), Path(run_dir)
+    if build_missing:
+        _ensure_inputs(study, run_dir, s)
+    for name in s.reads:
+        if not (run_dir / name).exists():
+            io.stage_file(run_dir, name)  # raises with a clear message
+    if build_missing:  # this notebook computes its stage now, with these inputs: its old outputs go first, so a
+        for f in s.outputs:  # notebook stopped half way leaves them missing (rebuilt later), never stale
+            (run_dir / f).unlink(missing_ok=True)
+        _note_built(run_dir, s.name, stage_key(study, run_dir, s))

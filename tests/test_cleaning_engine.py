@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from cvlib import reading
 from cvlib.analysis import cleaning
-from cvlib.io import ROW, STRING
 from cvlib.errors import ParamError
+from cvlib.io import ROW, STRING
 from cvlib.params import Cleaning, load_study
 from tests.conftest import ROOT
 from tests.servers import pg_load

@@ -280,7 +280,8 @@ def test_chinese_phrasing_names_a_segment_once_and_words_the_baseline():
         sentence = i18n.t("summary.f_segment_value", seg=i18n.name("Loyal"), h=12, share="26%")
         assert "客户客户" not in sentence and "”客户" not in sentence and sentence.startswith(i18n.name("Loyal"))
         for value in ("naive baseline", "actual repeat purchases", "predicted (bgnbd)"):
-            assert not re.search(r"[A-Za-z]{3,}", i18n.name(value).replace("bgnbd", "")), value
+            assert not re.search(r"[a-z]{3,}", i18n.name(value)), value  # acronyms (BG/NBD) aside
+        assert i18n.name("predicted (bgnbd)") == "预测（BG/NBD 模型）"  # the model's key worded too
         assert "朴素" not in json.dumps(i18n.catalogue("zh"), ensure_ascii=False)
 
 
@@ -294,3 +295,74 @@ def test_report_numbers_are_never_in_scientific_notation(v):
         assert "e" not in text.lower() and "E" not in text, (v, text)
         if abs(v) >= 5e-7:
             assert abs(float(text.replace(",", "")) - v) <= max(abs(v) * 0.01, 0.5 if abs(v) >= 100 else 0), (v, text)
+
+
+# proper names, model and method names, file kinds and mathematical symbols a Chinese business report keeps in Latin
+# script; acronyms (two or more capitals) and single letters (model parameters such as r, α, x) are allowed too
+LATIN_ALLOWED = {"Gamma-Gamma", "Gamma", "Beta", "Pareto", "Johnson", "Fader", "Hardie", "Lee", "Hessian",
+                 "Spearman", "Shapley", "Kaplan-Meier", "Excel", "t_x", "max", "xlsx", "csv"}
+LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z_\-']*[A-Za-z]")
+
+
+def latin_words(html_text: str, allowed: set[str]) -> set[str]:
+    """The Latin-script words of a page's visible text that are not numbers, units, acronyms, allowed names or
+    the study's own values."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html_text, "html.parser")
+    for t in soup(["script", "style"]):
+        t.decompose()
+    words = set(LATIN_WORD.findall(soup.get_text(" ")))
+    return {w for w in words if w not in allowed and not re.fullmatch(r"[A-Z][A-Z0-9/\-]+", w)}
+
+
+@pytest.mark.slow
+def test_chinese_client_pages_have_no_english_words(example_run):
+    """Every page of the Chinese study's client rendering speaks Chinese: a Latin-script word is a number, a unit,
+    an acronym (CLV, RFM), a proper name (Pareto, Spearman), the study's own name or a value of the data."""
+    from cvlib.run import pages
+
+    run = example_run("cdnow_zh").run_dir
+    client = pages.write_client_rendering(run).parent
+    allowed = LATIN_ALLOWED | {"cdnow_zh", "CDNOW", "zh"}
+    found = {p.name: sorted(w) for p in sorted(client.glob("*.html"))
+             if (w := latin_words(p.read_text(encoding="utf-8"), allowed))}
+    assert not found, found
+
+
+def test_the_latin_word_check_finds_english_left_in_a_page():
+    page = "<p>客户数 23,570；CLV 与 RFM；Pareto/NBD 模型 r = 0.24</p><p>predicted (bgnbd)</p>"
+    assert latin_words(page, LATIN_ALLOWED) == {"predicted", "bgnbd"}
+
+
+def test_the_compare_page_speaks_the_studys_language(tmp_path):
+    from cvlib.run import history, pages
+
+    with i18n.speaking("zh"):  # as `cvlib compare` builds it: in the study's language
+        c = history.Comparison(study="s", currency="CNY", run_a="20260101-000000", run_b="20260102-000000",
+                               params=[("clv.margin", 0.3, 0.35)],
+                               figures=[{"key": "customers", "label": i18n.t("summary.customers"), "kind": "count",
+                                         "a": 10, "b": 12, "difference": 2}],
+                               stages=[("cleaning", "reused", "ok")])
+        html_text = pages.write_compare(c, tmp_path / "c.html").read_text(encoding="utf-8")
+    text = re.sub(r"<code>.*?</code>", "", html_text)  # parameter keys are shown as written
+    assert latin_words(text, LATIN_ALLOWED) == set(), latin_words(text, LATIN_ALLOWED)
+    assert "研究 s：运行 20260101-000000 与运行 20260102-000000 的比较" in html_text
+
+
+def test_why_a_stage_ran_is_worded_in_the_report_language():
+    from cvlib.run import reuse
+    from cvlib.run.pages import reason_text
+
+    new = {"notebook": "n2", "cvlib": "c2", "context": "x2", "params": {"clv": 1}, "files": {"tx.csv": "b"},
+           "tables": {"sales": "t2"}}
+    old = {"notebook": "n1", "cvlib": "c1", "context": "x1", "params": {"clv": 0}, "files": {"tx.csv": "a"},
+           "tables": {"sales": "t1"}}
+    reasons = [reuse.explain_change(new, None), reuse.explain_change(new, old), reuse.explain_change(new, new),
+               "reused from run 20260101-000000", "forced (--force)", "named in --stages",
+               "no campaigns table (inputs.campaigns)"]
+    with i18n.speaking("zh"):
+        worded = [reason_text(r) for r in reasons]
+    leftover = {w for r in worded for w in latin_words(f"<p>{r}</p>", LATIN_ALLOWED)}
+    assert leftover <= {"cvlib", "clv", "tx", "sales", "campaigns", "inputs", "force", "stages"}, worded
+    assert reason_text(reasons[0]) == "no earlier run"  # English stays as recorded

@@ -35,6 +35,11 @@ def test_example_study_end_to_end(example_run):
     run = res.run_dir
     assert (run.parent / "latest").resolve() == run.resolve()
     assert res.stage("campaign").status == "not_applicable" and not (run / "07_campaign.html").exists()
+    m = json.loads((run / "metrics.json").read_text())["metrics"]  # the standard metrics agree with the stages
+    conc = json.loads((run / "rfm.json").read_text())["concentration"]
+    assert m["customers"]["value"] == json.loads((run / "cleaning.json").read_text())["summary"]["customers"]
+    assert m["top20_revenue_share"]["value"] == pytest.approx(conc["top20_revenue_share"], abs=1e-6)
+    assert m["gini"]["value"] == pytest.approx(conc["gini"], abs=1e-6)
     for sr in res.stages:
         if sr.status == "not_applicable":  # CDNOW has no campaigns table: no page
             continue

@@ -284,7 +284,7 @@ def check_reconciliation(result: CleaningResult) -> None:
 def quarantine_by_reason(quarantine: pd.DataFrame) -> pd.DataFrame:
     """Quarantined rows and their amount (as written in the file) per rule."""
     if quarantine.empty:
-        return pd.DataFrame({"rule": ["(none)"], "rows": [0], "amount": [0.0]})
+        return pd.DataFrame({"rule": [i18n.t("common.none")], "rows": [0], "amount": [0.0]})
     q = quarantine.assign(amount=pd.to_numeric(quarantine["amount_value"], errors="coerce"))
     return q.groupby("rule").agg(rows=("rule", "size"), amount=("amount", "sum")).reset_index().sort_values(
         "rows", ascending=False)

@@ -220,7 +220,7 @@ def implausible(p: Pushed) -> list[dict]:
         last = min(last, (bulk + np.timedelta64(dr.after_bulk_days + 1, "D")).astype("datetime64[D]"))
     first = np.datetime64(dr.earliest)
     last_day = str((last - np.timedelta64(1, "D")).astype("datetime64[D]"))
-    span = f"{first} to {last_day}"
+    span = i18n.t("cleaning.span", first=first, last=last_day)
     d = p.t._date
     early, late = d < pd.Timestamp(first), d >= pd.Timestamp(last)
     why = ibis.ifelse(early, f"date before the earliest plausible date {first}",
@@ -347,7 +347,7 @@ def outliers(p: Pushed) -> list[dict]:
     if o.enabled and (bounds := _bounds(t.filter(judged), o)) is not None:
         lo, hi = p.bounds = bounds
         p.t = t = t.mutate(_is_out=judged & ((t._amount < lo) | (t._amount > hi)))
-        detail = i18n.t("cleaning.outlier_log" if o.log_scale else "cleaning.outlier", method=o.method,
+        detail = i18n.t("cleaning.outlier_log" if o.log_scale else "cleaning.outlier", method=i18n.label(o.method),
                         threshold=f"{o.threshold:g}", lo=f"{lo:,.2f}", hi=f"{hi:,.2f}")
     n_absurd = int(t.filter(t._absurd).count().to_pyarrow().as_py())
     if n_absurd:

@@ -128,7 +128,7 @@ def implausible_dates(dates: pd.Series, earliest: dt.date, latest: dt.date | Non
     first = np.datetime64(earliest)
     early, late = ok & (d < first), ok & (d >= last)
     last_day = str((last - np.timedelta64(1, "D")).astype("datetime64[D]"))
-    span = f"{first} to {last_day}"
+    span = i18n.t("cleaning.span", first=first, last=last_day)
     # one small code per row, not a text per row (11.8M fixed-width texts took 2.4 GB)
     codes = early.astype(np.int8) + 2 * late.astype(np.int8)
     reason = pd.Categorical.from_codes(codes, categories=["", f"date before the earliest plausible date {first}",
@@ -411,7 +411,7 @@ def outliers(rows: Rows) -> list[dict]:
     if o.enabled and judged.sum() >= 4:
         lo, hi = rows.bounds = outlier_bounds(amount[judged], o.method, o.threshold, o.log_scale)
         rows.is_outlier = judged & ((amount < lo) | (amount > hi))
-        detail = i18n.t("cleaning.outlier_log" if o.log_scale else "cleaning.outlier", method=o.method,
+        detail = i18n.t("cleaning.outlier_log" if o.log_scale else "cleaning.outlier", method=i18n.label(o.method),
                         threshold=f"{o.threshold:g}", lo=f"{lo:,.2f}", hi=f"{hi:,.2f}")
     if absurd.any():
         detail += (f"; {int(absurd.sum()):,} amounts above the ceiling {o.ceiling:,.0f} "

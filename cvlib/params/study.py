@@ -35,6 +35,10 @@ class Study(_Model):
                                    "used for the report folder")
     client: str = Field(description="client name shown in the reports")
     currency: str = Field("USD", description="currency code shown with every amount (e.g. USD, CNY, EUR)")
+    industry: str | None = Field(None, description="the client's industry (e.g. retail, media), a tag of the study's "
+                                                   "standard metrics (metrics.json) for peer groups")
+    market_segment: str | None = Field(None, description="the client's market segment (e.g. B2B, luxury), a "
+                                                         "second tag of metrics.json")
     timezone: str | None = Field(
         None, description="the client's time zone (IANA name, e.g. Europe/Paris, Asia/Shanghai): a timestamp that "
                           "carries a zone or an offset counts on the client's local day; None: UTC")

@@ -30,6 +30,13 @@ def status_text(status: str) -> str:
     return i18n.t(f"status.{status}") if status in STATUS else status
 
 
+def reason_text(reason: str) -> str:
+    """Why a stage ran or was reused (recorded in English in run.json), in the report language: each part of a
+    compound reason ('notebook changed; parameters changed: clv') worded by the catalogue's patterns."""
+    return i18n.t("common.list_sep").join(i18n.name(part) for part in (reason or "").split("; ") if part) \
+        if i18n.current() != "en" else reason
+
+
 @functools.cache
 def environment() -> "Environment":
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -54,7 +61,8 @@ def comparison_view(c: runs.Comparison) -> dict:
                      "b": format_figure(f["b"], f["kind"], c.currency),
                      "difference": format_figure(d, f["kind"], c.currency, signed=True),
                      "direction": "" if not d else "up" if d > 0 else "down"})
-    stages = [(name, status_text(a), status_text(b)) for name, a, b in c.stages]
+    stages = [(i18n.t(f"stages.{name}") if i18n.has(f"stages.{name}") else name, status_text(a), status_text(b))
+              for name, a, b in c.stages]
     return {"study": c.study, "run_a": c.run_a, "run_b": c.run_b, "figures": figs, "stages": stages,
             "params": [(k, runs._short(a), runs._short(b)) for k, a, b in c.params]}
 
@@ -111,7 +119,7 @@ def _write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: 
             error = error or f"run {previous[0][0].name}: {exc}"
     stages = [{"title": i18n.t(f"stages.{s.stage.name}"), "html": s.html, "status": s.status,
                "status_text": status_text(s.status),
-               "reason": s.reason, "error": s.error,
+               "reason": reason_text(s.reason), "error": s.error,
                "seconds": "" if s.status in {"reused", "skipped", "pending", "not_applicable"}
                    else f"{s.seconds:.1f} s"}
               for s in result.stages]
@@ -195,7 +203,7 @@ def _stage_navigation(html_text: str, nav: dict) -> str:
 def _drop_consultant(soup: Any, css_class: str) -> None:
     """Remove the consultant's notes (and any element marked for the consultant only), then every section (a
     level-2 heading and the cells up to the next one) with no output left."""
-    for note in soup.select(f".{css_class}"):
+    for note in soup.select(f".{css_class}, .{DIAGNOSTIC_CELL}"):
         if note.decomposed:
             continue
         holder = note.find_parent(class_="jp-OutputArea-child") or note
@@ -214,7 +222,8 @@ def _drop_consultant(soup: Any, css_class: str) -> None:
 
 
 #: what marks a page as the consultant's (a note, a run's diagnostics, the parameter dump, a reuse banner)
-CONSULTANT_MARKS = (f".{CONSULTANT_CLASS}", ".cvlib-reused")
+DIAGNOSTIC_CELL = "celltag_consultant"  # a notebook cell tagged `consultant` (diagnostics: elbow, silhouette, fits)
+CONSULTANT_MARKS = (f".{CONSULTANT_CLASS}", ".cvlib-reused", f".{DIAGNOSTIC_CELL}")
 CLIENT_FOLDER = "client"
 
 

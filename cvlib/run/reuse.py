@@ -16,7 +16,7 @@ from typing import Any
 from cvlib import i18n, io
 from cvlib.run.history import Source
 from cvlib.run.record import StageRun
-from cvlib.stages import Stage
+from cvlib.stages import Stage, section
 
 
 def sha(data: bytes | str) -> str:
@@ -51,14 +51,6 @@ def stage_depends(stage: Stage, params: dict, run_dir: Path, notebook: Path, tab
         "files": {f: io.sha256_file(run_dir / f) for f in stage.inputs},
         "tables": {t: tables.get(t) for t in stage.tables},
     }
-
-
-def section(params: dict, key: str) -> Any:
-    """A parameter section of the resolved parameters, or a part of one ('journey.cycles')."""
-    out: Any = params
-    for part in key.split("."):
-        out = out.get(part) if isinstance(out, dict) else None
-    return out
 
 
 def explain_change(new: dict, old: dict | None) -> str:
