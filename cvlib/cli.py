@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml
 
-from cvlib import engines, i18n, io, paramdoc, privacy, reading, scaffold
+from cvlib import engines, i18n, io, paramdoc, portfolio_example, privacy, reading, scaffold
 from cvlib.errors import CvlibError, InputDataError, ParamError
 from cvlib.examples import write_agency
 from cvlib.params import ATTRIBUTE_TABLES, DATA_DIR, load_study, short_repr
 from cvlib.parsing import parse_amounts_explained, parse_dates
-from cvlib.run import export, pages
+from cvlib.run import export, pages, portfolio
 from cvlib.run import history as runs
 from cvlib.run.runner import run_study
 from cvlib.stages import STAGES
@@ -49,6 +49,21 @@ def _add_export(sub: Any) -> None:
     exp.add_argument("--pdf", action="store_true", help="each report and the summary page as PDF (A4)")
     exp.add_argument("--pptx", action="store_true", help="a deck of 10-15 slides (default: both when neither given)")
     exp.add_argument("--reports-dir", default="reports", help="where the study's run folders are (default: reports)")
+
+
+def _add_portfolio(sub: Any) -> None:
+    prt = sub.add_parser("portfolio", help="the standard metrics of many studies side by side, each placed against "
+                                           "its peer group (HTML and xlsx)")
+    prt.add_argument("studies", nargs="*", help="study names (default: every study under --reports-dir)")
+    prt.add_argument("--group-by", default="industry", choices=["industry", "market_segment", "none"],
+                     help="the peer groups (default: industry)")
+    prt.add_argument("--language", default="en", choices=["en", "zh"], help="the page's language")
+    prt.add_argument("--reports-dir", default="reports", help="where the study folders are (default: reports)")
+    prt.add_argument("--out", help="the folder to write into (default: <reports-dir>/portfolio)")
+    prt.add_argument("--benchmark-for", metavar="STUDY", help="instead, one client's page against its peer group, the "
+                     "other clients named by keyed pseudonyms and cells with too few or a dominant peer hidden")
+    prt.add_argument("--key-env", default="CVLIB_PSEUDONYM_KEY", help="the environment variable holding the "
+                     "pseudonyms' key (default: CVLIB_PSEUDONYM_KEY)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,13 +106,15 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_render(sub)
     _add_export(sub)
+    _add_portfolio(sub)
 
     prm = sub.add_parser("params", help="the parameter reference (every key, its type, default and meaning)")
     prm.add_argument("--markdown", action="store_true", help="as Markdown (docs/parameters.md is this output)")
 
     ex = sub.add_parser("example", help="write an example data set and its params file")
-    ex.add_argument("name", choices=["cdnow", "agency"], help="which example: the CDNOW purchases, or a synthetic "
-                    "advertising agency's client book (billings, clients, survey)")
+    ex.add_argument("name", choices=["cdnow", "agency", "portfolio"], help="which example: the CDNOW purchases, a "
+                    "synthetic advertising agency's client book (billings, clients, survey), or nine client books of "
+                    "three industries, run and set side by side (cvlib portfolio)")
     ex.add_argument("--seed", type=int, default=7, help="agency: the generator's seed")
     ex.add_argument("dir", help="folder to write into")
     return p
@@ -221,6 +238,21 @@ def cmd_export(study: str, run: str | None, reports_dir: str, pdf: bool, pptx: b
     return 0
 
 
+def cmd_portfolio(args: argparse.Namespace) -> int:
+    """The portfolio page and workbook of the studies' latest complete runs, or one client's benchmark."""
+    found = portfolio.collect(Path(args.reports_dir), args.studies or None)
+    p = portfolio.build(found, None if args.group_by == "none" else args.group_by)
+    out = Path(args.out) if args.out else Path(args.reports_dir) / "portfolio"
+    if args.benchmark_for:
+        key = portfolio.benchmark_key(args.key_env)
+        written = portfolio.write_benchmark(portfolio.benchmark(p, args.benchmark_for), key, out, args.language)
+    else:
+        written = portfolio.write(p, out, args.language)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_init(client: str, data: str, params_dir: str, currency: str | None, study: str | None, force: bool) -> int:
     """Write the new client's params file, then say what `validate` still needs."""
     out = scaffold.init(client, data, params_dir, currency, study, force, ask=sys.stdin.isatty())
@@ -237,6 +269,8 @@ def cmd_init(client: str, data: str, params_dir: str, currency: str | None, stud
 def cmd_example(name: str, dest: str, seed: int = 7) -> int:
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
+    if name == "portfolio":
+        return example_portfolio(out)
     if name == "agency":
         for table, path in write_agency(out, seed).items():
             print(f"wrote {path}")
@@ -246,6 +280,18 @@ def cmd_example(name: str, dest: str, seed: int = 7) -> int:
     shutil.copy2(DATA_DIR / "CDNOW_README.md", out / "README.md")
     print(f"wrote {out / 'CDNOW_master.txt'}")
     return 0
+
+
+def example_portfolio(out: Path) -> int:
+    """Write the example portfolio's books, run every study (the declining client twice: a later export), then
+    build the portfolio page (`cvlib.portfolio_example`)."""
+    reports = out / "reports"
+    for study, params in portfolio_example.write_portfolio(out).items():
+        print(f"running {study}", flush=True)
+        run_study(params, reports_dir=reports)
+    print(f"running {portfolio_example.DECLINING} again on its next export", flush=True)
+    run_study(portfolio_example.second_export(out), reports_dir=reports)
+    return cmd_portfolio(_parser().parse_args(["portfolio", "--reports-dir", str(reports)]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_render(args.study, args.run, args.reports_dir)
         if args.command == "export":
             return cmd_export(args.study, args.run, args.reports_dir, args.pdf, args.pptx)
+        if args.command == "portfolio":
+            return cmd_portfolio(args)
         if args.command == "package":
             return cmd_package(args.study, args.run, args.reports_dir, args.out)
         if args.command == "validate":

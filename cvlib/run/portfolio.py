@@ -1,0 +1,218 @@
+"""Studies side by side: the standard metrics (metrics.json) of each study's latest complete run, each study's
+position against its peer group (quartile and percentile), and what moved most since the study's previous run.
+Written as one HTML page (the reports' template, in either language) and one xlsx."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cvlib import i18n, io, privacy, xlsx
+from cvlib.errors import ParamError
+from cvlib.run import history as runs
+from cvlib.run.metrics import DEFINITIONS, METRICS_FILE
+from cvlib.run.pages import render
+
+# metrics where a lower value is the better position (the percentile is read the other way)
+LOWER_IS_BETTER = {"churn_rate", "value_at_risk_share", "median_cycle_days"}
+SIZE = {"customers", "revenue"}  # the book's size: shown, never ranked (positions are for scale-free metrics)
+RANKED = tuple(k for k in DEFINITIONS if k not in SIZE)
+MIN_PEERS, MAX_WEIGHT = 5, 0.25  # a benchmark cell: at least 5 studies, none above 25% of its customers
+
+
+@dataclass
+class Portfolio:
+    table: pd.DataFrame  # one row per study: study, client, group, currency, run, one column per metric
+    positions: pd.DataFrame  # study, group, metric, value, percentile (0-100, 100 = best of the group), quartile
+    movers: pd.DataFrame  # study, metric, before, now, change (relative): the largest moves first
+
+
+def study_runs(folder: Path) -> list[dict]:
+    """The metrics of a study's complete, intact runs that wrote them, newest first."""
+    out = []
+    for run_dir, _ in runs.Runs(folder).verified():
+        p = run_dir / METRICS_FILE
+        if p.is_file():
+            m = json.loads(p.read_text(encoding="utf-8"))
+            if m.get("metrics"):
+                out.append({**m, "run": run_dir.name})
+    return out
+
+
+def collect(reports_dir: Path, studies: list[str] | None = None) -> dict[str, list[dict]]:
+    """Each named study's (default: every study folder's) runs with metrics; a named study without any is an
+    error that says how to get one."""
+    names = studies or sorted(p.name for p in reports_dir.iterdir() if p.is_dir() and (p / "latest").exists()) \
+        if reports_dir.is_dir() else []
+    found = {}
+    for name in names:
+        folder = runs.study_folder(name, reports_dir)
+        got = study_runs(folder)
+        if not got and studies:
+            raise ParamError(f"Study {name!r} has no complete run with metrics.json in {folder}: run it again "
+                             "(cvlib run PARAMS) to write its standard metrics.")
+        if got:
+            found[folder.name] = got
+    if not found:
+        raise ParamError(f"No study under {reports_dir} has a complete run with metrics.json: run the studies first.")
+    return found
+
+
+def build(found: dict[str, list[dict]], group_by: str | None = "industry") -> Portfolio:
+    """The portfolio of the studies' latest runs: the metrics side by side, positions within each peer group
+    (`group_by`: industry, market_segment or None for one group), and the largest moves since the previous run."""
+    rows = []
+    for study, got in found.items():
+        m = got[0]
+        group = (m.get(group_by) if group_by else None) or "–"
+        rows.append({"study": study, "client": m.get("client") or study, "group": group,
+                     "currency": m.get("currency"), "run": m["run"],
+                     **{k: (m["metrics"].get(k) or {}).get("value") for k in DEFINITIONS}})
+    table = pd.DataFrame(rows).sort_values(["group", "study"]).reset_index(drop=True)
+    return Portfolio(table, positions(table), movers(found))
+
+
+def positions(table: pd.DataFrame) -> pd.DataFrame:
+    """Each study's percentile within its group for every metric it has (100: the best of the group, the
+    direction of `LOWER_IS_BETTER` applied; ties share the mean rank) and its quartile (1 = top quarter)."""
+    out = []
+    for metric in RANKED:
+        v = table[["study", "group", metric]].dropna(subset=[metric])
+        for _, g in v.groupby("group"):
+            vals = g[metric].astype(float)
+            ranks = (-vals if metric in LOWER_IS_BETTER else vals).rank(method="average")
+            pct = 100.0 * (ranks - 1) / (len(g) - 1) if len(g) > 1 else pd.Series(100.0, index=g.index)
+            for i in g.index:
+                out.append({"study": g.at[i, "study"], "group": g.at[i, "group"], "metric": metric,
+                            "value": float(vals[i]), "peers": len(g), "percentile": round(float(pct[i]), 1),
+                            "quartile": int(np.clip(4 - np.floor(pct[i] / 25.0), 1, 4))})
+    return pd.DataFrame(out, columns=["study", "group", "metric", "value", "peers", "percentile", "quartile"])
+
+
+def movers(found: dict[str, list[dict]], top: int = 10) -> pd.DataFrame:
+    """The metrics that moved most (relative change) between each study's previous and latest run."""
+    out = []
+    for study, got in found.items():
+        if len(got) < 2:
+            continue
+        now, before = got[0]["metrics"], got[1]["metrics"]
+        for k in DEFINITIONS:
+            a, b = (before.get(k) or {}).get("value"), (now.get(k) or {}).get("value")
+            if a is None or b is None or a == b:
+                continue
+            out.append({"study": study, "metric": k, "before": a, "now": b,
+                        "change": (b - a) / abs(a) if a else np.inf})
+    df = pd.DataFrame(out, columns=["study", "metric", "before", "now", "change"])
+    return df.reindex(df["change"].abs().sort_values(ascending=False).index).head(top).reset_index(drop=True)
+
+
+def _shown(v: float | None, metric: str) -> str:
+    """A metric value for the page: shares as %, money and counts with separators, days whole."""
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    unit = DEFINITIONS[metric][0]
+    if unit == "share":
+        return i18n.pct(v, 1)
+    if unit in ("ratio",):
+        return i18n.pct(v, 0)
+    if unit in ("customers", "days", "points"):
+        return f"{v:,.0f}"
+    return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
+    """portfolio.html (escaped, self-contained) and portfolio.xlsx (the full tables) in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with i18n.speaking(language):
+        labels = {k: i18n.t(f"portfolio.m_{k}") for k in DEFINITIONS}
+        shown = [{"study": r["study"], "client": r["client"], "group": r["group"], "currency": r["currency"] or "",
+                  "values": [_shown(r[k], k) for k in DEFINITIONS]} for _, r in p.table.iterrows()]
+        pos = p.positions.assign(metric=p.positions["metric"].map(labels))
+        grid = pos.assign(cell=[i18n.t("portfolio.position_cell", p=f"{r.percentile:.0f}", q=r.quartile)
+                                for r in pos.itertuples()]).pivot(index="study", columns="metric", values="cell")
+        ranked = [labels[k] for k in RANKED if labels[k] in grid.columns]
+        moved = [{"study": r["study"], "metric": labels[r["metric"]], "before": _shown(r["before"], r["metric"]),
+                  "now": _shown(r["now"], r["metric"]), "change": i18n.pct(r["change"], 0, signed=True)
+                  if np.isfinite(r["change"]) else "–"} for _, r in p.movers.iterrows()]
+        page = render("portfolio.html.j2", labels=list(labels.values()), rows=shown, movers=moved,
+                      ranked=ranked, positions=[{"study": s, "cells": [grid.at[s, c] if isinstance(grid.at[s, c], str)
+                                                                       else "–" for c in ranked]}
+                                                for s in grid.index])
+    html_path = io.write_text(page, out_dir / "portfolio.html")
+    sheets = {"metrics": p.table.rename(columns=labels), "positions": pos, "movers": p.movers}
+    return [html_path, xlsx.write_xlsx(sheets, out_dir / "portfolio.xlsx")]
+
+
+# --------------------------------------------------------------------------- one client's anonymised benchmark
+@dataclass
+class Benchmark:
+    study: str
+    group: str
+    cells: pd.DataFrame  # metric, value, peers, p25, median, p75, percentile, shown, why (hidden: the reason)
+    peers: list[str]  # the peer studies' names (shown only as keyed pseudonyms)
+
+
+def benchmark_key(env: str) -> bytes:
+    """The key of the peers' pseudonyms, from an environment variable (never a default: it would let anyone
+    reverse them)."""
+    key = os.environ.get(env, "").strip()
+    if len(key) < privacy.MIN_KEY_LENGTH:
+        raise ParamError(f"cvlib portfolio --benchmark-for names the other clients by keyed pseudonyms: set {env} to "
+                         f"a secret of at least {privacy.MIN_KEY_LENGTH} characters (it is {len(key)} now).")
+    return key.encode("utf-8")
+
+
+def cell(values: pd.Series, weights: pd.Series) -> tuple[bool, str]:
+    """Whether a benchmark cell may be shown (the benchmark providers' rule: at least `MIN_PEERS` studies, none
+    above `MAX_WEIGHT` of the cell's customers) and, if not, why."""
+    if len(values) < MIN_PEERS:
+        return False, i18n.t("portfolio.hidden_few", n=len(values), k=MIN_PEERS)
+    total = float(weights.sum())
+    top = float(weights.max()) / total if total > 0 else 1.0
+    if top > MAX_WEIGHT:
+        return False, i18n.t("portfolio.hidden_dominant", share=i18n.pct(top, 0), k=i18n.pct(MAX_WEIGHT, 0))
+    return True, ""
+
+
+def benchmark(p: Portfolio, study: str) -> Benchmark:
+    """The study's metrics against the distribution of its peer group (the other studies of its group),
+    each cell shown only where the suppression rule (`cell`) allows."""
+    t = p.table.set_index("study")
+    if study not in t.index:
+        raise ParamError(f"cvlib portfolio --benchmark-for {study}: no complete run with metrics for that study.")
+    group = t.at[study, "group"]
+    peers = t[(t["group"] == group) & (t.index != study)]
+    rows = []
+    for k in RANKED:
+        v = peers[k].dropna().astype(float)
+        shown, why = cell(v, peers.loc[v.index, "customers"].fillna(0).astype(float))
+        mine = t.at[study, k]
+        below = float((v < mine).sum() + 0.5 * (v == mine).sum()) / len(v) if len(v) and mine is not None else None
+        pct = None if below is None else 100 * ((1 - below) if k in LOWER_IS_BETTER else below)
+        q = v.quantile([0.25, 0.5, 0.75]).tolist() if shown else [None] * 3
+        rows.append({"metric": k, "value": mine, "peers": len(v), "p25": q[0], "median": q[1], "p75": q[2],
+                     "percentile": round(pct, 0) if shown and pct is not None else None, "shown": shown, "why": why})
+    return Benchmark(study, str(group), pd.DataFrame(rows), list(peers.index))
+
+
+def write_benchmark(b: Benchmark, key: bytes, out_dir: Path, language: str = "en") -> list[Path]:
+    """The client's benchmark page and workbook: the other clients only as keyed pseudonyms."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = sorted(privacy.pseudonym_of(s, key) for s in b.peers)
+    with i18n.speaking(language):
+        labels = {k: i18n.t(f"portfolio.m_{k}") for k in DEFINITIONS}
+        cells = [{"metric": labels[r.metric], "value": _shown(r.value, r.metric),
+                  "p25": _shown(r.p25, r.metric), "median": _shown(r.median, r.metric), "p75": _shown(r.p75, r.metric),
+                  "percentile": "–" if r.percentile is None else f"{r.percentile:.0f}", "shown": r.shown, "why": r.why}
+                 for r in b.cells.itertuples()]
+        page = render("benchmark.html.j2", study=b.study, group=b.group, cells=cells, peers=names)
+    html_path = io.write_text(page, out_dir / f"benchmark-{b.study}.html")
+    table = b.cells.assign(metric=b.cells["metric"].map(labels))
+    hidden = ~table["shown"]
+    table.loc[hidden, ["p25", "median", "p75", "percentile"]] = None
+    sheets = {"benchmark": table, "peers": pd.DataFrame({"peer": names})}
+    return [html_path, xlsx.write_xlsx(sheets, out_dir / f"benchmark-{b.study}.xlsx")]

@@ -1,0 +1,137 @@
+"""`cvlib portfolio`: the studies' standard metrics side by side, each study's position in its peer group and the
+largest moves since its previous run (hand-made metrics, then a real run through the command line)."""
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+
+from cvlib import cli
+from cvlib.errors import ParamError
+from cvlib.run import metrics, portfolio
+
+
+def run_of(client: str, industry: str, run: str, **values) -> dict:
+    return {"schema": 1, "client": client, "industry": industry, "currency": "EUR", "run": run,
+            "metrics": {k: {"value": values.get(k)} for k in metrics.DEFINITIONS}}
+
+
+def found() -> dict[str, list[dict]]:
+    return {
+        "a": [run_of("Alpha <script>", "retail", "r2", retention_12m=0.2, churn_rate=0.5, customers=100),
+              run_of("Alpha <script>", "retail", "r1", retention_12m=0.4, churn_rate=0.5, customers=100)],
+        "b": [run_of("Beta", "retail", "r1", retention_12m=0.4, churn_rate=0.1, customers=300)],
+        "c": [run_of("Gamma", "retail", "r1", retention_12m=0.6, churn_rate=0.3, customers=200)],
+        "d": [run_of("Delta", "media", "r1", retention_12m=0.9, customers=50)],
+    }
+
+
+def test_positions_are_percentiles_and_quartiles_within_each_peer_group():
+    p = portfolio.build(found(), "industry")
+    pos = p.positions.set_index(["study", "metric"])
+    assert ("a", "customers") not in pos.index  # the book's size is shown, never ranked
+    assert [pos.loc[(s, "retention_12m"), "percentile"] for s in "abc"] == [0.0, 50.0, 100.0]
+    assert [pos.loc[(s, "retention_12m"), "quartile"] for s in "abc"] == [4, 2, 1]
+    # churn: lower is better, so the lowest churn (b) is at the top of the group
+    assert [pos.loc[(s, "churn_rate"), "percentile"] for s in "abc"] == [0.0, 100.0, 50.0]
+    # a study alone in its group (media) is its group's only member, not ranked against retail
+    assert pos.loc[("d", "retention_12m"), "peers"] == 1 and pos.loc[("b", "retention_12m"), "peers"] == 3
+    assert ("d", "churn_rate") not in pos.index  # not measured: no position, never 0
+    one = portfolio.build(found(), None).positions.set_index(["study", "metric"])
+    assert one.loc[("d", "retention_12m"), "percentile"] == 100.0 and one.loc[("d", "retention_12m"), "peers"] == 4
+
+
+def test_movers_are_the_largest_relative_changes_since_the_previous_run():
+    m = portfolio.build(found()).movers
+    assert m[["study", "metric"]].values.tolist() == [["a", "retention_12m"]]
+    assert m.loc[0, "change"] == pytest.approx(-0.5)
+
+
+def test_the_page_escapes_client_names_and_the_workbook_holds_every_table(tmp_path):
+    html_path, xlsx_path = portfolio.write(portfolio.build(found()), tmp_path, "zh")
+    page = html_path.read_text(encoding="utf-8")
+    assert "<script>" not in page and "Alpha &lt;script&gt;" in page
+    assert "客户价值研究组合" in page and "12 个月留存率" in page
+    with zipfile.ZipFile(xlsx_path) as z:
+        assert sum(n.startswith("xl/worksheets/sheet") for n in z.namelist()) == 3
+
+
+def test_no_study_with_metrics_is_said(tmp_path):
+    assert cli.main(["portfolio", "--reports-dir", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_the_portfolio_of_real_runs(example_run, tmp_path):
+    run = example_run("cdnow").run_dir
+    assert cli.main(["portfolio", "cdnow", "--reports-dir", str(run.parent.parent), "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "portfolio.html").read_text(encoding="utf-8")
+    assert "CDNOW" in page and "23,570" in page
+
+
+def peers(n: int, dominant: bool = False) -> dict[str, list[dict]]:
+    """Client 'me' and n other retail clients (one holding most customers when dominant)."""
+    out = {"me": [run_of("Me Ltd", "retail", "r1", retention_12m=0.5, churn_rate=0.2, customers=100)]}
+    for i in range(n):
+        out[f"peer{i}"] = [run_of(f"Secret Client {i}", "retail", "r1", retention_12m=0.1 * (i + 1), churn_rate=0.3,
+                                  customers=10_000 if dominant and i == 0 else 100)]
+    return out
+
+
+def test_a_benchmark_cell_needs_five_peers_and_none_above_a_quarter_of_their_customers():
+    few = portfolio.benchmark(portfolio.build(peers(4)), "me").cells.set_index("metric")
+    assert not few.at["retention_12m", "shown"] and "4 peer studies" in few.at["retention_12m", "why"]
+    assert few.at["retention_12m", "median"] is None
+    dominated = portfolio.benchmark(portfolio.build(peers(6, dominant=True)), "me").cells.set_index("metric")
+    assert not dominated.at["retention_12m", "shown"] and "one peer study holds" in dominated.at["retention_12m", "why"]
+    ok = portfolio.benchmark(portfolio.build(peers(6)), "me").cells.set_index("metric")
+    assert ok.at["retention_12m", "shown"] and ok.at["retention_12m", "peers"] == 6
+    assert ok.at["retention_12m", "median"] == pytest.approx(0.35)  # peers 0.1 .. 0.6
+    assert ok.at["retention_12m", "percentile"] == 75  # 0.5: above 4 of the 6 peers, level with one ((4 + 0.5) / 6)
+    assert ok.at["churn_rate", "percentile"] == 100  # lower churn than every peer: the top
+    assert not ok.at["nps", "shown"]  # nobody measured it: hidden with the reason, never 0
+
+
+def test_a_benchmark_page_names_no_other_client(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVLIB_PSEUDONYM_KEY", "k" * 32)
+    assert cli.main(["portfolio", "--reports-dir", str(tmp_path)]) == 2  # (no runs: said, exit 2)
+    p = portfolio.build(peers(6))
+    files = portfolio.write_benchmark(portfolio.benchmark(p, "me"), portfolio.benchmark_key("CVLIB_PSEUDONYM_KEY"),
+                                      tmp_path, "en")
+    text = files[0].read_text(encoding="utf-8")
+    with zipfile.ZipFile(files[1]) as z:
+        text += "".join(z.read(n).decode("utf-8") for n in z.namelist())
+    assert "Secret Client" not in text and "peer0" not in text
+    assert text.count("c_") >= 6  # the peers' keyed pseudonyms
+    monkeypatch.setenv("CVLIB_PSEUDONYM_KEY", "short")
+    with pytest.raises(ParamError, match="at least"):
+        portfolio.benchmark_key("CVLIB_PSEUDONYM_KEY")
+
+
+def test_the_example_portfolio_plants_its_industry_order_and_a_declining_client(tmp_path):
+    """The generated books (as `cvlib example portfolio` writes them) hold the planted ordering: every fashion
+    client retains more than every grocery client, and every grocery client more than every electronics client;
+    the declining client's next export extends the first exactly and retains fewer. The portfolio built from their
+    metrics ranks them in that order."""
+    import pandas as pd
+
+    from cvlib import portfolio_example as pe
+
+    written = pe.write_portfolio(tmp_path, n=120)
+    assert len(written) == 9 and all(p.is_file() for p in written.values())
+
+    def metrics_of(path):
+        tx = pd.read_csv(path, dtype={"customer": str}).rename(columns={"customer": "customer_id"})
+        return metrics.purchase_metrics(tx.assign(date=pd.to_datetime(tx["date"])))
+
+    m = {s: metrics_of(tmp_path / "data" / f"{s}.csv") for s in written}
+    by = {ind: [m[s]["retention_12m"] for s, i, _ in pe.clients() if i == ind] for ind in pe.INDUSTRIES}
+    assert min(by["fashion retail"]) > max(by["grocery delivery"]) > 0
+    assert min(by["grocery delivery"]) > max(by["consumer electronics"]) > 0
+    first = pd.read_csv(tmp_path / "data" / f"{pe.DECLINING}.csv", dtype=str)
+    pe.second_export(tmp_path, n=120)
+    later = pd.read_csv(tmp_path / "data" / f"{pe.DECLINING}.csv", dtype=str)
+    assert later[later["date"] < "2024-01-01"].reset_index(drop=True).equals(first)
+    assert metrics_of(tmp_path / "data" / f"{pe.DECLINING}.csv")["retention_12m"] < m[pe.DECLINING]["retention_12m"]
+    found = {s: [run_of(s, "all", "r1", retention_12m=v["retention_12m"])] for s, v in m.items()}
+    order = portfolio.build(found, None).positions.query("metric == 'retention_12m'").sort_values("percentile")
+    assert [s.split("_")[0] for s in order["study"]] == ["consumer"] * 3 + ["grocery"] * 3 + ["fashion"] * 3
