@@ -137,13 +137,14 @@ def table(
     max_rows: int = 50,
 ) -> HTML:
     """An HTML table with every cell escaped; money columns get the currency in the header,
-    share columns a '%' and any column a unit from `units`."""
+    share columns a '%' and any column a unit from `units` (a column in days shows whole days)."""
     df = for_display(df, study)
     currency = i18n.currency_unit(study.currency) if study else ""
     money, pct, ints = set(money), set(pct), set(ints)
     units = dict(units or {})
     shown = df.head(max_rows)
-    kinds = {c: "money" if c in money else "pct" if c in pct else "int" if c in ints else "auto" for c in df.columns}
+    kinds = {c: "money" if c in money else "pct" if c in pct else "int" if c in ints or units.get(c) == "days"
+             else "auto" for c in df.columns}  # days are read as whole days
     header = []
     for c in shown.columns:
         unit = currency if c in money else "%" if c in pct else i18n.unit(units[c]) if c in units else ""

@@ -366,3 +366,11 @@ def test_why_a_stage_ran_is_worded_in_the_report_language():
     leftover = {w for r in worded for w in latin_words(f"<p>{r}</p>", LATIN_ALLOWED)}
     assert leftover <= {"cvlib", "clv", "tx", "sales", "campaigns", "inputs", "force", "stages"}, worded
     assert reason_text(reasons[0]) == "no earlier run"  # English stays as recorded
+
+
+def test_a_column_in_days_shows_whole_days():
+    from cvlib import report
+
+    html_text = report.table(pd.DataFrame({"median_cycle": [3.991, 29.62], "share": [0.5, 0.25]}),
+                             units={"median_cycle": "days"}, pct=["share"]).data
+    assert ">4<" in html_text and ">30<" in html_text and "3.991" not in html_text and ">50.0%<" in html_text
