@@ -8,14 +8,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cvlib import engines, i18n, io, paramdoc, portfolio_example, privacy, reading, scaffold
 from cvlib.errors import CvlibError, InputDataError, ParamError
 from cvlib.examples import write_agency
 from cvlib.params import ATTRIBUTE_TABLES, DATA_DIR, load_study, short_repr
 from cvlib.parsing import parse_amounts_explained, parse_dates
-from cvlib.run import export, pages, portfolio
+from cvlib.run import export, pages, portfolio, summary
 from cvlib.run import history as runs
 from cvlib.run.runner import run_study
 from cvlib.stages import STAGES
@@ -181,10 +179,8 @@ def cmd_compare(study: str, run_ids: list[str], reports_dir: str, out: str | Non
     if len(run_ids) not in (0, 2):
         raise ParamError("cvlib compare: give two runs (RUN_A RUN_B) or none (the two newest complete runs).")
     a, b = (runs.find_run(folder, r) for r in run_ids) if run_ids else runs.two_newest(folder)
-    language = (yaml.safe_load((b / "params.yaml").read_text(encoding="utf-8")) or {}).get("report", {}) \
-        .get("language", "en") if (b / "params.yaml").is_file() else "en"
     scrub = run_scrubber(b).scrub
-    with i18n.speaking(language):  # the page in the study's language (the figures' labels too)
+    with i18n.speaking(summary.run_language(b)):  # the page in the study's language (the figures' labels too)
         c = runs.compare(a, b)
         path = pages.write_compare(c, Path(out) if out else folder / f"compare-{a.name}-{b.name}.html", scrub)
     print(scrub(c.table()))

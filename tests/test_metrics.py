@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -40,9 +41,12 @@ def test_purchase_metrics_equal_the_hand_calculation():
 
 
 def test_gini_of_equal_and_of_concentrated_values():
-    assert metrics.gini([10, 10, 10, 10]) == pytest.approx(0)
-    assert metrics.gini([0, 0, 0, 100]) == pytest.approx(0.75)  # (n - 1) / n: one customer holds everything
-    assert metrics.gini([]) is None
+    from cvlib.analysis.rfm import gini  # the one Gini of the project (the RFM stage's and metrics.json's)
+
+    assert gini([10, 10, 10, 10]) == pytest.approx(0)
+    assert gini([0, 0, 0, 100]) == pytest.approx(0.75)  # (n - 1) / n: one customer holds everything
+    assert math.isnan(gini([]))  # undefined: metrics.json writes it as null
+    assert metrics._plain(gini([])) is None
 
 
 def test_metrics_json_of_a_run_carries_definitions_units_period_and_tags(tmp_path):

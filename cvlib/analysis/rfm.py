@@ -116,15 +116,22 @@ def gini(values: pd.Series | np.ndarray) -> float:
     return float(np.sum((2 * i - n - 1) * x) / (n * x.sum()))
 
 
+def top_share(monetary: pd.Series, q: float) -> float:
+    """Revenue share of the top `q` of customers by revenue (the count rounded up: at least one customer)."""
+    curve = pareto_curve(monetary)
+    if curve.empty:
+        return float("nan")
+    return float(curve["revenue_share"].iloc[int(np.ceil(q * len(curve))) - 1])
+
+
 def concentration(monetary: pd.Series) -> dict[str, float]:
     """Top-20% revenue share, the customer share making 80% of revenue, and the Gini coefficient."""
     curve = pareto_curve(monetary)
     if curve.empty:
         return {"top20_revenue_share": float("nan"), "customer_share_for_80pct": float("nan"), "gini": float("nan")}
     n = len(curve)
-    top = int(np.ceil(0.2 * n))
     idx = int(np.searchsorted(curve["revenue_share"].to_numpy(), 0.8 - 1e-12))
-    return {"top20_revenue_share": float(curve["revenue_share"].iloc[top - 1]),
+    return {"top20_revenue_share": top_share(monetary, 0.2),
             "customer_share_for_80pct": float(curve["customer_share"].iloc[min(idx, n - 1)]),
             "gini": gini(monetary)}
 

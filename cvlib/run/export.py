@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from bs4 import BeautifulSoup
 
 from cvlib import i18n, io
+from cvlib.analysis import rfm
 from cvlib.errors import ParamError
 from cvlib.run import summary
 from cvlib.stages import STAGES, html_of
@@ -62,11 +62,10 @@ def export_pdf(pages_dir: Path, out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- the deck's content
 def run_facts(run_dir: Path) -> dict[str, Any]:
     """What the deck says about the run: study, client, currency, language (from the run's own parameters)."""
-    params = yaml.safe_load((run_dir / "params.yaml").read_text(encoding="utf-8")) or {}
+    params = summary.run_params(run_dir)
     rec = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     return {"study": rec.get("study", params.get("study", "")), "client": params.get("client") or rec.get("client", ""),
-            "currency": params.get("currency", ""), "language": (params.get("report") or {}).get("language", "en"),
-            "run": run_dir.name}
+            "currency": params.get("currency", ""), "language": summary.run_language(run_dir), "run": run_dir.name}
 
 
 def section_image(page: Path, anchor: str) -> bytes | None:
@@ -88,21 +87,14 @@ def section_image(page: Path, anchor: str) -> bytes | None:
 
 def segment_table(run_dir: Path, currency: str) -> pd.DataFrame | None:
     """Customers, revenue and their shares per named segment, largest revenue first."""
-    rfm = io.read_stage(run_dir, "rfm.parquet", optional=True)
-    if rfm is None or "segment" not in rfm.columns:
+    scores = io.read_stage(run_dir, "rfm.parquet", optional=True)
+    if scores is None or "segment" not in scores.columns:
         return None
-    money = "monetary" if "monetary" in rfm.columns else None
-    g = rfm.groupby("segment", observed=True).agg(n=("segment", "size"))
-    if money:
-        g["rev"] = rfm.groupby("segment", observed=True)[money].sum()
-        g = g.sort_values("rev", ascending=False)
-    out = pd.DataFrame({i18n.label("segment"): [i18n.name(str(s)) for s in g.index],
-                        i18n.label("customers"): [f"{n:,}" for n in g["n"]],
-                        i18n.label("share_of_customers"): [i18n.pct(n / g["n"].sum(), 0) for n in g["n"]]})
-    if money:
-        out[i18n.label("share_of_revenue")] = [i18n.pct(v / g["rev"].sum(), 0) if g["rev"].sum() else "–"
-                                               for v in g["rev"]]
-    return out
+    g = rfm.segment_table(scores).sort_values("revenue", ascending=False)  # the RFM report's own table
+    return pd.DataFrame({i18n.label("segment"): [i18n.name(str(s)) for s in g["segment"]],
+                         i18n.label("customers"): [f"{n:,}" for n in g["customers"]],
+                         i18n.label("share_of_customers"): [i18n.pct(v, 0) for v in g["share_of_customers"]],
+                         i18n.label("share_of_revenue"): [i18n.pct(v, 0) for v in g["share_of_revenue"]]})
 
 
 def plan_table(run_dir: Path, currency: str) -> pd.DataFrame | None:

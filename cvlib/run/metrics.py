@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cvlib import io
+from cvlib.analysis import rfm
 from cvlib.run import summary
 
 SCHEMA = 1
@@ -40,7 +41,7 @@ DEFINITIONS: dict[str, tuple[str, str]] = {  # key: (unit, definition)
 def purchase_metrics(clean: pd.DataFrame, end: dt.date | None = None) -> dict[str, float | None]:
     """The metrics read off the kept transactions (customer_id, date, amount): concentration, repeat rate,
     12-month retention (against `end`, default the last date) and the median purchase cycle."""
-    rev = clean.groupby("customer_id", observed=True)["amount"].sum().sort_values(ascending=False).to_numpy()
+    rev = clean.groupby("customer_id", observed=True)["amount"].sum()
     n, total = len(rev), float(rev.sum())
     days = clean.assign(day=clean["date"].dt.normalize())[["customer_id", "day"]].drop_duplicates()
     per = days.groupby("customer_id", observed=True)["day"]
@@ -54,28 +55,11 @@ def purchase_metrics(clean: pd.DataFrame, end: dt.date | None = None) -> dict[st
     cycles = gaps.dropna(subset=["gap"]).groupby("customer_id", observed=True)["gap"].median()
     return {
         "customers": n, "revenue": total, "revenue_per_customer": total / n if n else None,
-        "top10_revenue_share": _top_share(rev, 0.10, total), "top20_revenue_share": _top_share(rev, 0.20, total),
-        "gini": gini(rev), "repeat_rate": float((per.nunique() >= 2).mean()) if n else None,
+        "top10_revenue_share": rfm.top_share(rev, 0.10), "top20_revenue_share": rfm.top_share(rev, 0.20),
+        "gini": rfm.gini(rev), "repeat_rate": float((per.nunique() >= 2).mean()) if n else None,
         "retention_12m": len(base & set(last_year)) / len(base) if base else None,
         "median_cycle_days": float(cycles.median()) if len(cycles) else None,
     }
-
-
-def _top_share(rev_desc: np.ndarray, q: float, total: float) -> float | None:
-    """Revenue share of the top `q` of customers (at least one customer; the count rounded up)."""
-    if not len(rev_desc) or total <= 0:
-        return None
-    k = max(1, int(np.ceil(q * len(rev_desc) - 1e-9)))
-    return float(rev_desc[:k].sum() / total)
-
-
-def gini(values: np.ndarray) -> float | None:
-    """Gini coefficient of non-negative values: mean absolute difference / (2 x mean)."""
-    x = np.sort(np.clip(np.asarray(values, float), 0, None))
-    n = len(x)
-    if n == 0 or x.sum() <= 0:
-        return None
-    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
 
 
 def run_metrics(run_dir: Path) -> dict[str, float | None]:

@@ -14,6 +14,7 @@ import pandas as pd
 from cvlib import i18n, io, privacy, xlsx
 from cvlib.errors import ParamError
 from cvlib.run import history as runs
+from cvlib.run import summary
 from cvlib.run.metrics import DEFINITIONS, METRICS_FILE
 from cvlib.run.pages import render
 
@@ -110,18 +111,16 @@ def movers(found: dict[str, list[dict]], top: int = 10) -> pd.DataFrame:
     return df.reindex(df["change"].abs().sort_values(ascending=False).index).head(top).reset_index(drop=True)
 
 
-def _shown(v: float | None, metric: str) -> str:
-    """A metric value for the page: shares as %, money and counts with separators, days whole."""
+KINDS = {"share": "share", "ratio": "share", "customers": "count", "days": "count", "points": "points",
+         "currency": "money"}  # a metric's unit -> the kind the index page formats a figure by
+
+
+def _shown(v: float | None, metric: str, currency: str = "") -> str:
+    """A metric value as the run's index shows a figure of its kind (`summary.format_figure`)."""
+    kind = KINDS.get(DEFINITIONS[metric][0])
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
-    unit = DEFINITIONS[metric][0]
-    if unit == "share":
-        return i18n.pct(v, 1)
-    if unit in ("ratio",):
-        return i18n.pct(v, 0)
-    if unit in ("customers", "days", "points"):
-        return f"{v:,.0f}"
-    return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return summary.format_figure(v, kind, currency) if kind else f"{v:.2f}"
 
 
 def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
@@ -130,13 +129,15 @@ def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
     with i18n.speaking(language):
         labels = {k: i18n.t(f"portfolio.m_{k}") for k in DEFINITIONS}
         shown = [{"study": r["study"], "client": r["client"], "group": r["group"], "currency": r["currency"] or "",
-                  "values": [_shown(r[k], k) for k in DEFINITIONS]} for _, r in p.table.iterrows()]
+                  "values": [_shown(r[k], k, r["currency"] or "") for k in DEFINITIONS]} for _, r in p.table.iterrows()]
         pos = p.positions.assign(metric=p.positions["metric"].map(labels))
         grid = pos.assign(cell=[i18n.t("portfolio.position_cell", p=f"{r.percentile:.0f}", q=r.quartile)
                                 for r in pos.itertuples()]).pivot(index="study", columns="metric", values="cell")
         ranked = [labels[k] for k in RANKED if labels[k] in grid.columns]
-        moved = [{"study": r["study"], "metric": labels[r["metric"]], "before": _shown(r["before"], r["metric"]),
-                  "now": _shown(r["now"], r["metric"]), "change": i18n.pct(r["change"], 0, signed=True)
+        cur = dict(zip(p.table["study"], p.table["currency"].fillna("")))
+        moved = [{"study": r["study"], "metric": labels[r["metric"]],
+                  "before": _shown(r["before"], r["metric"], cur[r["study"]]),
+                  "now": _shown(r["now"], r["metric"], cur[r["study"]]), "change": i18n.pct(r["change"], 0, signed=True)
                   if np.isfinite(r["change"]) else "–"} for _, r in p.movers.iterrows()]
         page = render("portfolio.html.j2", labels=list(labels.values()), rows=shown, movers=moved,
                       ranked=ranked, positions=[{"study": s, "cells": [grid.at[s, c] if isinstance(grid.at[s, c], str)
@@ -154,6 +155,7 @@ class Benchmark:
     group: str
     cells: pd.DataFrame  # metric, value, peers, p25, median, p75, percentile, shown, why (hidden: the reason)
     peers: list[str]  # the peer studies' names (shown only as keyed pseudonyms)
+    currency: str = ""
 
 
 def benchmark_key(env: str) -> bytes:
@@ -196,7 +198,7 @@ def benchmark(p: Portfolio, study: str) -> Benchmark:
         q = v.quantile([0.25, 0.5, 0.75]).tolist() if shown else [None] * 3
         rows.append({"metric": k, "value": mine, "peers": len(v), "p25": q[0], "median": q[1], "p75": q[2],
                      "percentile": round(pct, 0) if shown and pct is not None else None, "shown": shown, "why": why})
-    return Benchmark(study, str(group), pd.DataFrame(rows), list(peers.index))
+    return Benchmark(study, str(group), pd.DataFrame(rows), list(peers.index), t.at[study, "currency"] or "")
 
 
 def write_benchmark(b: Benchmark, key: bytes, out_dir: Path, language: str = "en") -> list[Path]:
@@ -205,8 +207,9 @@ def write_benchmark(b: Benchmark, key: bytes, out_dir: Path, language: str = "en
     names = sorted(privacy.pseudonym_of(s, key) for s in b.peers)
     with i18n.speaking(language):
         labels = {k: i18n.t(f"portfolio.m_{k}") for k in DEFINITIONS}
-        cells = [{"metric": labels[r.metric], "value": _shown(r.value, r.metric),
-                  "p25": _shown(r.p25, r.metric), "median": _shown(r.median, r.metric), "p75": _shown(r.p75, r.metric),
+        show = lambda v, m: _shown(v, m, b.currency)  # noqa: E731
+        cells = [{"metric": labels[r.metric], "value": show(r.value, r.metric),
+                  "p25": show(r.p25, r.metric), "median": show(r.median, r.metric), "p75": show(r.p75, r.metric),
                   "percentile": "–" if r.percentile is None else f"{r.percentile:.0f}", "shown": r.shown, "why": r.why}
                  for r in b.cells.itertuples()]
         page = render("benchmark.html.j2", study=b.study, group=b.group, cells=cells, peers=names)

@@ -52,12 +52,20 @@ def format_figure(v: float | None, kind: str, currency: str, signed: bool = Fals
     return f"{sign}{v:,.0f}"
 
 
+def run_params(run_dir: str | Path) -> dict:
+    """A run's resolved parameters (params.yaml in its folder; empty when it has none)."""
+    path = Path(run_dir) / "params.yaml"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+
+
+def run_language(run_dir: str | Path) -> str:
+    """The report language of a run (English when its parameters do not say)."""
+    return (run_params(run_dir).get("report") or {}).get("language", "en")
+
+
 def _segments(run_dir: Path) -> list[dict]:
     """The run's segment grid (from its resolved parameters; the default grid without them)."""
-    path = Path(run_dir) / "params.yaml"
-    grid = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("rfm", {}).get("segments") if path.exists() \
-        else None
-    return grid or DEFAULT_SEGMENTS
+    return (run_params(run_dir).get("rfm") or {}).get("segments") or DEFAULT_SEGMENTS
 
 
 def figures(run_dir: str | Path) -> list[Figure]:
