@@ -1,6 +1,8 @@
 """Each cleaning rule on small hand-made frames, and the reconciliation as a property."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from cvlib.analysis.cleaning import clean_transactions
 from cvlib.analysis.cleaning import clean_transactions as pandas_cleaning
-from cvlib.analysis.cleaning_rules import outlier_bounds
+from cvlib.analysis.cleaning_rules import exact_moments, outlier_bounds
 from cvlib.io import ROW, STRING
 from cvlib.params import Cleaning
 from cvlib.parsing import parse_amounts, parse_dates
@@ -173,6 +175,25 @@ def test_outlier_methods_and_actions(method, threshold):
 def test_outlier_bounds_iqr_by_hand():
     lo, hi = outlier_bounds(np.array([1.0, 2, 3, 4, 5]), "iqr", 1.5, log_scale=False)
     assert (lo, hi) == (-1.0, 7.0)
+
+
+def test_zscore_moments_are_exact_and_ignore_row_order():
+    """The z-score bounds come from the distinct amounts and their counts (all an engine sends back), computed
+    exactly: the same in any row order and equal to the correctly rounded mean and deviation."""
+    import statistics
+
+    rng = np.random.default_rng(7)
+    x = rng.lognormal(3, 1.2, 5000).round(2)
+    v, c = np.unique(x, return_counts=True)
+    mean, sd = exact_moments(v, c)
+    assert mean == float(statistics.mean(map(Fraction, x.tolist())))
+    assert sd == pytest.approx(statistics.pstdev(x.tolist()), rel=1e-15)
+    assert exact_moments(v[::-1], c[::-1]) == (mean, sd)
+    # a sum in float arithmetic depends on its order: the bounds must not
+    assert outlier_bounds(x, "zscore", 2.5) == outlier_bounds(x[rng.permutation(len(x))], "zscore", 2.5)
+    assert outlier_bounds(v, "zscore", 2.5, counts=c) == outlier_bounds(x, "zscore", 2.5)
+    lo, hi = outlier_bounds(np.array([1.0, 2, 3, 4, 5]), "zscore", 1.0, log_scale=False)
+    assert (lo, hi) == pytest.approx((3 - 2 ** 0.5, 3 + 2 ** 0.5), rel=1e-15)
 
 
 def test_malformed_lines_are_counted_in_reconciliation():

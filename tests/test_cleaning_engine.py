@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from cvlib import reading
 from cvlib.analysis import cleaning
-from cvlib.errors import ParamError
+from cvlib.errors import InputDataError, ParamError
 from cvlib.io import ROW, STRING
 from cvlib.params import Cleaning, load_study
 from tests.conftest import ROOT
@@ -124,6 +124,31 @@ def test_example_books_clean_the_same_on_postgres(params, postgres_url, tmp_path
     monkeypatch.setenv("CVLIB_TEST_PG", postgres_url)
     study, pushed = book_on("postgres", params, tmp_path, postgres_url)
     same_as_the_file(study, pushed, tmp_path)
+
+
+def test_source_cleaning_without_the_temp_privilege_is_refused_with_the_fix(postgres_url, tmp_path, monkeypatch):
+    """A read-only analyst role (no TEMP on its database) gets a message naming the role, the grant and the
+    duckdb alternative before any rule runs; with the grant the same study cleans."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS notemp")
+        conn.execute("CREATE DATABASE notemp")
+        conn.execute("REVOKE TEMP ON DATABASE notemp FROM PUBLIC")
+        conn.execute("DO $$ BEGIN CREATE ROLE analyst LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    db_url = postgres_url.rsplit("/", 1)[0] + "/notemp"
+    study, pushed = book_on("postgres", "agency_demo.yaml", tmp_path, db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("GRANT SELECT ON book TO analyst")
+    monkeypatch.setenv("CVLIB_TEST_PG", db_url.replace("cvlib@", "analyst@"))
+    with pytest.raises(InputDataError, match=r"role 'analyst' may not create temporary tables in the database "
+                                             r"'notemp'.*GRANT TEMP ON DATABASE \"notemp\" TO \"analyst\".*"
+                                             r"cleaning.engine: duckdb"):
+        cleaning.run_cleaning(pushed, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute('GRANT TEMP ON DATABASE notemp TO analyst')
+    assert cleaning.run_cleaning(pushed, tmp_path / "granted").balanced
 
 
 @pytest.mark.spark

@@ -234,6 +234,8 @@ def _clean_on_engine(study: Study) -> CleaningResult:
         mapping = {k: v for k, v in spec.columns.model_dump().items() if v}
         url = engines.connection_url(study, spec, "transactions")
         with engines.backend(spec, url, study.base_dir, "transactions") as con:
+            if study.cleaning.engine == "source":
+                engines.check_working_tables(con, f"inputs.transactions ({engines.describe(study, spec)})")
             t = engines.raw_expr(con, study, spec, mapping, "transactions")
             result = clean_on_engine(con, t, study.cleaning, None, *args)
         _check_rows(study, result.summary()["rows_in"])  # counted by the cleaning: the table is not read twice

@@ -176,24 +176,23 @@ def unreadable(p: Pushed) -> list[dict]:
                 ("raw", r, QUARANTINED)) for r in ("unparseable_date", "unparseable_amount", "missing_customer_id")]
 
 
-def column(t: Any, expr: Any, ordered: bool = False) -> np.ndarray:
-    """One column of the rows as a numpy array (dates as int64 nanoseconds); in row order when `ordered` (a sum
-    depends on the order of its terms)."""
-    sel = t.select(_v=expr, _r=t[ROW])
-    a = (sel.order_by("_r") if ordered else sel).to_pyarrow().column("_v")
-    return a.to_numpy() if not str(a.type).startswith("timestamp") else a.cast("timestamp[ns]").to_numpy()
+def histogram(t: Any, expr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `expr` (sorted; dates as int64 nanoseconds) and how many rows hold each, counted by
+    the engine: a few rows per distinct value reach Python, never the column."""
+    h = t.group_by(_v=expr).agg(_n=t.count()).to_pyarrow()
+    vals = h.column("_v")
+    vals = (vals.cast("timestamp[ns]").to_numpy().astype("int64") if str(vals.type).startswith("timestamp")
+            else vals.to_numpy())
+    order = np.argsort(vals, kind="stable")
+    return vals[order], h.column("_n").to_numpy()[order].astype(np.int64)
 
 
 def quantiles(t: Any, expr: Any, qs: list[float], how: Any = None) -> tuple[int, list[float]]:
     """(n, np.quantile(how(values), qs)) from the engine's histogram of the values: numpy's linear interpolation
     between the two order statistics around each position, exactly as on the whole column (`how`: a monotonic
     map such as np.log, applied to the two values)."""
-    h = t.group_by(_v=expr).agg(_n=t.count()).to_pyarrow()
-    vals = h.column("_v")
-    vals = (vals.cast("timestamp[ns]").to_numpy().astype("int64") if str(vals.type).startswith("timestamp")
-            else vals.to_numpy())
-    order = np.argsort(vals, kind="stable")
-    vals, cum = vals[order], np.cumsum(h.column("_n").to_numpy()[order])
+    vals, counts = histogram(t, expr)
+    cum = np.cumsum(counts)
     n = int(cum[-1]) if len(cum) else 0
     if n == 0:
         return 0, [float("nan")] * len(qs)
@@ -360,11 +359,11 @@ def outliers(p: Pushed) -> list[dict]:
 
 
 def _bounds(judged: Any, o: Any) -> tuple[float, float] | None:
-    """`outlier_bounds` of the judged amounts (None for fewer than 4): quantiles from the engine's histogram, a
-    z-score from the amounts in row order (a mean depends on the order of its terms)."""
+    """`outlier_bounds` of the judged amounts (None for fewer than 4), from the engine's histogram of the amounts:
+    quantiles by interpolation, a z-score from the exact mean and deviation of the distinct values and counts."""
     if o.method == "zscore":
-        x = column(judged, judged._amount, ordered=True)
-        return outlier_bounds(x, o.method, o.threshold, o.log_scale) if len(x) >= 4 else None
+        values, counts = histogram(judged, judged._amount)
+        return outlier_bounds(values, o.method, o.threshold, o.log_scale, counts) if counts.sum() >= 4 else None
     n = int(judged.count().to_pyarrow().as_py())
     if n < 4:
         return None

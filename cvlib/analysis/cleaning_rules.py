@@ -4,9 +4,11 @@ rows still kept reach the next rule. The cleaning stage (`cvlib.analysis.cleanin
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -194,14 +196,32 @@ def _net_returns(book: _Book, is_ret: np.ndarray, cust: pd.Series, order: pd.Ser
     return k_net, k_unmatched, changed
 
 
-def outlier_bounds(x: np.ndarray, method: str, threshold: float, log_scale: bool = True) -> tuple[float, float]:
-    """Lower and upper bounds of ordinary amounts (quantile: upper only)."""
+def outlier_bounds(x: np.ndarray, method: str, threshold: float, log_scale: bool = True,
+                   counts: np.ndarray | None = None) -> tuple[float, float]:
+    """Lower and upper bounds of ordinary amounts (quantile: upper only). `counts`: `x` holds distinct values and
+    each occurs that often (the engine's histogram)."""
     x = np.asarray(x, dtype=float)
-    v = np.log(x[x > 0]) if log_scale else x
+    keep = x > 0 if log_scale else slice(None)
+    v = np.log(x[keep]) if log_scale else x
     if len(v) == 0:
         return -np.inf, np.inf
-    return outlier_limits(method, threshold, log_scale, lambda qs: list(np.quantile(v, qs)),
-                          lambda: (float(np.mean(v)), float(np.std(v))))
+    distinct = (v, np.asarray(counts)[keep]) if counts is not None else np.unique(v, return_counts=True)
+    full = v if counts is None else np.repeat(*distinct)
+    return outlier_limits(method, threshold, log_scale, lambda qs: list(np.quantile(full, qs)),
+                          lambda: exact_moments(*distinct))
+
+
+def exact_moments(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation of `values` each repeated `counts` times, computed exactly (a float
+    is an integer over a power of two) and rounded once: the same figures whatever the row order or the engine."""
+    n = int(np.sum(counts))
+    ratios = [float(v).as_integer_ratio() for v in values]
+    scale = max(d for _, d in ratios)
+    ints = [num * (scale // d) for num, d in ratios]
+    total = sum(i * int(c) for i, c in zip(ints, counts))
+    squares = sum(i * i * int(c) for i, c in zip(ints, counts))
+    mean = Fraction(total, n * scale)
+    return float(mean), math.sqrt(float(Fraction(squares, n * scale * scale) - mean * mean))
 
 
 def outlier_limits(method: str, threshold: float, log_scale: bool, quantile: Callable[[list[float]], list[float]],

@@ -121,6 +121,22 @@ def spark_session(master: str | None) -> Any:
     return builder.getOrCreate()
 
 
+def check_working_tables(con: Any, where: str) -> None:
+    """Refuse, before any rule runs, a PostgreSQL session that may not create the temporary tables the pushed-down
+    cleaning keeps its steps in (the TEMP privilege), with the two ways out."""
+    if con.name != "postgres":
+        return
+    with con.raw_sql("SELECT current_user, current_database(), "
+                     "has_database_privilege(current_database(), 'TEMP')") as cur:
+        user, db, ok = cur.fetchone()
+    if not ok:
+        raise InputDataError(
+            f"{where}: cleaning.engine is 'source', which keeps its working steps as temporary tables on the "
+            f"server, but the role {user!r} may not create temporary tables in the database {db!r}. Ask the "
+            f"database owner for GRANT TEMP ON DATABASE \"{db}\" TO \"{user}\", or set cleaning.engine: duckdb in "
+            "the params file (the rows are then read once and cleaned by DuckDB on this machine).")
+
+
 def upload(con: Any, name: str, df: pd.DataFrame) -> Any:
     """A small frame made a table of the connection's session (a temporary table; on Spark a temporary view)."""
     if con.name == "pyspark":
