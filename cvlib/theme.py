@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import zlib
-from importlib.resources import files
 from typing import Any
 
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from cvlib import numbering
+from cvlib import fonts, numbering
 from cvlib.i18n import text as T
 from cvlib.params import DEFAULT_SEGMENTS, Clv, Strategy
 from cvlib.rules import CELL_NAMES_2
@@ -87,7 +86,7 @@ def cjk_font() -> str:
 
     from matplotlib import font_manager
 
-    path = str(files("mplfonts") / "fonts" / "NotoSansCJKsc-Regular.otf")
+    path = fonts.cjk_path()
     font_manager.fontManager.addfont(path)
     return font_manager.FontProperties(fname=path).get_name()
 

@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
+from cvlib.run import pages
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # skipped without Chromium, except under CI, where .ci/run installs it and a missing browser fails the tests
 pytestmark = [pytest.mark.slow,
@@ -162,3 +164,71 @@ def test_chinese_reports_in_a_browser_without_box_glyphs(example_run, tmp_path):
     to_boxes = np.abs(report_band - bands["boxes"]).mean()
     assert np.abs(bands["theme"] - bands["boxes"]).mean() > 1.0  # the two renderings differ visibly
     assert to_theme < 0.2 * to_boxes, (to_theme, to_boxes)
+
+
+MARK_CJK = """() => {
+  let n = 0;
+  for (const el of document.querySelectorAll('body *')) {
+    const own = [...el.childNodes].filter(c => c.nodeType === 3).map(c => c.textContent).join('');
+    const cjk = (own.match(/[\\u2e80-\\u9fff\\uff00-\\uffef]/g) || []).length;
+    if (cjk && el.checkVisibility()) { el.setAttribute('data-cjk', cjk); n++; }
+  }
+  return n;
+}"""
+
+
+def cjk_fonts_used(browser, page_html: Path, limit: int = 150) -> list[tuple[int, list[dict]]]:
+    """For the (first `limit`) visible elements whose own text holds CJK characters: how many it holds and the
+    fonts Chromium drew the element's text with (DevTools `CSS.getPlatformFontsForNode`)."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(page_html.as_uri(), wait_until="load")
+    page.evaluate("document.fonts.ready")
+    assert page.evaluate(MARK_CJK) > 0, page_html
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    found = []
+    for node in cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": "[data-cjk]"})["nodeIds"][:limit]:
+        n = int(dict(zip(*[iter(cdp.send("DOM.getAttributes", {"nodeId": node})["attributes"])] * 2))["data-cjk"])
+        found.append((n, cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]))
+    page.close()
+    return found
+
+
+def test_chinese_pages_need_no_system_cjk_font(example_run, tmp_path):
+    """With a font configuration holding only DejaVu (no CJK font at all), Chromium draws every Chinese
+    character of every page of the CDNOW-zh run (consultant's and client's) with the font embedded in the page;
+    the same page with the embedded font taken out has nothing to draw them with."""
+    import matplotlib
+    from playwright.sync_api import sync_playwright
+
+    from cvlib import fonts
+
+    dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(f'<?xml version="1.0"?><fontconfig><dir>{dejavu}</dir><cachedir>{tmp_path / "fc"}</cachedir>'
+                    "</fontconfig>", encoding="utf-8")
+    env = {**os.environ, "FONTCONFIG_FILE": str(conf)}
+    if shutil.which("fc-list"):
+        import subprocess
+
+        listed = subprocess.run(["fc-list", ":lang=zh"], env=env, capture_output=True, text=True).stdout
+        assert listed.strip() == "", listed[:200]
+    run = example_run("cdnow_zh").run_dir
+    pages.write_client_rendering(run)
+    names = ["index.html"] + sorted(p.name for p in run.glob("0*.html"))
+    stripped = tmp_path / "stripped.html"
+    stripped.write_text(re.sub(f'<style id="{fonts.MARK}">.*?</style>', "",
+                               (run / "03_clv.html").read_text(encoding="utf-8"), flags=re.S), encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], env=env)
+        for page_html in [run / n for n in names] + [run / "client" / n for n in names]:
+            for n, used in cjk_fonts_used(browser, page_html):
+                embedded = sum(f["glyphCount"] for f in used if f["isCustomFont"] and "CJK" in f["postScriptName"])
+                assert embedded >= n, (page_html.name, n, used)
+        control = cjk_fonts_used(browser, stripped)
+        browser.close()
+    assert all(not any(f["isCustomFont"] for f in used) for _, used in control)
+    assert {f["familyName"] for _, used in control for f in used} <= {"DejaVu Sans", "DejaVu Sans Mono",
+                                                                      "DejaVu Serif"}, control[:3]

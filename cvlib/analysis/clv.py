@@ -275,8 +275,9 @@ def with_status(study: Study, customers: pd.DataFrame, rfm: pd.DataFrame, attrs:
         counts = st.loc[gone, "departed_reason"].value_counts()
         notes.append(i18n.t("clv.note_departed", n=f"{int(gone.sum()):,}", of=f"{len(out):,}",
                             why=i18n.t("common.list_sep").join(
-                                i18n.t("departed." + k.replace(" ", "_"), days=study.drivers.churn_days,
-                                       p=cfg.departed_p_alive) + f" {v:,}" for k, v in counts.items())))
+                                i18n.t("departed.count", n=f"{v:,}", reason=i18n.t(
+                                    "departed." + k.replace(" ", "_"), days=study.drivers.churn_days,
+                                    p=cfg.departed_p_alive)) for k, v in counts.items())))
     return out
 
 

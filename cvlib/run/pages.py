@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
-from cvlib import i18n, io
+from cvlib import fonts, i18n, io
 from cvlib.report import CONSULTANT_CLASS
 from cvlib.run import history as runs
 from cvlib.run import summary
@@ -69,7 +69,7 @@ def comparison_view(c: runs.Comparison) -> dict:
 
 def write_compare(c: runs.Comparison, out: Path, scrub: Callable[[str], str] = lambda t: t) -> Path:
     """The comparison page of two runs, pseudonymised by `scrub` like every page."""
-    return io.write_text(scrub(render("compare.html.j2", comparison=comparison_view(c))), out)
+    return fonts.write_page(scrub(render("compare.html.j2", comparison=comparison_view(c))), out)
 
 
 def _count(v: Any) -> str:
@@ -137,7 +137,7 @@ def _write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: 
                 for f in ctx.fps],
         counts=[(i18n.label(k), _count(v)) for k, v in manifest["row_counts"].items() if k != "notes"],
         versions=list(manifest["versions"].items()))
-    return io.write_text(scrub(page), run_dir / "index.html")
+    return fonts.write_page(scrub(page), run_dir / "index.html")
 
 
 def nav_spec(ctx: RunContext, result: RunResult, i: int, predicted: bool = False) -> dict:
@@ -258,7 +258,7 @@ def write_client_rendering(run_dir: Path) -> Path:
     out.mkdir(exist_ok=True)
     for page in ["index.html"] + [s.html for s in STAGES]:
         if (run_dir / page).is_file():
-            io.write_text(client_page((run_dir / page).read_text(encoding="utf-8")), out / page)
+            fonts.write_page(client_page((run_dir / page).read_text(encoding="utf-8")), out / page)
     return out / "index.html"
 
 
@@ -270,5 +270,5 @@ def finish_stage_pages(ctx: RunContext, result: RunResult) -> None:
             nav = nav_spec(ctx, result, i)
             if nav != sr.nav:
                 path = result.run_dir / sr.html
-                io.write_text(stage_navigation(path.read_text(encoding="utf-8"), nav), path)
+                fonts.write_page(stage_navigation(path.read_text(encoding="utf-8"), nav), path)
                 sr.nav = nav

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import i18n, io, privacy, xlsx
+from cvlib import fonts, i18n, privacy, xlsx
 from cvlib.errors import ParamError
 from cvlib.run import history as runs
 from cvlib.run import summary
@@ -143,7 +143,7 @@ def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
                       ranked=ranked, positions=[{"study": s, "cells": [grid.at[s, c] if isinstance(grid.at[s, c], str)
                                                                        else "–" for c in ranked]}
                                                 for s in grid.index])
-    html_path = io.write_text(page, out_dir / "portfolio.html")
+    html_path = fonts.write_page(page, out_dir / "portfolio.html")
     sheets = {"metrics": p.table.rename(columns=labels), "positions": pos, "movers": p.movers}
     return [html_path, xlsx.write_xlsx(sheets, out_dir / "portfolio.xlsx")]
 
@@ -213,7 +213,7 @@ def write_benchmark(b: Benchmark, key: bytes, out_dir: Path, language: str = "en
                   "percentile": "–" if r.percentile is None else f"{r.percentile:.0f}", "shown": r.shown, "why": r.why}
                  for r in b.cells.itertuples()]
         page = render("benchmark.html.j2", study=b.study, group=b.group, cells=cells, peers=names)
-    html_path = io.write_text(page, out_dir / f"benchmark-{b.study}.html")
+    html_path = fonts.write_page(page, out_dir / f"benchmark-{b.study}.html")
     table = b.cells.assign(metric=b.cells["metric"].map(labels))
     hidden = ~table["shown"]
     table.loc[hidden, ["p25", "median", "p75", "percentile"]] = None

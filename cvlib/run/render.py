@@ -7,14 +7,14 @@ from pathlib import Path
 
 import nbformat
 
-from cvlib import io
+from cvlib import fonts
 from cvlib.errors import StageError
 from cvlib.run import pages
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
-def render_html(ipynb: Path, out: Path, title: str, with_code: bool = False) -> Path:
-    """Render an executed notebook to one self-contained HTML file (figures embedded)."""
+def render_html(ipynb: Path, title: str, with_code: bool = False) -> str:
+    """An executed notebook as one self-contained HTML page (figures embedded)."""
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(ipynb, as_version=4)
@@ -24,15 +24,13 @@ def render_html(ipynb: Path, out: Path, title: str, with_code: bool = False) -> 
     exporter.exclude_output_prompt = True
     exporter.embed_images = True
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    return io.write_text(body, out)
+    return body
 
 
 def render_stage(ipynb: Path, out: Path, title: str, with_code: bool, nav: dict | None) -> Path:
-    """Render one stage report and give it the run's header and links (`pages.nav_spec`)."""
-    render_html(ipynb, out, title, with_code)
-    if nav is not None:
-        io.write_text(pages.stage_navigation(out.read_text(encoding="utf-8"), nav), out)
-    return out
+    """Render one stage report with the run's header and links (`pages.nav_spec`) and write it."""
+    body = render_html(ipynb, title, with_code)
+    return fonts.write_page(pages.stage_navigation(body, nav) if nav is not None else body, out)
 
 
 class Renders:

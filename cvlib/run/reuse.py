@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from cvlib import i18n, io
+from cvlib import fonts, i18n, io
 from cvlib.run.history import Source
 from cvlib.run.record import StageRun
 from cvlib.stages import Stage, section
@@ -103,7 +103,7 @@ def reuse(sr: StageRun, source: Source, run_dir: Path, language: str = "en") -> 
     page = REUSED_MARK.sub("", (source.run_dir / s.html).read_text(encoding="utf-8"))
     page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + reused_banner(source.origin, source.when, language),
                   page, count=1)
-    io.write_text(page, run_dir / s.html)
+    fonts.write_page(page, run_dir / s.html)
     sr.status, sr.html, sr.reused_from = "reused", s.html, source.origin
     sr.outputs = dict(source.entry["outputs"])
     sr.reason = f"reused from run {source.origin}"
