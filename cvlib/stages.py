@@ -118,6 +118,15 @@ def producer(file: str) -> Stage | None:
     return next((s for s in STAGES if file in s.outputs), None)
 
 
+SUMMARY_PAGE = "summary.html"  # the executive summary of a complete run (cvlib.run.executive)
+
+
+def report_pages(folder: Path) -> list[str]:
+    """The pages of a rendering in reading order: the index, the executive summary, then each stage's report
+    (those that exist in `folder`)."""
+    return ["index.html"] + [n for n in (SUMMARY_PAGE, *(s.html for s in STAGES)) if (folder / n).is_file()]
+
+
 def html_of(name: str) -> str:
     """The rendered report of stage `name` (for links)."""
     return by_name(name).html

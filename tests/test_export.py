@@ -96,6 +96,7 @@ def test_a_complete_run_exports_a_deck_and_pdfs_that_read_back(example_run, name
         assert all(re.search(r"[\u4e00-\u9fff]", s[0]) for s in slides), [s[0] for s in slides]
     pdfs = sorted((run / "export" / "pdf").glob("*.pdf"))
     assert [p.stem for p in pdfs][:1] == ["01_cleaning"] and (run / "export" / "pdf" / "index.pdf").is_file()
+    assert (run / "export" / "pdf" / "summary.pdf").is_file()  # the executive summary, as its own PDF
     for p in pdfs:
         reader = PdfReader(str(p))
         assert len(reader.pages) >= 1
@@ -103,3 +104,39 @@ def test_a_complete_run_exports_a_deck_and_pdfs_that_read_back(example_run, name
         assert (round(float(box.width)), round(float(box.height))) == (595, 842), f"{p.name} is not A4"
     index_text = PdfReader(str(run / "export" / "pdf" / "index.pdf")).pages[0].extract_text()
     assert f"{summary['customers']:,}" in index_text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cdnow", "cdnow_zh"])
+def test_the_executive_summary_states_the_runs_own_numbers(example_run, name):
+    """summary.html (in both renderings and the client package): the headline figures, the findings, the one
+    CLV the study uses with its mean and total from clv.parquet, the plan's net value from strategy.json with
+    the target list's customers, and the next steps; linked from the index."""
+    import zipfile
+
+    import pandas as pd
+    from bs4 import BeautifulSoup
+
+    from cvlib.run import pages
+
+    run = example_run(name).run_dir
+    facts = export.run_facts(run)
+    html = (run / "summary.html").read_text(encoding="utf-8")
+    text = BeautifulSoup(html, "html.parser").get_text(" ")
+    assert 'href="summary.html"' in (run / "index.html").read_text(encoding="utf-8")
+    clv = pd.read_parquet(run / "clv.parquet")["clv"]
+    plan = json.loads((run / "strategy.json").read_text())
+    targets = pd.read_csv(run / "targets.csv", dtype=str, encoding="utf-8-sig")
+    with i18n.speaking(facts["language"]):
+        cur = facts["currency"]
+        for figure in (i18n.money(clv.mean(), cur), i18n.money(clv.sum(), cur),
+                       i18n.money(plan["net_value"], cur, decimals=0), f"{len(targets):,}"):
+            assert figure in text, figure
+        assert all(step in text for step in export.next_steps())
+        assert i18n.t("exec.clv") in text and i18n.t("exec.plan") in text
+    assert sum(a["customers_targeted"] for a in plan["allocation"]) == len(targets)
+    client = pages.write_client_rendering(run).parent
+    assert pages.consultant_content((client / "summary.html").read_text(encoding="utf-8")) == []
+    assert cli.main(["package", name, run.name, "--reports-dir", str(run.parent.parent)]) == 0
+    with zipfile.ZipFile(next(run.parent.glob(f"{name}-{run.name}.zip"))) as z:
+        assert f"{name}-{run.name}/summary.html" in z.namelist()

@@ -45,3 +45,24 @@ def test_growth_is_measured_over_the_last_two_years_or_not_at_all():
     # the year before: 200 from 2 customers (100 each); the last year: 150 from 1 customer (c is older than both)
     assert variants.measured_growth(tx) == pytest.approx(0.5)
     assert np.isnan(variants.measured_growth(tx[tx["date"] > d("2023-06-01")]))  # less than two years of data
+
+
+@pytest.mark.parametrize("used, fallback, beat, expect", [
+    ("bgnbd", "", True, "beat the naive baseline on the holdout"),
+    ("bgnbd", "", False, "did not beat the naive baseline"),
+    ("paretonbd", "", None, "no holdout period was available"),
+    ("formula", "too few repeat buyers", None, "No purchase model could be used (too few repeat buyers)"),
+    ("bgnbd", "some customers by the formula", True, "No purchase model could be used"),
+    ("sbg", "", True, "retention model of their renewals"),
+])
+def test_one_recommended_clv_says_which_and_why(used, fallback, beat, expect):
+    """The CLV report and the executive summary name one CLV, its mean and total, and the reason: a model
+    that failed its holdout check is flagged, a formula fallback says so."""
+    from cvlib import i18n
+    from cvlib.analysis.variants import recommendation
+
+    key, fields = recommendation(used, fallback, beat, pd.Series([10.0, 0.0, 20.0]), "USD", 12)
+    text = i18n.t(key, **fields)
+    assert expect in text, text
+    assert "10.00 USD per customer" in text and "30.00 USD for the whole base" in text and "12 months" in text
+    assert i18n.label(used) in text

@@ -152,3 +152,22 @@ def sentences(facts: dict) -> list[tuple[str, dict]]:
     if not np.isfinite(ratio):
         return [("clv.contribution_no_cost", {"top": i18n.pct(facts["top10_profit_share"])})]
     return [("clv.contribution", {"top": i18n.pct(facts["top10_profit_share"]), "ratio": f"{ratio:.2f}"})]
+
+
+def recommendation(used: str, fallback: str, beat_baseline: bool | None, clv: pd.Series, currency: str,
+                   horizon_months: int) -> tuple[str, dict]:
+    """The one CLV definition the study recommends and uses downstream (the purchase model `used`, the contract
+    model 'sbg' or, when no model could be fitted, the formula, `fallback` saying why), its size, and why, as a
+    catalogue key and its fields (`beat_baseline`: the holdout's verdict, None without a holdout). The other
+    definitions are for comparison."""
+    if used == "formula" or fallback:
+        why = i18n.t("clv.why_formula", why=fallback or used)
+    elif used == "sbg":
+        why = i18n.t("clv.why_contracts")
+    elif beat_baseline is None:
+        why = i18n.t("clv.why_model_unchecked")
+    else:
+        why = i18n.t("clv.why_model_validated" if beat_baseline else "clv.why_model_not_validated")
+    return "clv.recommended", {"used": i18n.label(used), "h": horizon_months, "why": why,
+                               "mean": i18n.money(float(clv.mean()), currency),
+                               "total": i18n.money(float(clv.sum()), currency)}

@@ -19,7 +19,8 @@ from cvlib import i18n, io
 from cvlib.analysis import rfm
 from cvlib.errors import ParamError
 from cvlib.run import summary
-from cvlib.stages import STAGES, html_of
+from cvlib.run.executive import next_steps, plan_sentence, plan_table, target_table
+from cvlib.stages import html_of, report_pages
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 EXPORT_FOLDER = "export"
@@ -52,11 +53,11 @@ def print_pdf(html: Path, out: Path, exe: str | None = None) -> Path:
 
 
 def export_pdf(pages_dir: Path, out_dir: Path) -> list[Path]:
-    """Every page of a rendering (the index first, then the stage reports in run order) as a PDF in out_dir."""
+    """Every page of a rendering (the index, the executive summary, the stage reports in run order) as a PDF in
+    out_dir."""
     exe = browser()
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = ["index.html"] + [s.html for s in STAGES if (pages_dir / s.html).is_file()]
-    return [print_pdf(pages_dir / n, out_dir / f"{Path(n).stem}.pdf", exe) for n in names]
+    return [print_pdf(pages_dir / n, out_dir / f"{Path(n).stem}.pdf", exe) for n in report_pages(pages_dir)]
 
 
 # --------------------------------------------------------------------------- the deck's content
@@ -97,48 +98,6 @@ def segment_table(run_dir: Path, currency: str) -> pd.DataFrame | None:
                          i18n.label("share_of_revenue"): [i18n.pct(v, 0) for v in g["share_of_revenue"]]})
 
 
-def plan_table(run_dir: Path, currency: str) -> pd.DataFrame | None:
-    """The plan's allocation per group and action with its totals and ROI interval."""
-    st = summary._json(run_dir, "strategy.json")
-    if not st:
-        return None
-    m = lambda v: i18n.money(v, currency, decimals=0)  # noqa: E731
-    rows = [[i18n.name(a["group"]), i18n.name(a["action"]), f"{a['customers_targeted']:,}", m(a["cost"]),
-             m(a["expected_incremental_value"])] for a in st["allocation"] if a["customers_targeted"]]
-    rows.append([i18n.t("deck.total"), "", f"{sum(a['customers_targeted'] for a in st['allocation']):,}",
-                 m(st["total_cost"]), m(st["expected_incremental_value"])])
-    return pd.DataFrame(rows, columns=[i18n.label("group"), i18n.label("action"), i18n.label("customers"),
-                                       i18n.t("deck.cost"), i18n.t("deck.expected_value")])
-
-
-def plan_sentence(run_dir: Path, currency: str) -> str:
-    """The plan's net value and ROI with their interval, as the strategy report states them."""
-    st = summary._json(run_dir, "strategy.json")
-    if not st:
-        return ""
-    iv = st.get("interval") or {}
-    m = lambda v: i18n.money(v, currency, decimals=0)  # noqa: E731
-    if iv and iv.get("net_low") != iv.get("net_high"):
-        return i18n.t("deck.plan_interval", net=m(st["net_value"]), low=m(iv["net_low"]), high=m(iv["net_high"]),
-                      roi=i18n.pct(iv["roi"], 0))
-    return i18n.t("deck.plan_point", net=m(st["net_value"]), roi=i18n.pct(iv.get("roi", 0.0), 0),
-                  even=m(st["even_split_net_value"]))
-
-
-def target_table(run_dir: Path) -> pd.DataFrame | None:
-    """The size of each target list: customers per group and action."""
-    p = run_dir / "targets.csv"
-    if not p.is_file():
-        return None
-    t = pd.read_csv(p, dtype=str, encoding="utf-8-sig")
-    if t.empty:
-        return None
-    g = t.groupby(["group", "action"], sort=False).size().reset_index(name="n").sort_values("n", ascending=False)
-    return pd.DataFrame({i18n.label("group"): [i18n.name(v) for v in g["group"]],
-                         i18n.label("action"): [i18n.name(v) for v in g["action"]],
-                         i18n.label("customers"): [f"{n:,}" for n in g["n"]]})
-
-
 def deck_slides(run_dir: Path, pages_dir: Path, facts: dict[str, Any]) -> list[dict[str, Any]]:
     """The deck as data: a title and a body (bullets, a table or an image) per slide, in the study's language."""
     cur = facts["currency"]
@@ -165,8 +124,7 @@ def deck_slides(run_dir: Path, pages_dir: Path, facts: dict[str, Any]) -> list[d
         slides.append({"title": i18n.t("deck.plan_figure"), "image": png})
     if (targets := target_table(run_dir)) is not None:
         slides.append({"title": i18n.t("deck.targets"), "table": targets, "note": i18n.t("deck.targets_note")})
-    slides.append({"title": i18n.t("deck.next_steps"),
-                   "bullets": [i18n.t(f"deck.next_{i}") for i in range(1, 5)]})
+    slides.append({"title": i18n.t("deck.next_steps"), "bullets": next_steps()})
     return slides
 
 

@@ -13,7 +13,7 @@ from cvlib import engines, io
 from cvlib.errors import ParamError
 from cvlib.params import Study, load_study
 from cvlib.run.summary import figures, format_figure
-from cvlib.stages import CLIENT_FILES, STAGES, Stage, by_name
+from cvlib.stages import CLIENT_FILES, STAGES, Stage, by_name, report_pages
 
 
 def changed_files(run_dir: Path, files: dict[str, str]) -> list[str]:
@@ -275,8 +275,8 @@ def package(run_dir: Path, out: Path | None = None, pages_dir: Path | None = Non
         raise ParamError(f"{run_dir}: {', '.join(changed)} changed since the run was completed (sha256 differs from "
                          "run.json), so it is not packaged. Rerun the study for a clean copy.")
     pages_dir = pages_dir or run_dir
-    pages = ["index.html"] + [s.html for s in STAGES if (pages_dir / s.html).exists()]
-    source = {f: pages_dir / f for f in pages} | {f: run_dir / f for f in CLIENT_FILES if (run_dir / f).exists()}
+    source = {f: pages_dir / f for f in report_pages(pages_dir)}
+    source |= {f: run_dir / f for f in CLIENT_FILES if (run_dir / f).exists()}
     files = list(source)
     out = out or run_dir.parent / f"{rec['study']}-{run_dir.name}.zip"
     prefix = f"{rec['study']}-{run_dir.name}/"

@@ -15,7 +15,7 @@ from cvlib.run import summary
 from cvlib.run.monitoring import monitoring_view
 from cvlib.run.record import RunContext, RunResult, write_record
 from cvlib.run.summary import format_figure
-from cvlib.stages import STAGES
+from cvlib.stages import SUMMARY_PAGE, report_pages
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -129,7 +129,8 @@ def _write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: 
         status="complete" if result.ok else "failed",
         status_text=i18n.t("index.complete" if result.ok else "index.failed"),
         started=manifest["started"].replace("T", " "), finished=(manifest["finished"] or "").replace("T", " "),
-        headline=headline, findings=findings, summary_error=error, stages=stages, comparison=comparison,
+        headline=headline, findings=findings, summary_page=(run_dir / SUMMARY_PAGE).is_file(), summary_error=error,
+        stages=stages, comparison=comparison,
         monitoring=monitoring,
         overrides=ctx.overrides, params_yaml=params_yaml,
         inputs=[{"table": f["table"], "file": Path(f["path"]).name if f["bytes"] is not None else f["path"],
@@ -256,9 +257,8 @@ def write_client_rendering(run_dir: Path) -> Path:
     made from the consultant's pages (`client_page`), without running anything again."""
     out = run_dir / CLIENT_FOLDER
     out.mkdir(exist_ok=True)
-    for page in ["index.html"] + [s.html for s in STAGES]:
-        if (run_dir / page).is_file():
-            fonts.write_page(client_page((run_dir / page).read_text(encoding="utf-8")), out / page)
+    for page in report_pages(run_dir):
+        fonts.write_page(client_page((run_dir / page).read_text(encoding="utf-8")), out / page)
     return out / "index.html"
 
 

@@ -23,7 +23,7 @@ from typing import Iterator
 from cvlib import io, privacy, reading
 from cvlib.errors import CvlibError, ParamError, RunError, StageError, StageInputError
 from cvlib.params import load_study
-from cvlib.run import history, metrics, pages, reuse
+from cvlib.run import executive, history, metrics, pages, reuse
 from cvlib.run.kernel import StageKernel, execute_stage
 from cvlib.run.record import (
     RunContext,
@@ -194,6 +194,9 @@ def run_study(params_file: str | Path, stages: list[str] | None = None, override
             renders.wait()  # every report written before the index gives them their headers
             if result.ok and (ctx.run_dir / "transactions_clean.parquet").is_file():
                 metrics.write_metrics(ctx.run_dir, ctx.study.resolved())  # the study's standard metrics
+            if result.ok:
+                executive.write_summary(ctx.run_dir, ctx.study.study, ctx.study.client, ctx.study.currency,
+                                        ctx.scrubber.scrub)
             pages.write_index(ctx, result, earlier, ctx.scrubber.scrub)
             seal(ctx, result)
             if ctx.client and result.ok:  # the client's rendering of this very run, beside the consultant's
