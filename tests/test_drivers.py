@@ -221,3 +221,18 @@ def test_answering_no_survey_does_not_pose_as_a_rating_effect(tmp_path):
     cm = importance.churn_model(drivers.DriverSet(ds.X[r], ds.groups, ds.ratings), churned[r], Drivers(min_class=5))
     perm = cm.importance[cm.importance["method"].str.startswith("permutation")].set_index("driver")
     assert perm.loc["quality", "importance"] < 0.03 and perm.loc["quality", "ci_low"] <= 0.01
+
+
+def test_linear_importances_side_by_side_one_row_per_driver_largest_first():
+    from cvlib.analysis.drivers import linear_side_by_side
+
+    rows = [("a", "LMG share of R² (300 sampled orderings)", 0.10, 0.08, 0.12),
+            ("b", "LMG share of R² (300 sampled orderings)", 0.30, 0.25, 0.35),
+            ("a", "relative weight (Johnson)", 0.11, None, None),
+            ("b", "relative weight (Johnson)", 0.29, None, None),
+            ("b", "permutation (gradient boosting, ROC AUC drop)", 0.5, None, None)]
+    d = pd.DataFrame(rows, columns=["driver", "method", "importance", "ci_low", "ci_high"])
+    out = linear_side_by_side(d)
+    assert out["driver"].tolist() == ["b", "a"]
+    assert out["lmg_share"].tolist() == [0.30, 0.10] and out["relative_weight"].tolist() == [0.29, 0.11]
+    assert out["ci_low"].tolist() == [0.25, 0.08]

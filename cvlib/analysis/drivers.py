@@ -358,6 +358,16 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
     return res
 
 
+def linear_side_by_side(drivers: pd.DataFrame) -> pd.DataFrame:
+    """The two linear importances of each driver in one row (LMG share of R² with its interval, Johnson's
+    relative weight), largest LMG share first: one row per driver instead of one per driver and method."""
+    lmg = by_method(drivers, "LMG").set_index("driver")
+    rw = by_method(drivers, "relative").set_index("driver")["importance"]
+    return pd.DataFrame({"driver": lmg.index, "lmg_share": lmg["importance"].to_numpy(),
+                         "ci_low": lmg["ci_low"].to_numpy(), "ci_high": lmg["ci_high"].to_numpy(),
+                         "relative_weight": rw.reindex(lmg.index).to_numpy()})
+
+
 def by_method(drivers: pd.DataFrame, prefix: str) -> pd.DataFrame:
     """The importance rows of one method (matched by the start of its name), largest first."""
     d = drivers[drivers["method"].str.startswith(prefix)]
