@@ -63,15 +63,15 @@ def font_style(characters: str) -> str:
             f'pre,code,kbd,samp,pre *{{font-family:"{FAMILY}",{MONO}!important}}</style>')
 
 
-_EMBEDDED = re.compile(f'<style id="{MARK}" data-chars="([^"]*)">.*?</style>', re.S)
+EMBEDDED = re.compile(f'<style id="{MARK}" data-chars="([^"]*)">.*?</style>', re.S)
 
 
 def embed(html: str) -> str:
     """The page with its CJK characters' font embedded (unchanged when it has none). A page that already carries
     a face keeps it when it covers the page's characters (a client rendering only drops content), else gets a
     new one."""
-    old = _EMBEDDED.search(html)
-    html = _EMBEDDED.sub("", html)
+    old = EMBEDDED.search(html)
+    html = EMBEDDED.sub("", html)
     characters = cjk_characters(html)
     if not characters:
         return html

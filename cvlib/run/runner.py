@@ -195,8 +195,11 @@ def run_study(params_file: str | Path, stages: list[str] | None = None, override
             if result.ok and (ctx.run_dir / "transactions_clean.parquet").is_file():
                 metrics.write_metrics(ctx.run_dir, ctx.study.resolved())  # the study's standard metrics
             if result.ok:
-                executive.write_summary(ctx.run_dir, ctx.study.study, ctx.study.client, ctx.study.currency,
-                                        ctx.scrubber.scrub)
+                try:  # like the index's summary, the executive summary never stops a complete run
+                    executive.write_summary(ctx.run_dir, ctx.study.study, ctx.study.client, ctx.study.currency,
+                                            ctx.scrubber.scrub)
+                except Exception as exc:  # noqa: BLE001
+                    _progress(f"executive summary not written ({type(exc).__name__}: {exc}); the index has no link")
             pages.write_index(ctx, result, earlier, ctx.scrubber.scrub)
             seal(ctx, result)
             if ctx.client and result.ok:  # the client's rendering of this very run, beside the consultant's
