@@ -305,14 +305,15 @@ LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z_\-']*[A-Za-z]")
 
 
 def latin_words(html_text: str, allowed: set[str]) -> set[str]:
-    """The Latin-script words of a page's visible text that are not numbers, units, acronyms, allowed names or
+    """The Latin-script words of a page's visible text that are not numbers, units, acronyms, file names, allowed names or
     the study's own values."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html_text, "html.parser")
     for t in soup(["script", "style"]):
         t.decompose()
-    words = set(LATIN_WORD.findall(soup.get_text(" ")))
+    text = re.sub(r"[\w\-]+\.(?:csv|xlsx|html|pdf|pptx|parquet|json|yaml)\b", " ", soup.get_text(" "))  # file names
+    words = set(LATIN_WORD.findall(text))
     return {w for w in words if w not in allowed and not re.fullmatch(r"[A-Z][A-Z0-9/\-]+", w)}
 
 
@@ -333,6 +334,7 @@ def test_chinese_client_pages_have_no_english_words(example_run):
 def test_the_latin_word_check_finds_english_left_in_a_page():
     page = "<p>客户数 23,570；CLV 与 RFM；Pareto/NBD 模型 r = 0.24</p><p>predicted (bgnbd)</p>"
     assert latin_words(page, LATIN_ALLOWED) == {"predicted", "bgnbd"}
+    assert latin_words("<p>目标名单（targets.csv、targets.xlsx）见 summary.html；targets 名单</p>", LATIN_ALLOWED) == {"targets"}
 
 
 def test_the_compare_page_speaks_the_studys_language(tmp_path):
