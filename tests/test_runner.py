@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from cvlib.cli import main
+from cvlib.run.pages import write_client_rendering
 from cvlib.run.runner import run_study
 from tests import golden
 from tests.conftest import ROOT, notebooks_up_to, write_study
+from tests.printing import CHROMIUM, a4_problems
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -155,6 +157,8 @@ def test_agency_example_study_end_to_end(tmp_path, monkeypatch):
                                                                        crossed["suggested_product"]))
     journey_page = (res.run_dir / "06_journey.html").read_text(encoding="utf-8")
     assert "media buying" in journey_page and "client portal" in journey_page
+    if CHROMIUM or os.environ.get("CI"):  # every client page printed at A4: nothing wider, no number like 1.2e-05
+        assert a4_problems([write_client_rendering(res.run_dir).parent]) == {}
     # the decisions (issue #28): a client who has left is reached by win-back only and adds nothing to the value at
     # risk; the measured workshop (2,367 EUR gross profit per client against a 2,500 EUR cost) gets no budget
     from cvlib.params import load_study
