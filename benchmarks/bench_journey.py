@@ -4,9 +4,11 @@
 
 Builds in memory about --rows purchases of rows/10 customers who buy and drop out as BG/NBD assumes
 (benchmarks/common.py), each with a product (8 products; buyers of product 0 favour product 1, a planted
-cross-sell) and a channel (3 channels), and times `cvlib.analysis.journey.build_journey` with every part on: cycles,
-lifecycle stages and flow, channel mix and cross-sell rules with the holdout check. Prints seconds and the
-process's peak RSS.
+cross-sell) and a channel (3 channels), writes them as the stage finds them (a Parquet file), and times the stage's
+work: the engine's aggregates of the file (DuckDB: spend per customer and day, first day per product, spend and
+first and last channel per customer) and `cvlib.analysis.journey.build_journey` with every part on: cycles,
+lifecycle stages and flow, channel mix and cross-sell rules with the holdout check. Prints seconds (aggregates and
+the rest apart) and the process's peak RSS.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import buying_customers, report  # noqa: E402
 
 from cvlib.analysis import journey  # noqa: E402
+from cvlib.engines import aggregates, duckdb_parquet  # noqa: E402
 from cvlib.params import Study  # noqa: E402
 
 
@@ -54,11 +57,19 @@ def main() -> None:
     tx, rfm = book(a.rows)
     study = Study.model_validate({"study": "bench", "client": "benchmark", "inputs": {"transactions": {
         "path": "unused.csv", "columns": {"customer_id": "id", "date": "date", "amount": "amount"}}}})
+    path = Path(__file__).parent / "_data" / f"journey_{a.rows}.parquet"
+    path.parent.mkdir(exist_ok=True)
+    tx.assign(source_row=np.arange(1, len(tx) + 1)).to_parquet(path)
+    del tx
     out = []
     for i in range(a.repeat):
         t0 = time.perf_counter()
-        res = journey.build_journey(study, tx, rfm, None)
-        out.append({"run": i + 1, "rows": len(tx), "customers": len(rfm), "seconds": round(time.perf_counter() - t0, 1),
+        with duckdb_parquet(path) as t:
+            b = aggregates.book(t, "day")
+        t1 = time.perf_counter()
+        res = journey.build_journey(study, b, rfm, None)
+        out.append({"run": i + 1, "rows": a.rows, "customers": len(rfm), "customer_days": len(b.p.code),
+                    "aggregates_s": round(t1 - t0, 1), "journey_s": round(time.perf_counter() - t1, 1),
                     "peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
                     "rules": 0 if res.rules is None else len(res.rules)})
     report("journey stage (build_journey)", out)

@@ -58,6 +58,9 @@ def _add_portfolio(sub: Any) -> None:
     prt.add_argument("--language", default="en", choices=["en", "zh"], help="the page's language")
     prt.add_argument("--reports-dir", default="reports", help="where the study folders are (default: reports)")
     prt.add_argument("--out", help="the folder to write into (default: <reports-dir>/portfolio)")
+    prt.add_argument("--rates", metavar="FILE", help="a currency rate table (YAML: base: EUR, rates: {USD: 0.92, ...}, "
+                     "units of the base per unit) to compare money metrics across currencies; without it they are "
+                     "ranked only among studies in the same currency")
     prt.add_argument("--benchmark-for", metavar="STUDY", help="instead, one client's page against its peer group, the "
                      "other clients named by keyed pseudonyms and cells with too few or a dominant peer hidden")
     prt.add_argument("--key-env", default="CVLIB_PSEUDONYM_KEY", help="the environment variable holding the "
@@ -237,7 +240,8 @@ def cmd_export(study: str, run: str | None, reports_dir: str, pdf: bool, pptx: b
 def cmd_portfolio(args: argparse.Namespace) -> int:
     """The portfolio page and workbook of the studies' latest complete runs, or one client's benchmark."""
     found = portfolio.collect(Path(args.reports_dir), args.studies or None)
-    p = portfolio.build(found, None if args.group_by == "none" else args.group_by)
+    rates = portfolio.read_rates(Path(args.rates)) if args.rates else None
+    p = portfolio.build(found, None if args.group_by == "none" else args.group_by, rates)
     out = Path(args.out) if args.out else Path(args.reports_dir) / "portfolio"
     if args.benchmark_for:
         key = portfolio.benchmark_key(args.key_env)

@@ -2,6 +2,8 @@
 calendar month. The per-customer kernel (`cvlib.customers`) and the engines count occasions with these."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -11,9 +13,15 @@ OCCASIONS = ("order", "day", "week", "month")
 
 def occasion_basis(tx: pd.DataFrame, occasion: str) -> str:
     """The study's occasion with 'auto' resolved: an order when the data has order ids, else a day."""
+    return resolve_occasion(occasion, "order_id" in tx.columns, lambda: bool(tx["order_id"].notna().any()))
+
+
+def resolve_occasion(occasion: str, order_column: bool, has_orders: Callable[[], bool]) -> str:
+    """`occasion_basis` for any table: whether it has an order id column, and a call telling whether any row has
+    an order id (asked only for 'auto')."""
     if occasion == "auto":
-        return "order" if "order_id" in tx.columns and tx["order_id"].notna().any() else "day"
-    if occasion == "order" and "order_id" not in tx.columns:
+        return "order" if order_column and has_orders() else "day"
+    if occasion == "order" and not order_column:
         raise ValueError("occasion is 'order' but the transactions have no order_id column mapped")
     if occasion not in OCCASIONS:
         raise ValueError(f"unknown purchase occasion {occasion!r} ({', '.join(OCCASIONS)})")

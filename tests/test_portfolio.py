@@ -91,6 +91,53 @@ def test_a_benchmark_cell_needs_five_peers_and_none_above_a_quarter_of_their_cus
     assert not ok.at["nps", "shown"]  # nobody measured it: hidden with the reason, never 0
 
 
+def money_book() -> dict[str, list[dict]]:
+    """Three retail studies: two in EUR, one in CNY whose CLV is the largest number but the smallest value."""
+    def run(study: str, currency: str, clv: float, retention: float) -> dict:
+        r = run_of(study.upper(), "retail", "r1", mean_clv=clv, revenue_per_customer=clv / 2, retention_12m=retention,
+                   customers=100)
+        return {**r, "currency": currency}
+    return {"e1": [run("e1", "EUR", 100.0, 0.2)], "e2": [run("e2", "EUR", 200.0, 0.3)],
+            "c1": [run("c1", "CNY", 500.0, 0.4)]}
+
+
+def test_money_is_never_ranked_across_currencies_without_a_rate_table(tmp_path):
+    p = portfolio.build(money_book())
+    pos = p.positions.set_index(["study", "metric"])
+    # CLV: the CNY study is alone in its currency, the EUR studies ranked between themselves
+    assert pos.loc[("c1", "mean_clv"), "peers"] == 1 and pos.loc[("e2", "mean_clv"), "peers"] == 2
+    assert pos.loc[("e2", "mean_clv"), "percentile"] == 100.0 and pos.loc[("e1", "mean_clv"), "percentile"] == 0.0
+    assert pos.loc[("c1", "retention_12m"), "peers"] == 3  # a share is compared across currencies
+    page = portfolio.write(p, tmp_path)[0].read_text(encoding="utf-8")
+    assert "ranked only against the studies of their group in the same currency" in page
+    b = portfolio.benchmark(p, "c1")
+    assert b.mixed and b.cells.set_index("metric").at["mean_clv", "peers"] == 0
+
+
+def test_a_rate_table_converts_money_to_one_currency_and_ranks_it(tmp_path):
+    rates = tmp_path / "rates.yaml"
+    rates.write_text("base: EUR\nrates: {CNY: 0.13}\n", encoding="utf-8")
+    p = portfolio.build(money_book(), rates=portfolio.read_rates(rates))
+    t = p.table.set_index("study")
+    assert t.at["c1", "mean_clv"] == pytest.approx(65.0) and t.at["c1", "currency"] == "EUR"
+    assert t.at["c1", "own_currency"] == "CNY" and t.at["e2", "mean_clv"] == 200.0
+    assert t.at["c1", "revenue_per_customer"] == pytest.approx(32.5)
+    pos = p.positions.set_index(["study", "metric"])
+    assert pos.loc[("c1", "mean_clv"), "peers"] == 3 and pos.loc[("c1", "mean_clv"), "percentile"] == 0.0
+    page = portfolio.write(p, tmp_path / "out")[0].read_text(encoding="utf-8")
+    assert "1 CNY = 0.13 EUR" in page and "ranked only" not in page
+    # a currency without a rate, and a rate that is not a positive number, are refused by name
+    rates.write_text("base: EUR\nrates: {USD: 0.9}\n", encoding="utf-8")
+    with pytest.raises(ParamError, match="no rate for 'CNY'.*c1"):
+        portfolio.build(money_book(), rates=portfolio.read_rates(rates))
+    rates.write_text("base: EUR\nrates: {CNY: -1}\n", encoding="utf-8")
+    with pytest.raises(ParamError, match="rate of 'CNY' is -1"):
+        portfolio.read_rates(rates)
+    rates.write_text("base: EUR\nrates: !!python/object/apply:os.system [echo]\n", encoding="utf-8")
+    with pytest.raises(ParamError, match="cannot read"):  # the rate table runs no code
+        portfolio.read_rates(rates)
+
+
 def test_a_benchmark_page_names_no_other_client(tmp_path, monkeypatch):
     monkeypatch.setenv("CVLIB_PSEUDONYM_KEY", "k" * 32)
     assert cli.main(["portfolio", "--reports-dir", str(tmp_path)]) == 2  # (no runs: said, exit 2)

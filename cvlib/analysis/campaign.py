@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from cvlib import i18n, io, reading
+from cvlib.engines import aggregates, duckdb_parquet
 from cvlib.params import Study
 
 GROUPS = ("treatment", "control")
@@ -157,8 +158,10 @@ def evaluate(out: pd.DataFrame, cfg, margin: float) -> tuple[pd.DataFrame, pd.Da
     return pd.DataFrame(up), pd.DataFrame(summ)
 
 
-def build_campaign(study: Study, tx: pd.DataFrame, raw: pd.DataFrame | None) -> CampaignResult:
-    """Everything the campaign stage computes (empty tables without a campaigns table)."""
+def build_campaign(study: Study, tx: pd.DataFrame | None, raw: pd.DataFrame | None) -> CampaignResult:
+    """Everything the campaign stage computes from the campaigns table and the transactions (customer_id, date,
+    amount: rows, or each customer's spend per day as the stage reads them), empty tables without a campaigns
+    table. The windows are counted in whole days, so a day's total stands for its rows."""
     if raw is None:
         empty = pd.DataFrame()
         return CampaignResult(empty, empty, empty, empty)
@@ -172,8 +175,12 @@ def build_campaign(study: Study, tx: pd.DataFrame, raw: pd.DataFrame | None) -> 
 def run_campaign(study: Study, run_dir: str | Path) -> CampaignResult:
     """Read the clean transactions and the campaigns table; write campaign.json."""
     run_dir = Path(run_dir)
-    tx = io.read_stage(run_dir, "transactions_clean.parquet")
-    res = build_campaign(study, tx, reading.read_attributes(study, "campaigns"))
+    raw = reading.read_attributes(study, "campaigns")
+    clean, tx = io.stage_file(run_dir, "transactions_clean.parquet"), None
+    if raw is not None:  # the campaign customers' spend per day, from the engine: all the windows need
+        with duckdb_parquet(clean) as t:
+            tx = aggregates.daily_spend(t, raw["customer_id"])
+    res = build_campaign(study, tx, raw)
     io.write_json({"campaigns": [] if res.summary.empty else res.summary.to_dict("records"),
                    "uplift": [] if res.uplift.empty else res.uplift.to_dict("records"),
                    "rows_used": int(len(res.outcomes)), "rows_set_aside": int(len(res.set_aside)),

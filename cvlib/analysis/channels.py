@@ -6,20 +6,24 @@ import numpy as np
 import pandas as pd
 
 from cvlib import customers
-
-STAGES = ("acquisition", "growth", "maturity", "decline", "lapsed")
-NOT_YET = "not yet a customer"
+from cvlib.engines import aggregates
 
 
-def _first_and_last(p: customers.Purchases, ch: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each customer's channel (code) of the first and of the last purchase; ties keep the file's order."""
-    order = np.lexsort((p.ns, p.code))  # by customer, then time
-    sc = p.code[order]
-    starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
-    ends = np.r_[starts[1:], len(sc)] - 1
-    first_ch, last_ch = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    first_ch[sc[starts]], last_ch[sc[starts]] = ch[order[starts]], ch[order[ends]]
-    return first_ch, last_ch
+def _labels(b: aggregates.Book) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The channel names (sorted as text, 'unknown' last for rows without one) and, as codes into them: each
+    (customer, channel) pair's channel, and each customer's first and last channel (in customer code order)."""
+    fl = b.first_last
+    seen = pd.concat([b.channels["channel"], fl["first_channel"], fl["last_channel"]], ignore_index=True)
+    names = sorted(str(c) for c in seen.dropna().unique())
+    if seen.isna().any():
+        names.append(aggregates.UNKNOWN)
+    index = pd.Index(names)
+
+    def code(s: pd.Series) -> np.ndarray:
+        return np.where(s.isna().to_numpy(), len(names) - 1, index.get_indexer(s.astype(object)))
+
+    return np.array(names, dtype=object), code(b.channels["channel"]), code(fl["first_channel"]), \
+        code(fl["last_channel"])
 
 
 def _by_acquisition(per: pd.DataFrame, costs: bool) -> pd.DataFrame:
@@ -47,11 +51,17 @@ def _by_channel_used(pairs: pd.DataFrame, costs: bool) -> pd.DataFrame:
 
 def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Series | None = None,
                 acquisition: pd.Series | None = None,
-                cac: pd.Series | dict[str, float] | float | None = None,
-                p: customers.Purchases | None = None) -> dict[str, pd.DataFrame]:
-    """What each channel brings, from transactions with a `channel` column (`clv`, `churned`, `acquisition`
-    channel and `cac`: per customer id; `cac` may also be a cost per acquisition channel or one cost; `p`: the
-    transactions' `customers.purchases`, when the caller has them):
+                cac: pd.Series | dict[str, float] | float | None = None) -> dict[str, pd.DataFrame]:
+    """`channel_mix_of` the transactions of a frame with a `channel` column (the engine's aggregates of it)."""
+    with aggregates.frame_table(tx) as t:
+        return channel_mix_of(aggregates.book(t, "day"), clv, churned, acquisition, cac)
+
+
+def channel_mix_of(b: aggregates.Book, clv: pd.Series | None = None, churned: pd.Series | None = None,
+                   acquisition: pd.Series | None = None,
+                   cac: pd.Series | dict[str, float] | float | None = None) -> dict[str, pd.DataFrame]:
+    """What each channel brings, from a book's aggregates (`clv`, `churned`, `acquisition` channel and `cac`: per
+    customer id; `cac` may also be a cost per acquisition channel or one cost):
     - `acquisition`: by acquisition channel (`acquisition`, else the channel of the first purchase): customers,
       revenue, mean and total CLV, conversion (share who came back for a second purchase day), and with
       acquisition costs the mean CAC, CLV/CAC and ROI ((total CLV - total cost) / total cost);
@@ -59,26 +69,15 @@ def channel_mix(tx: pd.DataFrame, clv: pd.Series | None = None, churned: pd.Seri
       CLV/CAC;
     - `multi`: multi-channel against single-channel customers: customers, mean revenue, mean CLV, retention;
     - `migration`: customers by first channel (rows) and last channel (columns) of their purchases."""
-    p = customers.purchases(tx) if p is None else p
-    ch, names = customers.item_codes(tx["channel"])
-    names = list(names)
-    if (ch < 0).any():
-        ch, names = np.where(ch < 0, len(names), ch), [*names, "unknown"]
-    n, k = len(p.ids), len(names)
-    first_ch, last_ch = _first_and_last(p, ch, n)
-    pair = p.code * k + ch
-    if n * k <= 20_000_000:
-        keys = np.flatnonzero(np.bincount(pair, minlength=n * k))
-        pair_revenue = np.bincount(pair, weights=p.amount, minlength=n * k)[keys]
-    else:
-        keys, inv = np.unique(pair, return_inverse=True)
-        pair_revenue = np.bincount(inv.ravel(), weights=p.amount)
-    pair_cust, pair_ch = keys // k, keys % k
+    p = b.p
+    label, pair_ch, first_ch, last_ch = _labels(b)
+    pair_cust = b.channels["code"].to_numpy(np.int64)
+    n, k = len(p.ids), len(label)
+    pair_revenue = b.channels["revenue"].to_numpy(dtype=float)
     ids = pd.Index(np.asarray(p.ids, dtype=object), name="customer_id")
     per = pd.DataFrame({"revenue": np.bincount(p.code, weights=p.amount, minlength=n),
                         "channels": np.bincount(pair_cust, minlength=n),
                         "converted": customers.distinct_days(p) >= 2}, index=ids)
-    label = np.array(names, dtype=object)
     per["acquired_by"] = (acquisition.reindex(ids).fillna("unknown").astype(str).to_numpy()
                           if acquisition is not None else label[first_ch])
     per["clv"] = clv.reindex(ids).to_numpy(dtype=float) if clv is not None else np.nan

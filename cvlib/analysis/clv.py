@@ -54,15 +54,21 @@ def yearly_retention(tx: pd.DataFrame) -> tuple[float, str]:
     return float(min(r, 0.99)), how + ("" if window == 365 else i18n.t("clv.retention_scaled", r=i18n.pct(r_w)))
 
 
-def acquisition_channel(study: Study, tx: pd.DataFrame, attrs: pd.DataFrame | None) -> pd.Series | None:
-    """Each customer's acquisition channel: an attribute column, else the channel of the first purchase."""
+def first_channel(tx: pd.DataFrame) -> pd.Series | None:
+    """Each customer's channel of the first purchase (by time, ties by the row's place), None with no channel."""
+    if "channel" not in tx.columns:
+        return None
+    first = tx.sort_values("date", kind="stable").drop_duplicates("customer_id")
+    return first.set_index(first["customer_id"].astype(str))["channel"].astype("string").fillna("unknown").astype(str)
+
+
+def acquisition_channel(study: Study, attrs: pd.DataFrame | None, first: pd.Series | None) -> pd.Series | None:
+    """Each customer's acquisition channel: an attribute column, else the channel of the first purchase (`first`,
+    per customer id)."""
     col = study.clv.formula.channel_column
     if attrs is not None and col and col in attrs.columns:
         return attrs.set_index(attrs["customer_id"].astype(str))[col].astype(str)
-    if "channel" in tx.columns:
-        first = tx.sort_values("date").drop_duplicates("customer_id")
-        return first.set_index(first["customer_id"].astype(str))["channel"].astype(str)
-    return None
+    return first
 
 
 def acquisition_costs(study: Study, attrs: pd.DataFrame | None, channel: pd.Series | None) -> pd.Series | None:
@@ -329,7 +335,7 @@ def _formula_views(study: Study, tx: pd.DataFrame, rfm2: pd.DataFrame, attrs: pd
                    customers: pd.DataFrame, retention: float) -> tuple:
     """The acquisition costs and the formula CLV overall, by segment (beside the model CLV) and by channel."""
     cfg = study.clv
-    channel = acquisition_channel(study, tx, attrs)
+    channel = acquisition_channel(study, attrs, first_channel(tx))
     cac = acquisition_costs(study, attrs, channel)
     if channel is not None:
         rfm2["channel"] = rfm2["customer_id"].map(channel).fillna("unknown")

@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from cvlib import customers, i18n, io, reading
-from cvlib.analysis.channels import channel_mix
+from cvlib.analysis.channels import channel_mix_of
 from cvlib.analysis.clv import acquisition_channel, acquisition_costs
 from cvlib.customers import occasion_periods
-from cvlib.occasions import OCCASION_DAYS, occasion_basis
+from cvlib.engines import aggregates, duckdb_parquet
+from cvlib.occasions import OCCASION_DAYS
 from cvlib.params import Study
 
 STAGES = ("acquisition", "growth", "maturity", "decline", "lapsed")
@@ -285,17 +286,19 @@ class JourneyResult:
     occasion: str = "day"           # what one purchase occasion was (the study's, resolved)
 
 
-def cross_sell(tx: pd.DataFrame, p: customers.Purchases, end: pd.Timestamp, cc) -> tuple[pd.DataFrame, pd.DataFrame]:
+def cross_sell(b: aggregates.Book, cc) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Directed product rules mined before the holdout and kept when they hold on it, and each customer's next best
-    product (indexed by customer id)."""
-    item, items = customers.item_codes(tx["product"])
-    first = first_days(p.code, item, p.day, len(p.ids), len(items))
-    split = int(np.datetime64((end - pd.Timedelta(days=cc.holdout_days)).date(), "D").astype(np.int64))
+    product (indexed by customer id), from the first day each customer bought each product."""
+    p = b.p
+    item, items = customers.item_codes(b.items["item"])
+    code = b.items["code"].to_numpy(np.int64)
+    first = first_days(code, item, b.items["day"].to_numpy(np.int64), len(p.ids), len(items))
+    split = int(np.datetime64((b.end - pd.Timedelta(days=cc.holdout_days)).date(), "D").astype(np.int64))
     mined = np.where(first <= split, first, NEVER) if cc.holdout_days else first
     rules = sequence_rules(mined, items, cc.min_support, cc.min_confidence, cc.min_lift, cc.max_p_value)
     if cc.holdout_days and len(rules):
         rules = holdout_rules(rules, first, items, split, cc.min_lift)
-    return rules, next_best_product(basket_of(p.code, item, p.ids, items), rules).set_index("customer_id")
+    return rules, next_best_product(basket_of(code, item, p.ids, items), rules).set_index("customer_id")
 
 
 def stage_table(cust: pd.DataFrame) -> pd.DataFrame:
@@ -308,14 +311,13 @@ def stage_table(cust: pd.DataFrame) -> pd.DataFrame:
     return stages
 
 
-def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None,
+def build_journey(study: Study, b: aggregates.Book, rfm: pd.DataFrame, clv: pd.DataFrame | None,
                   attrs: pd.DataFrame | None = None, risk: pd.DataFrame | None = None) -> JourneyResult:
-    """Everything the journey stage computes, from clean transactions, the RFM (and CLV) tables, the customer
-    attributes (acquisition channel and cost) and the churn flags of the drivers stage (who is already lost;
-    retention by channel). Customers are coded once (`customers.purchases`) for every part."""
+    """Everything the journey stage computes, from the engine's aggregates of the clean transactions
+    (`cvlib.engines.aggregates.book`), the RFM (and CLV) tables, the customer attributes (acquisition channel and
+    cost) and the churn flags of the drivers stage (who is already lost; retention by channel)."""
     cfg = study.journey
-    end = pd.Timestamp(tx["date"].max()).normalize()
-    p = customers.purchases(tx)
+    end, p, occasion = b.end, b.p, b.occasion
     seg = io.by_customer(rfm)["segment"].astype(str)
     value = (io.by_customer(clv)["clv"]
              if clv is not None else pd.Series(dtype=float))
@@ -324,7 +326,6 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     notes: list[str] = []
     if churned is None:
         notes.append(i18n.t("journey.note_lost_by_silence", days=study.drivers.churn_days))
-    occasion = occasion_basis(tx, study.occasion)
     if occasion in ("day", "order") and study.clv.contracts.enabled:
         notes.append(i18n.for_consultant("journey.note_occasion_contracts"))
     cyc = purchase_cycles(None, end, seg, cfg.cycles.overdue_k, cfg.cycles.prior_gaps, p=p, occasion=occasion,
@@ -346,15 +347,17 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     overdue = cust[cust["overdue"]].sort_values(["clv", "days_overdue"],
                                                 ascending=False).reset_index(names="customer_id")
     channels = None
-    if "channel" in tx.columns:
-        acquired = acquisition_channel(study, tx, attrs)
+    if b.channels is not None:
+        first = pd.Series(b.first_last["first_channel"].fillna(aggregates.UNKNOWN).to_numpy(),
+                          index=np.asarray(p.ids, dtype=object))
+        acquired = acquisition_channel(study, attrs, first)
         cost = acquisition_costs(study, attrs, acquired)
         f = study.clv.formula.acquisition_cost
-        channels = channel_mix(tx, value if len(value) else None, churned, acquired,
-                               cost if cost is not None else (f if f else None), p=p)
+        channels = channel_mix_of(b, value if len(value) else None, churned, acquired,
+                                  cost if cost is not None else (f if f else None))
     rules = None
-    if "product" in tx.columns:
-        rules, best = cross_sell(tx, p, end, cfg.cross_sell)
+    if b.items is not None:
+        rules, best = cross_sell(b, cfg.cross_sell)
         cust = cust.join(best, how="left")
     cust = cust.reset_index(names="customer_id")
     overview = {"n": len(cust), "end": i18n.date(end), "k": f"{cfg.cycles.overdue_k:g}", "overdue": len(overdue),
@@ -368,8 +371,10 @@ def build_journey(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
 def run_journey(study: Study, run_dir: str | Path) -> JourneyResult:
     """Read the clean transactions and the RFM (and CLV) tables; write journey.parquet and journey.json."""
     run_dir = Path(run_dir)
-    res = build_journey(study, io.read_stage(run_dir, "transactions_clean.parquet"),
-                        io.read_stage(run_dir, "rfm.parquet"), io.read_stage(run_dir, "clv.parquet", optional=True),
+    with duckdb_parquet(io.stage_file(run_dir, "transactions_clean.parquet")) as t:
+        b = aggregates.book(t, study.occasion)
+    res = build_journey(study, b, io.read_stage(run_dir, "rfm.parquet"),
+                        io.read_stage(run_dir, "clv.parquet", optional=True),
                         reading.read_attributes(study, "customers"),
                         io.read_stage(run_dir, "churn_risk.parquet", optional=True))
     cols = ["customer_id", "lifecycle_stage", "cycle_days", "recency_days", "expected_next", "lost", "overdue",

@@ -22,6 +22,7 @@ from cvlib.run.pages import render
 LOWER_IS_BETTER = {"churn_rate", "value_at_risk_share", "median_cycle_days"}
 SIZE = {"customers", "revenue"}  # the book's size: shown, never ranked (positions are for scale-free metrics)
 RANKED = tuple(k for k in DEFINITIONS if k not in SIZE)
+MONEY = tuple(k for k, (unit, _) in DEFINITIONS.items() if unit == "currency")  # compared only in one currency
 MIN_PEERS, MAX_WEIGHT = 5, 0.25  # a benchmark cell: at least 5 studies, none above 25% of its customers
 
 
@@ -30,6 +31,46 @@ class Portfolio:
     table: pd.DataFrame  # one row per study: study, client, group, currency, run, one column per metric
     positions: pd.DataFrame  # study, group, metric, value, percentile (0-100, 100 = best of the group), quartile
     movers: pd.DataFrame  # study, metric, before, now, change (relative): the largest moves first
+    rates: dict[str, float] | None = None  # units of `base` per unit of each currency, when amounts were converted
+    base: str = ""
+
+
+def read_rates(path: Path) -> tuple[str, dict[str, float]]:
+    """A currency rate table (YAML: `base: EUR` and `rates: {USD: 0.92, ...}`, units of the base currency per
+    unit of each currency), read safely and checked; a clear error naming the file and the entry otherwise."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ParamError(f"--rates {path}: cannot read the rate table ({e}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("base"), str) or not isinstance(data.get("rates"), dict):
+        raise ParamError(f"--rates {path}: expected 'base: <currency>' and 'rates: {{<currency>: <units of the base "
+                         "per unit>, ...}}'.")
+    rates = {}
+    for cur, v in data["rates"].items():
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+        if not ok:
+            raise ParamError(f"--rates {path}: the rate of {cur!r} is {v!r}; give a positive number (units of "
+                             f"{data['base']} per one {cur}).")
+        rates[str(cur)] = float(v)
+    return data["base"], {**rates, data["base"]: 1.0}
+
+
+def convert(table: pd.DataFrame, base: str, rates: dict[str, float], source: str = "the rate table") -> pd.DataFrame:
+    """The money metrics of every study in `base` (`rates`: units of base per unit); a study whose currency has
+    no rate is refused, by name."""
+    cur = table["currency"].fillna("")
+    missing = sorted(set(cur) - set(rates))
+    if missing:
+        who = ", ".join(f"{s} ({c or 'no currency'})" for s, c in zip(table["study"], cur) if c in missing)
+        raise ParamError(f"{source} has no rate for {', '.join(repr(c) for c in missing)}: studies {who}. Add "
+                         f"each currency under rates: with the units of {base} per one unit.")
+    factor = cur.map(rates).astype(float)
+    out = table.assign(own_currency=table["currency"], currency=base)
+    for k in MONEY:
+        out[k] = pd.to_numeric(out[k], errors="coerce") * factor
+    return out
 
 
 def study_runs(folder: Path) -> list[dict]:
@@ -63,9 +104,12 @@ def collect(reports_dir: Path, studies: list[str] | None = None) -> dict[str, li
     return found
 
 
-def build(found: dict[str, list[dict]], group_by: str | None = "industry") -> Portfolio:
+def build(found: dict[str, list[dict]], group_by: str | None = "industry",
+          rates: tuple[str, dict[str, float]] | None = None) -> Portfolio:
     """The portfolio of the studies' latest runs: the metrics side by side, positions within each peer group
-    (`group_by`: industry, market_segment or None for one group), and the largest moves since the previous run."""
+    (`group_by`: industry, market_segment or None for one group), and the largest moves since the previous run.
+    Money metrics are converted to one currency with `rates` (base, rates: `read_rates`); without, they are
+    ranked only among the group's studies in the same currency."""
     rows = []
     for study, got in found.items():
         m = got[0]
@@ -74,7 +118,9 @@ def build(found: dict[str, list[dict]], group_by: str | None = "industry") -> Po
                      "currency": m.get("currency"), "run": m["run"],
                      **{k: (m["metrics"].get(k) or {}).get("value") for k in DEFINITIONS}})
     table = pd.DataFrame(rows).sort_values(["group", "study"]).reset_index(drop=True)
-    return Portfolio(table, positions(table), movers(found))
+    if rates is not None:
+        table = convert(table, *rates)
+    return Portfolio(table, positions(table), movers(found), rates[1] if rates else None, rates[0] if rates else "")
 
 
 def positions(table: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +129,8 @@ def positions(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for metric in RANKED:
         v = table[["study", "group", metric]].dropna(subset=[metric])
-        for _, g in v.groupby("group"):
+        peers = [v["group"], table.loc[v.index, "currency"].fillna("")] if metric in MONEY else [v["group"]]
+        for _, g in v.groupby(peers):
             vals = g[metric].astype(float)
             ranks = (-vals if metric in LOWER_IS_BETTER else vals).rank(method="average")
             pct = 100.0 * (ranks - 1) / (len(g) - 1) if len(g) > 1 else pd.Series(100.0, index=g.index)
@@ -123,6 +170,18 @@ def _shown(v: float | None, metric: str, currency: str = "") -> str:
     return summary.format_figure(v, kind, currency) if kind else f"{v:.2f}"
 
 
+def _money_words(p: Portfolio) -> dict[str, str]:
+    """The page's opening sentence and, with studies in several currencies and no rates, why their money metrics
+    are ranked apart."""
+    n = len(p.table)
+    if p.rates:
+        used = sorted(set(p.table["own_currency"].fillna("")) - {p.base})
+        rates = ", ".join(f"1 {c} = {p.rates[c]:g} {p.base}" for c in used) or "–"
+        return {"intro": i18n.t("portfolio.intro_converted", n=n, base=p.base, rates=rates), "note": ""}
+    several = p.table["currency"].fillna("").nunique() > 1
+    return {"intro": i18n.t("portfolio.intro", n=n), "note": i18n.t("portfolio.money_by_currency") if several else ""}
+
+
 def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
     """portfolio.html (escaped, self-contained) and portfolio.xlsx (the full tables) in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +198,7 @@ def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
                   "before": _shown(r["before"], r["metric"], cur[r["study"]]),
                   "now": _shown(r["now"], r["metric"], cur[r["study"]]), "change": i18n.pct(r["change"], 0, signed=True)
                   if np.isfinite(r["change"]) else "–"} for _, r in p.movers.iterrows()]
-        page = render("portfolio.html.j2", labels=list(labels.values()), rows=shown, movers=moved,
+        page = render("portfolio.html.j2", labels=list(labels.values()), rows=shown, movers=moved, **_money_words(p),
                       ranked=ranked, positions=[{"study": s, "cells": [grid.at[s, c] if isinstance(grid.at[s, c], str)
                                                                        else "–" for c in ranked]}
                                                 for s in grid.index])
@@ -156,6 +215,7 @@ class Benchmark:
     cells: pd.DataFrame  # metric, value, peers, p25, median, p75, percentile, shown, why (hidden: the reason)
     peers: list[str]  # the peer studies' names (shown only as keyed pseudonyms)
     currency: str = ""
+    mixed: bool = False  # some peers report in another currency (money metrics compared without them)
 
 
 def benchmark_key(env: str) -> bytes:
@@ -188,9 +248,10 @@ def benchmark(p: Portfolio, study: str) -> Benchmark:
         raise ParamError(f"cvlib portfolio --benchmark-for {study}: no complete run with metrics for that study.")
     group = t.at[study, "group"]
     peers = t[(t["group"] == group) & (t.index != study)]
+    same = peers["currency"].fillna("") == (t.at[study, "currency"] or "")
     rows = []
     for k in RANKED:
-        v = peers[k].dropna().astype(float)
+        v = (peers[same] if k in MONEY else peers)[k].dropna().astype(float)
         shown, why = cell(v, peers.loc[v.index, "customers"].fillna(0).astype(float))
         mine = t.at[study, k]
         below = float((v < mine).sum() + 0.5 * (v == mine).sum()) / len(v) if len(v) and mine is not None else None
@@ -198,7 +259,8 @@ def benchmark(p: Portfolio, study: str) -> Benchmark:
         q = v.quantile([0.25, 0.5, 0.75]).tolist() if shown else [None] * 3
         rows.append({"metric": k, "value": mine, "peers": len(v), "p25": q[0], "median": q[1], "p75": q[2],
                      "percentile": round(pct, 0) if shown and pct is not None else None, "shown": shown, "why": why})
-    return Benchmark(study, str(group), pd.DataFrame(rows), list(peers.index), t.at[study, "currency"] or "")
+    return Benchmark(study, str(group), pd.DataFrame(rows), list(peers.index), t.at[study, "currency"] or "",
+                     bool((~same).any()))
 
 
 def write_benchmark(b: Benchmark, key: bytes, out_dir: Path, language: str = "en") -> list[Path]:
@@ -212,7 +274,8 @@ def write_benchmark(b: Benchmark, key: bytes, out_dir: Path, language: str = "en
                   "p25": show(r.p25, r.metric), "median": show(r.median, r.metric), "p75": show(r.p75, r.metric),
                   "percentile": "–" if r.percentile is None else f"{r.percentile:.0f}", "shown": r.shown, "why": r.why}
                  for r in b.cells.itertuples()]
-        page = render("benchmark.html.j2", study=b.study, group=b.group, cells=cells, peers=names)
+        note = i18n.t("portfolio.benchmark_currency", currency=b.currency) if b.mixed else ""
+        page = render("benchmark.html.j2", study=b.study, group=b.group, cells=cells, peers=names, note=note)
     html_path = fonts.write_page(page, out_dir / f"benchmark-{b.study}.html")
     table = b.cells.assign(metric=b.cells["metric"].map(labels))
     hidden = ~table["shown"]

@@ -1,0 +1,127 @@
+"""The journey and campaign stages read aggregates the engine wrote (cvlib.engines.aggregates), never the clean
+transactions as rows: the aggregates give what the rows give, on hand-built books and on the agency example."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvlib import customers, io
+from cvlib.analysis import campaign, journey
+from cvlib.engines import aggregates
+
+END = pd.Timestamp("2024-06-30")
+
+
+def messy_book(seed: int = 3, n: int = 400) -> pd.DataFrame:
+    """Rows with times of day, several rows on one day, products and channels (some missing), in file order."""
+    rng = np.random.default_rng(seed)
+    cust = rng.integers(0, 60, n)
+    when = pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 540 * 24, n), unit="h")
+    return pd.DataFrame({
+        "customer_id": [f"k{c:02d}" for c in cust], "date": when,
+        "amount": np.round(rng.gamma(2.0, 20.0, n), 2),
+        "product": rng.choice(["a", "b", "c", None], n, p=[0.4, 0.3, 0.2, 0.1]),
+        "channel": rng.choice(["web", "store", None], n, p=[0.5, 0.4, 0.1])})
+
+
+@pytest.fixture(scope="module")
+def book_and_rows():
+    tx = messy_book()
+    with aggregates.frame_table(tx) as t:
+        b = aggregates.book(t, "auto")
+    return b, tx
+
+
+def test_day_totals_give_the_cycles_and_lifecycle_the_rows_give(book_and_rows):
+    b, tx = book_and_rows
+    rows = customers.purchases(tx)
+    assert list(b.p.ids) == list(rows.ids) and b.end == tx["date"].max().normalize() and b.occasion == "day"
+    assert len(b.p.code) < len(tx)  # several rows on one day are one entry
+    for occasion in ("day", "week", "month"):
+        pd.testing.assert_frame_equal(journey.purchase_cycles(None, END, p=b.p, occasion=occasion),
+                                      journey.purchase_cycles(None, END, p=rows, occasion=occasion))
+    for at in (END, END - pd.Timedelta(days=200)):
+        now_a, flow_a = journey.lifecycle_flow(None, at, 90, p=b.p)
+        now_b, flow_b = journey.lifecycle_flow(None, at, 90, p=rows)
+        pd.testing.assert_series_equal(now_a, now_b)
+        pd.testing.assert_frame_equal(flow_a, flow_b)
+
+
+def test_first_days_of_items_equal_those_of_the_rows(book_and_rows):
+    b, tx = book_and_rows
+    rows = customers.purchases(tx)
+    item, items = customers.item_codes(tx["product"])
+    expected = journey.first_days(rows.code, item, rows.day, len(rows.ids), len(items))
+    got_item, got_items = customers.item_codes(b.items["item"])
+    got = journey.first_days(b.items["code"].to_numpy(), got_item, b.items["day"].to_numpy(),
+                             len(b.p.ids), len(got_items))
+    assert list(got_items) == list(items) == ["a", "b", "c"]  # a row with no product is not an item
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_first_and_last_channel_by_time_then_by_the_rows_place():
+    tx = pd.DataFrame({"customer_id": ["x", "x", "x", "y", "y"],
+                       "date": pd.to_datetime(["2024-01-02 09:00", "2024-01-02 09:00", "2024-01-01 18:00",
+                                               "2024-02-01 10:00", "2024-02-01 08:00"]),
+                       "amount": [1.0, 2.0, 3.0, 4.0, 5.0], "channel": ["store", "web", "phone", "web", None]})
+    with aggregates.frame_table(tx) as t:
+        b = aggregates.book(t, "day")
+    fl = b.first_last.set_axis(b.p.ids)
+    # x: the evening of 1 January first; two rows at the same time on 2 January: the later row is the last
+    assert fl.loc["x", "first_channel"] == "phone" and fl.loc["x", "last_channel"] == "web"
+    # y: 08:00 (no channel) before 10:00 on the same day
+    assert pd.isna(fl.loc["y", "first_channel"]) and fl.loc["y", "last_channel"] == "web"
+    rev = b.channels.assign(customer_id=b.p.ids[b.channels["code"]]).set_index(["customer_id", "channel"])["revenue"]
+    assert rev[("x", "store")] == 1.0 and rev[("x", "web")] == 2.0 and rev[("x", "phone")] == 3.0
+    from cvlib.analysis.channels import channel_mix_of
+
+    m = channel_mix_of(b)["migration"]
+    assert m.loc["phone", "web"] == 1 and m.loc["unknown", "web"] == 1  # 'unknown' for a row without a channel
+
+
+def test_campaign_windows_from_day_totals_equal_those_from_rows(book_and_rows):
+    _, tx = book_and_rows
+    ids = sorted(tx["customer_id"].unique())
+    assigned = pd.DataFrame({"customer_id": ids, "campaign": "spring",
+                             "group": np.where(np.arange(len(ids)) % 2, "treatment", "control"),
+                             "date": pd.Timestamp("2023-09-15")})
+    with aggregates.frame_table(tx) as t:
+        daily = aggregates.daily_spend(t, pd.Series(ids[:40]))
+    assert set(daily["customer_id"]) <= set(ids[:40])  # only the asked customers come back
+    ours = campaign.outcomes(daily, assigned.iloc[:40], 60)
+    theirs = campaign.outcomes(tx, assigned.iloc[:40], 60)
+    assert ours["bought"].sum() > 5 and ours["revenue_before"].gt(0).sum() > 5
+    pd.testing.assert_frame_equal(ours, theirs)
+
+
+def test_the_journey_and_campaign_stages_never_read_the_transactions_as_rows(tmp_path, monkeypatch):
+    """On the agency example (products, channels, a campaign), with io.read_stage refusing the clean
+    transactions: the stages run on the engine's aggregates and give what the rows give."""
+    from cvlib.analysis import cleaning, rfm
+    from cvlib.params import load_study
+
+    study = load_study("params/agency_demo.yaml", {"rfm.clusters.k_range": [2, 2]})
+    cleaning.run_cleaning(study, tmp_path)
+    rfm.run_rfm(study, tmp_path)
+    tx = io.read_stage(tmp_path, "transactions_clean.parquet")
+    real = io.read_stage
+
+    def refuse(run_dir, name, *a, **k):
+        assert name != "transactions_clean.parquet", "a stage read the clean transactions as rows"
+        return real(run_dir, name, *a, **k)
+
+    monkeypatch.setattr(io, "read_stage", refuse)
+    res = journey.run_journey(study, tmp_path)
+    camp = campaign.run_campaign(study, tmp_path)
+    assert res.rules is not None and len(res.rules) and res.channels is not None and len(camp.outcomes)
+    seg = io.by_customer(real(tmp_path, "rfm.parquet"))["segment"].astype(str)
+    c = study.journey.cycles
+    cyc = journey.purchase_cycles(None, res.end, seg, c.overdue_k, c.prior_gaps, p=customers.purchases(tx),
+                                  occasion=res.occasion, lost=float(study.drivers.churn_days))
+    got = res.customers.set_index("customer_id")
+    assert list(got.index) == [str(i) for i in cyc.index] and got["overdue"].any() and got["lost"].any()
+    for col in ("cycle_days", "recency_days", "lost", "overdue", "days_overdue"):
+        np.testing.assert_allclose(got[col].to_numpy(dtype=float), cyc[col].to_numpy(dtype=float), rtol=1e-12)
+    pd.testing.assert_frame_equal(camp.outcomes, campaign.outcomes(tx, camp.outcomes[
+        ["customer_id", "campaign", "group", "date"]], study.campaign.window_days), check_exact=False, rtol=1e-12)
