@@ -13,7 +13,7 @@ from cvlib.errors import CvlibError, InputDataError, ParamError
 from cvlib.examples import write_agency
 from cvlib.params import ATTRIBUTE_TABLES, DATA_DIR, load_study, short_repr
 from cvlib.parsing import parse_amounts_explained, parse_dates
-from cvlib.run import export, pages, portfolio, summary
+from cvlib.run import export, pages, portfolio, portfolio_pages, summary
 from cvlib.run import history as runs
 from cvlib.run.runner import run_study
 from cvlib.stages import STAGES
@@ -245,9 +245,9 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.reports_dir) / "portfolio"
     if args.benchmark_for:
         key = portfolio.benchmark_key(args.key_env)
-        written = portfolio.write_benchmark(portfolio.benchmark(p, args.benchmark_for), key, out, args.language)
+        written = portfolio_pages.write_benchmark(portfolio.benchmark(p, args.benchmark_for), key, out, args.language)
     else:
-        written = portfolio.write(p, out, args.language)
+        written = portfolio_pages.write(p, out, args.language)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -8,7 +8,7 @@ import pytest
 
 from cvlib import cli
 from cvlib.errors import ParamError
-from cvlib.run import metrics, portfolio
+from cvlib.run import metrics, portfolio, portfolio_pages
 
 
 def run_of(client: str, industry: str, run: str, **values) -> dict:
@@ -48,7 +48,7 @@ def test_movers_are_the_largest_relative_changes_since_the_previous_run():
 
 
 def test_the_page_escapes_client_names_and_the_workbook_holds_every_table(tmp_path):
-    html_path, xlsx_path = portfolio.write(portfolio.build(found()), tmp_path, "zh")
+    html_path, xlsx_path = portfolio_pages.write(portfolio.build(found()), tmp_path, "zh")
     page = html_path.read_text(encoding="utf-8")
     assert "<script>" not in page and "Alpha &lt;script&gt;" in page
     assert "客户价值研究组合" in page and "12 个月留存率" in page
@@ -108,7 +108,7 @@ def test_money_is_never_ranked_across_currencies_without_a_rate_table(tmp_path):
     assert pos.loc[("c1", "mean_clv"), "peers"] == 1 and pos.loc[("e2", "mean_clv"), "peers"] == 2
     assert pos.loc[("e2", "mean_clv"), "percentile"] == 100.0 and pos.loc[("e1", "mean_clv"), "percentile"] == 0.0
     assert pos.loc[("c1", "retention_12m"), "peers"] == 3  # a share is compared across currencies
-    page = portfolio.write(p, tmp_path)[0].read_text(encoding="utf-8")
+    page = portfolio_pages.write(p, tmp_path)[0].read_text(encoding="utf-8")
     assert "ranked only against the studies of their group in the same currency" in page
     b = portfolio.benchmark(p, "c1")
     assert b.mixed and b.cells.set_index("metric").at["mean_clv", "peers"] == 0
@@ -124,7 +124,7 @@ def test_a_rate_table_converts_money_to_one_currency_and_ranks_it(tmp_path):
     assert t.at["c1", "revenue_per_customer"] == pytest.approx(32.5)
     pos = p.positions.set_index(["study", "metric"])
     assert pos.loc[("c1", "mean_clv"), "peers"] == 3 and pos.loc[("c1", "mean_clv"), "percentile"] == 0.0
-    page = portfolio.write(p, tmp_path / "out")[0].read_text(encoding="utf-8")
+    page = portfolio_pages.write(p, tmp_path / "out")[0].read_text(encoding="utf-8")
     assert "1 CNY = 0.13 EUR" in page and "ranked only" not in page
     # a currency without a rate, and a rate that is not a positive number, are refused by name
     rates.write_text("base: EUR\nrates: {USD: 0.9}\n", encoding="utf-8")
@@ -142,7 +142,7 @@ def test_a_benchmark_page_names_no_other_client(tmp_path, monkeypatch):
     monkeypatch.setenv("CVLIB_PSEUDONYM_KEY", "k" * 32)
     assert cli.main(["portfolio", "--reports-dir", str(tmp_path)]) == 2  # (no runs: said, exit 2)
     p = portfolio.build(peers(6))
-    files = portfolio.write_benchmark(portfolio.benchmark(p, "me"), portfolio.benchmark_key("CVLIB_PSEUDONYM_KEY"),
+    files = portfolio_pages.write_benchmark(portfolio.benchmark(p, "me"), portfolio.benchmark_key("CVLIB_PSEUDONYM_KEY"),
                                       tmp_path, "en")
     text = files[0].read_text(encoding="utf-8")
     with zipfile.ZipFile(files[1]) as z:
@@ -152,6 +152,43 @@ def test_a_benchmark_page_names_no_other_client(tmp_path, monkeypatch):
     monkeypatch.setenv("CVLIB_PSEUDONYM_KEY", "short")
     with pytest.raises(ParamError, match="at least"):
         portfolio.benchmark_key("CVLIB_PSEUDONYM_KEY")
+
+
+def test_the_portfolio_feeds_a_studys_kpi_benchmarks_with_its_peers_median(tmp_path, monkeypatch):
+    """monitoring.benchmarks: portfolio: six other retail studies beside this one; churn and retention take the
+    peers' median, CLV only from peers in the same currency over the same horizon (four: hidden, said why), NPS
+    measured by nobody is hidden, a size has none, a number given in params wins; no other study is named."""
+    import json
+
+    from cvlib.params import Kpi
+
+    def run(client, churn, currency="EUR", horizon=12, **more):
+        r = run_of(client, "retail", "r1", churn_rate=churn, customers=100, mean_clv=50.0 * churn, **more)
+        return {**r, "currency": currency, "clv_horizon_months": horizon}
+
+    others = {f"peer{i}": [run(f"Secret Client {i}", 0.1 * (i + 1), *(("USD", 12) if i == 4 else ("EUR", 24)
+                                                                       if i == 5 else ()))] for i in range(6)}
+    for name in others:
+        (tmp_path / name / "latest").mkdir(parents=True)
+    monkeypatch.setattr(portfolio, "study_runs", lambda folder: others[folder.name])
+    run_dir = tmp_path / "me" / "20261206-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / metrics.METRICS_FILE).write_text(json.dumps({**run("Me", 0.3), "run": None}), encoding="utf-8")
+    kpis = [Kpi(kpi="churn_rate", direction="lower"), Kpi(kpi="retention_rate"), Kpi(kpi="mean_clv"),
+            Kpi(kpi="nps"), Kpi(kpi="customers"), Kpi(kpi="top20_share", benchmark=0.5)]
+    got, note = portfolio.kpi_benchmarks(run_dir, kpis)
+    bench = {k.kpi: k.benchmark for k in got}
+    assert bench["churn_rate"] == pytest.approx(0.35)  # peers 0.1 .. 0.6
+    assert bench["retention_rate"] == pytest.approx(0.65)
+    assert bench["mean_clv"] is None and bench["nps"] is None and bench["customers"] is None
+    assert bench["top20_share"] == 0.5  # given in params: kept
+    assert "6 other studies of the industry retail" in note and "2 KPI(s)" in note
+    assert "mean CLV: hidden: 4 peer studies" in note and "NPS: hidden: 0 peer studies" in note
+    assert "Secret" not in note and "peer0" not in note
+    # a study without an industry tag has no peers: said, nothing filled in
+    (run_dir / metrics.METRICS_FILE).write_text(json.dumps({**run("Me", 0.3), "industry": None}), encoding="utf-8")
+    got, note = portfolio.kpi_benchmarks(run_dir, kpis)
+    assert [k.benchmark for k in got] == [k.benchmark for k in kpis] and "industry tag" in note
 
 
 def test_the_example_portfolio_plants_its_industry_order_and_a_declining_client(tmp_path):

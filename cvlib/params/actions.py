@@ -265,3 +265,8 @@ class Monitoring(_Model):
     kpis: list[Kpi] = Field(default_factory=list, description="KPIs shown against target and benchmark, with their "
                                                                "trend over the study's runs, on the index page")
     history: int = Field(20, ge=1, le=200, description="earlier complete runs in the trend")
+    benchmarks: Literal["params", "portfolio"] = Field(
+        "params", description="where a KPI's benchmark comes from: params (the numbers given) or portfolio (the median "
+                              "of the other studies of the same industry beside this one in the reports folder, "
+                              "shown only with at least 5 of them and none above 25% of their customers; a number "
+                              "given still wins)")

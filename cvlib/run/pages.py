@@ -11,7 +11,7 @@ import yaml
 from cvlib import fonts, i18n, io
 from cvlib.report import CONSULTANT_CLASS
 from cvlib.run import history as runs
-from cvlib.run import summary
+from cvlib.run import portfolio, summary
 from cvlib.run.monitoring import monitoring_view
 from cvlib.run.record import RunContext, RunResult, write_record
 from cvlib.run.summary import format_figure
@@ -104,9 +104,12 @@ def _write_index(ctx: RunContext, result: RunResult, history: runs.Runs, scrub: 
     monitoring = None
     try:
         m = ctx.study.monitoring
-        monitoring = monitoring_view(run_dir, history.verified(), m.kpis, currency, m.history)
+        kpis, source = portfolio.kpi_benchmarks(run_dir, m.kpis) if m.benchmarks == "portfolio" and m.kpis \
+            else (m.kpis, "")
+        monitoring = monitoring_view(run_dir, history.verified(), kpis, currency, m.history)
         if monitoring is not None:
-            io.write_json({"kpis": monitoring["table"].to_dict("records"),
+            monitoring["source"] = source
+            io.write_json({"kpis": monitoring["table"].to_dict("records"), "benchmark_source": source or None,
                            "trend": monitoring["trend"].to_dict("records")}, run_dir / "monitoring.json")
     except Exception as exc:  # noqa: BLE001  # monitoring must never hide the stage links
         error = error or str(exc)

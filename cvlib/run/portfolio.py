@@ -1,6 +1,6 @@
 """Studies side by side: the standard metrics (metrics.json) of each study's latest complete run, each study's
-position against its peer group (quartile and percentile), and what moved most since the study's previous run.
-Written as one HTML page (the reports' template, in either language) and one xlsx."""
+position against its peer group (quartile and percentile), what moved most since the study's previous run, and one
+client's anonymised benchmark (the pages: `cvlib.run.portfolio_pages`)."""
 from __future__ import annotations
 
 import json
@@ -11,18 +11,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cvlib import fonts, i18n, privacy, xlsx
+from cvlib import i18n, privacy
 from cvlib.errors import ParamError
+from cvlib.params import Kpi
 from cvlib.run import history as runs
-from cvlib.run import summary
 from cvlib.run.metrics import DEFINITIONS, METRICS_FILE
-from cvlib.run.pages import render
 
 # metrics where a lower value is the better position (the percentile is read the other way)
 LOWER_IS_BETTER = {"churn_rate", "value_at_risk_share", "median_cycle_days"}
 SIZE = {"customers", "revenue"}  # the book's size: shown, never ranked (positions are for scale-free metrics)
 RANKED = tuple(k for k in DEFINITIONS if k not in SIZE)
 MONEY = tuple(k for k, (unit, _) in DEFINITIONS.items() if unit == "currency")  # compared only in one currency
+CLV = ("mean_clv", "median_clv")  # ... and only over one CLV horizon
+
+
+def comparable_by(metric: str) -> list[str]:
+    """What a metric is compared within beyond the peer group: money in one currency, CLV over one horizon."""
+    return (["currency", "horizon"] if metric in CLV else ["currency"]) if metric in MONEY else []
+
+
+def _key(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    """The comparability key of each row (text; a missing value is its own key)."""
+    vals = df[cols].astype(object).where(df[cols].notna(), "").to_numpy()
+    return pd.Series(["|".join(str(x) for x in r) for r in vals], index=df.index, dtype=object)
 MIN_PEERS, MAX_WEIGHT = 5, 0.25  # a benchmark cell: at least 5 studies, none above 25% of its customers
 
 
@@ -115,7 +126,7 @@ def build(found: dict[str, list[dict]], group_by: str | None = "industry",
         m = got[0]
         group = (m.get(group_by) if group_by else None) or "–"
         rows.append({"study": study, "client": m.get("client") or study, "group": group,
-                     "currency": m.get("currency"), "run": m["run"],
+                     "currency": m.get("currency"), "horizon": m.get("clv_horizon_months"), "run": m["run"],
                      **{k: (m["metrics"].get(k) or {}).get("value") for k in DEFINITIONS}})
     table = pd.DataFrame(rows).sort_values(["group", "study"]).reset_index(drop=True)
     if rates is not None:
@@ -129,8 +140,7 @@ def positions(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for metric in RANKED:
         v = table[["study", "group", metric]].dropna(subset=[metric])
-        peers = [v["group"], table.loc[v.index, "currency"].fillna("")] if metric in MONEY else [v["group"]]
-        for _, g in v.groupby(peers):
+        for _, g in v.groupby([v["group"], _key(table.loc[v.index], comparable_by(metric))]):
             vals = g[metric].astype(float)
             ranks = (-vals if metric in LOWER_IS_BETTER else vals).rank(method="average")
             pct = 100.0 * (ranks - 1) / (len(g) - 1) if len(g) > 1 else pd.Series(100.0, index=g.index)
@@ -156,55 +166,6 @@ def movers(found: dict[str, list[dict]], top: int = 10) -> pd.DataFrame:
                         "change": (b - a) / abs(a) if a else np.inf})
     df = pd.DataFrame(out, columns=["study", "metric", "before", "now", "change"])
     return df.reindex(df["change"].abs().sort_values(ascending=False).index).head(top).reset_index(drop=True)
-
-
-KINDS = {"share": "share", "ratio": "share", "customers": "count", "days": "count", "points": "points",
-         "currency": "money"}  # a metric's unit -> the kind the index page formats a figure by
-
-
-def _shown(v: float | None, metric: str, currency: str = "") -> str:
-    """A metric value as the run's index shows a figure of its kind (`summary.format_figure`)."""
-    kind = KINDS.get(DEFINITIONS[metric][0])
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
-    return summary.format_figure(v, kind, currency) if kind else f"{v:.2f}"
-
-
-def _money_words(p: Portfolio) -> dict[str, str]:
-    """The page's opening sentence and, with studies in several currencies and no rates, why their money metrics
-    are ranked apart."""
-    n = len(p.table)
-    if p.rates:
-        used = sorted(set(p.table["own_currency"].fillna("")) - {p.base})
-        rates = ", ".join(f"1 {c} = {p.rates[c]:g} {p.base}" for c in used) or "–"
-        return {"intro": i18n.t("portfolio.intro_converted", n=n, base=p.base, rates=rates), "note": ""}
-    several = p.table["currency"].fillna("").nunique() > 1
-    return {"intro": i18n.t("portfolio.intro", n=n), "note": i18n.t("portfolio.money_by_currency") if several else ""}
-
-
-def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
-    """portfolio.html (escaped, self-contained) and portfolio.xlsx (the full tables) in out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with i18n.speaking(language):
-        labels = {k: i18n.t(f"portfolio.m_{k}") for k in DEFINITIONS}
-        shown = [{"study": r["study"], "client": r["client"], "group": r["group"], "currency": r["currency"] or "",
-                  "values": [_shown(r[k], k, r["currency"] or "") for k in DEFINITIONS]} for _, r in p.table.iterrows()]
-        pos = p.positions.assign(metric=p.positions["metric"].map(labels))
-        grid = pos.assign(cell=[i18n.t("portfolio.position_cell", p=f"{r.percentile:.0f}", q=r.quartile)
-                                for r in pos.itertuples()]).pivot(index="study", columns="metric", values="cell")
-        ranked = [labels[k] for k in RANKED if labels[k] in grid.columns]
-        cur = dict(zip(p.table["study"], p.table["currency"].fillna("")))
-        moved = [{"study": r["study"], "metric": labels[r["metric"]],
-                  "before": _shown(r["before"], r["metric"], cur[r["study"]]),
-                  "now": _shown(r["now"], r["metric"], cur[r["study"]]), "change": i18n.pct(r["change"], 0, signed=True)
-                  if np.isfinite(r["change"]) else "–"} for _, r in p.movers.iterrows()]
-        page = render("portfolio.html.j2", labels=list(labels.values()), rows=shown, movers=moved, **_money_words(p),
-                      ranked=ranked, positions=[{"study": s, "cells": [grid.at[s, c] if isinstance(grid.at[s, c], str)
-                                                                       else "–" for c in ranked]}
-                                                for s in grid.index])
-    html_path = fonts.write_page(page, out_dir / "portfolio.html")
-    sheets = {"metrics": p.table.rename(columns=labels), "positions": pos, "movers": p.movers}
-    return [html_path, xlsx.write_xlsx(sheets, out_dir / "portfolio.xlsx")]
 
 
 # --------------------------------------------------------------------------- one client's anonymised benchmark
@@ -248,10 +209,11 @@ def benchmark(p: Portfolio, study: str) -> Benchmark:
         raise ParamError(f"cvlib portfolio --benchmark-for {study}: no complete run with metrics for that study.")
     group = t.at[study, "group"]
     peers = t[(t["group"] == group) & (t.index != study)]
-    same = peers["currency"].fillna("") == (t.at[study, "currency"] or "")
     rows = []
     for k in RANKED:
-        v = (peers[same] if k in MONEY else peers)[k].dropna().astype(float)
+        cols = comparable_by(k)
+        same = _key(peers, cols) == _key(t.loc[[study]], cols).iloc[0]
+        v = peers.loc[same, k].dropna().astype(float)
         shown, why = cell(v, peers.loc[v.index, "customers"].fillna(0).astype(float))
         mine = t.at[study, k]
         below = float((v < mine).sum() + 0.5 * (v == mine).sum()) / len(v) if len(v) and mine is not None else None
@@ -259,26 +221,43 @@ def benchmark(p: Portfolio, study: str) -> Benchmark:
         q = v.quantile([0.25, 0.5, 0.75]).tolist() if shown else [None] * 3
         rows.append({"metric": k, "value": mine, "peers": len(v), "p25": q[0], "median": q[1], "p75": q[2],
                      "percentile": round(pct, 0) if shown and pct is not None else None, "shown": shown, "why": why})
-    return Benchmark(study, str(group), pd.DataFrame(rows), list(peers.index), t.at[study, "currency"] or "",
-                     bool((~same).any()))
+    mixed = bool((peers["currency"].fillna("") != (t.at[study, "currency"] or "")).any())
+    return Benchmark(study, str(group), pd.DataFrame(rows), list(peers.index), t.at[study, "currency"] or "", mixed)
 
 
-def write_benchmark(b: Benchmark, key: bytes, out_dir: Path, language: str = "en") -> list[Path]:
-    """The client's benchmark page and workbook: the other clients only as keyed pseudonyms."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = sorted(privacy.pseudonym_of(s, key) for s in b.peers)
-    with i18n.speaking(language):
-        labels = {k: i18n.t(f"portfolio.m_{k}") for k in DEFINITIONS}
-        show = lambda v, m: _shown(v, m, b.currency)  # noqa: E731
-        cells = [{"metric": labels[r.metric], "value": show(r.value, r.metric),
-                  "p25": show(r.p25, r.metric), "median": show(r.median, r.metric), "p75": show(r.p75, r.metric),
-                  "percentile": "–" if r.percentile is None else f"{r.percentile:.0f}", "shown": r.shown, "why": r.why}
-                 for r in b.cells.itertuples()]
-        note = i18n.t("portfolio.benchmark_currency", currency=b.currency) if b.mixed else ""
-        page = render("benchmark.html.j2", study=b.study, group=b.group, cells=cells, peers=names, note=note)
-    html_path = fonts.write_page(page, out_dir / f"benchmark-{b.study}.html")
-    table = b.cells.assign(metric=b.cells["metric"].map(labels))
-    hidden = ~table["shown"]
-    table.loc[hidden, ["p25", "median", "p75", "percentile"]] = None
-    sheets = {"benchmark": table, "peers": pd.DataFrame({"peer": names})}
-    return [html_path, xlsx.write_xlsx(sheets, out_dir / f"benchmark-{b.study}.xlsx")]
+# --------------------------------------------------------------------------- the peers' benchmarks of a study's KPIs
+#: an index KPI (`cvlib.params.Kpi`) -> the standard metric of the same definition, and whether the KPI is 1 - it
+KPI_METRICS = {"top20_share": ("top20_revenue_share", False), "mean_clv": ("mean_clv", False),
+               "churn_rate": ("churn_rate", False), "retention_rate": ("churn_rate", True), "nps": ("nps", False)}
+
+
+def kpi_benchmarks(run_dir: Path, kpis: list[Kpi]) -> tuple[list[Kpi], str]:
+    """`monitoring.benchmarks: portfolio`: each KPI without a benchmark of its own gets its peer group's median,
+    from the latest complete runs of the other studies beside this run's study folder with the same industry tag,
+    under `benchmark`'s suppression rule (and money in one currency, CLV over one horizon); a size (customers,
+    revenue, value at risk, the plan's value) has no peer benchmark. Also the sentence saying where the benchmarks
+    come from and which are hidden, and why. Never names another study."""
+    path = run_dir / METRICS_FILE
+    mine = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not mine.get("industry"):
+        return kpis, i18n.t("monitoring.peers_no_industry")
+    me = run_dir.parent.name
+    found = {f.name: got for f in sorted(run_dir.parent.parent.iterdir())
+             if f.is_dir() and f.name != me and (f / "latest").exists() and (got := study_runs(f))}
+    b = benchmark(build({**found, me: [{**mine, "run": run_dir.name}]}, "industry"), me)
+    cells = b.cells.set_index("metric")
+    out, hidden, used = [], [], 0
+    for k in kpis:
+        metric, flip = KPI_METRICS.get(k.kpi, (None, False))
+        if k.benchmark is not None or metric is None:
+            out.append(k)
+        elif cells.at[metric, "shown"]:
+            median = float(cells.at[metric, "median"])
+            out.append(k.model_copy(update={"benchmark": 1 - median if flip else median}))
+            used += 1
+        else:
+            out.append(k)
+            why = cells.at[metric, "why"]
+            hidden.append(i18n.t("monitoring.peer_hidden_one", kpi=i18n.t(f"portfolio.m_{metric}"), why=why))
+    note = i18n.t("monitoring.peer_source", n=len(b.peers), group=b.group, used=used)
+    return out, " ".join([note, *hidden])
