@@ -6,6 +6,7 @@ text such as ``<script>`` is shown as text in every rendered report.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -164,9 +165,30 @@ def table(
         cap = f"<caption style='caption-side:top;text-align:left'>{html.escape(numbered)}</caption>"
     more = ""
     if len(df) > max_rows:
-        more = f"<p><em>{html.escape(i18n.t('common.more_rows', n=f'{len(df) - max_rows:,}'))}</em></p>"
+        words = html.escape(i18n.t("common.more_rows", n=f"{len(df) - max_rows:,}"))
+        more = f"<p class='cvlib-more'><em>{words}</em></p>"
     head = "".join(f"<th>{h}</th>" for h in header)
-    return HTML(f"<table class='cvlib'>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}")
+    full = _full_table(df, kinds, currency, [re.sub(r"<[^>]+>", "", h) for h in header]) \
+        if len(df) > CLIENT_ROWS else ""
+    return HTML(f"<table class='cvlib'>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+                f"{more}{full}")
+
+
+CLIENT_ROWS = 15  # the client's rendering shows a long table's first rows, and every row in a workbook beside it
+EMBED_ROWS = 10_000  # rows of a long table carried in the page for that workbook
+
+
+def _full_table(df: pd.DataFrame, kinds: dict[str, str], currency: str, header: list[str]) -> str:
+    """A long table's rows as shown (formatted text, at most `EMBED_ROWS`) carried in the page as JSON, for the
+    client's rendering to cut the table and write every row into a workbook (`cvlib.run.pages.cut_long_tables`),
+    with the sentence saying so in the study's language; `<`, `>` and `&` escaped, so no text of the client's
+    data can close the element."""
+    rows = [[_fmt(v, kinds[c], currency) for c, v in r.items()] for _, r in df.head(EMBED_ROWS).iterrows()]
+    note = i18n.t("common.cut_rows", k=CLIENT_ROWS, n=f"{len(df):,}", file="{file}", sheet="{sheet}")
+    payload = json.dumps({"columns": [html.unescape(h) for h in header], "rows": rows, "total": len(df),
+                          "note": note, "sheet": i18n.t("common.table_sheet")}, ensure_ascii=False)
+    payload = payload.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    return f"<script type='application/json' class='cvlib-full-table'>{payload}</script>"
 
 
 def say(key: str, **values: Any) -> HTML:

@@ -103,6 +103,7 @@ STAGES: tuple[Stage, ...] = (
 
 #: files a client receives in a package (besides the HTML reports)
 CLIENT_FILES: tuple[str, ...] = ("targets.csv", "targets.xlsx", "playbook.csv", "quarantine.csv")
+TABLES_SUFFIX = "-tables.xlsx"  # beside a client page whose long tables were cut: the workbook of every row
 
 
 def by_name(name: str) -> Stage:

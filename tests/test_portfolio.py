@@ -47,13 +47,26 @@ def test_movers_are_the_largest_relative_changes_since_the_previous_run():
     assert m.loc[0, "change"] == pytest.approx(-0.5)
 
 
+def test_trends_follow_each_study_over_all_its_runs(tmp_path):
+    three = {**found(), "a": [run_of("Alpha", "retail", r, retention_12m=v, customers=100)
+                              for r, v in (("r3", 0.1), ("r2", 0.2), ("r1", 0.4))]}
+    p = portfolio.build(three)
+    a = p.trends.query("study == 'a' and metric == 'retention_12m'")
+    assert a["run"].tolist() == ["r1", "r2", "r3"] and a["value"].tolist() == [0.4, 0.2, 0.1]  # oldest first
+    rows = portfolio_pages.trend_rows(p.trends, {})
+    assert [r["study"] for r in rows] == ["a"] and rows[0]["runs"] == 3  # one run is no trend
+    assert rows[0]["cells"][0] == "40.0% → 20.0% → 10.0%"
+    page = portfolio_pages.write(p, tmp_path)[0].read_text(encoding="utf-8")
+    assert "40.0% → 20.0% → 10.0%" in page
+
+
 def test_the_page_escapes_client_names_and_the_workbook_holds_every_table(tmp_path):
     html_path, xlsx_path = portfolio_pages.write(portfolio.build(found()), tmp_path, "zh")
     page = html_path.read_text(encoding="utf-8")
     assert "<script>" not in page and "Alpha &lt;script&gt;" in page
     assert "客户价值研究组合" in page and "12 个月留存率" in page
     with zipfile.ZipFile(xlsx_path) as z:
-        assert sum(n.startswith("xl/worksheets/sheet") for n in z.namelist()) == 3
+        assert sum(n.startswith("xl/worksheets/sheet") for n in z.namelist()) == 4
 
 
 def test_no_study_with_metrics_is_said(tmp_path):

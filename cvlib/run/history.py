@@ -13,7 +13,7 @@ from cvlib import engines, io
 from cvlib.errors import ParamError
 from cvlib.params import Study, load_study
 from cvlib.run.summary import figures, format_figure
-from cvlib.stages import CLIENT_FILES, STAGES, Stage, by_name, report_pages
+from cvlib.stages import CLIENT_FILES, STAGES, TABLES_SUFFIX, Stage, by_name, report_pages
 
 
 def changed_files(run_dir: Path, files: dict[str, str]) -> list[str]:
@@ -276,6 +276,7 @@ def package(run_dir: Path, out: Path | None = None, pages_dir: Path | None = Non
                          "run.json), so it is not packaged. Rerun the study for a clean copy.")
     pages_dir = pages_dir or run_dir
     source = {f: pages_dir / f for f in report_pages(pages_dir)}
+    source |= {p.name: p for p in sorted(pages_dir.glob(f"*{TABLES_SUFFIX}"))}  # every row of the cut long tables
     source |= {f: run_dir / f for f in CLIENT_FILES if (run_dir / f).exists()}
     files = list(source)
     out = out or run_dir.parent / f"{rec['study']}-{run_dir.name}.zip"

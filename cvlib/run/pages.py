@@ -3,19 +3,21 @@ client text in them is always shown as text."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import pandas as pd
 import yaml
 
-from cvlib import fonts, i18n, io
-from cvlib.report import CONSULTANT_CLASS
+from cvlib import fonts, i18n, io, xlsx
+from cvlib.report import CLIENT_ROWS, CONSULTANT_CLASS
 from cvlib.run import history as runs
 from cvlib.run import portfolio, summary
 from cvlib.run.monitoring import monitoring_view
 from cvlib.run.record import RunContext, RunResult, write_record
 from cvlib.run.summary import format_figure
-from cvlib.stages import SUMMARY_PAGE, report_pages
+from cvlib.stages import SUMMARY_PAGE, TABLES_SUFFIX, report_pages
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -231,10 +233,11 @@ CONSULTANT_MARKS = (f".{CONSULTANT_CLASS}", ".cvlib-reused", f".{DIAGNOSTIC_CELL
 CLIENT_FOLDER = "client"
 
 
-def client_page(html_text: str) -> str:
+def client_page(html_text: str, workbook: str = "tables.xlsx", tables: dict | None = None) -> str:
     """A report or index as the client reads it: the consultant's notes and marked parts (run ids, stage times
     and reasons, the parameters, fingerprints and versions, reuse banners) left out, sections left empty dropped,
-    and the table of contents without their entries."""
+    the table of contents without their entries, and each long table cut to its first rows (`cut_long_tables`:
+    every row goes into `tables`, sheet name -> frame, for the page's `workbook`)."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html_text, "html.parser")
@@ -244,7 +247,31 @@ def client_page(html_text: str) -> str:
     for link in soup.select('.cvlib-toc a[href^="#"]'):
         if soup.find(id=link["href"][1:]) is None:
             (link.find_parent("li") or link).decompose()
+    found = cut_long_tables(soup, workbook)
+    if tables is not None:
+        tables.update(found)
     return str(soup)
+
+
+def cut_long_tables(soup: Any, workbook: str) -> dict[str, pd.DataFrame]:
+    """Cut every long table of a page (one `cvlib.report.table` gave its rows to) to its first `CLIENT_ROWS` rows,
+    with the sentence saying where every row is: sheet 'table 1', 'table 2', ... of `workbook`. Returns those
+    sheets (sheet name -> the rows as shown)."""
+    out = {}
+    for k, carried in enumerate(soup.select("script.cvlib-full-table"), start=1):
+        data = json.loads(carried.string or "{}")
+        table = carried.find_previous_sibling("table")
+        for tr in (table.select("tbody tr")[CLIENT_ROWS:] if table is not None else []):
+            tr.decompose()
+        more = carried.find_previous_sibling("p", class_="cvlib-more")
+        if more is not None:
+            more.decompose()
+        sheet = f"{data['sheet']} {k}"
+        out[sheet] = pd.DataFrame(data["rows"], columns=data["columns"])
+        note = soup.new_tag("p", attrs={"class": "cvlib-cut"})
+        note.string = data["note"].replace("{file}", workbook).replace("{sheet}", sheet)
+        carried.replace_with(note)
+    return out
 
 
 def consultant_content(html_text: str) -> list[str]:
@@ -257,11 +284,18 @@ def consultant_content(html_text: str) -> list[str]:
 
 def write_client_rendering(run_dir: Path) -> Path:
     """The client's rendering of a run, beside the consultant's: `client/` with the index and every stage report
-    made from the consultant's pages (`client_page`), without running anything again."""
+    made from the consultant's pages (`client_page`), without running anything again, and beside a page whose long
+    tables were cut, its workbook of every row (`<page>-tables.xlsx`)."""
     out = run_dir / CLIENT_FOLDER
     out.mkdir(exist_ok=True)
+    for old in out.glob(f"*{TABLES_SUFFIX}"):
+        old.unlink()
     for page in report_pages(run_dir):
-        fonts.write_page(client_page((run_dir / page).read_text(encoding="utf-8")), out / page)
+        tables: dict[str, pd.DataFrame] = {}
+        workbook = Path(page).stem + TABLES_SUFFIX
+        fonts.write_page(client_page((run_dir / page).read_text(encoding="utf-8"), workbook, tables), out / page)
+        if tables:
+            xlsx.write_xlsx(tables, out / workbook)
     return out / "index.html"
 
 

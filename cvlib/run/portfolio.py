@@ -44,6 +44,7 @@ class Portfolio:
     movers: pd.DataFrame  # study, metric, before, now, change (relative): the largest moves first
     rates: dict[str, float] | None = None  # units of `base` per unit of each currency, when amounts were converted
     base: str = ""
+    trends: pd.DataFrame | None = None  # study, run, metric, value: every run of each study, oldest first
 
 
 def read_rates(path: Path) -> tuple[str, dict[str, float]]:
@@ -131,7 +132,8 @@ def build(found: dict[str, list[dict]], group_by: str | None = "industry",
     table = pd.DataFrame(rows).sort_values(["group", "study"]).reset_index(drop=True)
     if rates is not None:
         table = convert(table, *rates)
-    return Portfolio(table, positions(table), movers(found), rates[1] if rates else None, rates[0] if rates else "")
+    return Portfolio(table, positions(table), movers(found), rates[1] if rates else None, rates[0] if rates else "",
+                     trends(found))
 
 
 def positions(table: pd.DataFrame) -> pd.DataFrame:
@@ -149,6 +151,13 @@ def positions(table: pd.DataFrame) -> pd.DataFrame:
                             "value": float(vals[i]), "peers": len(g), "percentile": round(float(pct[i]), 1),
                             "quartile": int(np.clip(4 - np.floor(pct[i] / 25.0), 1, 4))})
     return pd.DataFrame(out, columns=["study", "group", "metric", "value", "peers", "percentile", "quartile"])
+
+
+def trends(found: dict[str, list[dict]]) -> pd.DataFrame:
+    """Every metric of every complete run of each study, oldest run first (amounts in the study's own currency)."""
+    rows = [{"study": study, "run": r["run"], "metric": k, "value": (r["metrics"].get(k) or {}).get("value")}
+            for study, got in found.items() for r in reversed(got) for k in DEFINITIONS]
+    return pd.DataFrame(rows, columns=["study", "run", "metric", "value"])
 
 
 def movers(found: dict[str, list[dict]], top: int = 10) -> pd.DataFrame:

@@ -37,6 +37,25 @@ def _money_words(p: Portfolio) -> dict[str, str]:
     return {"intro": i18n.t("portfolio.intro", n=n), "note": i18n.t("portfolio.money_by_currency") if several else ""}
 
 
+TREND_METRICS = ("retention_12m", "repeat_rate", "churn_rate", "revenue_per_customer", "mean_clv")
+TREND_RUNS = 6  # the page shows each study's last runs; the workbook every run
+
+
+def trend_rows(trends: pd.DataFrame, currency: dict[str, str]) -> list[dict]:
+    """Per study with two runs or more: its number of runs and, for each of `TREND_METRICS`, its values over the
+    last `TREND_RUNS` runs, oldest first ('41% → 38% → 35%')."""
+    out = []
+    for study, g in trends.groupby("study", sort=True):
+        runs = list(dict.fromkeys(g["run"]))
+        if len(runs) < 2:
+            continue
+        last = g[g["run"].isin(runs[-TREND_RUNS:])]
+        cells = [" → ".join(_shown(v, k, currency.get(study, "")) for v in last.loc[last["metric"] == k, "value"])
+                 for k in TREND_METRICS]
+        out.append({"study": study, "runs": len(runs), "cells": cells})
+    return out
+
+
 def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
     """portfolio.html (escaped, self-contained) and portfolio.xlsx (the full tables) in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,17 +67,21 @@ def write(p: Portfolio, out_dir: Path, language: str = "en") -> list[Path]:
         grid = pos.assign(cell=[i18n.t("portfolio.position_cell", p=f"{r.percentile:.0f}", q=r.quartile)
                                 for r in pos.itertuples()]).pivot(index="study", columns="metric", values="cell")
         ranked = [labels[k] for k in RANKED if labels[k] in grid.columns]
-        cur = dict(zip(p.table["study"], p.table["currency"].fillna("")))
+        own = p.table["own_currency"] if "own_currency" in p.table.columns else p.table["currency"]
+        cur = dict(zip(p.table["study"], own.fillna("")))  # movers and trends: amounts as each study gave them
         moved = [{"study": r["study"], "metric": labels[r["metric"]],
                   "before": _shown(r["before"], r["metric"], cur[r["study"]]),
                   "now": _shown(r["now"], r["metric"], cur[r["study"]]), "change": i18n.pct(r["change"], 0, signed=True)
                   if np.isfinite(r["change"]) else "–"} for _, r in p.movers.iterrows()]
+        series = trend_rows(p.trends, cur)
         page = render("portfolio.html.j2", labels=list(labels.values()), rows=shown, movers=moved, **_money_words(p),
+                      trends=series, trend_labels=[labels[k] for k in TREND_METRICS], trend_runs=TREND_RUNS,
                       ranked=ranked, positions=[{"study": s, "cells": [grid.at[s, c] if isinstance(grid.at[s, c], str)
                                                                        else "–" for c in ranked]}
                                                 for s in grid.index])
     html_path = fonts.write_page(page, out_dir / "portfolio.html")
-    sheets = {"metrics": p.table.rename(columns=labels), "positions": pos, "movers": p.movers}
+    sheets = {"metrics": p.table.rename(columns=labels), "positions": pos, "movers": p.movers,
+              "trends": p.trends.assign(metric=p.trends["metric"].map(labels))}
     return [html_path, xlsx.write_xlsx(sheets, out_dir / "portfolio.xlsx")]
 
 
