@@ -53,7 +53,7 @@ def test_first_days_of_items_equal_those_of_the_rows(book_and_rows):
     rows = customers.purchases(tx)
     item, items = customers.item_codes(tx["product"])
     expected = journey.first_days(rows.code, item, rows.day, len(rows.ids), len(items))
-    got_item, got_items = customers.item_codes(b.items["item"])
+    got_item, got_items = b.items["item"].to_numpy(), b.item_names
     got = journey.first_days(b.items["code"].to_numpy(), got_item, b.items["day"].to_numpy(),
                              len(b.p.ids), len(got_items))
     assert list(got_items) == list(items) == ["a", "b", "c"]  # a row with no product is not an item
@@ -67,12 +67,14 @@ def test_first_and_last_channel_by_time_then_by_the_rows_place():
                        "amount": [1.0, 2.0, 3.0, 4.0, 5.0], "channel": ["store", "web", "phone", "web", None]})
     with aggregates.frame_table(tx) as t:
         b = aggregates.book(t, "day")
-    fl = b.first_last.set_axis(b.p.ids)
+    label = np.append(np.asarray(b.channel_names, dtype=object), None)  # code -1: no channel
+    fl = b.first_last.set_axis(b.p.ids).apply(lambda c: label[c.to_numpy()])
     # x: the evening of 1 January first; two rows at the same time on 2 January: the later row is the last
     assert fl.loc["x", "first_channel"] == "phone" and fl.loc["x", "last_channel"] == "web"
     # y: 08:00 (no channel) before 10:00 on the same day
     assert pd.isna(fl.loc["y", "first_channel"]) and fl.loc["y", "last_channel"] == "web"
-    rev = b.channels.assign(customer_id=b.p.ids[b.channels["code"]]).set_index(["customer_id", "channel"])["revenue"]
+    rev = b.channels.assign(customer_id=b.p.ids[b.channels["code"]], channel=label[b.channels["channel"]]).set_index(
+        ["customer_id", "channel"])["revenue"]
     assert rev[("x", "store")] == 1.0 and rev[("x", "web")] == 2.0 and rev[("x", "phone")] == 3.0
     from cvlib.analysis.channels import channel_mix_of
 

@@ -10,20 +10,15 @@ from cvlib.engines import aggregates
 
 
 def _labels(b: aggregates.Book) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The channel names (sorted as text, 'unknown' last for rows without one) and, as codes into them: each
+    """The channel names (in text order, 'unknown' last for rows without one) and, as codes into them: each
     (customer, channel) pair's channel, and each customer's first and last channel (in customer code order)."""
     fl = b.first_last
-    seen = pd.concat([b.channels["channel"], fl["first_channel"], fl["last_channel"]], ignore_index=True)
-    names = sorted(str(c) for c in seen.dropna().unique())
-    if seen.isna().any():
+    coded = [b.channels["channel"].to_numpy(np.int64), fl["first_channel"].to_numpy(np.int64),
+             fl["last_channel"].to_numpy(np.int64)]
+    names = list(b.channel_names)
+    if any((c < 0).any() for c in coded):
         names.append(aggregates.UNKNOWN)
-    index = pd.Index(names)
-
-    def code(s: pd.Series) -> np.ndarray:
-        return np.where(s.isna().to_numpy(), len(names) - 1, index.get_indexer(s.astype(object)))
-
-    return np.array(names, dtype=object), code(b.channels["channel"]), code(fl["first_channel"]), \
-        code(fl["last_channel"])
+    return (np.array(names, dtype=object), *(np.where(c < 0, len(names) - 1, c) for c in coded))
 
 
 def _by_acquisition(per: pd.DataFrame, costs: bool) -> pd.DataFrame:

@@ -290,7 +290,7 @@ def cross_sell(b: aggregates.Book, cc) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Directed product rules mined before the holdout and kept when they hold on it, and each customer's next best
     product (indexed by customer id), from the first day each customer bought each product."""
     p = b.p
-    item, items = customers.item_codes(b.items["item"])
+    item, items = b.items["item"].to_numpy(np.int64), b.item_names.rename("product")
     code = b.items["code"].to_numpy(np.int64)
     first = first_days(code, item, b.items["day"].to_numpy(np.int64), len(p.ids), len(items))
     split = int(np.datetime64((b.end - pd.Timedelta(days=cc.holdout_days)).date(), "D").astype(np.int64))
@@ -348,7 +348,8 @@ def build_journey(study: Study, b: aggregates.Book, rfm: pd.DataFrame, clv: pd.D
                                                 ascending=False).reset_index(names="customer_id")
     channels = None
     if b.channels is not None:
-        first = pd.Series(b.first_last["first_channel"].fillna(aggregates.UNKNOWN).to_numpy(),
+        label = np.append(np.asarray(b.channel_names, dtype=object), aggregates.UNKNOWN)  # code -1: unknown
+        first = pd.Series(label[b.first_last["first_channel"].to_numpy(np.int64)],
                           index=np.asarray(p.ids, dtype=object))
         acquired = acquisition_channel(study, attrs, first)
         cost = acquisition_costs(study, attrs, acquired)

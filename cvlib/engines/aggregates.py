@@ -31,14 +31,17 @@ UNKNOWN = "unknown"  # the channel of a row that has none
 
 @dataclass(frozen=True)
 class Book:
-    """The aggregates of one book of clean transactions (see the module doc); customers are codes into `p.ids`
-    (the ids in text order), so no id comes back more than once."""
+    """The aggregates of one book of clean transactions (see the module doc). Customers are codes into `p.ids`
+    (the ids in text order), products and channels codes into their names (in text order; -1: none), so only
+    numbers come back in bulk, each text once."""
     p: Purchases                     # one entry per customer and purchase day, with that day's spend
     end: pd.Timestamp                # the last purchase day
     occasion: str                    # the study's purchase occasion, resolved against the data
     items: pd.DataFrame | None       # code, item, day: the first day of each item (None: no product column)
     channels: pd.DataFrame | None    # code, channel, revenue (None: no channel column)
     first_last: pd.DataFrame | None  # first_channel, last_channel: one row per customer, in code order
+    item_names: pd.Index | None = None
+    channel_names: pd.Index | None = None
 
 
 @contextmanager
@@ -103,28 +106,48 @@ def has_orders(t: Any) -> bool:
     return "order_id" in t.columns and bool(t.order_id.notnull().any().execute())
 
 
-def coded(expr: Any, codes: Any) -> pd.DataFrame:
-    """A per-customer aggregate fetched with each customer as its code (a number, not the id's text)."""
-    j = expr.join(codes, "customer_id")
-    return j.drop("customer_id").to_pandas()
+def code_table(values: Any) -> Any:
+    """The distinct non-missing values of a text column, each with its code: its place in text order (0-based),
+    kept by the engine for the joins that follow."""
+    import ibis
+
+    d = values.name("value").as_table().distinct()
+    d = d.filter(d.value.notnull())
+    return d.mutate(code=ibis.row_number().over(order_by=d.value)).cache()
+
+
+def coded(expr: Any, tables: dict[str, Any]) -> pd.DataFrame:
+    """A per-customer aggregate fetched with its text columns (`tables`: column -> `code_table`) as codes: a
+    customer's code, an item's or a channel's code (-1 where it has none), so no text comes back per row."""
+    for col, codes in tables.items():
+        c = codes.rename(**{f"_{col}": "code", f"_{col}_value": "value"})
+        expr = expr.left_join(c, expr[col] == c[f"_{col}_value"])
+        expr = expr.mutate(**{col: expr[f"_{col}"].fill_null(-1)}).drop(f"_{col}", f"_{col}_value")
+    return expr.rename(code="customer_id").to_pandas()
+
+
+def names(codes: Any) -> pd.Index:
+    """The values of a `code_table`, in code order."""
+    return pd.Index(pd.array(codes.order_by("code").value.to_pyarrow(), dtype=io.STRING))
 
 
 def book(t: Any, occasion: str, product: str | None = "product") -> Book:
     """Every aggregate of the clean transactions `t` the journey stage reads (`occasion`: the study's)."""
-    import ibis
-
-    ids = t.select(customer_id=t.customer_id.cast("string")).distinct()
-    codes = ids.mutate(code=ibis.row_number().over(order_by=ids.customer_id)).cache()
-    by_day = coded(customer_days(t), codes)
-    names = codes.order_by("code").customer_id.to_pyarrow()
-    p = Purchases(pd.Index(pd.array(names, dtype=io.STRING), name="customer_id"),
-                  by_day["code"].to_numpy(np.int64), by_day["day"].to_numpy(np.int64) * DAY_NS,
-                  by_day["day"].to_numpy(np.int64), by_day["amount"].to_numpy(float))
+    ids = code_table(t.customer_id.cast("string"))
+    by_day = coded(customer_days(t), {"customer_id": ids})
+    day = by_day["day"].to_numpy(np.int64)
+    p = Purchases(names(ids).rename("customer_id"), by_day["code"].to_numpy(np.int64), day * DAY_NS, day,
+                  by_day["amount"].to_numpy(float))
+    del by_day
     end = pd.Timestamp(int(p.day.max()), unit="D") if len(p.day) else pd.Timestamp("NaT")
-    items = coded(item_first_days(t, product), codes) if product and product in t.columns else None
-    channels = first_last = None
+    items = item_names = channels = first_last = channel_names = None
+    if product and product in t.columns:
+        it = code_table(t[product].cast("string"))
+        items, item_names = coded(item_first_days(t, product), {"customer_id": ids, "item": it}), names(it)
     if "channel" in t.columns:
-        channels = coded(channel_revenue(t), codes)
-        first_last = coded(first_and_last_channel(t), codes).set_index("code").sort_index()
+        ch = code_table(t.channel.cast("string"))
+        channels = coded(channel_revenue(t), {"customer_id": ids, "channel": ch})
+        first_last = coded(first_and_last_channel(t), {"customer_id": ids, "first_channel": ch, "last_channel": ch})
+        first_last, channel_names = first_last.set_index("code").sort_index(), names(ch)
     resolved = resolve_occasion(occasion, "order_id" in t.columns, lambda: has_orders(t))
-    return Book(p, end, resolved, items, channels, first_last)
+    return Book(p, end, resolved, items, channels, first_last, item_names, channel_names)
