@@ -64,12 +64,18 @@ def customer_days(t: Any, only: pd.Series | None = None) -> Any:
         t = t.filter(t.customer_id.cast("string").isin(ibis.memtable({"id": only.astype(str).unique()}).id))
     d = days(t)
     return d.group_by([d.customer_id.cast("string").name("customer_id"), d._day.name("day")]).agg(
-        amount=d.amount.sum())
+        amount=exact_sum(d.amount))
+
+
+def exact_sum(amount: Any) -> Any:
+    """A sum that does not depend on the order the engine meets the rows in (its threads): each amount as a
+    decimal of 9 places, added exactly, the total back as a float. Reruns give the same bytes."""
+    return amount.cast("decimal(38, 9)").sum().cast("float64")
 
 
 def daily_spend(t: Any, only: pd.Series) -> pd.DataFrame:
     """`customer_days` of the customers `only` as transactions (customer_id, date at midnight, amount)."""
-    d = customer_days(t, only).to_pandas()
+    d = customer_days(t, only).order_by(["customer_id", "day"]).to_pandas()  # one order every time
     return pd.DataFrame({"customer_id": d["customer_id"].astype(io.STRING),
                          "date": pd.to_datetime(d["day"].to_numpy(np.int64), unit="D"),
                          "amount": d["amount"].to_numpy(float)})
@@ -86,7 +92,7 @@ def item_first_days(t: Any, column: str = "product") -> Any:
 def channel_revenue(t: Any) -> Any:
     """Each customer's spend through each channel (a missing channel is NULL)."""
     return t.group_by([t.customer_id.cast("string").name("customer_id"),
-                       t.channel.cast("string").name("channel")]).agg(revenue=t.amount.sum())
+                       t.channel.cast("string").name("channel")]).agg(revenue=exact_sum(t.amount))
 
 
 def first_and_last_channel(t: Any) -> Any:
@@ -118,12 +124,14 @@ def code_table(values: Any) -> Any:
 
 def coded(expr: Any, tables: dict[str, Any]) -> pd.DataFrame:
     """A per-customer aggregate fetched with its text columns (`tables`: column -> `code_table`) as codes: a
-    customer's code, an item's or a channel's code (-1 where it has none), so no text comes back per row."""
+    customer's code, an item's or a channel's code (-1 where it has none), so no text comes back per row. Rows in
+    the order of those codes, then of the other key columns, whatever order the engine's threads finished in."""
+    keys = [c for c in expr.columns if c in tables or c == "day"]
     for col, codes in tables.items():
         c = codes.rename(**{f"_{col}": "code", f"_{col}_value": "value"})
         expr = expr.left_join(c, expr[col] == c[f"_{col}_value"])
         expr = expr.mutate(**{col: expr[f"_{col}"].fill_null(-1)}).drop(f"_{col}", f"_{col}_value")
-    return expr.rename(code="customer_id").to_pandas()
+    return expr.order_by(keys).rename(code="customer_id").to_pandas()
 
 
 def names(codes: Any) -> pd.Index:
