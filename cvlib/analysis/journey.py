@@ -348,10 +348,7 @@ def build_journey(study: Study, b: aggregates.Book, rfm: pd.DataFrame, clv: pd.D
                                                 ascending=False).reset_index(names="customer_id")
     channels = None
     if b.channels is not None:
-        label = np.append(np.asarray(b.channel_names, dtype=object), aggregates.UNKNOWN)  # code -1: unknown
-        first = pd.Series(label[b.first_last["first_channel"].to_numpy(np.int64)],
-                          index=np.asarray(p.ids, dtype=object))
-        acquired = acquisition_channel(study, attrs, first)
+        acquired = acquisition_channel(study, attrs, b.first_channels())
         cost = acquisition_costs(study, attrs, acquired)
         f = study.clv.formula.acquisition_cost
         channels = channel_mix_of(b, value if len(value) else None, churned, acquired,

@@ -43,6 +43,12 @@ class Book:
     item_names: pd.Index | None = None
     channel_names: pd.Index | None = None
 
+    def first_channels(self) -> pd.Series:
+        """Each customer's channel of the first purchase (customer id -> name; 'unknown' for a row without one)."""
+        label = np.append(np.asarray(self.channel_names, dtype=object), UNKNOWN)  # code -1: no channel
+        return pd.Series(label[self.first_last["first_channel"].to_numpy(np.int64)],
+                         index=np.asarray(self.p.ids, dtype=object))
+
 
 @contextmanager
 def frame_table(tx: pd.DataFrame) -> Iterator[Any]:
