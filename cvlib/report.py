@@ -169,12 +169,13 @@ def table(
         more = f"<p class='cvlib-more'><em>{words}</em></p>"
     head = "".join(f"<th>{h}</th>" for h in header)
     full = _full_table(df, kinds, currency, [re.sub(r"<[^>]+>", "", h) for h in header]) \
-        if len(df) > CLIENT_ROWS else ""
+        if len(df) > CUT_ABOVE else ""
     return HTML(f"<table class='cvlib'>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
                 f"{more}{full}")
 
 
 CLIENT_ROWS = 15  # the client's rendering shows a long table's first rows, and every row in a workbook beside it
+CUT_ABOVE = 25  # ... a table of more rows than this: a few rows more are shown, not sent to a workbook
 EMBED_ROWS = 10_000  # rows of a long table carried in the page for that workbook
 
 

@@ -40,15 +40,16 @@ def test_a_long_table_is_cut_for_the_client_with_every_row_in_a_workbook(tmp_pat
 
 
 def test_a_short_table_and_a_long_one_beyond_the_shown_rows(tmp_path):
-    assert "cvlib-full-table" not in report.table(long_frame(report.CLIENT_ROWS)).data
+    for n in (report.CLIENT_ROWS, 16, report.CUT_ABOVE):  # up to a few rows more than 15 are shown whole
+        assert "cvlib-full-table" not in report.table(long_frame(n)).data
     html = report.table(long_frame(80), max_rows=50).data  # 50 shown to the consultant, 80 carried
     tables: dict = {}
     client = BeautifulSoup(pages.client_page(html, "y.xlsx", tables), "html.parser")
     assert len(client.select("tbody tr")) == 15 and not client.select("p.cvlib-more")
     assert len(tables["table 1"]) == 80
     with i18n.speaking("zh"):
-        zh = report.table(long_frame(20)).data
-    assert "仅显示 20 行中的前 15 行" in pages.client_page(zh, "z.xlsx")
+        zh = report.table(long_frame(30)).data
+    assert "仅显示 30 行中的前 15 行" in pages.client_page(zh, "z.xlsx")
 
 
 def test_the_client_package_carries_the_workbook_of_a_cut_table(tmp_path):
