@@ -266,6 +266,18 @@ def purchases(tx: pd.DataFrame) -> Purchases:
                      tx["amount"].to_numpy(dtype=float))
 
 
+def until(p: Purchases, at: pd.Timestamp) -> Purchases:
+    """The purchases on or before the day of `at`, with only the customers who have one among them."""
+    cut = p.ns < _next_day(at).value
+    if cut.all():
+        return p
+    code = p.code[cut]
+    keep = np.unique(code)
+    new = np.full(len(p.ids), -1, dtype=np.int64)
+    new[keep] = np.arange(len(keep))
+    return Purchases(p.ids[keep], new[code], p.ns[cut], p.day[cut], p.amount[cut])
+
+
 def cycles_at(p: Purchases, at: pd.Timestamp) -> pd.DataFrame:
     """Per customer who bought on or before the day of `at` (index: customer id, in id order): distinct purchase
     days (occasions), first and last day (day numbers), median and mean gap between purchase days in days, the

@@ -198,9 +198,11 @@ def test_the_agency_example_recovers_its_planted_cross_sell_and_channel_patterns
     assert by_day.loc[by_day["recency_days"] <= 31, "overdue"].any()
     # the drivers stage's cycle (within_cycle, the strategy rules' cycle_days) is this very cycle
     from cvlib.analysis.drivers import study_cycles
+    from cvlib.engines import aggregates, duckdb_parquet
 
-    theirs = study_cycles(study, io.read_stage(tmp_path, "transactions_clean.parquet"),
-                          io.read_stage(tmp_path, "rfm.parquet"), res.end)
+    with duckdb_parquet(tmp_path / "transactions_clean.parquet") as t:
+        b = aggregates.daily(t, study.occasion)
+    theirs = study_cycles(study, b, io.read_stage(tmp_path, "rfm.parquet"), res.end)
     ours = c.set_index("customer_id")["cycle_days"]
     assert np.allclose(theirs.set_axis(theirs.index.astype(str)).reindex(ours.index).to_numpy(), ours.to_numpy())
 

@@ -89,8 +89,10 @@ def test_profitability_costs_and_cost_to_serve_by_tier():
     assert p.loc["a", "direct_cost"] == pytest.approx(90 + 25) and p.loc["b", "direct_cost"] == pytest.approx(72)
     assert p.loc["a", "cost_to_serve"] == pytest.approx(10) and p.loc["b", "cost_to_serve"] == pytest.approx(60)
     assert p.loc["b", "profit"] == pytest.approx(80 - 72 - 60) and p.loc["b", "margin_pct"] < 0
-    with_cost = value_index.direct_cost(tx.assign(cost=[60.0, 10, 40]), {}, 0.3)
-    assert with_cost.tolist() == [60, 10, 40]
+    with_cost = value_index.profitability(tx.assign(cost=[60.0, None, 40]), rfm, cfg, 0.3, attrs).set_index("customer_id")
+    assert with_cost["direct_cost"].tolist() == [60 + 50 * 0.7, 40]  # a missing cost: the default margin's
+    with_margin = value_index.profitability(tx.assign(margin=[30.0, None, 8]), rfm, cfg, 0.3, attrs).set_index("customer_id")
+    assert with_margin["direct_cost"].tolist() == [70 + 50 * 0.7, 72]
 
 
 def test_scores_range_groups_and_direction():

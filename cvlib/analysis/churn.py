@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cvlib import i18n, io, threads
-from cvlib.customers import DAY_NS, Purchases, _next_day, cycles_at, purchases
+from cvlib.customers import DAY_NS, Purchases, _next_day, cycles_at, purchases, until
 from cvlib.models import BetaGeoNBD
 
 MIN_CLASS = 20
@@ -406,20 +406,20 @@ def _train(frames: dict, labels: InactivityLabels | ContractLabels, cfg, feats_e
     return out
 
 
-def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attrs: pd.DataFrame | None = None,
-               fb: pd.DataFrame | None = None, contract_end: pd.Series | None = None,
+def churn_risk(tx: pd.DataFrame | Purchases, end: pd.Timestamp, horizon_days: int, cfg,
+               attrs: pd.DataFrame | None = None, fb: pd.DataFrame | None = None, contract_end: pd.Series | None = None,
                unit_days: float = 7.0, cycle: pd.Series | None = None) -> ChurnRisk:
     """Every customer's probability of churning in the next `horizon_days` after `end` (see the module doc).
     `cycle`: each customer's usual purchase cycle in days (the study's, `journey.purchase_cycles`), which decides
-    `within_cycle`; `usual_cycle` of the purchase days when not given."""
+    `within_cycle`; `usual_cycle` of the purchase days when not given. `tx`: the transactions, or their
+    `Purchases` (the engine's customer-day totals: every rule here counts whole days, so they give the same)."""
     notes: list[str] = []
     end, h = pd.Timestamp(end).normalize(), int(horizon_days)
     labels = InactivityLabels(h) if contract_end is None else ContractLabels(h, contract_end)
-    tx = tx[tx["date"] <= end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")]
-    start = tx["date"].min().normalize()
+    p = until(tx if isinstance(tx, Purchases) else purchases(tx), end)  # codes and days once, for three cutoffs
+    start = pd.Timestamp(int(p.day.min()), unit="D")
     c1, c2 = end - pd.Timedelta(days=h), end - pd.Timedelta(days=2 * h)
-    p = purchases(tx)  # customer codes and days once, for the three cutoffs
-    state_end, feats_end, base_end, _ = _frame(tx, end, h, attrs, fb, cfg, unit_days, label=False, p=p)
+    state_end, feats_end, base_end, _ = _frame(None, end, h, attrs, fb, cfg, unit_days, label=False, p=p)
     scores = _current_state(state_end, usual_cycle(state_end) if cycle is None else cycle.reindex(state_end.index),
                             labels, end)
 
@@ -427,7 +427,7 @@ def churn_risk(tx: pd.DataFrame, end: pd.Timestamp, horizon_days: int, cfg, attr
         return at - start >= pd.Timedelta(days=30)
 
     def frame(at: pd.Timestamp) -> tuple:
-        return labels.at_cutoff(_frame(tx, at, h, attrs, fb, cfg, unit_days, label=True, p=p), at)
+        return labels.at_cutoff(_frame(None, at, h, attrs, fb, cfg, unit_days, label=True, p=p), at)
 
     texts = {"in_time": i18n.t("churn.in_time", at=i18n.date(c1), h=h),
              "out_of_time": i18n.t("churn.out_of_time", train=i18n.date(c2), test=i18n.date(c1), h=h,

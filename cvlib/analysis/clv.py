@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from cvlib.analysis.fitting import MODELS, fit_models, fit_record
 from cvlib.analysis.holdout import Holdout, validate_holdout
 from cvlib.analysis.rfm import value_tiers
 from cvlib.analysis.variants import build_variants
+from cvlib.engines import aggregates, duckdb_parquet
 from cvlib.finance import DAYS_PER_MONTH, formula_clv, retention_clv, yearly_revenue
 from cvlib.models import (
     BetaGeoNBD,
@@ -26,40 +28,30 @@ from cvlib.models import (
     ModelFitError,
     patterns,
 )
-from cvlib.occasions import occasion_basis
 from cvlib.params import Clv, Study
 from cvlib.status import contract_ends, departed
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 
 
-def yearly_retention(tx: pd.DataFrame) -> tuple[float, str]:
-    """Share of customers active in one window who buy again in the next, scaled to a year.
+def yearly_retention(tx: pd.DataFrame | Any) -> tuple[float, str]:
+    """Share of customers active in one window who buy again in the next, scaled to a year (`tx`: a frame of
+    transactions or an engine's table of them).
 
     The window is a year, or half the observed span when the data cover less than two years."""
-    end, start = tx["date"].max(), tx["date"].min()
-    window = min(365.0, (end - start).days / 2)
-    if window < 30:
-        return float("nan"), i18n.t("clv.retention_short")
-    w = pd.Timedelta(days=window)
-    ids = io.as_ids(tx["customer_id"])  # distinct ids by Arrow's hashing: no Python string per row
-    prev = pd.unique(ids[(tx["date"] > end - 2 * w) & (tx["date"] <= end - w)])
-    cur = pd.unique(ids[tx["date"] > end - w])
-    if not len(prev):
+    with aggregates.table_of(tx) as t:
+        start, end = aggregates.span(t)
+        window = min(365.0, (end - start).days / 2)
+        if window < 30:
+            return float("nan"), i18n.t("clv.retention_short")
+        w = pd.Timedelta(days=window)
+        prev, both = aggregates.returning(t, end - 2 * w, end - w)
+    if not prev:
         return float("nan"), i18n.t("clv.retention_no_prev")
-    both = len(prev) + len(cur) - len(pd.unique(pd.concat([pd.Series(prev), pd.Series(cur)], ignore_index=True)))
-    r_w = both / len(prev)
+    r_w = both / prev
     r = r_w ** (365.0 / window) if r_w > 0 else 0.0
-    how = i18n.t("clv.retention_how", n=f"{both:,}", of=f"{len(prev):,}", days=f"{window:.0f}")
+    how = i18n.t("clv.retention_how", n=f"{both:,}", of=f"{prev:,}", days=f"{window:.0f}")
     return float(min(r, 0.99)), how + ("" if window == 365 else i18n.t("clv.retention_scaled", r=i18n.pct(r_w)))
-
-
-def first_channel(tx: pd.DataFrame) -> pd.Series | None:
-    """Each customer's channel of the first purchase (by time, ties by the row's place), None with no channel."""
-    if "channel" not in tx.columns:
-        return None
-    first = tx.sort_values("date", kind="stable").drop_duplicates("customer_id")
-    return first.set_index(first["customer_id"].astype(str))["channel"].astype("string").fillna("unknown").astype(str)
 
 
 def acquisition_channel(study: Study, attrs: pd.DataFrame | None, first: pd.Series | None) -> pd.Series | None:
@@ -315,7 +307,7 @@ class ClvResult:
         return f.model if f is not None and f.ok else None
 
 
-def _holdout_check(study: Study, tx: pd.DataFrame, cal: pd.DataFrame | None,
+def _holdout_check(study: Study, t: Any, cal: pd.DataFrame | None,
                    notes: list[str]) -> tuple[Holdout | None, dict | None]:
     """The purchase model refitted on the calibration period and checked on the holdout (with a calibration end)."""
     cfg = study.clv
@@ -326,16 +318,16 @@ def _holdout_check(study: Study, tx: pd.DataFrame, cal: pd.DataFrame | None,
     if not hfits[cfg.model].ok:
         notes.append(i18n.t("clv.note_holdout_skipped", model=i18n.label(cfg.model), why=hfits[cfg.model].reason))
         return None, hfits
-    return validate_holdout(cal, tx, hfits[cfg.model].model, cfg.model, study.rfm.time_unit,
-                            study.rfm.calibration_end, study.rfm.holdout_end or tx["date"].max(),
-                            occasion_basis(tx, study.occasion)), hfits
+    return validate_holdout(cal, t, hfits[cfg.model].model, cfg.model, study.rfm.time_unit,
+                            study.rfm.calibration_end, study.rfm.holdout_end or aggregates.span(t)[1],
+                            aggregates.occasion_of(t, study.occasion)), hfits
 
 
-def _formula_views(study: Study, tx: pd.DataFrame, rfm2: pd.DataFrame, attrs: pd.DataFrame | None,
+def _formula_views(study: Study, t: Any, rfm2: pd.DataFrame, attrs: pd.DataFrame | None,
                    customers: pd.DataFrame, retention: float) -> tuple:
     """The acquisition costs and the formula CLV overall, by segment (beside the model CLV) and by channel."""
     cfg = study.clv
-    channel = acquisition_channel(study, attrs, first_channel(tx))
+    channel = acquisition_channel(study, attrs, aggregates.first_channel(t))
     cac = acquisition_costs(study, attrs, channel)
     if channel is not None:
         rfm2["channel"] = rfm2["customer_id"].map(channel).fillna("unknown")
@@ -347,12 +339,19 @@ def _formula_views(study: Study, tx: pd.DataFrame, rfm2: pd.DataFrame, attrs: pd
     return cac, overall, by_seg, by_chan
 
 
-def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.DataFrame,
+def build_clv(study: Study, tx: pd.DataFrame | Any, rfm: pd.DataFrame, summary: pd.DataFrame,
               cal: pd.DataFrame | None, attrs: pd.DataFrame | None = None) -> ClvResult:
-    """Everything the CLV stage computes."""
+    """Everything the CLV stage computes. `tx`: the clean transactions as an engine's table (the stage: DuckDB
+    over the Parquet file; only aggregates come back) or as a frame."""
+    with aggregates.table_of(tx) as t:
+        return _build_clv(study, t, rfm, summary, cal, attrs)
+
+
+def _build_clv(study: Study, t: Any, rfm: pd.DataFrame, summary: pd.DataFrame, cal: pd.DataFrame | None,
+               attrs: pd.DataFrame | None) -> ClvResult:
     cfg, unit = study.clv, study.rfm.time_unit
     notes: list[str] = []
-    retention, how = yearly_retention(tx)
+    retention, how = yearly_retention(t)
     which = ("bgnbd", "paretonbd") if cfg.compare_paretonbd else (cfg.model,)
     which = tuple(dict.fromkeys((cfg.model, *which)))
     fits = fit_models(summary, cfg, which)
@@ -377,7 +376,7 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})
     customers = customers.astype({"customer_id": str}).merge(seg, on="customer_id", how="left")
     rfm2 = rfm.assign(customer_id=rfm["customer_id"].astype(str))
-    contracts = contract_summary(study, attrs, rfm2, tx, notes) if cfg.contracts.enabled else None
+    contracts = contract_summary(study, attrs, rfm2, aggregates.span(t)[1], notes) if cfg.contracts.enabled else None
     by_model = with_contracts(customers, contracts, cfg.horizon_months, notes)
     used = used if by_model.all() else "sbg"
     customers = with_status(study, customers, rfm, attrs, notes)
@@ -388,13 +387,13 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
     customers["clv_tier"] = value_tiers(customers["clv"], cfg.tiers.cuts, cfg.tiers.names)
     customers["customer_id"] = customers["customer_id"].astype(io.STRING)
 
-    cac, overall, by_seg, by_chan = _formula_views(study, tx, rfm2, attrs, customers, retention)
+    cac, overall, by_seg, by_chan = _formula_views(study, t, rfm2, attrs, customers, retention)
 
-    holdout, hfits = _holdout_check(study, tx, cal, notes)
+    holdout, hfits = _holdout_check(study, t, cal, notes)
 
     variants, contribution = None, {}
     if cfg.variants:
-        per, variants, contribution = build_variants(study, tx, rfm, customers["clv"], retention, cac, attrs)
+        per, variants, contribution = build_variants(study, t, rfm, customers["clv"], retention, cac, attrs)
         aligned = per.reindex(customers["customer_id"].astype(str).to_numpy())
         customers = customers.assign(**{c: aligned[c].to_numpy() for c in per.columns})
     fallback = formula_note if formula_note and formula_note in notes else ""  # some CLV is the formula's
@@ -404,14 +403,15 @@ def build_clv(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, summary: pd.Dat
 
 @i18n.in_study_language
 def run_clv(study: Study, run_dir: str | Path) -> ClvResult:
-    """Read the earlier stages' outputs, build the CLV stage, write clv.parquet and clv_model.json."""
+    """Read the earlier stages' outputs (of the clean transactions, only the engine's aggregates), build the CLV
+    stage, write clv.parquet and clv_model.json."""
     run_dir = Path(run_dir)
-    tx = io.read_stage(run_dir, "transactions_clean.parquet")
     rfm = io.read_stage(run_dir, "rfm.parquet")
     summary = io.read_stage(run_dir, "clv_summary.parquet")
     cal = io.read_stage(run_dir, "clv_calibration.parquet", optional=True)
     attrs = reading.read_attributes(study, "customers")
-    res = build_clv(study, tx, rfm, summary, cal, attrs)
+    with duckdb_parquet(io.stage_file(run_dir, "transactions_clean.parquet")) as t:
+        res = build_clv(study, t, rfm, summary, cal, attrs)
     io.write_parquet(res.customers, run_dir / "clv.parquet")
     io.write_json(model_report(study, res), run_dir / "clv_model.json")
     return res

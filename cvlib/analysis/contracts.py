@@ -91,14 +91,15 @@ def with_contracts(customers: pd.DataFrame, contracts: dict | None, horizon_mont
     return on.isna().to_numpy()
 
 
-def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame, tx: pd.DataFrame,
+def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame, end: pd.Timestamp,
                      notes: list[str]) -> dict | None:
-    """sBG fit on contract periods, projected retention, DERL and CLV per contract."""
+    """sBG fit on contract periods, projected retention, DERL and CLV per contract (`end`: the last purchase's
+    time, where contracts still running are censored)."""
     c = study.clv.contracts
     if attrs is None or c.start_column not in attrs.columns or c.end_column not in attrs.columns:
         notes.append(i18n.for_consultant("clv.note_no_contract_columns", start=c.start_column, end=c.end_column))
         return None
-    periods = contract_periods(attrs, c, tx["date"].max())
+    periods = contract_periods(attrs, c, end)
     fit = fit_contracts(periods)
     if not fit.ok:
         notes.append(i18n.t("clv.note_sbg_not_used", why=fit.reason))
@@ -118,7 +119,7 @@ def contract_summary(study: Study, attrs: pd.DataFrame | None, rfm: pd.DataFrame
     active["contract_clv"] = study.clv.margin * active["value_per_period"] * active["derl_periods"]
     start = pd.to_datetime(attrs.set_index(attrs["customer_id"].astype(str))[c.start_column], errors="coerce",
                            format="mixed")
-    elapsed = (tx["date"].max() - start.reindex(active["customer_id"].astype(str).to_numpy())).dt.days.to_numpy()
+    elapsed = (end - start.reindex(active["customer_id"].astype(str).to_numpy())).dt.days.to_numpy()
     active["contract_clv_horizon"] = contract_forward_clv(m, active["periods_paid"].to_numpy(),
                                                           elapsed / DAYS_PER_MONTH,
                                                           active["value_per_period"].to_numpy(), study.clv)

@@ -25,7 +25,7 @@ from cvlib.analysis.importance import (
     relative_weights,
 )
 from cvlib.analysis.loyalty import churn_flags, cohort_matrices, km_curves, retention_rates, survey_table
-from cvlib.occasions import occasion_basis
+from cvlib.engines import aggregates, duckdb_parquet
 from cvlib.params import Drivers, Study
 from cvlib.status import contract_ends
 
@@ -33,17 +33,10 @@ Z95 = 1.959963984540054
 
 
 def early_behaviour(tx: pd.DataFrame, days: int) -> pd.DataFrame:
-    """First order value, purchases and service lines in each customer's first `days` days."""
-    d = tx.assign(customer_id=io.as_ids(tx["customer_id"]))
-    first = d.groupby("customer_id")["date"].transform("min")
-    early = d[d["date"] < first + pd.Timedelta(days=days)]
-    first_day = early[early["date"].dt.normalize() == first.loc[early.index].dt.normalize()]
-    days_bought = early[["customer_id"]].assign(day=early["date"].dt.normalize()).drop_duplicates()
-    out = pd.DataFrame({"first_order_value": first_day.groupby("customer_id")["amount"].sum(),
-                        "early_purchases": days_bought.groupby("customer_id").size()})
-    if "product" in d.columns:
-        out["early_service_lines"] = early.groupby("customer_id")["product"].nunique()
-    return out
+    """First order value, purchases and service lines in each customer's first `days` days
+    (`cvlib.engines.aggregates.early_behaviour` on a frame of transactions)."""
+    with aggregates.frame_table(tx) as t:
+        return aggregates.early_behaviour(t, days)
 
 
 Drivers_ = tuple[list[pd.Series | pd.DataFrame], dict[str, list[str]]]  # columns, and each driver's columns
@@ -184,20 +177,21 @@ def group_series(study: Study, rfm: pd.DataFrame, attrs: pd.DataFrame | None) ->
     return rfm.set_index(rfm["customer_id"].astype(str))["segment"].astype(str)
 
 
-def study_cycles(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, end: pd.Timestamp) -> pd.Series:
+def study_cycles(study: Study, b: aggregates.Book, rfm: pd.DataFrame, end: pd.Timestamp) -> pd.Series:
     """Each customer's usual purchase cycle in days as the journey stage measures it (the study's purchase
     occasion, `journey.cycles`: shrinkage toward the segment's cycle), so `within_cycle`, `cycle_days` and
-    `overdue` rest on one cycle in every stage."""
+    `overdue` rest on one cycle in every stage. `b`: the engine's customer-day totals (`aggregates.daily`)."""
 
     c = study.journey.cycles
     seg = io.by_customer(rfm)["segment"].astype(str) if "segment" in rfm.columns else None
-    occasion = occasion_basis(tx, study.occasion)
-    return journey.purchase_cycles(tx, end, seg, c.overdue_k, c.prior_gaps, occasion=occasion)["cycle_days"]
+    return journey.purchase_cycles(None, end, seg, c.overdue_k, c.prior_gaps, p=b.p,
+                                   occasion=b.occasion)["cycle_days"]
 
 
-def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame | None,
-                  attrs: pd.DataFrame | None, fb: pd.DataFrame | None) -> DriversResult:
-    """Everything the drivers stage computes."""
+def build_drivers(study: Study, b: aggregates.Book, early: pd.DataFrame, rfm: pd.DataFrame,
+                  clv: pd.DataFrame | None, attrs: pd.DataFrame | None, fb: pd.DataFrame | None) -> DriversResult:
+    """Everything the drivers stage computes, from the engine's aggregates of the clean transactions: the
+    customer-day totals (`aggregates.daily`) and each customer's `early_behaviour`."""
     cfg = study.drivers
     notes: list[str] = []
     if study.drivers.group_by not in rfm.columns and (attrs is None or study.drivers.group_by not in attrs.columns):
@@ -208,7 +202,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     flags = churn_flags(rfm, cfg, attrs, end, end_col)
     ce = contract_ends(attrs, end_col) if cfg.churn == "contracts" and attrs is not None else None
     unit = 7.0 if study.rfm.time_unit == "weeks" else 1.0
-    risk = churn.churn_risk(tx, end, cfg.churn_days, cfg, attrs, fb, ce, unit, study_cycles(study, tx, rfm, end))
+    risk = churn.churn_risk(b.p, end, cfg.churn_days, cfg, attrs, fb, ce, unit, study_cycles(study, b, rfm, end))
     notes += risk.notes
     rates = retention_rates(flags, rfm)
     rates_by = retention_rates(flags, rfm, groups)
@@ -216,7 +210,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     survey = survey_table(fb, cfg, groups) if fb is not None else None
     if fb is None:
         notes.append(i18n.for_consultant("drivers.note_no_feedback"))
-    ds = driver_set(pd.Index(flags["customer_id"]), attrs, fb, early_behaviour(tx, cfg.early_days), cfg)
+    ds = driver_set(pd.Index(flags["customer_id"]), attrs, fb, early, cfg)
     notes += ds.notes
     rows, churn_cm = _churn_drivers(ds, flags, cfg, notes)
     more, linear_r2, ipa_df = _outcome_drivers(ds, cfg, fb, clv, churn_cm, notes)
@@ -226,7 +220,7 @@ def build_drivers(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.Dat
     means = ds.X[ds.ratings].mean() if ds.ratings else pd.Series(dtype=float)
     drivers["mean_rating"] = drivers["driver"].map(means)
     drivers = drivers[["driver", "method", "importance", "ci_low", "ci_high", "mean_rating"]]
-    cohorts = cohort_matrices(tx)
+    cohorts = cohort_matrices(b.p)
     res = DriversResult(flags, rates, rates_by, cohorts["customers"], cohorts["revenue"], km,
                         logrank, survey, drivers, ipa_df, churn_cm, linear_r2, ds.collinear, notes, risk)
     why = reasons.churn_reasons(attrs, fb, cfg.churn_reason_column)
@@ -325,7 +319,8 @@ def linear_drivers(ds: DriverSet, y: pd.Series, cfg: Drivers, notes: list[str], 
 def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
     """Read the earlier outputs and the attribute and feedback tables; write drivers.parquet and churn_risk.parquet."""
     run_dir = Path(run_dir)
-    tx = io.read_stage(run_dir, "transactions_clean.parquet")
+    with duckdb_parquet(io.stage_file(run_dir, "transactions_clean.parquet")) as t:
+        b, early = aggregates.daily(t, study.occasion), aggregates.early_behaviour(t, study.drivers.early_days)
     rfm = io.read_stage(run_dir, "rfm.parquet")
     info = io.read_stage_json(run_dir, "rfm.json", optional=True)
     if info is not None:
@@ -333,7 +328,7 @@ def run_drivers(study: Study, run_dir: str | Path) -> DriversResult:
     clv = io.read_stage(run_dir, "clv.parquet", optional=True)
     attrs = reading.read_attributes(study, "customers")
     fb = reading.read_attributes(study, "feedback")
-    res = build_drivers(study, tx, rfm, clv, attrs, fb)
+    res = build_drivers(study, b, early, rfm, clv, attrs, fb)
     io.write_parquet(res.drivers, run_dir / "drivers.parquet")
     sc = res.risk.scores.set_index("customer_id").reindex(res.flags["customer_id"].astype(str))
     risk = pd.DataFrame({"customer_id": res.flags["customer_id"].astype(io.STRING),

@@ -3,12 +3,12 @@ tracking, and the P(alive) matrix by purchases and recency."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cvlib import io
-from cvlib.customers import occasions
+from cvlib.engines import aggregates
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 
@@ -24,7 +24,7 @@ class Holdout:
     model: str
 
 
-def validate_holdout(cal: pd.DataFrame, tx: pd.DataFrame, model, name: str, unit: str,
+def validate_holdout(cal: pd.DataFrame, tx: pd.DataFrame | Any, model, name: str, unit: str,
                      calibration_end, holdout_end, by: str = "day") -> Holdout:
     """Predicted against actual repeat purchases in the holdout, by calibration frequency, week by week,
     and per-customer error against the naive baseline (each customer repeats their calibration rate)."""
@@ -47,21 +47,18 @@ def validate_holdout(cal: pd.DataFrame, tx: pd.DataFrame, model, name: str, unit
     return Holdout(totals, byf, tracking, errors, bool(errors["mae"].iloc[0] < errors["mae"].iloc[1]), name)
 
 
-def weekly_tracking(cal: pd.DataFrame, tx: pd.DataFrame, model, unit: str, holdout_end,
+def weekly_tracking(cal: pd.DataFrame, tx: pd.DataFrame | Any, model, unit: str, holdout_end,
                     by: str = "day") -> pd.DataFrame:
     """Cumulative repeat purchases (occasions `by`, as the model counts them) per week, actual against the model,
-    for the calibration customers."""
+    for the calibration customers (`tx`: a frame of transactions or an engine's table of them)."""
 
-    ids = set(cal["customer_id"].astype(str))
-    t = tx[io.as_ids(tx["customer_id"]).isin(ids) & (tx["date"] < pd.Timestamp(holdout_end) + pd.Timedelta(days=1))]
-    occ = occasions(t, by)
-    start_day = int(occ["day"].min())
-    first_day = occ.groupby("customer")["day"].transform("min")
-    repeat_days = occ.loc[occ["day"] > first_day, "day"].to_numpy()
+    with aggregates.table_of(tx) as t:
+        firsts, repeats = aggregates.repeat_tracking(t, cal["customer_id"], pd.Timestamp(holdout_end).date(), by)
+    start_day = int(firsts.index.min())
     end_day = int(np.datetime64(pd.Timestamp(holdout_end).date(), "D").astype(np.int64))
     weeks = np.arange(1, int(np.ceil((end_day - start_day + 1) / 7)) + 1)
-    actual = np.array([(repeat_days < start_day + 7 * w).sum() for w in weeks])
-    firsts = occ.groupby("customer")["day"].min().value_counts()
+    before = np.searchsorted(repeats.index.to_numpy(), start_day + 7 * weeks)  # repeat days before each week's end
+    actual = np.r_[0, np.cumsum(repeats.to_numpy())][before]
     exp = np.zeros(len(weeks))
     for d0, n in firsts.items():
         age = (start_day + 7 * weeks - d0 - 1) / UNIT_DAYS[unit]  # time since acquisition at the week's end

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from cvlib import io
 from cvlib.analysis.importance import (
     interval,
 )
+from cvlib.customers import Purchases, purchases
 from cvlib.params import Drivers
 from cvlib.status import contract_ends
 
@@ -46,14 +46,16 @@ def retention_rates(flags: pd.DataFrame, rfm: pd.DataFrame, by: pd.Series | None
     return g.reset_index()
 
 
-def cohort_matrices(tx: pd.DataFrame, max_months: int = 24) -> dict[str, pd.DataFrame]:
+def cohort_matrices(tx: pd.DataFrame | Purchases, max_months: int = 24) -> dict[str, pd.DataFrame]:
     """Cohort (month of first purchase) x months since, as {"customers": share of the cohort active,
     "revenue": revenue relative to the cohort's first month}. Cells after the data's last month are NaN (not
     observed), so a young cohort does not show as 0% retained. Integer codes and counts: the ids are hashed
-    once for both matrices."""
-    codes, ids = pd.factorize(io.as_ids(tx["customer_id"]))
-    month = (tx["date"].dt.year * 12 + tx["date"].dt.month - 1).to_numpy(dtype=np.int64)  # months since year 0
-    first = np.full(len(ids), np.iinfo(np.int64).max)
+    once for both matrices. `tx`: the transactions or their `Purchases` (such as the engine's customer-day
+    totals: a month's activity and revenue are the same from either)."""
+    p = tx if isinstance(tx, Purchases) else purchases(tx)
+    codes = p.code
+    month = p.day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12  # since year 0
+    first = np.full(len(p.ids), np.iinfo(np.int64).max)
     np.minimum.at(first, codes, month)
     k = month - first[codes]
     keep = k <= max_months
@@ -65,7 +67,7 @@ def cohort_matrices(tx: pd.DataFrame, max_months: int = 24) -> dict[str, pd.Data
     key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key  # distinct (customer, months since)
     cust_cell = (first[key // width] - c0) * width + key % width
     counts = {"customers": np.bincount(cust_cell, minlength=n_cohorts * width).astype(float),
-              "revenue": np.bincount(cell[keep], weights=tx["amount"].to_numpy(dtype=float)[keep],
+              "revenue": np.bincount(cell[keep], weights=p.amount[keep],
                                      minlength=n_cohorts * width)}
     present = counts["customers"].reshape(n_cohorts, width)[:, 0] > 0
     cols = range(0, int(min(max_months, month.max() - first.min())) + 1)

@@ -3,12 +3,14 @@ normalisation and weights (AHP, entropy, two levels), the weighted scores and th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cvlib import fuzzy, i18n, io
-from cvlib.customers import customer_codes, customer_sums
+from cvlib.customers import customer_codes
+from cvlib.engines import aggregates
 from cvlib.errors import ParamError
 from cvlib.params import CATEGORIES, Study, Value
 from cvlib.rules import cell_names
@@ -16,27 +18,15 @@ from cvlib.weights import ahp_weights, entropy_weights
 
 
 # --------------------------------------------------------------------------- profitability
-def direct_cost(tx: pd.DataFrame, margin_by_line: dict[str, float], default_margin: float) -> pd.Series:
-    """Direct cost per transaction: the cost column, else amount minus the margin column, else
-    amount x (1 - margin of its product line), else amount x (1 - default margin)."""
-    if "cost" in tx.columns and tx["cost"].notna().any():
-        return tx["cost"].fillna(tx["amount"] * (1 - default_margin))
-    if "margin" in tx.columns and tx["margin"].notna().any():
-        return tx["amount"] - tx["margin"].fillna(tx["amount"] * default_margin)
-    if margin_by_line and "product" in tx.columns:
-        m = tx["product"].astype(str).map(margin_by_line).astype(float).fillna(default_margin)
-        return tx["amount"] * (1 - m)
-    return tx["amount"] * (1 - default_margin)
-
-
-def profitability(tx: pd.DataFrame, rfm: pd.DataFrame, cfg: Value, default_margin: float,
+def profitability(tx: pd.DataFrame | Any, rfm: pd.DataFrame, cfg: Value, default_margin: float,
                   attrs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Revenue, direct cost, cost to serve, profit and margin % per customer.
+    """Revenue, direct cost (`cvlib.engines.aggregates.direct_cost`), cost to serve, profit and margin % per
+    customer (`tx`: a frame of transactions or an engine's table of them).
 
     Cost to serve is yearly, charged for the time each customer has been a customer (at least a month)."""
 
-    cost = direct_cost(tx, cfg.profitability.margin_by_line, default_margin)
-    g = customer_sums(tx["customer_id"], revenue=tx["amount"], direct_cost=cost)
+    with aggregates.table_of(tx) as t:
+        g = aggregates.revenue_and_cost(t, cfg.profitability.margin_by_line, default_margin)
     tenure = rfm.set_index(rfm["customer_id"].astype(str))["tenure"].reindex(g.index).fillna(0)
     years = np.maximum(tenure.to_numpy(dtype=float), 30.0) / 365.0
     cts = cfg.profitability.cost_to_serve

@@ -15,12 +15,14 @@ the data; the table says which.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cvlib import i18n
 from cvlib.analysis.value_index import profitability
+from cvlib.engines import aggregates
 from cvlib.finance import present_value_years
 
 VARIANTS = ("aov", "retention_growth", "discounted_profit", "contribution")
@@ -40,16 +42,19 @@ class Inputs:
     sources: dict[str, str]
 
 
-def measured_growth(tx: pd.DataFrame) -> float:
+def measured_growth(tx: pd.DataFrame | Any) -> float:
     """Yearly growth of revenue per active customer: the last 365 days against the 365 before (NaN when the
-    data cover less than two years)."""
-    end = tx["date"].max()
-    last = tx[tx["date"] > end - pd.Timedelta(days=365)]
-    before = tx[(tx["date"] > end - pd.Timedelta(days=730)) & (tx["date"] <= end - pd.Timedelta(days=365))]
-    if tx["date"].min() > end - pd.Timedelta(days=730) or before.empty or last.empty:
+    data cover less than two years; `tx`: a frame of transactions or an engine's table of them)."""
+    year = pd.Timedelta(days=365)
+    with aggregates.table_of(tx) as t:
+        start, end = aggregates.span(t)
+        if start > end - 2 * year:
+            return float("nan")
+        (last, n_last), (before, n_before) = (aggregates.window_spend(t, end - year, end),
+                                              aggregates.window_spend(t, end - 2 * year, end - year))
+    if not n_last or not n_before:
         return float("nan")
-    per = lambda d: d["amount"].sum() / d["customer_id"].nunique()  # noqa: E731
-    return float(per(last) / per(before) - 1)
+    return float((last / n_last) / (before / n_before) - 1)
 
 
 def per_customer(prof: pd.DataFrame, rfm: pd.DataFrame, inputs: Inputs,
@@ -106,7 +111,7 @@ def summary(per: pd.DataFrame, model_clv: pd.Series | None, which: tuple[str, ..
     return pd.DataFrame(rows)
 
 
-def build_variants(study, tx: pd.DataFrame, rfm: pd.DataFrame, model_clv: pd.Series | None, retention: float,
+def build_variants(study, tx: pd.DataFrame | Any, rfm: pd.DataFrame, model_clv: pd.Series | None, retention: float,
                    cac: pd.Series | None, attrs: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The study's chosen variants: per customer, the summary table (formulas and inputs in the report language)
     and the contribution facts."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import pandas as pd
 from cvlib import io
 from cvlib.customers import DAY_NS, Purchases
 from cvlib.engines.connect import duckdb
-from cvlib.engines.summary import days
+from cvlib.engines.summary import days, occasions
 from cvlib.io import ROW
 from cvlib.occasions import resolve_occasion
 
@@ -59,6 +59,22 @@ def frame_table(tx: pd.DataFrame) -> Iterator[Any]:
         yield con.create_table("tx", tx if ROW in tx.columns else tx.assign(**{ROW: np.arange(1, len(tx) + 1)}))
     finally:
         con.disconnect()
+
+
+@contextmanager
+def table_of(tx: Any) -> Iterator[Any]:
+    """An engine's table as it is, or a frame of transactions as one (`frame_table`): the functions that read
+    transactions take either, with one implementation (the engine expressions)."""
+    if isinstance(tx, pd.DataFrame):
+        with frame_table(tx) as t:
+            yield t
+    else:
+        yield tx
+
+
+def occasion_of(t: Any, occasion: str) -> str:
+    """The study's purchase occasion resolved against the table (`cvlib.occasions.resolve_occasion`)."""
+    return resolve_occasion(occasion, "order_id" in t.columns, lambda: has_orders(t))
 
 
 def customer_days(t: Any, only: pd.Series | None = None) -> Any:
@@ -145,15 +161,23 @@ def names(codes: Any) -> pd.Index:
     return pd.Index(pd.array(codes.order_by("code").value.to_pyarrow(), dtype=io.STRING))
 
 
-def book(t: Any, occasion: str, product: str | None = "product") -> Book:
-    """Every aggregate of the clean transactions `t` the journey stage reads (`occasion`: the study's)."""
-    ids = code_table(t.customer_id.cast("string"))
+def daily(t: Any, occasion: str, ids: Any = None) -> Book:
+    """The customer-day totals of the clean transactions `t` alone (`Book.p`, its last day and the study's
+    `occasion` resolved): all that cycles, churn risk and cohorts read (`ids`: the customers' `code_table`)."""
+    ids = code_table(t.customer_id.cast("string")) if ids is None else ids
     by_day = coded(customer_days(t), {"customer_id": ids})
     day = by_day["day"].to_numpy(np.int64)
     p = Purchases(names(ids).rename("customer_id"), by_day["code"].to_numpy(np.int64), day * DAY_NS, day,
                   by_day["amount"].to_numpy(float))
     del by_day
     end = pd.Timestamp(int(p.day.max()), unit="D") if len(p.day) else pd.Timestamp("NaT")
+    return Book(p, end, occasion_of(t, occasion), None, None, None)
+
+
+def book(t: Any, occasion: str, product: str | None = "product") -> Book:
+    """Every aggregate of the clean transactions `t` the journey stage reads (`occasion`: the study's)."""
+    ids = code_table(t.customer_id.cast("string"))
+    b = daily(t, occasion, ids)
     items = item_names = channels = first_last = channel_names = None
     if product and product in t.columns:
         it = code_table(t[product].cast("string"))
@@ -163,5 +187,102 @@ def book(t: Any, occasion: str, product: str | None = "product") -> Book:
         channels = coded(channel_revenue(t), {"customer_id": ids, "channel": ch})
         first_last = coded(first_and_last_channel(t), {"customer_id": ids, "first_channel": ch, "last_channel": ch})
         first_last, channel_names = first_last.set_index("code").sort_index(), names(ch)
-    resolved = resolve_occasion(occasion, "order_id" in t.columns, lambda: has_orders(t))
-    return Book(p, end, resolved, items, channels, first_last, item_names, channel_names)
+    return replace(b, items=items, channels=channels, first_last=first_last, item_names=item_names,
+                   channel_names=channel_names)
+
+
+def early_behaviour(t: Any, days_: int, product: str | None = "product") -> pd.DataFrame:
+    """Per customer (index: customer id, in id order): the spend on the first purchase day (first_order_value),
+    the purchase days (early_purchases) and the distinct products (early_service_lines, when there is a product
+    column) within `days_` days of the first purchase, by time: the rows dated before the first purchase's
+    time plus `days_` days."""
+    import ibis
+
+    d = days(t)
+    w = ibis.window(group_by=d.customer_id)
+    d = d.mutate(_first=d.date.min().over(w), _first_day=d._day.min().over(w))
+    e = d.filter(d.date < d._first + ibis.interval(days=int(days_)))
+    amount = e.amount.cast("decimal(38, 9)")
+    agg = {"first_order_value": amount.sum(where=e._day == e._first_day).cast("float64"),
+           "early_purchases": e._day.nunique()}
+    if product and product in t.columns:
+        agg["early_service_lines"] = e[product].nunique()
+    out = e.group_by(e.customer_id.cast("string").name("customer_id")).agg(**agg).order_by("customer_id").to_pandas()
+    out["customer_id"] = out["customer_id"].astype(io.STRING)
+    return out.set_index("customer_id")
+
+
+# --------------------------------------------------------------------------- what the CLV stage reads
+def span(t: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The times of the first and the last purchase."""
+    r = t.aggregate(start=t.date.min(), end=t.date.max()).to_pandas()
+    return pd.Timestamp(r["start"].iloc[0]), pd.Timestamp(r["end"].iloc[0])
+
+
+def returning(t: Any, lo: pd.Timestamp, mid: pd.Timestamp) -> tuple[int, int]:
+    """The customers with a purchase dated in (lo, mid], and how many of them bought again after `mid`."""
+    prev = t.filter((t.date > lo) & (t.date <= mid)).select("customer_id").distinct()
+    cur = t.filter(t.date > mid).select("customer_id").distinct()
+    return int(prev.count().execute()), int(prev.semi_join(cur, "customer_id").count().execute())
+
+
+def window_spend(t: Any, lo: pd.Timestamp, hi: pd.Timestamp) -> tuple[float, int]:
+    """The spend (exact sum) and the distinct customers of the purchases dated in (lo, hi]."""
+    w = t.filter((t.date > lo) & (t.date <= hi))
+    r = w.aggregate(spend=exact_sum(w.amount), customers=w.customer_id.nunique()).to_pandas()
+    spend = r["spend"].iloc[0]
+    return (0.0 if pd.isna(spend) else float(spend)), int(r["customers"].iloc[0])
+
+
+def first_channel(t: Any) -> pd.Series | None:
+    """Each customer's channel of the first purchase (by time, ties by the row's place; 'unknown' for a row with
+    none), by customer id in id order; None without a channel column."""
+    if "channel" not in t.columns:
+        return None
+    f = first_and_last_channel(t).select("customer_id", "first_channel").order_by("customer_id").to_pandas()
+    return pd.Series(f["first_channel"].fillna(UNKNOWN).astype(str).to_numpy(),
+                     index=f["customer_id"].astype(str).to_numpy(), name="channel")
+
+
+def direct_cost(t: Any, margin_by_line: dict[str, float], default_margin: float) -> Any:
+    """Each row's direct cost: the cost column, else amount minus the margin column, else amount x (1 - the margin
+    of its product line), else amount x (1 - default margin) (a missing cost or margin: the default margin)."""
+    import ibis
+
+    m = float(default_margin)
+    if "cost" in t.columns and bool(t.cost.notnull().any().execute()):
+        return t.cost.cast("float64").fill_null(t.amount * (1 - m))
+    if "margin" in t.columns and bool(t.margin.notnull().any().execute()):
+        return t.amount - t.margin.cast("float64").fill_null(t.amount * m)
+    if margin_by_line and "product" in t.columns:
+        lines = {str(k): ibis.literal(float(v)) for k, v in margin_by_line.items()}
+        line = t["product"].cast("string").substitute(lines, else_=ibis.literal(m))
+        return t.amount * (1 - line.fill_null(m))
+    return t.amount * (1 - m)
+
+
+def revenue_and_cost(t: Any, margin_by_line: dict[str, float], default_margin: float) -> pd.DataFrame:
+    """Per customer (index: customer id, in id order): revenue and direct cost (`direct_cost`), exact sums."""
+    c = t.mutate(_cost=direct_cost(t, margin_by_line, default_margin))
+    out = c.group_by(c.customer_id.cast("string").name("customer_id")).agg(
+        revenue=exact_sum(c.amount), direct_cost=exact_sum(c._cost)).order_by("customer_id").to_pandas()
+    return out.set_index(pd.Index(out["customer_id"].astype(io.STRING), name="customer_id")).drop(
+        columns="customer_id")
+
+
+def repeat_tracking(t: Any, ids: pd.Series, until: Any, by: str) -> tuple[pd.Series, pd.Series]:
+    """For the customers `ids`, their occasions (`by`, as the customer summary counts them) up to the day `until`:
+    how many customers had their first occasion on each day, and how many repeat occasions (after the customer's
+    first day) fell on each day (both indexed by day number)."""
+    import ibis
+
+    d = days(t, by=by if by in ("week", "month") else "day")
+    d = d.filter(d.customer_id.cast("string").isin(ibis.memtable({"id": ids.astype(str).unique()}).id))
+    occ = occasions(d, by, until=until)
+    first = occ.group_by("customer_id").agg(first=occ.day.min())
+    j = occ.join(first, "customer_id")
+    firsts = first.group_by("first").agg(n=first.count()).order_by("first").to_pandas()
+    r = j.filter(j.day > j["first"])
+    rep = r.group_by("day").agg(n=r.count()).order_by("day").to_pandas()
+    return (pd.Series(firsts["n"].to_numpy(np.int64), index=firsts["first"].to_numpy(np.int64)),
+            pd.Series(rep["n"].to_numpy(np.int64), index=rep["day"].to_numpy(np.int64)))
