@@ -1,4 +1,4 @@
-"""The CLV, journey, campaign and drivers stages read aggregates the engine wrote (cvlib.engines.aggregates), never the
+"""The CLV, value, journey, campaign and drivers stages read aggregates the engine wrote (cvlib.engines.aggregates), never the
 clean transactions as rows: the aggregates give what the rows give, on hand-built books and on the agency example."""
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def same_clv(c, from_rows) -> None:
     assert c.notes == from_rows.notes
 
 
-def test_the_clv_stage_on_cdnow_validates_its_holdout_from_the_engines_counts(tmp_path, monkeypatch):
+def test_the_clv_and_value_stages_on_cdnow_validate_on_the_holdout_from_the_engines_counts(tmp_path, monkeypatch):
     """CDNOW sample, 39 + 39 weeks: the stage (engine aggregates only) gives the CLV, holdout tracking and
     variants the rows give; the tracking ends at every repeat purchase of the calibration customers."""
     from cvlib.analysis import cleaning, clv, rfm
@@ -185,9 +185,19 @@ def test_the_clv_stage_on_cdnow_validates_its_holdout_from_the_engines_counts(tm
     assert c.holdout is not None and c.variants is not None and np.isfinite(c.retention)
     assert c.holdout.tracking["actual"].iloc[-1] == cal["x"].sum() + cal["x_holdout"].sum()
     same_clv(c, from_rows)
+    # the value stage too: its validation as of the calibration end, against holdout revenue summed here by hand
+    from cvlib.analysis import value
+
+    v = value.run_value(study, tmp_path).validation
+    cut, end = pd.Timestamp(study.rfm.calibration_end), pd.Timestamp(study.rfm.holdout_end)
+    known = tx.loc[tx["date"] < cut + pd.Timedelta(days=1), "customer_id"].astype(str).unique()
+    later = tx[(tx["date"] >= cut + pd.Timedelta(days=1)) & (tx["date"] < end + pd.Timedelta(days=1))]
+    assert len(v.customers) == len(known) == len(cal)
+    assert v.customers["holdout_revenue"].sum() == pytest.approx(
+        later.loc[later["customer_id"].astype(str).isin(known), "amount"].sum(), rel=1e-12)
 
 
-def test_the_clv_journey_campaign_and_drivers_stages_never_read_the_transactions_as_rows(tmp_path, monkeypatch):
+def test_the_clv_value_journey_campaign_and_drivers_stages_never_read_the_transactions_as_rows(tmp_path, monkeypatch):
     """On the agency example (products, channels, a campaign), with io.read_stage refusing the clean
     transactions: the stages run on the engine's aggregates and give what the rows give."""
     from cvlib import reading
@@ -211,6 +221,18 @@ def test_the_clv_journey_campaign_and_drivers_stages_never_read_the_transactions
     c = clv.run_clv(study, tmp_path)
     assert c.variants is not None and c.by_channel is not None and c.contracts  # holdout: see the CDNOW test
     same_clv(c, from_rows)
+    from cvlib.analysis import value
+
+    v = value.run_value(study, tmp_path)
+    assert "service_lines_bought" in set(v.scores.weights["column"])
+    assert not [n for n in v.scores.notes if "service lines" in n.lower()]  # not missing for anyone
+    assert v.customers["revenue"].sum() == pytest.approx(tx["amount"].sum(), rel=1e-12)
+    from cvlib.engines import duckdb_parquet
+
+    with duckdb_parquet(tmp_path / "transactions_clean.parquet") as t:
+        lines = aggregates.distinct_per_customer(t, "product")
+    by_hand = tx.groupby(tx["customer_id"].astype(str))["product"].nunique()
+    assert lines.max() > 1 and lines.set_axis(lines.index.astype(str)).to_dict() == by_hand.to_dict()
     res = journey.run_journey(study, tmp_path)
     camp = campaign.run_campaign(study, tmp_path)
     assert res.rules is not None and len(res.rules) and res.channels is not None and len(camp.outcomes)
@@ -265,3 +287,20 @@ def test_yearly_retention_by_hand_with_the_window_edges():
     tx = pd.DataFrame(rows, columns=["customer_id", "date"]).assign(amount=1.0)
     r, how = clv.yearly_retention(tx)
     assert r == pytest.approx(2 / 3) and "2 of 3" in how
+
+
+def test_the_rfm_stage_on_the_engine_counts_late_rows_without_reading_them(book_and_rows):
+    """An observation end before the last purchase: the engine path (no rows) names the same late transactions
+    (every row dated after the end's day, times of day included) as the pandas path."""
+    from cvlib.analysis import rfm
+    from cvlib.params import Rfm
+
+    _, tx = book_and_rows
+    rules = Rfm.model_validate({"end_date": "2024-03-31", "clusters": {"enabled": False}})
+    late = int((tx["date"] >= pd.Timestamp("2024-04-01")).sum())
+    assert late > 10
+    with aggregates.frame_table(tx) as t:
+        engine = rfm.build_rfm(None, rules, t, "day")
+    rows = rfm.build_rfm(tx, rules, occasion="day")
+    assert engine.notes == rows.notes and any(f"{late:,} transactions" in n for n in engine.notes)
+    pd.testing.assert_frame_equal(engine.rfm, rows.rfm, check_exact=False, rtol=1e-9)

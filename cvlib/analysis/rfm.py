@@ -14,7 +14,7 @@ import pandas as pd
 
 from cvlib import i18n, io
 from cvlib.customers import calibration_holdout, customer_summary
-from cvlib.engines import duckdb_parquet
+from cvlib.engines import aggregates, duckdb_parquet
 from cvlib.engines import summary as engine_summary
 from cvlib.occasions import occasion_basis
 from cvlib.params import Rfm, SegmentRule, Study
@@ -353,30 +353,38 @@ class RfmResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _summary(tx: pd.DataFrame, rules: Rfm, basis: str, table: Any = None) -> pd.DataFrame:
+def _summary(tx: pd.DataFrame | None, rules: Rfm, basis: str, table: Any = None) -> pd.DataFrame:
     """The per-customer summary at the observation end: by the pandas kernel, or by the engine of Ibis table
     `table` (the same transactions) when given."""
     if table is None:
         return customer_summary(tx, rules.end_date, basis, rules.time_unit)
-    return engine_summary.customer_summary(table, rules.end_date or tx["date"].max(), basis, rules.time_unit)
+    return engine_summary.customer_summary(table, rules.end_date or aggregates.span(table)[1], basis, rules.time_unit)
 
 
-def _calibration(tx: pd.DataFrame, rules: Rfm, basis: str, table: Any = None) -> pd.DataFrame:
+def _calibration(tx: pd.DataFrame | None, rules: Rfm, basis: str, table: Any = None) -> pd.DataFrame:
     """The calibration summary with the holdout (`calibration_holdout`), by pandas or by the table's engine."""
     if table is None:
         return calibration_holdout(tx, rules.calibration_end, rules.holdout_end, basis, rules.time_unit)
-    return engine_summary.calibration_holdout(table, rules.calibration_end, rules.holdout_end or tx["date"].max(),
-                                              basis, rules.time_unit)
+    return engine_summary.calibration_holdout(table, rules.calibration_end,
+                                              rules.holdout_end or aggregates.span(table)[1], basis, rules.time_unit)
 
 
-def build_rfm(tx: pd.DataFrame, rules: Rfm, table: Any = None, occasion: str = "auto") -> RfmResult:
+def _after(tx: pd.DataFrame | None, table: Any, end: pd.Timestamp) -> int:
+    """The transactions dated after the day of `end` (counted by the table's engine when there is one)."""
+    if table is not None:
+        return int(table.count().execute()) - int(aggregates.before(table, end).count().execute())
+    return int((tx["date"] > end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")).sum())
+
+
+def build_rfm(tx: pd.DataFrame | None, rules: Rfm, table: Any = None, occasion: str = "auto") -> RfmResult:
     """Everything the RFM stage computes, from clean transactions (`table`: the same as an Ibis table, whose engine
-    then computes the per-customer summary), counting the study's purchase `occasion`."""
-    basis = occasion_basis(tx, occasion)
+    then computes the per-customer summary and the counts; `tx` is then not needed), counting the study's purchase
+    `occasion`."""
+    basis = occasion_basis(tx, occasion) if table is None else aggregates.occasion_of(table, occasion)
     summary = _summary(tx, rules, basis, table)
     end = summary.attrs["end"]
     notes = []
-    late = int((tx["date"] > end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")).sum())
+    late = _after(tx, table, end)
     if late:
         notes.append(i18n.t("rfm.note_late", n=f"{late:,}", end=i18n.date(end)))
     scored, score_notes = add_scores(summary, rules)
@@ -405,14 +413,14 @@ def build_rfm(tx: pd.DataFrame, rules: Rfm, table: Any = None, occasion: str = "
 
 @i18n.in_study_language
 def run_rfm(study: Study, run_dir: str | Path) -> RfmResult:
-    """Read the clean transactions from run_dir, build the RFM stage, write its outputs there."""
+    """Build the RFM stage from the clean transactions in run_dir (by default their engine's summary, never the
+    rows), write its outputs there."""
     run_dir = Path(run_dir)
-    tx = io.read_stage(run_dir, "transactions_clean.parquet")
-    if study.rfm.summary_engine == "duckdb":
-        with duckdb_parquet(run_dir / "transactions_clean.parquet") as table:
-            res = build_rfm(tx, study.rfm, table, study.occasion)
+    if study.rfm.summary_engine == "duckdb":  # the engine reads the file; only the summary comes back
+        with duckdb_parquet(io.stage_file(run_dir, "transactions_clean.parquet")) as table:
+            res = build_rfm(None, study.rfm, table, study.occasion)
     else:
-        res = build_rfm(tx, study.rfm, occasion=study.occasion)
+        res = build_rfm(io.read_stage(run_dir, "transactions_clean.parquet"), study.rfm, occasion=study.occasion)
     io.write_parquet(res.rfm, run_dir / "rfm.parquet")
     clv_cols = ["customer_id", "x", "t_x", "T", "monetary_value", "frequency", "monetary"]
     io.write_parquet(res.summary[clv_cols], run_dir / "clv_summary.parquet")

@@ -12,8 +12,10 @@ the chosen pairs, so its sums are the plan's figures.
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,7 @@ from cvlib.analysis.campaign import measured_uplift
 from cvlib.analysis.journey import STAGES
 from cvlib.analysis.rfm import value_tiers
 from cvlib.analysis.value_index import spend_trend
+from cvlib.engines import duckdb_parquet
 from cvlib.errors import ParamError
 from cvlib.params import Clv, Strategy, Study
 from cvlib.rules import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories  # noqa: F401  # the rule vocabulary
@@ -41,7 +44,7 @@ from cvlib.rules import RULE_COLUMNS, TEXT_RULE_COLUMNS, rule_categories  # noqa
 
 # --------------------------------------------------------------------------- the customer table
 def customer_table(rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None = None,
-                   risk: pd.DataFrame | None = None, tx: pd.DataFrame | None = None,
+                   risk: pd.DataFrame | None = None, tx: pd.DataFrame | Any | None = None,
                    journey: pd.DataFrame | None = None, clv_cfg: Clv | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per customer with what the group rules can use: RFM, CLV, churn probability, value cell, trend,
     lifecycle stage and whether they are overdue (journey stage), whether they have left (the CLV stage's
@@ -354,7 +357,7 @@ def with_levers(cfg: Strategy, drivers: pd.DataFrame | None, n: int = 3) -> tupl
 
 
 def build_strategy(study: Study, rfm: pd.DataFrame, clv: pd.DataFrame, value: pd.DataFrame | None,
-                   risk: pd.DataFrame | None, drivers: pd.DataFrame | None, tx: pd.DataFrame | None,
+                   risk: pd.DataFrame | None, drivers: pd.DataFrame | None, tx: pd.DataFrame | Any | None,
                    journey: pd.DataFrame | None = None, measured: dict[str, dict] | None = None,
                    churn_reasons: pd.DataFrame | None = None, value_check: dict | None = None) -> StrategyResult:
     """Everything the strategy stage computes. `value_check`: the value stage's validation record (whether its
@@ -405,11 +408,13 @@ def run_strategy(study: Study, run_dir: str | Path) -> StrategyResult:
     def opt(name: str) -> pd.DataFrame | None:
         return io.read_stage(run_dir, name, optional=True)
 
-    res = build_strategy(study, io.read_stage(run_dir, "rfm.parquet"),
-                         io.read_stage(run_dir, "clv.parquet"), opt("value.parquet"),
-                         opt("churn_risk.parquet"), opt("drivers.parquet"), opt("transactions_clean.parquet"),
-                         opt("journey.parquet"), measured_uplift(run_dir), churn_reasons(run_dir),
-                         value_validation(run_dir))
+    clean = "transactions_clean.parquet"  # the spend trend, from engine aggregates
+    with duckdb_parquet(io.stage_file(run_dir, clean)) if (run_dir / clean).is_file() else nullcontext() as t:
+        res = build_strategy(study, io.read_stage(run_dir, "rfm.parquet"),
+                             io.read_stage(run_dir, "clv.parquet"), opt("value.parquet"),
+                             opt("churn_risk.parquet"), opt("drivers.parquet"), t,
+                             opt("journey.parquet"), measured_uplift(run_dir), churn_reasons(run_dir),
+                             value_validation(run_dir))
     io.write_parquet(res.customers[["customer_id", "group", "objective", "clv", "churn_probability", "value_at_risk"]],
                      run_dir / "strategy_groups.parquet")
     io.write_csv(io.rounded_for_export(res.playbook), run_dir / "playbook.csv")

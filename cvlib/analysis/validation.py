@@ -12,15 +12,17 @@ calibration end, checked against the value customers actually delivered in the h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from cvlib import customers, i18n, io
+from cvlib import i18n, io
 from cvlib.analysis import clv as clv_mod
 from cvlib.analysis import fitting, value_index
-from cvlib.occasions import occasion_basis
+from cvlib.engines import aggregates
+from cvlib.engines import summary as engine_summary
 from cvlib.params import Study
 from cvlib.rules import DEPARTED_CELL
 
@@ -40,13 +42,20 @@ class Validation:
     notes: list[str] = field(default_factory=list)
 
 
-def scores_as_of(study: Study, tx: pd.DataFrame, at: pd.Timestamp, attrs: pd.DataFrame | None = None,
+def scores_as_of(study: Study, tx: pd.DataFrame | Any, at: pd.Timestamp, attrs: pd.DataFrame | None = None,
                  fb: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Value score, CLV and past revenue per customer who bought by `at`, from the transactions up to then only."""
+    """Value score, CLV and past revenue per customer who bought by `at`, from the transactions up to then only
+    (`tx`: a frame of transactions or an engine's table of them: the engine computes the summary and sums)."""
 
     at = pd.Timestamp(at).normalize()
-    past = tx[tx["date"] < at + pd.Timedelta(days=1)]
-    summary = customers.customer_summary(past, at, by=occasion_basis(past, study.occasion), unit=study.rfm.time_unit)
+    with aggregates.table_of(tx) as t:
+        return _scores_as_of(study, aggregates.before(t, at), at, attrs, fb)
+
+
+def _scores_as_of(study: Study, past: Any, at: pd.Timestamp, attrs: pd.DataFrame | None,
+                  fb: pd.DataFrame | None) -> pd.DataFrame:
+    summary = engine_summary.customer_summary(past, at.date(), aggregates.occasion_of(past, study.occasion),
+                                              study.rfm.time_unit)
     cfg = study.clv
     retention, _ = clv_mod.yearly_retention(past)
     fits = fitting.fit_models(summary, cfg, (cfg.model,))
@@ -100,17 +109,18 @@ def gains_curve(d: pd.DataFrame, columns: tuple[str, ...], target: str, points: 
     return out
 
 
-def validate_value(study: Study, tx: pd.DataFrame, attrs: pd.DataFrame | None = None,
+def validate_value(study: Study, tx: pd.DataFrame | Any, attrs: pd.DataFrame | None = None,
                    fb: pd.DataFrame | None = None) -> Validation | None:
     """The value score, CLV and past revenue as of `rfm.calibration_end`, against holdout revenue up to
     `rfm.holdout_end` (else the data's end); None without a calibration end."""
     if study.rfm.calibration_end is None:
         return None
     cal = pd.Timestamp(study.rfm.calibration_end).normalize()
-    end = pd.Timestamp(study.rfm.holdout_end or tx["date"].max()).normalize()
-    d = scores_as_of(study, tx, cal, attrs, fb)
-    later = tx[(tx["date"] >= cal + pd.Timedelta(days=1)) & (tx["date"] < end + pd.Timedelta(days=1))]
-    hold = later.groupby(io.as_ids(later["customer_id"]).astype(str))["amount"].sum()
+    with aggregates.table_of(tx) as t:
+        end = pd.Timestamp(study.rfm.holdout_end or aggregates.span(t)[1]).normalize()
+        d = scores_as_of(study, t, cal, attrs, fb)
+        hold = aggregates.spend_between(t, cal, end)
+    hold.index = hold.index.astype(str)
     d.index = d.index.astype(str)
     d["holdout_revenue"] = hold.reindex(d.index).fillna(0.0).to_numpy()
     rows = []

@@ -12,6 +12,7 @@ import pandas as pd
 from cvlib import i18n, io, reading
 from cvlib.analysis.validation import validate_value
 from cvlib.analysis.value_index import Scores, index_scores, live_customers, value_cells
+from cvlib.engines import aggregates, duckdb_parquet
 from cvlib.params import Study
 from cvlib.rules import DEPARTED_CELL
 
@@ -70,10 +71,13 @@ class ValueResult:
     validation: Any = None  # cvlib.analysis.validation.Validation: the score against realised holdout value
 
 
-def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
+def build_value(study: Study, tx: pd.DataFrame | Any, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
                 attrs: pd.DataFrame | None = None, fb: pd.DataFrame | None = None) -> ValueResult:
+    """Profitability, the value index and the value cells (`tx`: the clean transactions as an engine's table, or
+    as a frame)."""
     cfg = study.value
-    prof, scores = index_scores(study, tx, rfm, clv, retention, attrs, fb, tx["date"].max())
+    with aggregates.table_of(tx) as t:
+        prof, scores = index_scores(study, t, rfm, clv, retention, attrs, fb, aggregates.span(t)[1])
     out = prof.set_index("customer_id").join(scores.customers)
     m = cfg.matrix
     alive = live_customers(clv, out.index)  # the matrix places live customers; departed ones have their own cell
@@ -93,14 +97,13 @@ def build_value(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataF
 def run_value(study: Study, run_dir: str | Path) -> ValueResult:
     """Read the earlier outputs, build the value assessment, write value.parquet and value.json."""
     run_dir = Path(run_dir)
-    tx = io.read_stage(run_dir, "transactions_clean.parquet")
     rfm = io.read_stage(run_dir, "rfm.parquet")
     clv = io.read_stage(run_dir, "clv.parquet")
     retention = io.read_stage_json(run_dir, "clv_model.json")["assumptions"]["yearly_retention"]
     attrs, fb = reading.read_attributes(study, "customers"), reading.read_attributes(study, "feedback")
-    res = build_value(study, tx, rfm, clv, float(retention) if retention is not None else float("nan"), attrs, fb)
-
-    res.validation = v = validate_value(study, tx, attrs, fb)
+    with duckdb_parquet(io.stage_file(run_dir, "transactions_clean.parquet")) as t:
+        res = build_value(study, t, rfm, clv, float(retention) if retention is not None else float("nan"), attrs, fb)
+        res.validation = v = validate_value(study, t, attrs, fb)
     io.write_parquet(res.customers, run_dir / "value.parquet")
     ahp = res.scores.ahp
     io.write_json({"weights_method": study.value.weights.method, "normalisation": study.value.normalisation,

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from cvlib import fuzzy, i18n, io
-from cvlib.customers import customer_codes
 from cvlib.engines import aggregates
 from cvlib.errors import ParamError
 from cvlib.params import CATEGORIES, Study, Value
@@ -56,27 +55,24 @@ def clv_with_costs(prof: pd.DataFrame, cfg: Value, retention: float, discount_ra
 
 
 # --------------------------------------------------------------------------- indicators and weights
-def spend_trend(tx: pd.DataFrame) -> pd.Series:
+def spend_trend(tx: pd.DataFrame | Any) -> pd.Series:
     """Spend rate in the later half of the period against the customer's own earlier rate, like with like:
     (late - early) / (late + early), each a spend per day of the half the customer was there for (the earlier
     half from their first purchase). -1: bought only before the midpoint (lapsed, whatever they spent); +1: only
-    after it; missing for a customer first seen in the later half (no earlier rate to compare with)."""
+    after it; missing for a customer first seen in the later half (no earlier rate to compare with). `tx`: a frame
+    of transactions or an engine's table of them."""
 
-    start, end = tx["date"].min(), tx["date"].max()
-    mid = start + (end - start) / 2
-    codes, distinct = customer_codes(io.as_ids(tx["customer_id"]))
-    amount, late = tx["amount"].to_numpy(dtype=float).clip(min=0), (tx["date"] > mid).to_numpy()
-    day = (tx["date"] - start).dt.days.to_numpy(dtype=float)
-    n = len(distinct)
-    earlier = np.bincount(codes, weights=np.where(late, 0.0, np.nan_to_num(amount)), minlength=n)
-    recent = np.bincount(codes, weights=np.where(late, np.nan_to_num(amount), 0.0), minlength=n)
-    first = pd.Series(day).groupby(codes).min().reindex(np.arange(n)).to_numpy()
+    with aggregates.table_of(tx) as t:
+        start, end = aggregates.span(t)
+        mid = start + (end - start) / 2
+        h = aggregates.halves(t, start, mid)
+    first = h["first_day"].to_numpy(dtype=float)
     mid_day, end_day = (mid - start).days, max((end - start).days, 1)
-    early = earlier / np.maximum(mid_day - first, 1.0)
-    later = recent / max(end_day - mid_day, 1.0)
+    early = h["earlier"].to_numpy(dtype=float) / np.maximum(mid_day - first, 1.0)
+    later = h["recent"].to_numpy(dtype=float) / max(end_day - mid_day, 1.0)
     total = early + later
     out = np.where((first <= mid_day) & (total > 0), (later - early) / np.where(total > 0, total, 1.0), np.nan)
-    return pd.Series(out, index=distinct.rename("customer_id")).sort_index()
+    return pd.Series(out, index=h.index)
 
 
 def normalise(x: pd.Series, method: str, direction: str = "higher") -> pd.Series:
@@ -100,12 +96,11 @@ def weighted_score(norm: pd.DataFrame, w: pd.Series) -> pd.Series:
     return (100 * score).fillna(50.0)
 
 
-def extra_indicators(study: Study, tx: pd.DataFrame, fb: pd.DataFrame | None, attrs: pd.DataFrame | None,
+def extra_indicators(study: Study, tx: pd.DataFrame | Any, fb: pd.DataFrame | None, attrs: pd.DataFrame | None,
                      end: pd.Timestamp) -> pd.DataFrame:
     """Satisfaction and relationship indicators per customer (as of `end`): mean NPS and CSAT and complaints per
     survey answered (feedback table), service lines bought (a product column), contract years (contracts on)."""
     out = []
-    ids = io.as_ids(tx["customer_id"]).astype(str)
     if fb is not None:
         f = fb[fb["date"] <= end] if "date" in fb.columns else fb
         f = f.assign(customer_id=f["customer_id"].astype(str))
@@ -115,7 +110,8 @@ def extra_indicators(study: Study, tx: pd.DataFrame, fb: pd.DataFrame | None, at
         if cols:
             out.append(f.groupby("customer_id")[list(cols.values())].mean().set_axis(list(cols), axis=1))
     if "product" in tx.columns:
-        out.append(tx["product"].groupby(ids).nunique().rename("service_lines_bought").to_frame())
+        with aggregates.table_of(tx) as t:
+            out.append(aggregates.distinct_per_customer(t, "product").rename("service_lines_bought").to_frame())
     k = study.clv.contracts
     if k.enabled and attrs is not None and k.start_column in attrs.columns:
         a = io.first_per_customer(attrs)
@@ -127,7 +123,7 @@ def extra_indicators(study: Study, tx: pd.DataFrame, fb: pd.DataFrame | None, at
     return pd.concat(out, axis=1) if out else pd.DataFrame(index=pd.Index([], name="customer_id"))
 
 
-def indicator_frame(tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, prof: pd.DataFrame,
+def indicator_frame(tx: pd.DataFrame | Any, rfm: pd.DataFrame, clv: pd.DataFrame, prof: pd.DataFrame,
                     attrs: pd.DataFrame | None, extra: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every column an indicator can use, one row per customer (`extra`: `extra_indicators`)."""
     base = io.by_customer(rfm)
@@ -293,11 +289,13 @@ def live_customers(clv: pd.DataFrame, ids: pd.Index) -> np.ndarray:
     return ~io.by_customer(clv)["departed"].reindex(ids).fillna(False).astype(bool).to_numpy()
 
 
-def index_scores(study: Study, tx: pd.DataFrame, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
+def index_scores(study: Study, tx: pd.DataFrame | Any, rfm: pd.DataFrame, clv: pd.DataFrame, retention: float,
                  attrs: pd.DataFrame | None, fb: pd.DataFrame | None, end: pd.Timestamp) -> tuple[pd.DataFrame, Scores]:
     """Profitability (with the costed CLV) and the value index scores of the customers in `rfm`, from the data
-    given (up to `end`): the value stage's computation, and the validation's as of the calibration end."""
-    prof = profitability(tx, rfm, study.value, study.clv.margin, attrs)
-    prof["clv_with_costs"] = clv_with_costs(prof, study.value, retention, study.clv.discount_rate).to_numpy()
-    ind = indicator_frame(tx, rfm, clv, prof, attrs, extra_indicators(study, tx, fb, attrs, end))
+    given (up to `end`; `tx`: a frame of transactions or an engine's table of them): the value stage's
+    computation, and the validation's as of the calibration end."""
+    with aggregates.table_of(tx) as t:
+        prof = profitability(t, rfm, study.value, study.clv.margin, attrs)
+        prof["clv_with_costs"] = clv_with_costs(prof, study.value, retention, study.clv.discount_rate).to_numpy()
+        ind = indicator_frame(t, rfm, clv, prof, attrs, extra_indicators(study, t, fb, attrs, end))
     return prof, score_customers(ind, study.value)

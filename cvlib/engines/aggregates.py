@@ -286,3 +286,44 @@ def repeat_tracking(t: Any, ids: pd.Series, until: Any, by: str) -> tuple[pd.Ser
     rep = r.group_by("day").agg(n=r.count()).order_by("day").to_pandas()
     return (pd.Series(firsts["n"].to_numpy(np.int64), index=firsts["first"].to_numpy(np.int64)),
             pd.Series(rep["n"].to_numpy(np.int64), index=rep["day"].to_numpy(np.int64)))
+
+
+# --------------------------------------------------------------------------- what the value stage reads
+def before(t: Any, at: pd.Timestamp) -> Any:
+    """The transactions dated on or before the day of `at` (the data as they stood at its end)."""
+    return t.filter(t.date < (pd.Timestamp(at).normalize() + pd.Timedelta(days=1)).to_pydatetime())
+
+
+def halves(t: Any, start: pd.Timestamp, mid: pd.Timestamp) -> pd.DataFrame:
+    """Per customer (index: customer id, in id order): the spend (negative amounts as 0, exact sums) dated up to
+    `mid` (earlier) and after it (recent), and the first purchase as whole days since `start` (first_day)."""
+    import ibis
+
+    amount = t.amount.clip(lower=0).cast("decimal(38, 9)")
+    late = t.date > mid.to_pydatetime()
+    days_in = ((t.date.epoch_seconds() - ibis.literal(start.to_pydatetime()).epoch_seconds()) / 86400.0).floor()
+    out = t.group_by(t.customer_id.cast("string").name("customer_id")).agg(
+        earlier=amount.sum(where=~late).cast("float64"), recent=amount.sum(where=late).cast("float64"),
+        first_day=days_in.min().cast("float64")).order_by("customer_id").to_pandas()
+    out = out.set_index(pd.Index(out["customer_id"].astype(io.STRING), name="customer_id")).drop(columns="customer_id")
+    return out.fillna({"earlier": 0.0, "recent": 0.0})
+
+
+def distinct_per_customer(t: Any, column: str) -> pd.Series:
+    """The distinct non-missing values of `column` per customer (index: customer id, in id order)."""
+    out = t.group_by(t.customer_id.cast("string").name("customer_id")).agg(n=t[column].nunique()).order_by(
+        "customer_id").to_pandas()
+    return pd.Series(out["n"].to_numpy(np.int64), index=pd.Index(out["customer_id"].astype(io.STRING),
+                                                                 name="customer_id"))
+
+
+def spend_between(t: Any, after: pd.Timestamp, until: pd.Timestamp) -> pd.Series:
+    """Per customer (index: customer id): the spend (exact sum) dated after the day of `after` up to the day of
+    `until`, inclusive (only customers with a purchase then)."""
+    lo = (pd.Timestamp(after).normalize() + pd.Timedelta(days=1)).to_pydatetime()
+    hi = (pd.Timestamp(until).normalize() + pd.Timedelta(days=1)).to_pydatetime()
+    w = t.filter((t.date >= lo) & (t.date < hi))
+    out = w.group_by(w.customer_id.cast("string").name("customer_id")).agg(spend=exact_sum(w.amount)).order_by(
+        "customer_id").to_pandas()
+    return pd.Series(out["spend"].to_numpy(float), index=pd.Index(out["customer_id"].astype(io.STRING),
+                                                                  name="customer_id"))

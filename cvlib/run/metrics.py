@@ -12,6 +12,8 @@ import pandas as pd
 
 from cvlib import io
 from cvlib.analysis import rfm
+from cvlib.customers import DAY_NS, Purchases, purchases
+from cvlib.engines import aggregates, duckdb_parquet
 from cvlib.run import summary
 
 SCHEMA = 1
@@ -38,26 +40,30 @@ DEFINITIONS: dict[str, tuple[str, str]] = {  # key: (unit, definition)
 }
 
 
-def purchase_metrics(clean: pd.DataFrame, end: dt.date | None = None) -> dict[str, float | None]:
-    """The metrics read off the kept transactions (customer_id, date, amount): concentration, repeat rate,
-    12-month retention (against `end`, default the last date) and the median purchase cycle."""
-    rev = clean.groupby("customer_id", observed=True)["amount"].sum()
-    n, total = len(rev), float(rev.sum())
-    days = clean.assign(day=clean["date"].dt.normalize())[["customer_id", "day"]].drop_duplicates()
-    per = days.groupby("customer_id", observed=True)["day"]
-    end_ts = pd.Timestamp(end) if end is not None else clean["date"].max().normalize()
-    last_year = days[days["day"] > end_ts - pd.DateOffset(months=12)]["customer_id"]
-    year_before = days[(days["day"] > end_ts - pd.DateOffset(months=24))
-                       & (days["day"] <= end_ts - pd.DateOffset(months=12))]["customer_id"]
-    base = set(year_before)
-    gaps = days.sort_values(["customer_id", "day"]).assign(
-        gap=lambda d: d.groupby("customer_id", observed=True)["day"].diff().dt.days)
-    cycles = gaps.dropna(subset=["gap"]).groupby("customer_id", observed=True)["gap"].median()
+def purchase_metrics(clean: pd.DataFrame | Purchases, end: dt.date | None = None) -> dict[str, float | None]:
+    """The metrics read off the kept transactions (customer_id, date, amount), or off their customer-day totals
+    (`Purchases`, as the engine returns them): concentration, repeat rate, 12-month retention (against `end`,
+    default the last date) and the median purchase cycle, all counted in whole days."""
+    p = clean if isinstance(clean, Purchases) else purchases(clean)
+    n = len(p.ids)
+    rev = pd.Series(np.bincount(p.code, weights=p.amount, minlength=n))
+    total = float(rev.sum())
+    d0 = int(p.day.min()) if len(p.day) else 0
+    span = int(p.day.max()) - d0 + 1 if len(p.day) else 1
+    key = np.unique(p.code * span + (p.day - d0))  # distinct (customer, day), by customer then day
+    cust, day = key // span, key % span + d0
+    end_ts = pd.Timestamp(end) if end is not None else pd.Timestamp(int(day.max()) if len(day) else 0, unit="D")
+    year, two = (int((end_ts - pd.DateOffset(months=m)).normalize().value // DAY_NS) for m in (12, 24))
+    base = set(cust[(day > two) & (day <= year)].tolist())
+    last_year = set(cust[day > year].tolist())
+    same = cust[1:] == cust[:-1]
+    gaps = pd.Series((day[1:] - day[:-1])[same].astype(float))
+    cycles = gaps.groupby(cust[1:][same]).median()
     return {
         "customers": n, "revenue": total, "revenue_per_customer": total / n if n else None,
         "top10_revenue_share": rfm.top_share(rev, 0.10), "top20_revenue_share": rfm.top_share(rev, 0.20),
-        "gini": rfm.gini(rev), "repeat_rate": float((per.nunique() >= 2).mean()) if n else None,
-        "retention_12m": len(base & set(last_year)) / len(base) if base else None,
+        "gini": rfm.gini(rev), "repeat_rate": float((np.bincount(cust, minlength=n) >= 2).mean()) if n else None,
+        "retention_12m": len(base & last_year) / len(base) if base else None,
         "median_cycle_days": float(cycles.median()) if len(cycles) else None,
     }
 
@@ -82,9 +88,10 @@ def run_metrics(run_dir: Path) -> dict[str, float | None]:
 def study_metrics(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     """metrics.json of a complete run: every standard metric with its unit, definition and period, and the
     study's name, currency, horizon and industry tags (schema version `SCHEMA`)."""
-    clean = io.read_stage(run_dir, "transactions_clean.parquet")
-    values = {**purchase_metrics(clean), **run_metrics(run_dir)}
-    period = {"first": str(clean["date"].min().date()), "last": str(clean["date"].max().date())}
+    with duckdb_parquet(io.stage_file(run_dir, "transactions_clean.parquet")) as t:  # aggregates, not the rows
+        p, (first, last) = aggregates.daily(t, "day").p, aggregates.span(t)
+    values = {**purchase_metrics(p), **run_metrics(run_dir)}
+    period = {"first": str(first.date()), "last": str(last.date())}
     return {"schema": SCHEMA, "study": params.get("study"), "client": params.get("client"),
             "currency": params.get("currency"), "industry": params.get("industry"),
             "market_segment": params.get("market_segment"), "period": period,
