@@ -197,7 +197,7 @@ def clean_on_engine(con: Any, t: Any, rules: Cleaning, malformed: pd.DataFrame |
 def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
     """Read the study's transactions, clean them (`cleaning.engine`: pandas or DuckDB), write the stage outputs."""
     spec = study.inputs.transactions
-    if study.cleaning.engine != "pandas":
+    if study.cleaning.engine_for(spec.engine) != "pandas":
         result = _clean_on_engine(study)
     else:
         raw, malformed = reading.read_transactions(study)

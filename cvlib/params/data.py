@@ -272,11 +272,20 @@ class OutlierRule(_Model):
 
 
 class Cleaning(_Model):
-    engine: Literal["pandas", "duckdb", "source"] = Field(
-        "duckdb", description="what runs the rules: duckdb (the default) where the rows are (a Parquet lake or DuckDB "
-                              "table is never loaded whole; rows of another engine are fetched first), source (the "
-                              "engine the transactions are read by, e.g. PostgreSQL or Spark: only the kept and "
-                              "quarantined rows leave it), or pandas in memory; the same audit and outputs, tested")
+    engine: Literal["auto", "pandas", "duckdb", "source"] = Field(
+        "auto", description="what runs the rules: auto (the default): duckdb for transactions read by an engine, "
+                            "pandas for a file read by pandas (its rows are in memory already: copying them into "
+                            "DuckDB took 2x the time and 3x the memory at 10M rows); duckdb where the rows are (a "
+                            "Parquet lake or DuckDB table is never loaded whole; rows of another engine are fetched "
+                            "first), source (the engine the transactions are read by, e.g. PostgreSQL or Spark: only "
+                            "the kept and quarantined rows leave it), or pandas in memory; the same audit and outputs, "
+                            "tested")
+
+    def engine_for(self, reader: str) -> str:
+        """The engine that runs the rules when the transactions are read by `reader` ('auto' resolved)."""
+        if self.engine != "auto":
+            return self.engine
+        return "pandas" if reader == "pandas" else "duckdb"
     duplicates: Toggle = Field(default_factory=Toggle)
     returns: ReturnsRule = Field(default_factory=ReturnsRule)
     dates: DatesRule = Field(default_factory=DatesRule)
