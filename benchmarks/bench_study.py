@@ -3,6 +3,7 @@
     python benchmarks/bench_study.py cdnow [--repeat 3] [--threads 1 auto]
     python benchmarks/bench_study.py generated --rows 1000000 [--repeat 2]
     python benchmarks/bench_study.py profile --rows 1000000      # cProfile of each stage function, in-process
+    python benchmarks/bench_study.py stages --rows 10000000      # each stage alone in a fresh process: time, memory
 
 `cdnow` and `generated` time `cvlib run` (kernel start and HTML included, `--force` so nothing is reused) in a
 fresh process each, with the peak RSS of its largest process, and print each stage's seconds from run.json.
@@ -24,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DATA, measure, messy_transactions, report  # noqa: E402
+
+from cvlib.stages import STAGES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,9 +86,32 @@ for s in STAGES:
 """
 
 
+STAGE = """
+import sys
+from cvlib import load_study
+from cvlib.stages import STAGES
+study = load_study(sys.argv[1])
+for s in STAGES:
+    if s.name in sys.argv[3:]:
+        s.build()(study, sys.argv[2])
+"""
+
+
+def stage_runs(params: Path, folder: Path) -> None:
+    """Each stage alone in a fresh process on one run folder (the stages before it have run): seconds and peak
+    RSS. Set PYTHONPATH to another checkout to measure its code on the same data, e.g. before and after a change."""
+    run = folder / "run"
+    run.mkdir()
+    rows = []
+    for s in STAGES:
+        r = measure([sys.executable, "-c", STAGE, str(params), str(run), s.name])
+        rows.append({"stage": s.name, "seconds": r["seconds"], "peak_gb": r["peak_gb"]})
+    report(f"each stage of {params.name} in a fresh process (import and data reading included)", rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["cdnow", "generated", "profile"])
+    ap.add_argument("what", choices=["cdnow", "generated", "stages", "profile"])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", nargs="+", default=["default"])
@@ -97,6 +123,8 @@ def main() -> None:
         params = generated_params(args.rows, tmp)
         if args.what == "generated":
             time_runs(params, f"generated_{args.rows}", args.repeat, args.threads)
+        elif args.what == "stages":
+            stage_runs(params, tmp)
         else:
             r = measure([sys.executable, "-c", PROFILE, str(params)])
             print(r["stdout"])
