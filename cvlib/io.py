@@ -110,6 +110,11 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def place_file(src: Path, path: str | Path) -> Path:
+    """Put a file another writer made (an engine's Parquet file) at `path` atomically, as the writers here do."""
+    return _atomic(Path(path), lambda p: os.replace(src, p))
+
+
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a DataFrame to parquet atomically (temp file, then rename); in-memory attrs are not stored."""
     if df.attrs:

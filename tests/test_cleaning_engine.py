@@ -180,11 +180,11 @@ def test_the_cleaning_stage_on_a_csv_runs_the_pandas_path_by_default(tmp_path, m
     from tests.conftest import small_book
 
     params = small_book(tmp_path)
-    monkeypatch.setattr(cleaning, "_clean_on_engine", lambda study: pytest.fail("a CSV was copied into DuckDB"))
+    monkeypatch.setattr(cleaning, "_clean_on_engine", lambda *a: pytest.fail("a CSV was copied into DuckDB"))
     res = cleaning.run_cleaning(load_study(params), tmp_path / "run")
     assert res.balanced and len(res.clean)
     monkeypatch.undo()
     called = []
-    monkeypatch.setattr(cleaning, "_clean_on_engine", lambda study: called.append(1) or res)
+    monkeypatch.setattr(cleaning, "_clean_on_engine", lambda *a: called.append(1) or res)
     cleaning.run_cleaning(load_study(params, ["cleaning.engine=duckdb"]), tmp_path / "run")
     assert called  # asked for by name, DuckDB cleans it

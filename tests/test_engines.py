@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cvlib import reading
+from cvlib import io, reading
 from cvlib.analysis import cleaning
 from cvlib.errors import InputDataError, ParamError
 from cvlib.io import KEY_PREFIX
@@ -57,8 +57,9 @@ def clean(study):
 
 def assert_same_cleaning(a, b) -> None:
     """Two cleanings are the same: kept rows, audit, reconciliation, quarantine (the key columns of a database row
-    aside) and every count."""
-    pd.testing.assert_frame_equal(a.clean, b.clean)
+    aside) and every count. Kept rows the engine wrote straight to the stage's file are read from it."""
+    kept = lambda r: r.clean if r.clean is not None else io.read_stage(r.clean_file.parent, r.clean_file.name)  # noqa: E731
+    pd.testing.assert_frame_equal(kept(a), kept(b))
     pd.testing.assert_frame_equal(a.audit, b.audit)
     pd.testing.assert_frame_equal(a.reconciliation, b.reconciliation)
     q = b.quarantine.drop(columns=[c for c in b.quarantine.columns if c.startswith(KEY_PREFIX)])
@@ -184,9 +185,12 @@ def test_duckdb_table_and_parquet_lake_clean_like_the_csv(tmp_path, monkeypatch)
     ref.mkdir(), pushed.mkdir()
     _, c = engine_study(tmp_path, "lake_pushed", {"engine": "duckdb", "path": "../lake"},
                         extra={"cleaning": {**CLEANING["cleaning"], "engine": "duckdb"}})
-    assert_same_cleaning(cleaning.run_cleaning(a, ref), cleaning.run_cleaning(c, pushed))
+    on_lake = cleaning.run_cleaning(c, pushed)
+    assert on_lake.clean is None  # DuckDB wrote the kept rows itself: none came to Python
+    assert_same_cleaning(cleaning.run_cleaning(a, ref), on_lake)
     pd.testing.assert_frame_equal(pd.read_parquet(ref / "transactions_clean.parquet"),
                                   pd.read_parquet(pushed / "transactions_clean.parquet"))
+    assert not list(pushed.glob(".*part*"))  # the engine's file was moved into place, nothing left beside it
 
 
 def test_pushed_down_cleaning_counts_zoned_timestamps_on_the_clients_day(tmp_path, monkeypatch):
@@ -204,10 +208,10 @@ def test_pushed_down_cleaning_counts_zoned_timestamps_on_the_clients_day(tmp_pat
     _, pushed = engine_study(tmp_path, "tzp", src, extra={"timezone": "Europe/Paris", "cleaning": {"engine": "duckdb"}})
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    ca, cb = cleaning.run_cleaning(fetched, a), cleaning.run_cleaning(pushed, b)
-    assert ca.clean["date"].astype(str).tolist() == ["2024-04-01 00:30:00", "2024-03-31 23:30:00",
-                                                     "2024-07-01 01:59:59"]
-    pd.testing.assert_frame_equal(ca.clean, cb.clean)
+    cleaning.run_cleaning(fetched, a), cleaning.run_cleaning(pushed, b)  # DuckDB writes the kept rows
+    ka, kb = (io.read_stage(d, "transactions_clean.parquet") for d in (a, b))
+    assert ka["date"].astype(str).tolist() == ["2024-04-01 00:30:00", "2024-03-31 23:30:00", "2024-07-01 01:59:59"]
+    pd.testing.assert_frame_equal(ka, kb)
 
 
 # --------------------------------------------------------------------------- Spark

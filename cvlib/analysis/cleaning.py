@@ -27,6 +27,7 @@ from cvlib.analysis.cleaning_rules import (
     _sum,
     reconciliation,
 )
+from cvlib.engines import aggregates
 from cvlib.errors import InputDataError
 from cvlib.io import ROW
 from cvlib.params import Cleaning, Study
@@ -37,13 +38,14 @@ from cvlib.parsing import parse_amounts
 class CleaningResult:
     """Clean transactions, quarantined rows and the bookkeeping that explains them."""
 
-    clean: pd.DataFrame
+    clean: pd.DataFrame | None  # None when the engine wrote the kept rows straight to `clean_file`
     quarantine: pd.DataFrame
     audit: pd.DataFrame
     reconciliation: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     outlier_bounds: tuple[float, float] | None = None
     removed: pd.DataFrame | None = None  # duplicates and netted return rows: source_row, outcome, amount_value
+    clean_file: Path | None = None  # transactions_clean.parquet, once written
 
     @property
     def balanced(self) -> bool:
@@ -51,8 +53,15 @@ class CleaningResult:
         r = self.reconciliation.set_index("term")
         return bool(r.loc["difference", "rows"] == 0 and abs(r.loc["difference", "amount"]) < 0.005)
 
+    def summary_rows(self, term: str) -> int:
+        """The rows of one reconciliation term (input, kept, quarantined...)."""
+        return int(self.reconciliation.set_index("term").loc[term, "rows"])
+
     def summary(self) -> dict:
         r = self.reconciliation.set_index("term")
+        kept = int(r.loc["kept", "rows"])
+        source = self.clean_file if self.clean_file is not None else self.clean
+        c = coverage(source).iloc[0] if kept and source is not None else None
         return {
             "rows_in": int(r.loc["input", "rows"]),
             "rows_kept": int(r.loc["kept", "rows"]),
@@ -61,9 +70,9 @@ class CleaningResult:
             "rows_netted": int(r.loc["returns netted into purchases", "rows"]),
             "amount_in": float(r.loc["input", "amount"]),
             "amount_kept": float(r.loc["kept", "amount"]),
-            "customers": int(self.clean["customer_id"].nunique()),
-            "first_date": str(self.clean["date"].min().date()) if len(self.clean) else None,
-            "last_date": str(self.clean["date"].max().date()) if len(self.clean) else None,
+            "customers": int(c["customers"]) if c is not None else 0,
+            "first_date": str(c["first date"]) if c is not None else None,
+            "last_date": str(c["last date"]) if c is not None else None,
             "balanced": self.balanced,
             "notes": self.notes,
         }
@@ -166,14 +175,18 @@ def _malformed_audit(audit: pd.DataFrame, malformed: pd.DataFrame) -> pd.DataFra
 
 def clean_on_engine(con: Any, t: Any, rules: Cleaning, malformed: pd.DataFrame | None = None,
                     date_format: str | list[str] | None = None, decimal: str = ".", thousands: str | None = None,
-                    allow_exponent: bool = False, today: dt.date | None = None) -> CleaningResult:
+                    allow_exponent: bool = False, today: dt.date | None = None,
+                    out: Path | None = None) -> CleaningResult:
     """`clean_transactions` run by the engine of Ibis table `t` (raw text in cvlib's column names and
-    `source_row`): the same rules, audit, reconciliation, kept and quarantined rows (`cleaning_engine`)."""
+    `source_row`): the same rules, audit, reconciliation, kept and quarantined rows (`cleaning_engine`). With
+    `out` (DuckDB only) the engine writes the kept rows there as Parquet, in the pandas path's types, and they
+    never come to Python (`clean` is then None)."""
     malformed = malformed if malformed is not None else pd.DataFrame(columns=["line", "text", "expected", "got"])
     p = cleaning_engine.push_cleaning(con, t, rules, date_format, decimal, thousands, allow_exponent, today)
     per, one = cleaning_outcome.totals(p)
     audit = _malformed_audit(cleaning_outcome.audit(p, p.audit, per, one), malformed)
-    clean = cleaning_outcome.as_pandas_clean(con, cleaning_outcome.clean_expr(p, one["adjusted"] > 0))
+    kept = cleaning_outcome.clean_expr(p, one["adjusted"] > 0)
+    clean = cleaning_outcome.as_pandas_clean(con, kept) if out is None else cleaning_outcome.write_clean(con, kept, out)
     quarantine = _with_malformed(cleaning_outcome.quarantine_frame(p), malformed)
 
     def part(out: int, col: str = "raw") -> tuple[int, float]:
@@ -195,28 +208,44 @@ def clean_on_engine(con: Any, t: Any, rules: Cleaning, malformed: pd.DataFrame |
 # --------------------------------------------------------------------------- the stage
 @i18n.in_study_language
 def run_cleaning(study: Study, run_dir: str | Path) -> CleaningResult:
-    """Read the study's transactions, clean them (`cleaning.engine`: pandas or DuckDB), write the stage outputs."""
+    """Read the study's transactions, clean them (`cleaning.engine`: pandas or DuckDB), write the stage outputs
+    (the kept rows written by DuckDB itself when it cleaned them: they never come to Python)."""
     spec = study.inputs.transactions
-    if study.cleaning.engine_for(spec.engine) != "pandas":
-        result = _clean_on_engine(study)
-    else:
-        raw, malformed = reading.read_transactions(study)
-        _check_rows(study, len(raw))
-        result = clean_transactions(raw, study.cleaning, malformed, spec.date_format, spec.decimal, spec.thousands,
-                                    spec.allow_exponent)
-    check_reconciliation(result)
-    if len(result.clean) == 0:
-        sample = result.quarantine.head(5).to_string()
-        raise InputDataError(
-            f"No rows survived cleaning of {engines.describe(study, spec)}. First quarantined rows:\n{sample}\n"
-            "Check the column mapping, date_format, decimal/thousands and the analysis window in the params file."
-        )
     run_dir = Path(run_dir)
-    io.write_parquet(result.clean, run_dir / "transactions_clean.parquet")
+    written = run_dir / ".transactions_clean.parquet.part"  # the engine's kept rows, until they are checked
+    try:
+        result = _cleaned(study, written)
+        check_reconciliation(result)
+        if result.summary_rows("kept") == 0:
+            sample = result.quarantine.head(5).to_string()
+            raise InputDataError(
+                f"No rows survived cleaning of {engines.describe(study, spec)}. First quarantined rows:\n{sample}\n"
+                "Check the column mapping, date_format, decimal/thousands and the analysis window in the params "
+                "file.")
+        final = run_dir / "transactions_clean.parquet"
+        if result.clean is None:
+            io.place_file(written, final)
+        else:
+            io.write_parquet(result.clean, final)
+        result.clean_file = final
+    finally:
+        written.unlink(missing_ok=True)
     io.write_csv(result.quarantine, run_dir / "quarantine.csv")
     io.write_json({"summary": result.summary(), "audit": result.audit.to_dict("records"),
                    "reconciliation": result.reconciliation.to_dict("records")}, run_dir / "cleaning.json")
     return result
+
+
+def _cleaned(study: Study, out: Path) -> CleaningResult:
+    """The study's transactions cleaned by the engine `cleaning.engine` resolves to (DuckDB writes its kept rows
+    to `out`)."""
+    spec = study.inputs.transactions
+    if study.cleaning.engine_for(spec.engine) != "pandas":
+        return _clean_on_engine(study, out)
+    raw, malformed = reading.read_transactions(study)
+    _check_rows(study, len(raw))
+    return clean_transactions(raw, study.cleaning, malformed, spec.date_format, spec.decimal, spec.thousands,
+                              spec.allow_exponent)
 
 
 def _check_rows(study: Study, n: int) -> None:
@@ -225,7 +254,7 @@ def _check_rows(study: Study, n: int) -> None:
                              "data rows.")
 
 
-def _clean_on_engine(study: Study) -> CleaningResult:
+def _clean_on_engine(study: Study, out: Path | None = None) -> CleaningResult:
     """The rules run where the rows are: by the engine the transactions are read by when it is DuckDB or when
     `cleaning.engine` is source (nothing loaded whole), else by DuckDB on the rows read as for the pandas path."""
     spec = study.inputs.transactions
@@ -237,44 +266,59 @@ def _clean_on_engine(study: Study) -> CleaningResult:
             if study.cleaning.engine == "source":
                 engines.check_working_tables(con, f"inputs.transactions ({engines.describe(study, spec)})")
             t = engines.raw_expr(con, study, spec, mapping, "transactions")
-            result = clean_on_engine(con, t, study.cleaning, None, *args)
-        _check_rows(study, result.summary()["rows_in"])  # counted by the cleaning: the table is not read twice
+            result = clean_on_engine(con, t, study.cleaning, None, *args,
+                                     out=out if con.name == "duckdb" else None)
+        _check_rows(study, result.summary_rows("input"))  # counted by the cleaning: the table is not read twice
         return result
     raw, malformed = reading.read_transactions(study)
     _check_rows(study, len(raw))
     con = engines.duckdb()
     try:
-        return clean_on_engine(con, con.create_table("raw", raw), study.cleaning, malformed, *args)
+        return clean_on_engine(con, con.create_table("raw", raw), study.cleaning, malformed, *args, out=out)
     finally:
         con.disconnect()
 
 
 # --------------------------------------------------------------------------- profile of the clean data
-def monthly_activity(clean: pd.DataFrame) -> pd.DataFrame:
-    """Revenue, transactions and active customers per calendar month."""
-    m = clean.assign(month=clean["date"].dt.to_period("M"))
-    out = m.groupby("month").agg(revenue=("amount", "sum"), transactions=("amount", "size"),
-                                 active_customers=("customer_id", "nunique")).reset_index()
-    out["month"] = out["month"].dt.to_timestamp()
-    return out
+def monthly_activity(clean: pd.DataFrame | Path) -> pd.DataFrame:
+    """Revenue, transactions and active customers per calendar month (`clean`: the clean rows or their file)."""
+    with aggregates.table_of(clean) as t:
+        m = t.mutate(month=t.date.truncate("M"))
+        out = m.group_by("month").agg(revenue=aggregates.exact_sum(m.amount), transactions=m.count(),
+                                      active_customers=m.customer_id.nunique()).order_by("month").to_pandas()
+    out["month"] = pd.to_datetime(out["month"]).astype("datetime64[ns]")
+    return out.astype({"transactions": "int64", "active_customers": "int64"})
 
 
-def coverage(clean: pd.DataFrame) -> pd.DataFrame:
-    """One-row overview: dates covered, customers, transactions, revenue."""
+def coverage(clean: pd.DataFrame | Path) -> pd.DataFrame:
+    """One-row overview: dates covered, customers, transactions, revenue (`clean`: the clean rows or their file)."""
+    with aggregates.table_of(clean) as t:
+        r = t.aggregate(first=t.date.min(), last=t.date.max(), customers=t.customer_id.nunique(),
+                        transactions=t.count(), revenue=aggregates.exact_sum(t.amount)).to_pandas().iloc[0]
+    first, last, n = pd.Timestamp(r["first"]), pd.Timestamp(r["last"]), int(r["transactions"])
     return pd.DataFrame([{
-        "first date": clean["date"].min().date(), "last date": clean["date"].max().date(),
-        "days covered": int((clean["date"].max() - clean["date"].min()).days) + 1,
-        "customers": clean["customer_id"].nunique(), "transactions": len(clean),
-        "revenue": clean["amount"].sum(), "mean transaction": clean["amount"].mean(),
+        "first date": first.date(), "last date": last.date(), "days covered": int((last - first).days) + 1,
+        "customers": int(r["customers"]), "transactions": n,
+        "revenue": float(r["revenue"]), "mean transaction": float(r["revenue"]) / n if n else np.nan,
     }])
 
 
-def top_customers(clean: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    """The n customers with the highest revenue, with their share of the total."""
-    g = clean.groupby("customer_id", observed=True).agg(revenue=("amount", "sum"), transactions=("amount", "size"),
-                                                        first=("date", "min"), last=("date", "max"))
-    g["share_of_revenue"] = g["revenue"] / clean["amount"].sum()
-    return g.sort_values("revenue", ascending=False).head(n).reset_index()
+def top_customers(clean: pd.DataFrame | Path, n: int = 10) -> pd.DataFrame:
+    """The n customers with the highest revenue, with their share of the total (ties: by customer id)."""
+    with aggregates.table_of(clean) as t:
+        total = float(t.aggregate(total=aggregates.exact_sum(t.amount)).to_pandas()["total"].iloc[0])
+        g = t.group_by("customer_id").agg(revenue=aggregates.exact_sum(t.amount), transactions=t.count(),
+                                          first=t.date.min(), last=t.date.max())
+        g = g.order_by([g.revenue.desc(), g.customer_id]).limit(n).to_pandas()
+    g["customer_id"] = g["customer_id"].astype(io.STRING)
+    g["share_of_revenue"] = g["revenue"] / total
+    return g.astype({"transactions": "int64", "first": "datetime64[ns]", "last": "datetime64[ns]"})
+
+
+def amounts(clean: pd.DataFrame | Path) -> pd.Series:
+    """Every clean amount (for their histogram), read as one column."""
+    with aggregates.table_of(clean) as t:
+        return pd.Series(t.select("amount").to_pyarrow()["amount"].to_numpy(zero_copy_only=False), name="amount")
 
 
 def check_reconciliation(result: CleaningResult) -> None:

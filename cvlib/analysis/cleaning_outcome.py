@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,7 +12,7 @@ import pandas as pd
 from cvlib import i18n, io
 from cvlib.analysis.cleaning_engine import NUMERIC_COLUMNS, TEXT_COLUMNS, Pushed, strip
 from cvlib.analysis.cleaning_rules import KEPT, QUARANTINED
-from cvlib.engines.fetch import to_pandas
+from cvlib.engines.fetch import arrow_batches, to_pandas
 from cvlib.io import ROW
 
 
@@ -97,6 +98,27 @@ def quarantine_frame(p: Pushed) -> pd.DataFrame:
         return pd.DataFrame(columns=list(q.columns))
     q[ROW] = q[ROW].astype("int64")
     return q.astype({c: "string" for c in p.raw_columns})
+
+
+def write_clean(con: Any, expr: Any, out: Path) -> None:
+    """The clean rows written to the Parquet file `out` as the pandas path writes them (its types and pandas
+    metadata: Arrow text, nanosecond dates, 64-bit row numbers), in row order, streamed from the engine in Arrow
+    batches of a million rows: never held whole in Python."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    casts = {c: expr[c].cast("string") for c in expr.columns if c in ("customer_id", *TEXT_COLUMNS)}
+    if "date" in expr.columns:
+        casts["date"] = expr.date.cast("timestamp(9)")
+    casts[ROW] = expr[ROW].cast("int64")
+    reader = arrow_batches(con, expr.mutate(**casts).order_by(ROW))
+    shape = pa.Table.from_batches([], schema=reader.schema).to_pandas()
+    shape = shape.astype({c: io.STRING for c in casts if c not in ("date", ROW)})
+    schema = pa.Schema.from_pandas(shape, preserve_index=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(str(out), schema) as w:
+        for batch in reader:
+            w.write_table(pa.Table.from_batches([batch]).cast(schema))
 
 
 def as_pandas_clean(con: Any, expr: Any) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ import pandas as pd
 
 from cvlib import io
 from cvlib.customers import DAY_NS, Purchases
-from cvlib.engines.connect import duckdb
+from cvlib.engines.connect import duckdb, duckdb_parquet
 from cvlib.engines.summary import days, occasions
 from cvlib.io import ROW
 from cvlib.occasions import resolve_occasion
@@ -63,10 +64,13 @@ def frame_table(tx: pd.DataFrame) -> Iterator[Any]:
 
 @contextmanager
 def table_of(tx: Any) -> Iterator[Any]:
-    """An engine's table as it is, or a frame of transactions as one (`frame_table`): the functions that read
-    transactions take either, with one implementation (the engine expressions)."""
+    """An engine's table as it is, a frame of transactions as one (`frame_table`), or a Parquet file of them read
+    by DuckDB: the functions that read transactions take any, with one implementation (the engine expressions)."""
     if isinstance(tx, pd.DataFrame):
         with frame_table(tx) as t:
+            yield t
+    elif isinstance(tx, Path):
+        with duckdb_parquet(tx) as t:
             yield t
     else:
         yield tx

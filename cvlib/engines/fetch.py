@@ -112,6 +112,12 @@ def to_arrow(con: Any, expr: Any) -> Any:
         return pq.read_table(f"{tmp}/out")
 
 
+def arrow_batches(con: Any, expr: Any, rows: int = 1_000_000) -> Any:
+    """An expression's result on DuckDB as a stream of Arrow record batches of `rows` rows (Ibis 12's own
+    `to_pyarrow_batches` calls a method DuckDB 2 no longer has)."""
+    return con.con.sql(str(con.compile(expr))).to_arrow_reader(rows)
+
+
 def to_pandas(con: Any, expr: Any, order: str | None = None) -> pd.DataFrame:
     """An expression's result as pandas in the types Ibis gives; on Spark through `to_arrow` and put back in the
     order of column `order` (the expression's own order_by is lost in the files)."""
