@@ -307,8 +307,8 @@ class ClvResult:
         return f.model if f is not None and f.ok else None
 
 
-def _holdout_check(study: Study, t: Any, cal: pd.DataFrame | None,
-                   notes: list[str]) -> tuple[Holdout | None, dict | None]:
+def _holdout_check(study: Study, t: Any, cal: pd.DataFrame | None, notes: list[str],
+                   end: pd.Timestamp) -> tuple[Holdout | None, dict | None]:
     """The purchase model refitted on the calibration period and checked on the holdout (with a calibration end)."""
     cfg = study.clv
     if cal is None or not len(cal):
@@ -319,7 +319,7 @@ def _holdout_check(study: Study, t: Any, cal: pd.DataFrame | None,
         notes.append(i18n.t("clv.note_holdout_skipped", model=i18n.label(cfg.model), why=hfits[cfg.model].reason))
         return None, hfits
     return validate_holdout(cal, t, hfits[cfg.model].model, cfg.model, study.rfm.time_unit,
-                            study.rfm.calibration_end, study.rfm.holdout_end or aggregates.span(t)[1],
+                            study.rfm.calibration_end, study.rfm.holdout_end or end,
                             aggregates.occasion_of(t, study.occasion)), hfits
 
 
@@ -376,7 +376,8 @@ def _build_clv(study: Study, t: Any, rfm: pd.DataFrame, summary: pd.DataFrame, c
     seg = rfm[["customer_id", "segment"]].astype({"customer_id": str})
     customers = customers.astype({"customer_id": str}).merge(seg, on="customer_id", how="left")
     rfm2 = rfm.assign(customer_id=rfm["customer_id"].astype(str))
-    contracts = contract_summary(study, attrs, rfm2, aggregates.span(t)[1], notes) if cfg.contracts.enabled else None
+    end = aggregates.span(t)[1]  # the last purchase's time, read once
+    contracts = contract_summary(study, attrs, rfm2, end, notes) if cfg.contracts.enabled else None
     by_model = with_contracts(customers, contracts, cfg.horizon_months, notes)
     used = used if by_model.all() else "sbg"
     customers = with_status(study, customers, rfm, attrs, notes)
@@ -389,7 +390,7 @@ def _build_clv(study: Study, t: Any, rfm: pd.DataFrame, summary: pd.DataFrame, c
 
     cac, overall, by_seg, by_chan = _formula_views(study, t, rfm2, attrs, customers, retention)
 
-    holdout, hfits = _holdout_check(study, t, cal, notes)
+    holdout, hfits = _holdout_check(study, t, cal, notes, end)
 
     variants, contribution = None, {}
     if cfg.variants:

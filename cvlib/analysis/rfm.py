@@ -372,7 +372,8 @@ def _calibration(tx: pd.DataFrame | None, rules: Rfm, basis: str, table: Any = N
 def _after(tx: pd.DataFrame | None, table: Any, end: pd.Timestamp) -> int:
     """The transactions dated after the day of `end` (counted by the table's engine when there is one)."""
     if table is not None:
-        return int(table.count().execute()) - int(aggregates.before(table, end).count().execute())
+        after = table.filter(table.date >= (pd.Timestamp(end).normalize() + pd.Timedelta(days=1)).to_pydatetime())
+        return int(after.count().execute())
     return int((tx["date"] > end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")).sum())
 
 
